@@ -1,0 +1,5 @@
+"""``python -m pbxbridge``."""
+
+from pbxbridge.cli import main
+
+main()

@@ -1,0 +1,395 @@
+"""The ``pbxbridge`` command line: check and explain rules, calendars, overrides, the daemon."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import sys
+from datetime import date, datetime, time, timedelta
+from typing import NoReturn
+
+import click
+
+from pbxbridge import __version__
+from pbxbridge.config import ConfigError, load_rules
+from pbxbridge.config.compile import state_path
+from pbxbridge.config.schema import RulesFile
+from pbxbridge.core import ALL_TENANTS, Call, Decision, OverrideState, route
+from pbxbridge.core.calendar import WEEKDAYS
+from pbxbridge.core.rules import Rules
+from pbxbridge.storage.overrides import OverrideStore
+
+CONFIG_ENV = "PBXBRIDGE_CONFIG"
+
+
+def _now() -> datetime:
+    return datetime.now().astimezone()
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _load(config: str) -> tuple[Rules, RulesFile]:
+    try:
+        return load_rules(config)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            click.echo(str(issue), err=True)
+        click.echo(f"{config}: {len(exc.issues)} error(s); rules not loaded", err=True)
+        sys.exit(1)
+
+
+def _parse_at(text: str | None, rules: Rules) -> datetime:
+    if text is None:
+        return _now()
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        _fail(f"--at {text!r}: expected ISO 8601, e.g. 2026-11-25T10:00 or 2026-11-25T10:00+01:00")
+    if value.tzinfo is None:
+        # A wall-clock time means the rules' local time; for a time that occurs
+        # twice (the hour after the switch to winter time) the first is taken.
+        value = value.replace(tzinfo=rules.timezone)
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pbxbridge")
+def cli() -> None:
+    """pbxbridge: route a telephone service centre's calls for many public authorities."""
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False), envvar=CONFIG_ENV)
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing when the file is valid.")
+def check(config: str, quiet: bool) -> None:
+    """Validate a rules file; list every error as FILE:LINE: key.path: message."""
+    rules, _ = _load(config)
+    if not quiet:
+        click.echo(
+            f"{config}: OK ({len(rules.tenants)} tenants, {len(rules.exact_dids)} numbers, "
+            f"{len(rules.prefix_dids.entries)} number blocks, "
+            f"{len(rules.service_115.by_area_code.entries) if rules.service_115 else 0} "
+            "115 area codes)"
+        )
+
+
+@cli.command()
+@click.option("-c", "--config", required=True, envvar=CONFIG_ENV, type=click.Path(dir_okay=False))
+@click.option("--did", required=True, help="The dialled number as Asterisk would report it.")
+@click.option("--caller", default="", help="Caller number; empty or 'anonymous' for withheld.")
+@click.option("--caller-name", default="", help="Caller-ID display name.")
+@click.option("--restricted", is_flag=True, help="The network marked the number withheld.")
+@click.option("--digit", default=None, help="115 menu: the digit pressed ('' = timeout).")
+@click.option("--at", "at_text", default=None, help="ISO 8601 instant; default now.")
+@click.option("--no-overrides", is_flag=True, help="Ignore stored manual overrides.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def explain(
+    config: str,
+    did: str,
+    caller: str,
+    caller_name: str,
+    restricted: bool,
+    digit: str | None,
+    at_text: str | None,
+    no_overrides: bool,
+    as_json: bool,
+) -> None:
+    """Show where a call would go, and why."""
+    rules, model = _load(config)
+    at = _parse_at(at_text, rules)
+    overrides = []
+    db = state_path(model, config)
+    if not no_overrides and db.exists():
+        with OverrideStore(db) as store:
+            overrides = store.active(at)
+    decision = route(
+        Call(
+            did=did, caller=caller, caller_name=caller_name, restricted=restricted, menu_digit=digit
+        ),
+        rules,
+        at,
+        overrides,
+    )
+    if as_json:
+        out = decision.as_dict()
+        out["at"] = at.isoformat()
+        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    click.echo(_describe(decision, rules))
+
+
+def _describe(d: Decision, rules: Rules) -> str:
+    lines = [f"action:     {d.action.value}"]
+    if d.tenant:
+        lines.append(f"tenant:     {d.tenant} ({d.tenant_name})")
+        lines.append(f"greeting:   {d.greeting}")
+    if d.queue is not None and d.closed is None:
+        q = d.queue
+        lines.append(
+            f"queue:      {q.queue} via context {q.context}, priority {q.priority}"
+            + (f", whisper {q.whisper}" if q.whisper else "")
+        )
+    if d.closed is not None:
+        c = d.closed
+        lines.append(
+            f"closed:     announce {c.announce or '-'}, then {c.then.value}"
+            + (f" {c.target}" if c.target else "")
+        )
+    if d.menu is not None:
+        options = ", ".join(f"{k}={v}" for k, v in sorted(d.menu.options.items()))
+        lines.append(f"menu:       {d.menu.prompt} ({options}; default {d.menu.default})")
+    if d.reject is not None:
+        lines.append(f"reject:     announce {d.reject.announce or '-'}")
+    lines.append(f"did:        {d.did}")
+    lines.append(f"caller:     {d.caller or 'withheld'}" + (" (115)" if d.via_115 else ""))
+    if d.callerid_name:
+        lines.append(f"caller-ID:  {d.callerid_name}")
+    if d.screen_pop_url:
+        lines.append(f"screen pop: {d.screen_pop_url}")
+    lines.append("reasons:")
+    lines.extend(f"  {i}. {r}" for i, r in enumerate(d.reasons, 1))
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("-c", "--config", required=True, envvar=CONFIG_ENV, type=click.Path(dir_okay=False))
+@click.option("--tenant", required=True, help="Tenant id (or a calendar id).")
+@click.option("--from", "first", required=True, type=click.DateTime(["%Y-%m-%d"]))
+@click.option("--to", "last", required=True, type=click.DateTime(["%Y-%m-%d"]))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def calendar(config: str, tenant: str, first: datetime, last: datetime, as_json: bool) -> None:
+    """List open and closed periods day by day, with holiday names."""
+    rules, _ = _load(config)
+    if tenant in rules.tenants:
+        cal = rules.tenants[tenant].calendar
+    elif tenant in rules.calendars:
+        cal = rules.calendars[tenant]
+    else:
+        _fail(f"unknown tenant or calendar {tenant!r} (known: {', '.join(sorted(rules.tenants))})")
+    if last < first:
+        _fail("--to is before --from")
+    if (last - first).days > 731:
+        _fail("at most two years at a time")
+    days: dict[date, list[tuple[str, bool, str]]] = {}
+    for period in cal.periods(first.date(), last.date()):
+        span = f"{_hhmm(period.start)}-{_hhmm(period.end)}"
+        days.setdefault(period.day, []).append((span, period.is_open, period.why))
+    if as_json:
+        payload = [
+            {
+                "date": day.isoformat(),
+                "periods": [{"time": s, "open": o, "why": w} for s, o, w in periods],
+            }
+            for day, periods in days.items()
+        ]
+        click.echo(json.dumps({"calendar": cal.name, "days": payload}, ensure_ascii=False))
+        return
+    click.echo(f"calendar {cal.name} ({rules.timezone.key}), half-open intervals")
+    for day, periods in days.items():
+        opened = [s for s, o, _ in periods if o]
+        head = f"{WEEKDAYS[day.weekday()].capitalize()} {day:%d.%m.%Y}"
+        if opened:
+            why = next(w for _, o, w in periods if o)
+            click.echo(f"{head}  open   {', '.join(opened):<24} {why}")
+        else:
+            click.echo(f"{head}  closed {'':<24} {periods[0][2]}")
+
+
+def _hhmm(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}"
+
+
+@cli.group()
+def override() -> None:
+    """Force tenants open or closed by hand (stored durably)."""
+
+
+_DURATION_RE = re.compile(r"^(\d+)\s*([mhd])$")
+
+
+def _parse_until(
+    until: str | None, duration: str | None, rules: Rules, now: datetime
+) -> datetime | None:
+    if until and duration:
+        _fail("give --until or --for, not both")
+    if duration:
+        m = _DURATION_RE.match(duration.strip())
+        if not m:
+            _fail(f"--for {duration!r}: expected e.g. 30m, 2h or 1d")
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+        return now + timedelta(**{unit: int(m.group(1))})
+    if not until:
+        return None
+    local_now = now.astimezone(rules.timezone)
+    try:
+        clock = time.fromisoformat(until.strip())
+    except ValueError:
+        clock = None
+    if clock is not None and len(until.strip()) <= 8:
+        # "bis 12:00": the next 12:00 in the rules' time zone.
+        candidate = datetime.combine(local_now.date(), clock, rules.timezone)
+        if candidate <= local_now:
+            candidate = datetime.combine(
+                local_now.date() + timedelta(days=1), clock, rules.timezone
+            )
+        return candidate
+    try:
+        value = datetime.fromisoformat(until.strip())
+    except ValueError:
+        _fail(f"--until {until!r}: expected HH:MM or an ISO 8601 date and time")
+    return value if value.tzinfo else value.replace(tzinfo=rules.timezone)
+
+
+@override.command("set")
+@click.option("-c", "--config", required=True, envvar=CONFIG_ENV, type=click.Path(dir_okay=False))
+@click.option("--tenant", help="Tenant id.")
+@click.option("--all", "all_tenants", is_flag=True, help="Every tenant.")
+@click.option("--open", "state", flag_value="open", help="Force open.")
+@click.option("--closed", "state", flag_value="closed", help="Force closed.")
+@click.option("--reason", required=True, help="Why (shown in traces), e.g. 'Unwetter'.")
+@click.option("--until", help="HH:MM (next occurrence) or ISO 8601; default until cleared.")
+@click.option("--for", "duration", help="Duration instead of --until: 30m, 2h, 1d.")
+def override_set(
+    config: str,
+    tenant: str | None,
+    all_tenants: bool,
+    state: str | None,
+    reason: str,
+    until: str | None,
+    duration: str | None,
+) -> None:
+    """Force a tenant (or all) open or closed."""
+    rules, model = _load(config)
+    scope = _scope(tenant, all_tenants, rules)
+    if state is None:
+        _fail("give --open or --closed")
+    if not reason.strip():
+        _fail("--reason must not be empty")
+    now = _now()
+    expires = _parse_until(until, duration, rules, now)
+    if expires is not None and expires <= now:
+        _fail("the expiry is in the past")
+    with OverrideStore(state_path(model, config)) as store:
+        item = store.set(
+            scope,
+            OverrideState(state),
+            reason.strip(),
+            at=now,
+            expires_at=expires,
+            set_by=_user(),
+        )
+    who = "all tenants" if scope == ALL_TENANTS else scope
+    end = (
+        f"until {expires.astimezone(rules.timezone):%a %d.%m.%Y %H:%M %Z}"
+        if expires
+        else ("until cleared")
+    )
+    click.echo(f"override #{item.id}: {who} forced {state} {end} ({item.reason})")
+
+
+@override.command("clear")
+@click.option("-c", "--config", required=True, envvar=CONFIG_ENV, type=click.Path(dir_okay=False))
+@click.option("--tenant", help="Clear the tenant's overrides.")
+@click.option("--all", "all_tenants", is_flag=True, help="Clear the overrides set with --all.")
+@click.option("--id", "override_id", type=int, help="Clear one override by id.")
+def override_clear(
+    config: str, tenant: str | None, all_tenants: bool, override_id: int | None
+) -> None:
+    """Clear overrides; routing follows the calendar again."""
+    rules, model = _load(config)
+    with OverrideStore(state_path(model, config)) as store:
+        if override_id is not None:
+            if tenant or all_tenants:
+                _fail("give --id alone")
+            count = store.clear(at=_now(), override_id=override_id, cleared_by=_user())
+        else:
+            scope = _scope(tenant, all_tenants, rules)
+            count = store.clear(at=_now(), scope=scope, cleared_by=_user())
+    click.echo(f"cleared {count} override(s)")
+    if count == 0:
+        sys.exit(1)
+
+
+@override.command("list")
+@click.option("-c", "--config", required=True, envvar=CONFIG_ENV, type=click.Path(dir_okay=False))
+@click.option("--history", is_flag=True, help="Include cleared and expired ones.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def override_list(config: str, history: bool, as_json: bool) -> None:
+    """List overrides in force (or the history)."""
+    rules, model = _load(config)
+    now = _now()
+    tz = rules.timezone
+    with OverrideStore(state_path(model, config)) as store:
+        rows = store.history(200) if history else [(o, None, "") for o in store.active(now)]
+    items = []
+    for item, cleared_at, cleared_by in rows:
+        items.append(
+            {
+                "id": item.id,
+                "scope": item.scope,
+                "state": item.state.value,
+                "reason": item.reason,
+                "set_at": item.set_at.astimezone(tz).isoformat(),
+                "expires_at": item.expires_at.astimezone(tz).isoformat()
+                if item.expires_at
+                else None,
+                "set_by": item.set_by,
+                "cleared_at": cleared_at.astimezone(tz).isoformat() if cleared_at else None,
+                "cleared_by": cleared_by or None,
+                "in_force": cleared_at is None and item.active_at(now),
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(items, ensure_ascii=False))
+        return
+    if not items:
+        click.echo("no overrides in force")
+        return
+    for it in items:
+        scope = "all tenants" if it["scope"] == ALL_TENANTS else it["scope"]
+        status = "in force" if it["in_force"] else ("cleared" if it["cleared_at"] else "expired")
+        click.echo(
+            f"#{it['id']} {scope}: {it['state']} since {it['set_at']} until "
+            f"{it['expires_at'] or 'cleared'} — {it['reason']} (by {it['set_by'] or '?'}; "
+            f"{status})"
+        )
+
+
+def _scope(tenant: str | None, all_tenants: bool, rules: Rules) -> str:
+    if bool(tenant) == all_tenants:
+        _fail("give --tenant T or --all")
+    if all_tenants:
+        return ALL_TENANTS
+    assert tenant is not None
+    if tenant not in rules.tenants:
+        _fail(f"unknown tenant {tenant!r} (known: {', '.join(sorted(rules.tenants))})")
+    return tenant
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return ""
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the rules file (for editors)."""
+    doc = RulesFile.model_json_schema()
+    doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    doc["$id"] = "https://pbxbridge.invalid/schema/routing-rules-v1.json"
+    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="pbxbridge")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

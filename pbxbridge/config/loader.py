@@ -1,0 +1,401 @@
+"""Read a rules file: YAML → pydantic → compiled :class:`~pbxbridge.core.rules.Rules`.
+
+A rules file is accepted whole or rejected whole. Every problem found is
+reported, each as ``FILE:LINE: key.path: message``, so an operator fixes them
+all in one go. pydantic reports key paths, not lines; we map each path onto
+the YAML node tree (``yaml.compose``) to find the line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from pbxbridge.config.schema import (
+    CalendarConfig,
+    QueueConfig,
+    RejectConfig,
+    RulesFile,
+    Service115Config,
+    StateConfig,
+    TenantConfig,
+    UnknownDidConfig,
+)
+from pbxbridge.core.rules import Rules
+
+MAX_FILE_BYTES = 32 * 1024 * 1024
+"""Larger files are refused before parsing (the 50,000-DID benchmark is ~2 MB)."""
+MAX_EXPANDED_NODES = 2_000_000
+"""Refuse YAML whose aliases expand beyond this (a "billion laughs" file)."""
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem in a rules file.
+
+    Attributes:
+        file: The file name as given.
+        line: 1-based line number (0 when unknown).
+        path: Key path (``tenants.wardenburg.dids.0``), ``""`` for the document.
+        message: What is wrong, and how to fix it where we can tell.
+    """
+
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{self.file}:{self.line}: {where}{self.message}"
+
+
+class ConfigError(Exception):
+    """A rules file was rejected; ``issues`` lists every problem."""
+
+    def __init__(self, issues: Sequence[Issue]) -> None:
+        self.issues = tuple(sorted(issues, key=lambda i: (i.line, i.path)))
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class _Loader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
+    """Safe loader that keeps unquoted dates as strings.
+
+    An operator writes ``closed: [2026-12-24]`` and means the string; PyYAML
+    would construct a ``datetime.date``. Everything else keeps YAML 1.1
+    semantics on purpose, so ``17:30`` still becomes 1050 and the schema can
+    reject it with a message that shows the original text.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_rules(path: str | Path) -> tuple[Rules, RulesFile]:
+    """Load, validate and compile a rules file.
+
+    Args:
+        path: The YAML file.
+
+    Returns:
+        The compiled rules and the validated file model.
+
+    Raises:
+        ConfigError: With every problem found; nothing is half-loaded.
+    """
+    name = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError([Issue(name, 0, "", f"cannot read: {exc.strerror or exc}")]) from None
+    return parse_rules(raw, name)
+
+
+def parse_rules(raw: bytes | str, name: str = "<rules>") -> tuple[Rules, RulesFile]:
+    """Validate and compile rules from YAML text.
+
+    Args:
+        raw: The YAML document.
+        name: File name used in messages and as the rules' source.
+
+    Returns:
+        The compiled rules and the validated file model.
+
+    Raises:
+        ConfigError: With every problem found.
+    """
+    from pbxbridge.config.compile import compile_rules  # avoid an import cycle
+
+    data, root, issues = _parse_yaml(raw, name)
+    present: dict[str, frozenset[str]] = {}
+    try:
+        model = RulesFile.model_validate(data)
+    except ValidationError as exc:
+        issues.extend(_pydantic_issues(exc, root, name))
+        # Keep going with the entries that are valid on their own, so that one
+        # run reports wrong references and numbers too, not just the shapes.
+        model, present = _valid_part(data)
+    text = raw if isinstance(raw, bytes) else raw.encode("utf-8")
+    rules, problems = compile_rules(
+        model, source=name, digest=hashlib.sha256(text).hexdigest(), present=present
+    )
+    for loc, message in problems:
+        issues.append(Issue(name, _line_for(root, loc), _dotted(loc), message))
+    if issues:
+        raise ConfigError(issues)
+    assert rules is not None
+    return rules, model
+
+
+def _valid_part(data: dict[str, Any]) -> tuple[RulesFile, dict[str, frozenset[str]]]:
+    """The sections and entries of an invalid file that are valid on their own."""
+    present: dict[str, frozenset[str]] = {}
+    fields: dict[str, Any] = {}
+    sections: tuple[tuple[str, type[BaseModel]], ...] = (
+        ("calendars", CalendarConfig),
+        ("queues", QueueConfig),
+        ("tenants", TenantConfig),
+    )
+    for section, model_cls in sections:
+        raw = data.get(section)
+        valid: dict[str, BaseModel] = {}
+        if isinstance(raw, dict):
+            for key, value in raw.items():
+                if isinstance(key, str):
+                    try:
+                        valid[key] = model_cls.model_validate(value)
+                    except ValidationError:
+                        pass
+            present[section] = frozenset(k for k in raw if isinstance(k, str)) - valid.keys()
+        fields[section] = valid
+    for key, default in (("timezone", "UTC"), ("region", "DE")):
+        value = data.get(key)
+        fields[key] = value if isinstance(value, str) else default
+    fields["service_115"] = _validate_or(Service115Config, data.get("service_115"), None)
+    fields["unknown_did"] = _validate_or(
+        UnknownDidConfig,
+        data.get("unknown_did"),
+        UnknownDidConfig.model_construct(tenant=None, reject=RejectConfig()),
+    )
+    fields["state"] = StateConfig()
+    return RulesFile.model_construct(**fields), present
+
+
+def _validate_or(model_cls: type[BaseModel], value: object, default: Any) -> Any:
+    try:
+        return model_cls.model_validate(value)
+    except ValidationError:
+        return default
+
+
+def _parse_yaml(raw: bytes | str, name: str) -> tuple[Any, yaml.Node, list[Issue]]:
+    size = len(raw)
+    if size > MAX_FILE_BYTES:
+        raise ConfigError([Issue(name, 0, "", f"file too large ({size} bytes)")])
+    text = raw
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            raise ConfigError([Issue(name, line, "", "not valid UTF-8")]) from None
+    try:
+        loader = _Loader(text)
+        try:
+            root = loader.get_single_node()
+            if root is None:
+                raise ConfigError([Issue(name, 1, "", "the file is empty")])
+            found = list(_structure_problems(root))
+            problems = [Issue(name, line, "", msg) for line, msg, _ in found]
+            if any(fatal for _, _, fatal in found):
+                raise ConfigError(problems)
+            data = loader.construct_document(root)
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        text = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise ConfigError([Issue(name, line, "", f"YAML syntax: {text}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([Issue(name, 0, "", f"YAML: {exc}")]) from None
+    except RecursionError:
+        raise ConfigError([Issue(name, 0, "", "nested too deeply")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([Issue(name, root.start_mark.line + 1, "", "expected a mapping")])
+    return data, root, problems
+
+
+def _structure_problems(root: yaml.Node) -> Iterable[tuple[int, str, bool]]:
+    """Duplicate keys, alias bombs and cycles, found on the node tree.
+
+    PyYAML silently keeps the last of two equal keys, so a tenant defined twice
+    would lose its first definition without a word; we refuse that instead.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _Cycle(node.start_mark.line + 1)
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                total += size(k) + size(v)
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                total += size(item)
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        if size(root) > MAX_EXPANDED_NODES:
+            yield root.start_mark.line + 1, "document too large after expanding aliases", True
+            return
+    except _Cycle as cycle:
+        yield cycle.line, "recursive alias (a node that contains itself)", True
+        return
+
+    seen: set[int] = set()
+    stack: list[yaml.Node] = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value != "<<":
+                    line = k.start_mark.line + 1
+                    if k.value in first:
+                        yield (
+                            line,
+                            (
+                                f"duplicate key {k.value!r} (first at line {first[k.value]}); "
+                                "YAML would silently keep only the last one"
+                            ),
+                            False,
+                        )
+                    else:
+                        first[k.value] = line
+                stack.append(v)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+
+
+class _Cycle(Exception):
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+def _dotted(loc: Path_) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _node_at(root: yaml.Node, loc: Path_) -> tuple[yaml.Node, bool]:
+    """The deepest node along ``loc`` and whether the whole path resolved.
+
+    Merge keys (``<<``) are followed so that inherited values point at the
+    anchor's line.
+    """
+    node = root
+    for part in loc:
+        nxt = _child(node, part)
+        if nxt is None:
+            return node, False
+        node = nxt
+    return node, True
+
+
+def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        merged: list[yaml.Node] = []
+        pairs: list[tuple[yaml.Node, yaml.Node]] = node.value
+        # The last of duplicate keys is the one YAML keeps, so search backwards.
+        for k, v in reversed(pairs):
+            if isinstance(k, yaml.ScalarNode):
+                if k.value == "<<":
+                    merged.append(v)
+                elif k.value == str(part):
+                    return v
+        for m in merged:
+            sources = m.value if isinstance(m, yaml.SequenceNode) else [m]
+            for src in sources:
+                found = _child(src, part)
+                if found is not None:
+                    return found
+        return None
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+        items: list[yaml.Node] = node.value
+        return items[part] if 0 <= part < len(items) else None
+    return None
+
+
+def _key_node(node: yaml.Node, key: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        pairs: list[tuple[yaml.Node, yaml.Node]] = node.value
+        for k, _ in reversed(pairs):
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return k
+    return None
+
+
+def _line_for(root: yaml.Node, loc: Path_) -> int:
+    node, _ = _node_at(root, loc)
+    return node.start_mark.line + 1
+
+
+_YAML_READ_AS = {
+    "tag:yaml.org,2002:int": "the number {value}",
+    "tag:yaml.org,2002:float": "the number {value}",
+    "tag:yaml.org,2002:bool": "the boolean {value}",
+    "tag:yaml.org,2002:null": "nothing (null)",
+}
+
+
+def _pydantic_issues(exc: ValidationError, root: yaml.Node, name: str) -> Iterable[Issue]:
+    for err in exc.errors(include_url=False):
+        loc: Path_ = tuple(err["loc"])
+        kind = err["type"]
+        message = err["msg"]
+        is_key = bool(loc) and loc[-1] == "[key]"
+        if is_key:
+            loc = loc[:-1]
+        if kind == "extra_forbidden":
+            parent, _ = _node_at(root, loc[:-1])
+            key_node = _key_node(parent, str(loc[-1]))
+            line = (key_node or parent).start_mark.line + 1
+            yield Issue(name, line, _dotted(loc), f"unknown key {str(loc[-1])!r}")
+            continue
+        node, exact = _node_at(root, loc)
+        if is_key and exact:
+            parent, _ = _node_at(root, loc[:-1])
+            node = _key_node(parent, str(loc[-1])) or node
+        if kind == "missing":
+            message = "required key is missing"
+        elif kind in {"string_type", "int_type", "float_type", "bool_type"} and exact:
+            message = _type_hint(node, kind, message, is_key)
+        elif kind == "value_error":
+            message = message.removeprefix("Value error, ")
+        yield Issue(name, node.start_mark.line + 1, _dotted(loc), message)
+
+
+def _type_hint(node: yaml.Node, kind: str, message: str, is_key: bool) -> str:
+    if not isinstance(node, yaml.ScalarNode):
+        shape = "a mapping" if isinstance(node, yaml.MappingNode) else "a list"
+        return f"{message}, got {shape}"
+    read_as = _YAML_READ_AS.get(node.tag)
+    if kind == "string_type" and read_as is not None:
+        value = _constructed(node)
+        what = "key" if is_key else "value"
+        return (
+            f"expected a quoted string, but YAML read the {what} {node.value!r} as "
+            f'{read_as.format(value=value)}; write it in quotes: "{node.value}"'
+        )
+    if kind != "string_type" and node.tag == "tag:yaml.org,2002:str":
+        return f"{message}, got the text {node.value!r} (remove the quotes?)"
+    return message
+
+
+def _constructed(node: yaml.ScalarNode) -> object:
+    try:
+        return yaml.safe_load(node.value) if node.value else None
+    except yaml.YAMLError:
+        return node.value

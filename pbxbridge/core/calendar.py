@@ -1,0 +1,418 @@
+"""Opening-hours calendars: weekly hours, holidays, extra closed dates, special openings.
+
+All comparisons happen in local wall-clock time of the rules' time zone, so a
+calendar that says ``07:00-18:00`` opens at 07:00 local time on the day
+daylight saving starts and ends as on any other day. Intervals are half-open:
+``07:00`` is open, ``18:00`` is closed.
+
+Precedence on a given date, first match wins:
+
+1. a special opening (``open: {"2026-03-08": [...]}``) replaces everything else;
+2. an extra closed date (``closed: [...]``) closes the whole day;
+3. a public holiday of the configured country/subdivision closes the whole day;
+4. otherwise the weekly ``hours`` apply.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import holidays as holidays_lib
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_TIME_RE = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
+
+
+class CalendarSyntaxError(ValueError):
+    """A time, interval, day or date string in a calendar is malformed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """A half-open local-time interval ``[start, end)`` in seconds after midnight.
+
+    Attributes:
+        start: Seconds after midnight, inclusive.
+        end: Seconds after midnight, exclusive (86400 for ``24:00``).
+        label: Where it comes from, for traces (``mon-fri``, ``2026-03-08``).
+    """
+
+    start: int
+    end: int
+    label: str = ""
+
+    def contains(self, second: int) -> bool:
+        """Whether a second-of-day lies inside the interval.
+
+        Args:
+            second: Seconds after local midnight.
+
+        Returns:
+            True when ``start <= second < end``.
+        """
+        return self.start <= second < self.end
+
+    def overlaps(self, other: Interval) -> bool:
+        """Whether two intervals share at least one second.
+
+        Args:
+            other: Another interval.
+
+        Returns:
+            True when they overlap (touching ends do not overlap).
+        """
+        return self.start < other.end and other.start < self.end
+
+    @property
+    def text(self) -> str:
+        """The interval as ``HH:MM-HH:MM``."""
+        return f"{_hhmm(self.start)}-{_hhmm(self.end)}"
+
+
+def _hhmm(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}"
+
+
+def parse_time(text: str) -> int:
+    """Parse ``HH:MM`` (``24:00`` allowed) into seconds after midnight.
+
+    Args:
+        text: The time string.
+
+    Returns:
+        Seconds after midnight.
+
+    Raises:
+        CalendarSyntaxError: If it is not a valid ``HH:MM``.
+    """
+    m = _TIME_RE.match(text.strip())
+    if not m:
+        raise CalendarSyntaxError(f"invalid time {text!r}: expected HH:MM (00:00 to 24:00)")
+    hours, minutes = int(m.group(1)), int(m.group(2))
+    if hours == 24 and minutes:
+        raise CalendarSyntaxError(f"invalid time {text!r}: 24:00 is the latest time")
+    return hours * 3600 + minutes * 60
+
+
+def parse_interval(text: str, label: str = "") -> Interval:
+    """Parse ``HH:MM-HH:MM`` into an :class:`Interval`.
+
+    Args:
+        text: The interval string.
+        label: Label for traces.
+
+    Returns:
+        The interval.
+
+    Raises:
+        CalendarSyntaxError: If malformed or empty (end not after start).
+    """
+    parts = text.split("-")
+    if len(parts) != 2:
+        raise CalendarSyntaxError(f"invalid interval {text!r}: expected HH:MM-HH:MM")
+    start, end = parse_time(parts[0]), parse_time(parts[1])
+    if end <= start:
+        raise CalendarSyntaxError(
+            f"invalid interval {text!r}: the end must be after the start "
+            "(intervals cannot cross midnight; split them at 24:00)"
+        )
+    return Interval(start, end, label)
+
+
+def parse_days(spec: str) -> tuple[int, ...]:
+    """Parse a day spec like ``mon-fri``, ``sat``, ``mon,wed,fri`` or ``daily``.
+
+    Args:
+        spec: The day specification.
+
+    Returns:
+        Sorted weekday numbers (Monday is 0).
+
+    Raises:
+        CalendarSyntaxError: On unknown day names or reversed ranges.
+    """
+    if spec.strip() == "daily":
+        return tuple(range(7))
+    days: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        if "-" in part:
+            first, _, last = part.partition("-")
+            a, b = _day(first, spec), _day(last, spec)
+            if b < a:
+                raise CalendarSyntaxError(
+                    f"invalid days {spec!r}: {first}-{last} runs backwards (write e.g. mon-fri)"
+                )
+            days.update(range(a, b + 1))
+        else:
+            days.add(_day(part, spec))
+    return tuple(sorted(days))
+
+
+def _day(name: str, spec: str) -> int:
+    try:
+        return WEEKDAYS.index(name.strip().lower())
+    except ValueError:
+        raise CalendarSyntaxError(
+            f"invalid days {spec!r}: unknown day {name!r} (use {', '.join(WEEKDAYS)} or daily)"
+        ) from None
+
+
+def parse_date(text: str) -> date:
+    """Parse an ISO date ``YYYY-MM-DD``.
+
+    Args:
+        text: The date string.
+
+    Returns:
+        The date.
+
+    Raises:
+        CalendarSyntaxError: If malformed.
+    """
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise CalendarSyntaxError(f"invalid date {text!r}: expected YYYY-MM-DD") from None
+
+
+def parse_date_range(text: str) -> tuple[date, date]:
+    """Parse ``YYYY-MM-DD`` or an inclusive range ``YYYY-MM-DD..YYYY-MM-DD``.
+
+    Args:
+        text: The date or range.
+
+    Returns:
+        First and last date (inclusive).
+
+    Raises:
+        CalendarSyntaxError: If malformed or reversed.
+    """
+    first, sep, last = text.partition("..")
+    start = parse_date(first)
+    end = parse_date(last) if sep else start
+    if end < start:
+        raise CalendarSyntaxError(f"invalid date range {text!r}: the end is before the start")
+    return start, end
+
+
+@dataclass(frozen=True, slots=True)
+class DayState:
+    """Whether a calendar is open at an instant, and why.
+
+    Attributes:
+        is_open: Open at that instant.
+        reason: One human-readable sentence.
+        holiday: The holiday name when a holiday closed the day.
+    """
+
+    is_open: bool
+    reason: str
+    holiday: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A stretch of local time with one state, for the ``calendar`` command.
+
+    Attributes:
+        day: The local date.
+        start: Local start (seconds after midnight).
+        end: Local end (seconds after midnight, exclusive).
+        is_open: Open or closed.
+        why: Why (``mon-fri``, ``holiday: Neujahr``, ``extra closed date``, ...).
+    """
+
+    day: date
+    start: int
+    end: int
+    is_open: bool
+    why: str
+
+
+@dataclass(slots=True)
+class Calendar:
+    """A compiled opening-hours calendar.
+
+    Attributes:
+        name: The calendar's key in the rules.
+        weekly: For each weekday (Monday first), its open intervals, sorted.
+        closed_dates: Extra closed dates with their reason.
+        special_open: Dates with special opening intervals (replace everything else).
+        holiday_country: ISO country for public holidays, or ``""`` for none.
+        holiday_subdivision: Subdivision (``NI`` for Lower Saxony), or ``""``.
+    """
+
+    name: str
+    weekly: tuple[tuple[Interval, ...], ...]
+    closed_dates: Mapping[date, str] = field(default_factory=dict)
+    special_open: Mapping[date, tuple[Interval, ...]] = field(default_factory=dict)
+    holiday_country: str = ""
+    holiday_subdivision: str = ""
+    _holiday_years: dict[int, dict[date, str]] = field(default_factory=dict, repr=False)
+
+    def holiday(self, day: date) -> str:
+        """The public holiday's name on ``day``, or ``""``.
+
+        Holidays are computed once per year and kept: pure computation, no I/O,
+        so routing stays deterministic while the hot path does a dict lookup.
+
+        Args:
+            day: A local date.
+
+        Returns:
+            The German name of the holiday, or ``""``.
+        """
+        if not self.holiday_country:
+            return ""
+        year = self._holiday_years.get(day.year)
+        if year is None:
+            year = holidays_for_year(self.holiday_country, self.holiday_subdivision, day.year)
+            self._holiday_years[day.year] = year
+        return year.get(day, "")
+
+    def state_on(self, day: date) -> tuple[tuple[Interval, ...], str, str]:
+        """The open intervals of a local date and the rule that set them.
+
+        Args:
+            day: A local date.
+
+        Returns:
+            ``(intervals, why, holiday)``: the open intervals (empty when closed
+            all day), which rule decided, and the holiday name if any.
+        """
+        special = self.special_open.get(day)
+        if special is not None:
+            return special, f"special opening {day.isoformat()}", ""
+        closed = self.closed_dates.get(day)
+        if closed is not None:
+            return (), closed, ""
+        name = self.holiday(day)
+        if name:
+            return (), f"holiday: {name}", name
+        weekday = day.weekday()
+        return self.weekly[weekday], WEEKDAYS[weekday], ""
+
+    def state_at(self, local: datetime) -> DayState:
+        """Open or closed at a local wall-clock time, with a reason.
+
+        Args:
+            local: A datetime in the calendar's time zone.
+
+        Returns:
+            The state and one sentence explaining it.
+        """
+        day = local.date()
+        second = local.hour * 3600 + local.minute * 60 + local.second
+        intervals, why, holiday = self.state_on(day)
+        stamp = format_local(local)
+        if not intervals:
+            if why in WEEKDAYS:
+                why = f"{why}: no opening hours"
+            return DayState(False, f"{stamp}: closed all day ({why})", holiday)
+        for interval in intervals:
+            if interval.contains(second):
+                return DayState(True, f"{stamp} inside {interval.label} {interval.text}")
+        hours = ", ".join(i.text for i in intervals)
+        return DayState(False, f"{stamp} outside {intervals[0].label} {hours}")
+
+    def periods(self, first: date, last: date) -> Iterator[Period]:
+        """Yield the open and closed periods of each date in ``[first, last]``.
+
+        Args:
+            first: First local date.
+            last: Last local date (inclusive).
+
+        Yields:
+            Periods in order, covering each whole day.
+        """
+        day = first
+        while day <= last:
+            intervals, why, _ = self.state_on(day)
+            cursor = 0
+            for interval in intervals:
+                if interval.start > cursor:
+                    yield Period(day, cursor, interval.start, False, "outside hours")
+                label = interval.label if why in WEEKDAYS else why
+                yield Period(day, interval.start, interval.end, True, label)
+                cursor = interval.end
+            if cursor < 86400:
+                yield Period(day, cursor, 86400, False, why if not intervals else "outside hours")
+            day += timedelta(days=1)
+
+    def is_working_day(self, day: date) -> bool:
+        """Whether the calendar opens at all on ``day``.
+
+        Args:
+            day: A local date.
+
+        Returns:
+            True if there is at least one open interval that day.
+        """
+        return bool(self.state_on(day)[0])
+
+    def end_of_working_day(self, after: date, days: int, tz: ZoneInfo) -> datetime:
+        """The close of the ``days``-th working day after ``after``.
+
+        Used for callback deadlines ("by the end of the next working day").
+
+        Args:
+            after: The local date the count starts from (not counted itself).
+            days: How many working days ahead (1 = next working day).
+            tz: The calendar's time zone.
+
+        Returns:
+            The aware local datetime at which that working day's last interval ends.
+
+        Raises:
+            ValueError: If no working day is found within two years.
+        """
+        day = after
+        remaining = days
+        for _ in range(731):
+            day += timedelta(days=1)
+            intervals = self.state_on(day)[0]
+            if intervals:
+                remaining -= 1
+                if remaining <= 0:
+                    end = intervals[-1].end
+                    if end >= 86400:
+                        return datetime.combine(day + timedelta(days=1), time(0), tz)
+                    return datetime.combine(day, time(end // 3600, end % 3600 // 60), tz)
+        raise ValueError(f"calendar {self.name} has no working day within two years")
+
+
+def holidays_for_year(country: str, subdivision: str, year: int) -> dict[date, str]:
+    """Public holidays of one year, with German names where available.
+
+    Args:
+        country: ISO 3166 country code (``DE``).
+        subdivision: Subdivision code (``NI``), or ``""``.
+        year: The year.
+
+    Returns:
+        Date to holiday name.
+    """
+    subdiv = subdivision or None
+    try:
+        table = holidays_lib.country_holidays(country, subdiv=subdiv, years=year, language="de")
+    except NotImplementedError:  # no German names for this country: use its default
+        table = holidays_lib.country_holidays(country, subdiv=subdiv, years=year)
+    return {d: str(n) for d, n in table.items()}
+
+
+def format_local(local: datetime) -> str:
+    """Format a local datetime for traces: ``Wed 25.11.2026 10:00 CET``.
+
+    Args:
+        local: An aware local datetime.
+
+    Returns:
+        The formatted stamp (seconds shown only when not zero).
+    """
+    fmt = "%d.%m.%Y %H:%M:%S" if local.second else "%d.%m.%Y %H:%M"
+    return f"{WEEKDAYS[local.weekday()].capitalize()} {local.strftime(fmt)} {local.tzname()}"
