@@ -8,6 +8,7 @@ the YAML node tree (``yaml.compose``) to find the line.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -153,10 +154,8 @@ def _valid_part(data: dict[str, Any]) -> tuple[RulesFile, dict[str, frozenset[st
         if isinstance(raw, dict):
             for key, value in raw.items():
                 if isinstance(key, str):
-                    try:
+                    with contextlib.suppress(ValidationError):
                         valid[key] = model_cls.model_validate(value)
-                    except ValidationError:
-                        pass
             present[section] = frozenset(k for k in raw if isinstance(k, str)) - valid.keys()
         fields[section] = valid
     for key, default in (("timezone", "UTC"), ("region", "DE")):
