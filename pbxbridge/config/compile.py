@@ -148,12 +148,23 @@ def compile_rules(
     return rules, problems
 
 
+INSTALLED_STATE_DIR = Path("/var/lib/pbxbridge")
+"""The systemd unit's ``StateDirectory``; used by the CLI outside systemd too."""
+
+
 def state_path(model: RulesFile, rules_file: str | Path) -> Path:
     """Where the SQLite state file lives for these rules.
 
+    The daemon and the operator's CLI must agree on this file, or overrides set
+    from a shell would never reach the daemon. Order: ``state.path`` from the
+    rules (relative to the rules file's folder); ``$STATE_DIRECTORY`` (set by
+    systemd's ``StateDirectory=``); ``/var/lib/pbxbridge`` when it exists (an
+    installed system, CLI run from a shell); else ``var/`` beside the rules
+    file (a checkout).
+
     Args:
         model: The validated rules.
-        rules_file: Path of the rules file (relative state paths hang off its folder).
+        rules_file: Path of the rules file.
 
     Returns:
         The state database path.
@@ -165,6 +176,8 @@ def state_path(model: RulesFile, rules_file: str | Path) -> Path:
     if state_dir:
         # systemd may pass several colon-separated directories; ours is the first.
         return Path(state_dir.split(":")[0]) / "pbxbridge.sqlite"
+    if INSTALLED_STATE_DIR.is_dir():
+        return INSTALLED_STATE_DIR / "pbxbridge.sqlite"
     return base / "var" / "pbxbridge.sqlite"
 
 

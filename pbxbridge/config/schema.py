@@ -238,7 +238,8 @@ class StateConfig(_Strict):
         description=(
             "SQLite file, relative to this file's folder. Default: "
             "$STATE_DIRECTORY/pbxbridge.sqlite under systemd, else "
-            "./var/pbxbridge.sqlite beside this file."
+            "/var/lib/pbxbridge/pbxbridge.sqlite when that folder exists, else "
+            "var/pbxbridge.sqlite beside this file."
         ),
     )
 

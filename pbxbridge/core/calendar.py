@@ -414,5 +414,12 @@ def format_local(local: datetime) -> str:
     Returns:
         The formatted stamp (seconds shown only when not zero).
     """
-    fmt = "%d.%m.%Y %H:%M:%S" if local.second else "%d.%m.%Y %H:%M"
-    return f"{WEEKDAYS[local.weekday()].capitalize()} {local.strftime(fmt)} {local.tzname()}"
+    # f-string instead of strftime: this runs on every routing decision.
+    seconds = f":{local.second:02d}" if local.second else ""
+    return (
+        f"{_WEEKDAY_TITLES[local.weekday()]} {local.day:02d}.{local.month:02d}.{local.year} "
+        f"{local.hour:02d}:{local.minute:02d}{seconds} {local.tzname()}"
+    )
+
+
+_WEEKDAY_TITLES = tuple(d.capitalize() for d in WEEKDAYS)

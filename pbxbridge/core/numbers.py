@@ -16,6 +16,7 @@ phonenumbers.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,6 +41,8 @@ WITHHELD_WORDS = frozenset(
 
 _SEPARATORS = frozenset(" -/().\t")
 _DIGITS = frozenset("0123456789")
+_PLAIN_NAME = re.compile(r"[^\W_]+(?:[ .'-][^\W_]+)*\.?")
+"""Names made of letters/digits with single inner separators need no cleaning."""
 MAX_DISPLAY_NAME = 80
 """Caller names are cut to this many characters (SIP allows far more)."""
 
@@ -122,7 +125,10 @@ def _fast_e164(digits: str, country_code: str) -> str | None:
     # 8..15 digits covers every fixed/mobile number; shorter ones (short codes
     # like 115) and the country-code-specific national-prefix quirks inside the
     # number ("+49 0441…") go to phonenumbers for an exact answer.
-    if not 7 <= len(body) <= 15 or body[len(country_code) : len(country_code) + 1] == "0":
+    # Bare short codes (115, 110) are common and safe; prefixed short strings
+    # ("0441") are treated specially by phonenumbers, so they take its path.
+    shortest = len(country_code) + 3 if digits[0] in "123456789" else 7
+    if not shortest <= len(body) <= 15 or body[len(country_code) : len(country_code) + 1] == "0":
         return None
     return "+" + body
 
@@ -191,6 +197,13 @@ def sanitize_display_name(raw: str, limit: int = MAX_DISPLAY_NAME) -> str:
     Returns:
         The sanitised name, whitespace collapsed; possibly empty.
     """
+    if (
+        len(raw) <= limit
+        and _PLAIN_NAME.fullmatch(raw)
+        and "\ufffd" not in raw
+        and unicodedata.is_normalized("NFC", raw)
+    ):
+        return raw  # the common case: a plain name, nothing to remove
     out: list[str] = []
     space = False
     for ch in unicodedata.normalize("NFC", raw[: limit * 4]):

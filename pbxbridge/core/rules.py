@@ -68,8 +68,18 @@ class UrlTemplate:
         for literal, name in self.parts:
             out.append(literal)
             if name:
-                out.append(quote(values.get(name, ""), safe=""))
+                out.append(_encode(values.get(name, "")))
         return "".join(out)
+
+
+def _encode(value: str) -> str:
+    # Fast paths for what most values are (tenant ids, E.164 numbers); both
+    # give exactly what quote(value, safe="") would.
+    if value.isascii() and value.isalnum():
+        return value
+    if value[:1] == "+" and value[1:].isdigit() and value.isascii():
+        return "%2B" + value[1:]
+    return quote(value, safe="")
 
 
 @dataclass(frozen=True, slots=True)

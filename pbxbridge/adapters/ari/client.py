@@ -1,0 +1,1106 @@
+"""A small typed asyncio client for the Asterisk REST Interface (ARI).
+
+Why in-house: the published ARI libraries either do not import on Python 3, do not
+reconnect, hang after the server closes the socket, or spin in a tight loop while
+Asterisk restarts (see ``/work/shared/notes/dependencies.md``). This module talks
+plain HTTP/WebSocket through aiohttp and uses no Swagger download at connect time.
+
+Two halves:
+
+* REST calls (:meth:`AriClient.answer`, :meth:`AriClient.continue_in_dialplan`, ...)
+  are plain coroutines. Every failure is an :class:`~.errors.AriError`; a 404 is an
+  :class:`~.errors.AriNotFound` because a caller hanging up mid-routing is normal.
+  REST calls are never retried here: ``continue``/``play`` are not idempotent.
+* The event stream, :meth:`AriClient.run`, keeps one WebSocket to
+  ``/ari/events`` open forever: it reconnects with capped exponential backoff and
+  jitter, calls ``on_connected`` after every (re)connect *before* delivering that
+  connection's events (ARI does not replay events missed while disconnected, so the
+  application must resync), and hands each event to the handler in a task so a
+  slow handler never stalls the socket.
+
+Event delivery guarantees (see :meth:`AriClient.run` for the details):
+
+* Events that concern the same channel reach the handler one at a time, in the
+  order Asterisk sent them, also across reconnects.
+* Events of different channels are handled concurrently; there is no global order.
+* ``on_connected`` for a connection completes before any event received on that
+  connection is handed to the handler. Handlers still running from the previous
+  connection may overlap with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import enum
+import json
+import math
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, cast
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+import yarl
+
+from .errors import (
+    AriConflict,
+    AriError,
+    AriNotFound,
+    AriUnavailable,
+    AriVariableNotFound,
+)
+
+__all__ = [
+    "AriClient",
+    "AriConfig",
+    "AriConnectionStatus",
+    "AriEvent",
+    "AriState",
+    "ConnectedCallback",
+    "EventHandler",
+    "backoff_delay",
+    "ordering_key",
+]
+
+log = structlog.get_logger(__name__)
+
+AriEvent = dict[str, Any]
+"""One decoded ARI event (the JSON object Asterisk sent, unchanged)."""
+
+EventHandler = Callable[[AriEvent], Awaitable[None]]
+"""Coroutine function called once per event."""
+
+ConnectedCallback = Callable[[], Awaitable[None]]
+"""Coroutine function called after every successful (re)connect, before events flow."""
+
+_QueryValue = str | int | bool | None
+_Expect = Literal["object", "array", None]
+
+if TYPE_CHECKING:
+    _WebSocket = aiohttp.ClientWebSocketResponse[Literal[True]]
+
+# How long to wait for the closing handshake before dropping the socket; keeps
+# close() prompt when the peer is already gone.
+_WS_CLOSE_TIMEOUT: Final = 1.0
+# ARI events carry whole channel snapshots; 4 MiB is aiohttp's default and plenty.
+_WS_MAX_MSG_SIZE: Final = 4 * 1024 * 1024
+# Exponent cap for the backoff computation, so 2**n can never overflow a float
+# after a very long outage. Far above what any sane initial/max ratio needs.
+_MAX_BACKOFF_EXPONENT: Final = 62
+_PREVIEW_CHARS: Final = 80
+_ERROR_TEXT_CHARS: Final = 200
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True, slots=True)
+class AriConfig:
+    """Connection settings for one ARI application.
+
+    Attributes:
+        base_url: Root of Asterisk's HTTP server, without ``/ari``, e.g.
+            ``http://127.0.0.1:8088``. A path prefix (reverse proxy) is kept.
+            Must not contain credentials, a query or a fragment.
+        username: ARI user (``ari.conf``). Must not contain ``:`` (HTTP Basic).
+        password: ARI password. Never shown in ``repr()`` and never logged.
+        app: Stasis application name to register on the event socket.
+        subscribe_all: Ask for events of *all* channels/bridges/endpoints, not only
+            those in our application (``subscribeAll=true``).
+        request_timeout: Seconds a REST call, or the WebSocket handshake, may take.
+        backoff_initial: First reconnect delay ceiling in seconds.
+        backoff_max: Reconnect delay cap in seconds. Also the time a connection
+            must stay up to count as healthy (which resets the backoff).
+        heartbeat: Seconds between WebSocket pings; a peer that does not answer
+            within half of that is treated as dead. ``None`` disables pings.
+    """
+
+    base_url: str
+    username: str
+    password: str = field(repr=False)
+    app: str
+    subscribe_all: bool = False
+    request_timeout: float = 5.0
+    backoff_initial: float = 0.2
+    backoff_max: float = 5.0
+    heartbeat: float | None = 20.0
+
+    def __post_init__(self) -> None:
+        """Validate the settings early, with messages that never echo secrets."""
+        try:
+            url = yarl.URL(self.base_url)
+        except (TypeError, ValueError) as exc:
+            raise ValueError("base_url is not a valid URL") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("base_url must be an absolute http:// or https:// URL")
+        if url.user is not None or url.password is not None:
+            raise ValueError("base_url must not contain credentials; use username/password")
+        if url.query_string or url.fragment:
+            raise ValueError("base_url must not contain a query or fragment")
+        if not self.username or ":" in self.username:
+            raise ValueError("username must be non-empty and must not contain ':'")
+        # ARI's /events takes a comma-separated *list* of applications: a comma in
+        # the name would silently register several apps on one socket.
+        if not self.app or "," in self.app:
+            raise ValueError("app must be non-empty and must not contain ','")
+        for name in ("request_timeout", "backoff_initial", "backoff_max"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number")
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_max must be >= backoff_initial")
+        if self.heartbeat is not None and not (
+            math.isfinite(self.heartbeat) and self.heartbeat > 0
+        ):
+            raise ValueError("heartbeat must be a positive number or None")
+
+
+# ---------------------------------------------------------------------- state
+
+
+class AriState(enum.StrEnum):
+    """Where the event connection is (for health checks and metrics)."""
+
+    IDLE = "idle"
+    """run() has not been started (or was cancelled)."""
+    CONNECTING = "connecting"
+    """Opening the WebSocket."""
+    RESYNCING = "resyncing"
+    """Socket is open; on_connected is running; events are being buffered."""
+    CONNECTED = "connected"
+    """on_connected succeeded; events are being delivered."""
+    DISCONNECTED = "disconnected"
+    """Waiting (backoff) before the next connection attempt."""
+    CLOSED = "closed"
+    """close() was called; the client cannot be reused."""
+
+
+@dataclass(frozen=True, slots=True)
+class AriConnectionStatus:
+    """A snapshot of the event connection's health.
+
+    Attributes:
+        state: Current state.
+        since: When ``state`` was entered (UTC).
+        consecutive_failures: Connection attempts (or short-lived connections)
+            that failed in a row; 0 once a connection has proven healthy.
+        last_error: Description of the most recent failure, if any.
+    """
+
+    state: AriState
+    since: datetime
+    consecutive_failures: int
+    last_error: str | None
+
+    @property
+    def connected(self) -> bool:
+        """Whether events are currently being delivered."""
+        return self.state is AriState.CONNECTED
+
+
+class _Outcome(enum.Enum):
+    """How one WebSocket session ended, for the backoff policy."""
+
+    HEALTHY = enum.auto()  # stayed up long enough; reset the backoff
+    FAILED = enum.auto()  # closed early or resync failed; keep backing off
+    REPLACED = enum.auto()  # another client took our app; back off to the cap
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def backoff_delay(
+    failures: int,
+    initial: float,
+    maximum: float,
+    *,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Compute the wait before the next connection attempt.
+
+    Capped exponential backoff with "equal jitter": the ceiling doubles with every
+    consecutive failure up to ``maximum`` and the result is drawn uniformly from
+    ``[ceiling / 2, ceiling]``. Never drawing below half the ceiling is what keeps
+    a refusing server from being hammered even with unlucky random numbers, while
+    the jitter still spreads several clients apart.
+
+    Args:
+        failures: Consecutive failures so far (values below 1 count as 1).
+        initial: Ceiling after the first failure, in seconds.
+        maximum: Upper bound for the ceiling, in seconds.
+        rand: Source of uniform numbers in ``[0, 1]`` (injectable for tests).
+
+    Returns:
+        The delay in seconds, within ``[initial / 2, maximum]``.
+    """
+    exponent = min(max(failures - 1, 0), _MAX_BACKOFF_EXPONENT)
+    ceiling = min(maximum, initial * 2.0**exponent)
+    return ceiling / 2.0 + (ceiling / 2.0) * rand()
+
+
+def ordering_key(event: Mapping[str, Any]) -> str | None:
+    """Return the key under which an event must stay ordered, if any.
+
+    Events with the same key are handled one after another, in arrival order.
+
+    * Events about a channel (``channel.id``; ``peer.id`` for ``Dial``) are keyed
+      by that channel id.
+    * Playback and recording events are keyed by the channel they target
+      (``target_uri`` ``channel:<id>``), so "PlaybackFinished" cannot overtake the
+      channel's "StasisEnd" handling, or the other way round.
+    * Bridge-only events are keyed by ``bridge:<id>``.
+    * Everything else (e.g. ``ApplicationReplaced``, endpoint/device state) is
+      unordered and gets ``None``.
+
+    Args:
+        event: A decoded ARI event.
+
+    Returns:
+        The ordering key or ``None``.
+    """
+    for name in ("channel", "peer"):
+        obj = event.get(name)
+        if isinstance(obj, Mapping) and isinstance(obj.get("id"), str):
+            return str(obj["id"])
+    for name in ("playback", "recording"):
+        obj = event.get(name)
+        if isinstance(obj, Mapping):
+            target = obj.get("target_uri")
+            if isinstance(target, str) and target.startswith("channel:"):
+                return target.removeprefix("channel:")
+            if isinstance(target, str) and target.startswith("bridge:"):
+                return target
+    bridge = event.get("bridge")
+    if isinstance(bridge, Mapping) and isinstance(bridge.get("id"), str):
+        return f"bridge:{bridge['id']}"
+    return None
+
+
+def _reject_nul(value: str, what: str) -> None:
+    # Asterisk is C: a %00 would silently truncate the value on its side.
+    if "\x00" in value:
+        raise ValueError(f"{what} must not contain NUL characters")
+
+
+def _path_segment(value: str, what: str) -> str:
+    """Percent-encode one path segment (an id supplied by a caller).
+
+    Asterisk's HTTP server percent-decodes the *whole* path before ARI splits it
+    on ``/`` and routes it, so an encoded ``%2F`` still becomes a separator on the
+    server: ``hangup("abc/ring")`` would turn into "stop ringing on channel abc".
+    Ids that cannot be addressed unambiguously are therefore refused here. Dot
+    segments are refused too because proxies normalise them away.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if value in ("", ".", "..") or "/" in value:
+        raise ValueError(f"{what} {value!r} cannot be used as an ARI path segment")
+    _reject_nul(value, what)
+    # safe="" encodes everything except unreserved characters; notably "+" is
+    # encoded too, because Asterisk decodes "+" as a space (legacy form decoding).
+    return quote(value, safe="")
+
+
+def _query_string(params: Mapping[str, _QueryValue]) -> str:
+    parts: list[str] = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, int):
+            text = str(value)
+        elif isinstance(value, str):
+            text = value
+        else:
+            raise TypeError(f"query parameter {key!r} must be str, int or bool")
+        _reject_nul(text, f"query parameter {key!r}")
+        parts.append(f"{quote(key, safe='')}={quote(text, safe='')}")
+    return "&".join(parts)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _error_message(status: int, body: bytes) -> str:
+    """Extract ARI's ``{"message": ...}`` or a short text from an error body."""
+    with contextlib.suppress(ValueError, RecursionError):
+        data = json.loads(body)
+        if isinstance(data, dict) and isinstance(data.get("message"), str):
+            return str(data["message"])
+    text = body.decode("utf-8", errors="replace").strip()
+    if text:
+        return text[:_ERROR_TEXT_CHARS]
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "HTTP error"
+
+
+def _error_for_status(
+    status: int, body: bytes, *, method: str, path: str, variable_read: bool
+) -> AriError:
+    message = _error_message(status, body)
+    cls: type[AriError]
+    if status == HTTPStatus.NOT_FOUND:
+        # GET .../variable answers 404 both for an unknown channel ("Provided
+        # channel was not found") and for an unset variable ("Provided variable
+        # was not found"); only the message tells them apart. If Asterisk ever
+        # rewords it we degrade to plain AriNotFound, which callers handle anyway.
+        cls = (
+            AriVariableNotFound if variable_read and "variable" in message.lower() else AriNotFound
+        )
+    elif status == HTTPStatus.CONFLICT:
+        # ARI's find_control(): the channel exists but is not in a Stasis app
+        # (e.g. it was already sent back with /continue), as opposed to 404 where
+        # no such channel exists at all.
+        cls = AriConflict
+    elif status in (
+        HTTPStatus.BAD_GATEWAY,
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        HTTPStatus.GATEWAY_TIMEOUT,
+    ):
+        # Only proxies in front of Asterisk say this; it means "not reachable".
+        cls = AriUnavailable
+    else:
+        cls = AriError
+    return cls(status, message, method=method, path=path)
+
+
+# --------------------------------------------------------------------- client
+
+
+class AriClient:
+    """Asyncio client for one ARI application: REST calls plus a resilient event loop.
+
+    Use it as an async context manager; it then owns (creates and closes) its
+    aiohttp session unless one is passed in. A passed-in session is never closed
+    by the client and must not carry its own ``auth``.
+
+    Example::
+
+        async with AriClient(config) as ari:
+            await ari.run(handle_event, on_connected=resync)   # until ari.close()
+    """
+
+    def __init__(self, config: AriConfig, *, session: aiohttp.ClientSession | None = None) -> None:
+        self._config = config
+        self._session = session
+        self._owns_session = session is None
+        base = yarl.URL(config.base_url)
+        self._ari_root = f"{base.origin()}{base.raw_path.rstrip('/')}/ari"
+        # Basic auth header rather than ?api_key=user:pass: query strings end up
+        # in access logs and exception texts, headers do not. ARI accepts both,
+        # also on the WebSocket upgrade request.
+        # (Built by hand: aiohttp.BasicAuth is deprecated in newer aiohttp and its
+        # namedtuple repr would show the password in tracebacks with locals.)
+        credentials = f"{config.username}:{config.password}".encode()
+        self._headers: Final = {
+            "Authorization": "Basic " + base64.b64encode(credentials).decode("ascii"),
+            "Accept": "application/json",
+        }
+        self._loop_task: asyncio.Task[None] | None = None
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._lanes: dict[str, deque[tuple[EventHandler, AriEvent]]] = {}
+        self._closing = False
+        self._closed = False
+        self._state = AriState.IDLE
+        self._since = datetime.now(UTC)
+        self._failures = 0
+        self._last_error: str | None = None
+        self._connected_event = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return (
+            f"AriClient(base_url={self._config.base_url!r}, app={self._config.app!r}, "
+            f"state={self._state.value!r})"
+        )
+
+    async def __aenter__(self) -> Self:
+        self._http()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------- properties
+
+    @property
+    def config(self) -> AriConfig:
+        """The configuration this client was built with."""
+        return self._config
+
+    @property
+    def status(self) -> AriConnectionStatus:
+        """A snapshot of the event connection's state, for health endpoints."""
+        return AriConnectionStatus(
+            state=self._state,
+            since=self._since,
+            consecutive_failures=self._failures,
+            last_error=self._last_error,
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Whether the event socket is up, resynced, and delivering events."""
+        return self._state is AriState.CONNECTED
+
+    async def wait_connected(self) -> None:
+        """Wait until the event connection is in state ``CONNECTED``.
+
+        Returns at once if already connected; never returns once the client is
+        closed. Wrap it in ``asyncio.timeout()`` when waiting for a bounded time,
+        e.g. before reporting readiness to systemd.
+        """
+        await self._connected_event.wait()
+
+    # ----------------------------------------------------------- REST calls
+
+    async def continue_in_dialplan(
+        self,
+        channel_id: str,
+        context: str,
+        extension: str,
+        priority: int = 1,
+        label: str | None = None,
+    ) -> None:
+        """Let a channel leave Stasis and continue in the dialplan.
+
+        ``POST /channels/{channelId}/continue``. Asterisk answers 204 at once; the
+        channel leaves asynchronously and a ``StasisEnd`` event follows. Asterisk
+        does not check that the target exists: a wrong context/extension makes
+        the channel fall off the dialplan (and hang up) after the 204.
+
+        Args:
+            channel_id: Channel id (``channel.id`` of the events).
+            context: Dialplan context to continue in.
+            extension: Extension to continue at.
+            priority: Priority to continue at (ignored when ``label`` is given).
+            label: Priority label; ARI lets it supersede ``priority``, so only the
+                label is sent when given.
+
+        Raises:
+            AriNotFound: The channel no longer exists (caller hung up).
+            AriConflict: The channel exists but has already left our Stasis app
+                (e.g. a second ``continue`` for the same channel).
+            AriUnavailable: Asterisk could not be reached in time.
+            AriError: Any other HTTP error.
+        """
+        params: dict[str, _QueryValue] = {"context": context, "extension": extension}
+        if label is not None:
+            params["label"] = label
+        else:
+            params["priority"] = priority
+        await self._request("POST", ("channels", channel_id, "continue"), params)
+
+    async def set_variable(self, channel_id: str, name: str, value: str) -> None:
+        """Set a channel variable or dialplan function.
+
+        ``POST /channels/{channelId}/variable?variable=...&value=...``.
+
+        Args:
+            channel_id: Channel id.
+            name: Variable name, or a function such as ``CALLERID(name)``.
+            value: Value to set (any string; it is percent-encoded).
+
+        Raises:
+            AriNotFound: The channel no longer exists.
+            AriConflict: The channel is not in our Stasis app.
+            AriUnavailable: Asterisk could not be reached in time.
+            AriError: Any other HTTP error (e.g. 400 for an empty name).
+        """
+        await self._request(
+            "POST", ("channels", channel_id, "variable"), {"variable": name, "value": value}
+        )
+
+    async def get_variable(self, channel_id: str, name: str) -> str:
+        """Read a channel variable or dialplan function.
+
+        ``GET /channels/{channelId}/variable?variable=...``.
+
+        Args:
+            channel_id: Channel id.
+            name: Variable name, or a function such as ``CALLERID(num)``.
+
+        Returns:
+            The value (``""`` for a variable that is set but empty).
+
+        Raises:
+            AriVariableNotFound: The channel exists but the variable is not set
+                (a subclass of AriNotFound; catch it first to use a default).
+            AriNotFound: The channel no longer exists.
+            AriConflict: The channel is not in our Stasis app.
+            AriUnavailable: Asterisk could not be reached in time.
+            AriError: Any other HTTP error (500 when a function cannot be read).
+        """
+        segments = ("channels", channel_id, "variable")
+        data = await self._request_object("GET", segments, {"variable": name})
+        value = data.get("value")
+        if not isinstance(value, str):
+            path = self._url(segments, {}).raw_path
+            raise AriError(200, "variable response has no string 'value'", method="GET", path=path)
+        return value
+
+    async def answer(self, channel_id: str) -> None:
+        """Answer a channel (``POST /channels/{channelId}/answer``).
+
+        Args:
+            channel_id: Channel id.
+
+        Raises:
+            AriNotFound: The channel no longer exists.
+            AriConflict: The channel is not in our Stasis app.
+            AriUnavailable: Asterisk could not be reached in time.
+            AriError: Any other HTTP error.
+        """
+        await self._request("POST", ("channels", channel_id, "answer"))
+
+    async def ring(self, channel_id: str) -> None:
+        """Indicate ringing to a channel (``POST /channels/{channelId}/ring``).
+
+        Args:
+            channel_id: Channel id.
+
+        Raises:
+            AriNotFound: The channel no longer exists.
+            AriConflict: The channel is not in our Stasis app.
+            AriUnavailable: Asterisk could not be reached in time.
+            AriError: Any other HTTP error.
+        """
+        await self._request("POST", ("channels", channel_id, "ring"))
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> None:
+        """Hang up a channel (``DELETE /channels/{channelId}?reason=...``).
+
+        Works for any channel, not only channels in our Stasis app.
+
+        Args:
+            channel_id: Channel id.
+            reason: ARI hangup reason, e.g. ``normal``, ``busy``, ``congestion``,
+                ``no_answer``, ``rejected``.
+
+        Raises:
+            AriNotFound: The channel is already gone (usually fine to ignore).
+            AriUnavailable: Asterisk could not be reached in time.
+            AriError: Any other HTTP error (400 for an unknown reason).
+        """
+        await self._request("DELETE", ("channels", channel_id), {"reason": reason})
+
+    async def play(
+        self,
+        channel_id: str,
+        media: str,
+        playback_id: str | None = None,
+        *,
+        lang: str | None = None,
+    ) -> dict[str, Any]:
+        """Start playing media to a channel (``POST /channels/{channelId}/play``).
+
+        Args:
+            channel_id: Channel id.
+            media: Media URI, e.g. ``sound:custom/closed``. ARI treats a comma as
+                a separator of several URIs played one after another.
+            playback_id: Id for the new playback (lets the caller correlate
+                ``PlaybackFinished`` without a race); Asterisk picks one if omitted.
+            lang: Language for ``sound:`` URIs, e.g. ``de``.
+
+        Returns:
+            ARI's Playback object (``id``, ``state``, ``target_uri``, ...).
+
+        Raises:
+            AriNotFound: The channel no longer exists.
+            AriConflict: The channel is not in our Stasis app.
+            AriUnavailable: Asterisk could not be reached in time.
+            AriError: Any other HTTP error.
+        """
+        params: dict[str, _QueryValue] = {"media": media, "playbackId": playback_id, "lang": lang}
+        return await self._request_object("POST", ("channels", channel_id, "play"), params)
+
+    async def stop_playback(self, playback_id: str) -> None:
+        """Stop a playback (``DELETE /playbacks/{playbackId}``).
+
+        Args:
+            playback_id: Playback id.
+
+        Raises:
+            AriNotFound: The playback has already finished (usually fine).
+            AriUnavailable: Asterisk could not be reached in time.
+            AriError: Any other HTTP error.
+        """
+        await self._request("DELETE", ("playbacks", playback_id))
+
+    async def get_channel(self, channel_id: str) -> dict[str, Any]:
+        """Fetch a channel snapshot (``GET /channels/{channelId}``).
+
+        Args:
+            channel_id: Channel id.
+
+        Returns:
+            ARI's Channel object.
+
+        Raises:
+            AriNotFound: The channel no longer exists.
+            AriUnavailable: Asterisk could not be reached in time.
+            AriError: Any other HTTP error.
+        """
+        return await self._request_object("GET", ("channels", channel_id))
+
+    async def list_channels(self) -> list[dict[str, Any]]:
+        """List all channels known to Asterisk (``GET /channels``).
+
+        Returns:
+            ARI Channel objects (all channels, not only those in our app).
+
+        Raises:
+            AriUnavailable: Asterisk could not be reached in time.
+            AriError: Any HTTP error.
+        """
+        data = await self._request("GET", ("channels",), expect="array")
+        return cast(list[dict[str, Any]], data)
+
+    async def get_application(self) -> dict[str, Any]:
+        """Fetch our Stasis application (``GET /applications/{app}``).
+
+        ``channel_ids`` lists the channels currently in the application; after a
+        reconnect this is how to find calls that arrived (or were left hanging)
+        while the event socket was down.
+
+        Returns:
+            ARI's Application object (``name``, ``channel_ids``, ``bridge_ids``, ...).
+
+        Raises:
+            AriNotFound: The application is not registered (no event socket open).
+            AriUnavailable: Asterisk could not be reached in time.
+            AriError: Any other HTTP error.
+        """
+        return await self._request_object("GET", ("applications", self._config.app))
+
+    # ---------------------------------------------------------- event stream
+
+    async def run(
+        self, handler: EventHandler, on_connected: ConnectedCallback | None = None
+    ) -> None:
+        """Receive events until :meth:`close` is called; reconnect forever.
+
+        For every connection: open ``/ari/events?app=<app>&subscribeAll=<bool>``,
+        await ``on_connected()`` (events arriving meanwhile are buffered, not lost),
+        then hand every event to ``handler``. When the socket closes, the peer
+        stops answering pings, or Asterisk is down, wait (capped exponential
+        backoff with jitter) and connect again. A connection that closes within
+        ``backoff_max`` seconds does not reset the backoff, so a server that
+        accepts and immediately drops us is not hammered either.
+
+        Handler semantics:
+
+        * The handler is **not** awaited by the reader: each event is handed to a
+          task (the client keeps strong references). A slow handler therefore
+          never delays reading, which matters because Asterisk drops a WebSocket
+          whose writes block.
+        * Events with the same :func:`ordering_key` (same channel) are handled
+          strictly one after another in arrival order; different channels run
+          concurrently. Concurrency is not bounded.
+        * An exception in the handler is logged and otherwise ignored.
+        * Frames that are not JSON objects are logged and skipped.
+        * Events received during ``on_connected`` are delivered after it, so the
+          handler may see ``StasisStart`` for a channel the resync already
+          handled: handlers must be idempotent.
+
+        ``on_connected`` semantics: awaited after every successful (re)connect.
+        Use it to resync (``get_application()['channel_ids']``, ``list_channels()``)
+        because ARI does not replay events missed while disconnected. If it raises,
+        the error is logged, the socket is closed and the client reconnects after
+        a backoff, so state is never left un-synced while events flow.
+
+        ``ApplicationReplaced`` (another client registered the same app name; this
+        socket gets no further events) is delivered to the handler, logged as an
+        error, and answered by reconnecting after the maximum backoff.
+
+        Args:
+            handler: Coroutine function called with each event dict.
+            on_connected: Optional coroutine function called after each connect.
+
+        Raises:
+            RuntimeError: If the client is closed or ``run()`` is already active.
+            asyncio.CancelledError: If the task running ``run()`` is cancelled.
+                Returns normally when stopped by :meth:`close`.
+        """
+        if self._closing:
+            raise RuntimeError("AriClient is closed")
+        if self._loop_task is not None and not self._loop_task.done():
+            raise RuntimeError("AriClient.run() is already active")
+        loop_task = asyncio.create_task(
+            self._connection_loop(handler, on_connected), name=f"ari-events:{self._config.app}"
+        )
+        self._loop_task = loop_task
+        try:
+            await loop_task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            stopped_by_close = self._closing and loop_task.cancelled()
+            if stopped_by_close and (current is None or current.cancelling() == 0):
+                return
+            raise
+
+    async def close(self, *, grace: float = 1.0) -> None:
+        """Stop the event loop, finish or cancel handlers, release the session.
+
+        Idempotent. The WebSocket is closed at once (no new events are delivered);
+        handler tasks still running get up to ``grace`` seconds to finish (they may
+        still use the REST methods meanwhile) and are cancelled after that.
+
+        Args:
+            grace: Seconds to let running handler tasks finish before cancelling.
+        """
+        self._closing = True
+        loop_task = self._loop_task
+        if loop_task is not None and not loop_task.done():
+            loop_task.cancel()
+            await asyncio.wait([loop_task])
+        await self._finish_handlers(grace)
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._closed = True
+        self._set_state(AriState.CLOSED)
+
+    # ------------------------------------------------------------ internals
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("AriClient is closed")
+        if self._session is None:
+            # Created lazily so the client can be constructed outside a running loop.
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    def _url(self, segments: tuple[str, ...], params: Mapping[str, _QueryValue]) -> yarl.URL:
+        names = ("resource", "id", "sub-resource")
+        path = "/".join(
+            _path_segment(seg, names[min(i, len(names) - 1)]) for i, seg in enumerate(segments)
+        )
+        query = _query_string(params)
+        text = f"{self._ari_root}/{path}" + (f"?{query}" if query else "")
+        # encoded=True: we did the percent-encoding ourselves and want exactly
+        # these bytes on the wire, no re-quoting or normalisation by yarl.
+        return yarl.URL(text, encoded=True)
+
+    async def _request(
+        self,
+        method: str,
+        segments: tuple[str, ...],
+        params: Mapping[str, _QueryValue] | None = None,
+        *,
+        expect: _Expect = None,
+    ) -> Any:
+        url = self._url(segments, params or {})
+        path = url.raw_path
+        timeout = self._config.request_timeout
+        session = self._http()
+        try:
+            async with session.request(
+                method,
+                url,
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,  # never replay credentials elsewhere
+            ) as response:
+                status = response.status
+                body = await response.read()
+        except TimeoutError as exc:
+            raise AriUnavailable(
+                None, f"no answer within {timeout:g} s", method=method, path=path
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise AriUnavailable(None, _describe(exc), method=method, path=path) from exc
+
+        log.debug("ari.request", method=method, path=path, status=status)
+        if status >= HTTPStatus.MULTIPLE_CHOICES:
+            variable_read = method == "GET" and segments[-1] == "variable"
+            raise _error_for_status(
+                status, body, method=method, path=path, variable_read=variable_read
+            )
+        if status == HTTPStatus.NO_CONTENT or not body.strip():
+            data: Any = None
+        else:
+            try:
+                data = json.loads(body)
+            except (ValueError, RecursionError) as exc:
+                raise AriError(
+                    status, "response is not valid JSON", method=method, path=path
+                ) from exc
+        if expect == "object":
+            valid = isinstance(data, dict)
+        elif expect == "array":
+            valid = isinstance(data, list) and all(isinstance(item, dict) for item in data)
+        else:
+            valid = True
+        if not valid:
+            raise AriError(
+                status,
+                f"expected a JSON {expect} in the response, got {type(data).__name__}",
+                method=method,
+                path=path,
+            )
+        return data
+
+    async def _request_object(
+        self,
+        method: str,
+        segments: tuple[str, ...],
+        params: Mapping[str, _QueryValue] | None = None,
+    ) -> dict[str, Any]:
+        data = await self._request(method, segments, params, expect="object")
+        return cast(dict[str, Any], data)
+
+    def _set_state(self, state: AriState) -> None:
+        if state is self._state:
+            return
+        self._state = state
+        self._since = datetime.now(UTC)
+        if state is AriState.CONNECTED:
+            self._connected_event.set()
+        else:
+            self._connected_event.clear()
+
+    def _record_failure(self, failures: int, error: str, delay: float) -> None:
+        self._failures = failures
+        self._last_error = error
+        # At the 5 s cap a long outage would log ~720 lines an hour; log the 1st,
+        # 2nd, 4th, 8th, ... failure as a warning and the rest at debug level.
+        level = log.warning if failures & (failures - 1) == 0 else log.debug
+        level(
+            "ari.events_connection_failed",
+            app=self._config.app,
+            error=error,
+            failures=failures,
+            retry_in=round(delay, 3),
+        )
+
+    async def _connection_loop(
+        self, handler: EventHandler, on_connected: ConnectedCallback | None
+    ) -> None:
+        failures = 0
+        try:
+            while True:
+                self._set_state(AriState.CONNECTING)
+                outcome = _Outcome.FAILED
+                try:
+                    ws = await self._connect()
+                except aiohttp.WSServerHandshakeError as exc:
+                    # e.g. 401 (wrong credentials) or 400 (bad app name): keep
+                    # retrying at the backoff pace; ari.conf may be fixed and
+                    # reloaded without restarting us.
+                    error = f"handshake rejected: HTTP {exc.status} {exc.message}"
+                except TimeoutError:  # before OSError: TimeoutError is an OSError
+                    error = f"no handshake within {self._config.request_timeout:g} s"
+                except (aiohttp.ClientError, OSError) as exc:
+                    error = _describe(exc)
+                else:
+                    try:
+                        outcome, error = await self._serve(ws, handler, on_connected)
+                    except Exception as exc:  # a bug must not end the loop
+                        log.exception("ari.events_session_crashed", app=self._config.app)
+                        outcome, error = _Outcome.FAILED, _describe(exc)
+
+                if outcome is _Outcome.HEALTHY:
+                    failures = 0
+                    level = 1  # a short pause even after a healthy connection
+                elif outcome is _Outcome.REPLACED:
+                    failures += 1
+                    level = _MAX_BACKOFF_EXPONENT + 1  # straight to the cap
+                else:
+                    failures += 1
+                    level = failures
+                delay = backoff_delay(level, self._config.backoff_initial, self._config.backoff_max)
+                self._set_state(AriState.DISCONNECTED)
+                if outcome is _Outcome.HEALTHY:
+                    self._failures = failures
+                    self._last_error = error
+                    log.warning(
+                        "ari.events_disconnected",
+                        app=self._config.app,
+                        reason=error,
+                        retry_in=round(delay, 3),
+                    )
+                else:
+                    self._record_failure(failures, error, delay)
+                await asyncio.sleep(delay)
+        finally:
+            self._set_state(AriState.CLOSED if self._closing else AriState.IDLE)
+
+    async def _connect(self) -> _WebSocket:
+        url = self._url(
+            ("events",),
+            {"app": self._config.app, "subscribeAll": self._config.subscribe_all},
+        )
+        log.debug("ari.events_connecting", app=self._config.app, url=str(url))
+        async with asyncio.timeout(self._config.request_timeout):
+            return await self._http().ws_connect(
+                url,
+                headers=self._headers,
+                heartbeat=self._config.heartbeat,
+                autoping=True,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=_WS_CLOSE_TIMEOUT),
+                max_msg_size=_WS_MAX_MSG_SIZE,
+            )
+
+    async def _serve(
+        self,
+        ws: _WebSocket,
+        handler: EventHandler,
+        on_connected: ConnectedCallback | None,
+    ) -> tuple[_Outcome, str]:
+        loop = asyncio.get_running_loop()
+        opened_at = loop.time()
+        inbox: asyncio.Queue[AriEvent | None] = asyncio.Queue()
+        close_reason: list[str] = []
+        # The reader runs from the first moment on, also while on_connected is
+        # resyncing: it keeps the socket drained (Asterisk gives up on a client
+        # whose socket stops accepting writes), answers pings, and buffers events
+        # in order until we are ready to deliver them.
+        reader = asyncio.create_task(
+            self._read_frames(ws, inbox, close_reason), name="ari-events-reader"
+        )
+        try:
+            if on_connected is not None:
+                self._set_state(AriState.RESYNCING)
+                try:
+                    await on_connected()
+                except Exception as exc:
+                    log.exception("ari.resync_failed", app=self._config.app)
+                    return _Outcome.FAILED, f"on_connected failed: {_describe(exc)}"
+            self._set_state(AriState.CONNECTED)
+            log.info(
+                "ari.events_connected",
+                app=self._config.app,
+                subscribe_all=self._config.subscribe_all,
+            )
+            while (event := await inbox.get()) is not None:
+                self._dispatch(event, handler)
+                if event.get("type") == "ApplicationReplaced":
+                    # Asterisk allows one socket per app; the newer one wins and we
+                    # silently stop receiving events. Staying "connected" would be a
+                    # lie for the health check, so reconnect (and take the app back)
+                    # at the slowest pace: two instances sharing an app name is a
+                    # misconfiguration that must stay visible, not flap quickly.
+                    log.error("ari.application_replaced", app=self._config.app)
+                    return _Outcome.REPLACED, "application replaced by another WebSocket"
+        finally:
+            reader.cancel()
+            try:
+                await asyncio.wait([reader])
+            finally:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(_WS_CLOSE_TIMEOUT):
+                        await ws.close()
+        reason = close_reason[0] if close_reason else "socket closed"
+        lived = loop.time() - opened_at
+        healthy = lived >= self._config.backoff_max
+        return (_Outcome.HEALTHY if healthy else _Outcome.FAILED), reason
+
+    async def _read_frames(
+        self, ws: _WebSocket, inbox: asyncio.Queue[AriEvent | None], close_reason: list[str]
+    ) -> None:
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    event = self._decode_event(msg.data)
+                    if event is not None:
+                        inbox.put_nowait(event)
+                elif msg.type is aiohttp.WSMsgType.BINARY:
+                    log.warning("ari.event_skipped", reason="binary frame", size=len(msg.data))
+                elif msg.type is aiohttp.WSMsgType.ERROR:
+                    # Includes the heartbeat: "No PONG received after ... seconds".
+                    close_reason.append(f"socket error: {_describe(ws.exception() or msg.data)}")
+                    return
+                elif msg.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSING,
+                    aiohttp.WSMsgType.CLOSED,
+                ):
+                    close_reason.append(f"closed by peer (code {ws.close_code})")
+                    return
+        except Exception as exc:
+            log.exception("ari.events_reader_failed", app=self._config.app)
+            close_reason.append(f"reader failed: {_describe(exc)}")
+        finally:
+            inbox.put_nowait(None)
+
+    def _decode_event(self, data: str) -> AriEvent | None:
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError):
+            log.warning(
+                "ari.event_skipped",
+                reason="not JSON",
+                size=len(data),
+                preview=data[:_PREVIEW_CHARS],
+            )
+            return None
+        if not isinstance(value, dict):
+            log.warning("ari.event_skipped", reason="not a JSON object", size=len(data))
+            return None
+        return value
+
+    def _dispatch(self, event: AriEvent, handler: EventHandler) -> None:
+        key = ordering_key(event)
+        if key is None:
+            self._spawn(self._invoke(handler, event, None))
+            return
+        lane = self._lanes.get(key)
+        if lane is not None:
+            # A task is already working through this channel's events; it will
+            # pick this one up after the ones before it.
+            lane.append((handler, event))
+            return
+        lane = deque([(handler, event)])
+        self._lanes[key] = lane
+        self._spawn(self._drain_lane(key, lane))
+
+    async def _drain_lane(self, key: str, lane: deque[tuple[EventHandler, AriEvent]]) -> None:
+        try:
+            while lane:
+                handler, event = lane.popleft()
+                await self._invoke(handler, event, key)
+        finally:
+            # No await between the emptiness check above and this removal, so no
+            # event can be appended to a lane that nobody drains any more.
+            if self._lanes.get(key) is lane:
+                del self._lanes[key]
+
+    async def _invoke(self, handler: EventHandler, event: AriEvent, key: str | None) -> None:
+        try:
+            await handler(event)
+        except Exception:
+            log.exception("ari.handler_failed", event_type=event.get("type"), key=key)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
+
+    async def _finish_handlers(self, grace: float) -> None:
+        current = asyncio.current_task()
+        pending = {t for t in self._handler_tasks if t is not current and not t.done()}
+        if pending and grace > 0:
+            _, pending = await asyncio.wait(pending, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            # Bounded: a handler that swallows CancelledError must not block close().
+            await asyncio.wait(pending, timeout=_WS_CLOSE_TIMEOUT)
