@@ -378,6 +378,41 @@ def _user() -> str:
 
 
 @cli.command()
+@click.option("-c", "--config", required=True, envvar=CONFIG_ENV, type=click.Path(dir_okay=False),
+              help="The routing rules file.")
+@click.option("--ari-url", envvar="PBXBRIDGE_ARI_URL", help="Asterisk HTTP base URL.")
+@click.option(
+    "--http-bind", envvar="PBXBRIDGE_HTTP_BIND", help="HOST:PORT of /healthz (port 0: off)."
+)
+def run(config: str, ari_url: str | None, http_bind: str | None) -> None:
+    """Run the daemon: route Stasis calls over ARI until SIGTERM.
+
+    Connection settings come from the environment (PBXBRIDGE_ARI_URL,
+    PBXBRIDGE_ARI_USER, PBXBRIDGE_ARI_APP, PBXBRIDGE_HTTP_BIND, PBXBRIDGE_LOG_LEVEL,
+    PBXBRIDGE_LOG_FORMAT); the ARI password from $CREDENTIALS_DIRECTORY/ari-password,
+    PBXBRIDGE_ARI_PASSWORD_FILE or PBXBRIDGE_ARI_PASSWORD.
+    """
+    import asyncio
+    import os
+
+    from pbxbridge.app import Daemon
+    from pbxbridge.runtime.logs import configure_logging
+    from pbxbridge.runtime.settings import Settings, SettingsError
+
+    env = dict(os.environ)
+    if ari_url:
+        env["PBXBRIDGE_ARI_URL"] = ari_url
+    if http_bind:
+        env["PBXBRIDGE_HTTP_BIND"] = http_bind
+    try:
+        settings = Settings.from_env(env)
+    except SettingsError as exc:
+        _fail(str(exc))
+    configure_logging(settings.log_level, settings.log_format)
+    sys.exit(asyncio.run(Daemon(config, settings).run()))
+
+
+@cli.command()
 def schema() -> None:
     """Print the JSON Schema of the rules file (for editors)."""
     doc = RulesFile.model_json_schema()

@@ -1,0 +1,100 @@
+"""Translate a routing decision into Asterisk channel variables and a dialplan target.
+
+Shared by every entry point (ARI Stasis, FastAGI), so a call is tagged the same
+way whichever path it took. The contract with the shipped dialplan snippets in
+``dialplans/`` is the list of variables below: change both together.
+
+Every value is made dialplan-safe here. ARI and AGI set variables verbatim
+(nothing is evaluated), but the dialplan later passes some of them as
+application arguments (``Queue(${PBXBRIDGE_QUEUE},t,,${PBXBRIDGE_WHISPER})``),
+where a comma would start a new argument and a ``|`` or ``)`` could confuse
+older parsers. Values from the rules are validated at load time; values that
+come from the caller (name, number, DID) are sanitised again here.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pbxbridge.core.models import Action, Decision
+
+_UNSAFE = re.compile(r"[^\w +*#@.:/'&()-]", re.UNICODE)
+
+UNROUTED_TENANT = "unrouted"
+"""Tag the dialplan fallback uses when the daemon is not registered."""
+UNKNOWN_TENANT = "unknown"
+"""Tag for rejected calls that belong to no tenant."""
+
+
+def dialplan_safe(value: str, limit: int = 80) -> str:
+    """Strip characters that could split or escape a dialplan argument.
+
+    Args:
+        value: Any text.
+        limit: Maximum length.
+
+    Returns:
+        ``value`` without commas, semicolons, quotes, ``$``, braces, brackets,
+        pipes, backslashes and control characters, cut to ``limit``.
+    """
+    return _UNSAFE.sub("", value)[:limit]
+
+
+def decision_variables(decision: Decision) -> dict[str, str]:
+    """The channel variables that tag a call with its decision.
+
+    Args:
+        decision: The routing decision.
+
+    Returns:
+        Variable name (or dialplan function) to value. Empty values are kept on
+        purpose where the dialplan tests them (``PBXBRIDGE_WHISPER``), and
+        ``CALLERID(name)`` is always set so the caller's original (possibly
+        hostile) name never reaches an agent's phone.
+    """
+    tenant = decision.tenant or UNKNOWN_TENANT
+    variables = {
+        "PBXBRIDGE_TENANT": tenant,
+        "PBXBRIDGE_TENANT_NAME": dialplan_safe(decision.tenant_name),
+        "PBXBRIDGE_DID": dialplan_safe(decision.did, 32),
+        "PBXBRIDGE_VIA_115": "1" if decision.via_115 else "0",
+        "PBXBRIDGE_CALLER": decision.caller or "",
+        "CDR(accountcode)": tenant,
+        "CALLERID(name)": dialplan_safe(decision.callerid_name),
+    }
+    queue = decision.queue
+    if queue is not None:
+        variables["PBXBRIDGE_QUEUE"] = queue.queue
+        variables["QUEUE_PRIO"] = str(queue.priority)
+        variables["PBXBRIDGE_WHISPER"] = queue.whisper
+        variables["PBXBRIDGE_QUEUE_TIMEOUT"] = str(queue.timeout) if queue.timeout else ""
+    closed = decision.closed
+    if closed is not None:
+        variables["PBXBRIDGE_CLOSED_ANNOUNCE"] = closed.announce
+        variables["PBXBRIDGE_CLOSED_THEN"] = closed.then.value
+        variables["PBXBRIDGE_CLOSED_TARGET"] = dialplan_safe(closed.target)
+    if decision.reject is not None:
+        variables["PBXBRIDGE_REJECT_ANNOUNCE"] = decision.reject.announce
+    return variables
+
+
+def destination(decision: Decision) -> tuple[str, str, int]:
+    """Where the call continues in the dialplan after the decision.
+
+    Args:
+        decision: A decision with action ``queue``, ``closed`` or ``reject``.
+
+    Returns:
+        ``(context, extension, priority)``.
+
+    Raises:
+        ValueError: For ``menu`` decisions (the menu must be played first).
+    """
+    if decision.action is Action.QUEUE and decision.queue is not None:
+        return decision.queue.context, "s", 1
+    if decision.action is Action.CLOSED and decision.closed is not None:
+        return decision.closed.context, "s", 1
+    if decision.action is Action.REJECT:
+        context = decision.reject.context if decision.reject else "pbxbridge-reject"
+        return context, "s", 1
+    raise ValueError(f"no dialplan destination for action {decision.action.value}")

@@ -1,0 +1,1 @@
+"""The daemon's small loopback HTTP server (health, later metrics and the agent page)."""

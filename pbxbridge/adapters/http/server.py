@@ -1,0 +1,58 @@
+"""Loopback HTTP: ``/healthz`` (JSON) for monitoring and the operator.
+
+Bound to 127.0.0.1 by default: it tells connection states and rule errors,
+which is nobody else's business; put a reverse proxy in front for more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+log = structlog.get_logger(__name__)
+
+HealthSource = Callable[[], tuple[bool, dict[str, object]]]
+
+
+class HttpServer:
+    """The daemon's HTTP endpoint.
+
+    Args:
+        host: Bind address.
+        port: Port (0 picks a free one; see :attr:`port` after start).
+        health: Returns ``(healthy, body)`` for ``/healthz``.
+    """
+
+    def __init__(self, host: str, port: int, health: HealthSource) -> None:
+        self.host = host
+        self.port = port
+        self._health = health
+        self._runner: web.AppRunner | None = None
+        self.app = web.Application()
+        self.app.router.add_get("/healthz", self._healthz)
+
+    async def start(self) -> None:
+        """Start listening."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        if self.port == 0:
+            # The only way to learn an ephemeral port is the site's server.
+            server: Any = site._server
+            self.port = int(server.sockets[0].getsockname()[1])
+        log.info("http.listening", host=self.host, port=self.port)
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        healthy, body = self._health()
+        body = {"status": "ok" if healthy else "degraded", **body}
+        return web.json_response(body, status=200 if healthy else 503)

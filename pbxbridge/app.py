@@ -1,0 +1,189 @@
+"""The composition root: build the adapters, start them, stop them in order.
+
+Start: rules (must be valid) → overrides → HTTP → ARI (reconnects forever;
+Asterisk may come later) → READY=1. Stop (SIGTERM): STOPPING=1 → finish the
+calls being routed → close the ARI socket (Asterisk then sends new calls down
+the dialplan fallback) → finish what arrived meanwhile → close the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+
+from pbxbridge import __version__
+from pbxbridge.adapters.ari.client import AriClient, AriConfig
+from pbxbridge.adapters.ari.router import StasisRouter
+from pbxbridge.adapters.http.server import HttpServer
+from pbxbridge.config import ConfigError
+from pbxbridge.config.compile import state_path
+from pbxbridge.runtime.live import LiveOverrides, LiveRules
+from pbxbridge.runtime.settings import Settings
+from pbxbridge.sdnotify import SystemdNotifier, watchdog_loop
+
+log = structlog.get_logger(__name__)
+
+DRAIN_SECONDS = 15.0
+"""How long a graceful stop waits for calls being routed (a 115 menu included)."""
+
+
+class Daemon:
+    """pbxbridge as a service.
+
+    Args:
+        config: Path of the rules file.
+        settings: Connection settings.
+    """
+
+    def __init__(self, config: str | Path, settings: Settings) -> None:
+        self.settings = settings
+        self.rules = LiveRules(config)
+        self.overrides: LiveOverrides | None = None
+        self.router: StasisRouter | None = None
+        self.ari: AriClient | None = None
+        self.http: HttpServer | None = None
+        self.notifier = SystemdNotifier()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT.
+
+        Returns:
+            The process exit code (0 after a clean stop, 1 on invalid rules).
+        """
+        try:
+            self.rules.load_initial()
+        except ConfigError as exc:
+            for issue in exc.issues:
+                log.error("rules.invalid", file=issue.file, line=issue.line, path=issue.path,
+                          message=issue.message)
+            log.error("daemon.not_started", reason="invalid rules", errors=len(exc.issues))
+            return 1
+        log.info("daemon.starting", version=__version__, rules=str(self.rules.path),
+                 tenants=len(self.rules.rules.tenants), ari=self.settings.ari_url,
+                 app=self.settings.ari_app)
+        self.overrides = LiveOverrides(state_path(self.rules.model, self.rules.path))
+        await self.overrides.poll()
+
+        session = aiohttp.ClientSession()
+        self.ari = AriClient(
+            AriConfig(
+                base_url=self.settings.ari_url,
+                username=self.settings.ari_user,
+                password=self.settings.ari_password,
+                app=self.settings.ari_app,
+            ),
+            session=session,
+        )
+        overrides = self.overrides
+        self.router = StasisRouter(
+            self.ari, lambda: self.rules.rules, lambda: overrides.items
+        )
+        if self.settings.http_port:
+            self.http = HttpServer(self.settings.http_host, self.settings.http_port, self.health)
+            await self.http.start()
+
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+        self._spawn(self.ari.run(self.router.handle, on_connected=self.router.resync), "ari")
+        self._spawn(self._watch_rules(), "rules-watch")
+        self._spawn(self._watch_overrides(), "overrides-watch")
+        self._spawn(watchdog_loop(self.notifier, lambda: True), "watchdog")
+        self.notifier.ready(status=f"routing with rules generation {self.rules.generation}")
+        log.info("daemon.ready", http_port=self.http.port if self.http else None)
+
+        await self._stop.wait()
+        await self._shutdown(session)
+        return 0
+
+    def stop(self) -> None:
+        """Ask the daemon to stop gracefully (SIGTERM)."""
+        if not self._stop.is_set():
+            log.info("daemon.stopping")
+            self._stop.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    def _on_sighup(self) -> None:
+        self._spawn(self._reload("SIGHUP"), "reload")
+
+    async def _reload(self, why: str) -> None:
+        self.notifier.reloading(status=f"reloading rules ({why})")
+        await self.rules.reload(why)
+        status = f"routing with rules generation {self.rules.generation}"
+        if self.rules.last_error:
+            status += f"; last reload rejected ({len(self.rules.last_error)} errors)"
+        self.notifier.ready(status=status)
+
+    async def _watch_rules(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.rules_poll_s)
+            if self.rules.changed_on_disk():
+                await self._reload("file changed")
+
+    async def _watch_overrides(self) -> None:
+        assert self.overrides is not None
+        while True:
+            await asyncio.sleep(self.settings.overrides_poll_s)
+            await self.overrides.poll()
+
+    async def _shutdown(self, session: aiohttp.ClientSession) -> None:
+        self.notifier.stopping(status="finishing calls being routed")
+        assert self.router is not None and self.ari is not None
+        if not await self.router.drain(DRAIN_SECONDS):
+            log.warning("daemon.drain_timeout", in_progress=self.router.in_progress)
+        # Closing the socket unregisters the application: from here on the
+        # dialplan's Stasis() fails over to the static queue.
+        await self.ari.close(grace=2.0)
+        await self.router.drain(5.0)  # calls that arrived just before the close
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await session.close()
+        if self.http is not None:
+            await self.http.stop()
+        if self.overrides is not None:
+            self.overrides.close()
+        log.info("daemon.stopped", routed=self.router.stats.routed)
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        """Health for ``/healthz``: healthy while the ARI socket is up.
+
+        Returns:
+            ``(healthy, body)``.
+        """
+        ari = self.ari.status if self.ari is not None else None
+        router = self.router
+        body: dict[str, object] = {
+            "version": __version__,
+            "ari": {
+                "state": ari.state.value if ari else "idle",
+                "since": ari.since.isoformat() if ari and ari.since else None,
+                "consecutive_failures": ari.consecutive_failures if ari else 0,
+                "last_error": ari.last_error if ari else None,
+                "app": self.settings.ari_app,
+            },
+            "rules": self.rules.health(),
+            "overrides": self.overrides.health() if self.overrides else None,
+            "calls": {
+                "routed": router.stats.routed if router else 0,
+                "failed": router.stats.failed if router else 0,
+                "gone": router.stats.gone if router else 0,
+                "menus": router.stats.menus if router else 0,
+                "resynced": router.stats.resynced if router else 0,
+                "in_progress": router.in_progress if router else 0,
+                "by_action": dict(router.stats.by_action) if router else {},
+            },
+        }
+        return bool(ari and ari.connected), body

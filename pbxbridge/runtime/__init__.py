@@ -1,0 +1,1 @@
+"""Runtime plumbing of the daemon: settings, logging, live rules and overrides."""

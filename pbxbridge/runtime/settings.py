@@ -1,0 +1,127 @@
+"""Daemon settings: connection details from the environment, secrets from files.
+
+The routing rules (what operators edit) never hold secrets. Connection
+settings come from environment variables (``/etc/pbxbridge/pbxbridge.env`` under
+systemd); passwords come from systemd credentials (``$CREDENTIALS_DIRECTORY``),
+from a file named by ``PBXBRIDGE_<NAME>_PASSWORD_FILE``, or, for development,
+from ``PBXBRIDGE_<NAME>_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon needs besides the rules.
+
+    Attributes:
+        ari_url: Asterisk HTTP base URL (without ``/ari``).
+        ari_user: ARI user.
+        ari_password: ARI password (never logged).
+        ari_app: Stasis application name (the dialplan's ``Stasis(...)``).
+        http_host: Bind address of the health/metrics HTTP server.
+        http_port: Its port (0 disables it).
+        log_level: ``debug``, ``info``, ``warning`` or ``error``.
+        log_format: ``json`` (for journald/log shippers) or ``console``.
+        rules_poll_s: How often the rules file is checked for changes.
+        overrides_poll_s: How often the overrides database is checked.
+    """
+
+    ari_url: str = "http://127.0.0.1:8088"
+    ari_user: str = "pbxbridge"
+    ari_password: str = field(default="", repr=False)
+    ari_app: str = "pbxbridge"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8090
+    log_level: str = "info"
+    log_format: str = "json"
+    rules_poll_s: float = 1.0
+    overrides_poll_s: float = 0.5
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from the environment.
+
+        Args:
+            env: The environment (default ``os.environ``).
+
+        Returns:
+            The settings.
+
+        Raises:
+            SettingsError: On malformed values.
+        """
+        env = os.environ if env is None else env
+        host, port = _bind(env.get("PBXBRIDGE_HTTP_BIND", "127.0.0.1:8090"))
+        level = env.get("PBXBRIDGE_LOG_LEVEL", "info").lower()
+        if level not in {"debug", "info", "warning", "error"}:
+            raise SettingsError(f"PBXBRIDGE_LOG_LEVEL={level!r}: use debug, info, warning, error")
+        fmt = env.get("PBXBRIDGE_LOG_FORMAT", "json").lower()
+        if fmt not in {"json", "console"}:
+            raise SettingsError(f"PBXBRIDGE_LOG_FORMAT={fmt!r}: use json or console")
+        return cls(
+            ari_url=env.get("PBXBRIDGE_ARI_URL", cls.ari_url).rstrip("/"),
+            ari_user=env.get("PBXBRIDGE_ARI_USER", cls.ari_user),
+            ari_password=read_secret("ari", env),
+            ari_app=env.get("PBXBRIDGE_ARI_APP", cls.ari_app),
+            http_host=host,
+            http_port=port,
+            log_level=level,
+            log_format=fmt,
+        )
+
+
+def _bind(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise SettingsError(f"PBXBRIDGE_HTTP_BIND={text!r}: expected HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def read_secret(name: str, env: Mapping[str, str] | None = None) -> str:
+    """A password by name (``ari``, ``ami``, ``mqtt``), from the safest source given.
+
+    Order: systemd credential ``$CREDENTIALS_DIRECTORY/<name>-password``;
+    the file in ``PBXBRIDGE_<NAME>_PASSWORD_FILE``; ``PBXBRIDGE_<NAME>_PASSWORD``.
+    A trailing newline is stripped; an empty credential file counts as absent
+    (the unit ships an empty placeholder for optional secrets).
+
+    Args:
+        name: Secret name.
+        env: The environment (default ``os.environ``).
+
+    Returns:
+        The secret, or ``""`` when none is configured.
+
+    Raises:
+        SettingsError: If a named file cannot be read.
+    """
+    env = os.environ if env is None else env
+    upper = name.upper()
+    candidates: list[Path] = []
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        candidates.append(Path(cred_dir) / f"{name}-password")
+    named = env.get(f"PBXBRIDGE_{upper}_PASSWORD_FILE")
+    for path in candidates:
+        if path.is_file():
+            value = path.read_text(encoding="utf-8").rstrip("\r\n")
+            if value:
+                return value
+    if named:
+        try:
+            return Path(named).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise SettingsError(
+                f"PBXBRIDGE_{upper}_PASSWORD_FILE: cannot read {named}: {exc.strerror}"
+            ) from None
+    return env.get(f"PBXBRIDGE_{upper}_PASSWORD", "")
