@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pbxbridge.config import load_rules  # noqa: E402
-from pbxbridge.core import Call, route  # noqa: E402
+from pbxbridge.config import load_rules
+from pbxbridge.core import Call, route
 
 TENANTS = 1000
 DIDS = 50_000
@@ -67,16 +67,13 @@ def generate(rng: random.Random) -> tuple[str, list[str], list[str]]:
             f"    calendar: cal{t % 10}",
             f"    open: {{queue: sc, priority: {t % 10}, whisper: custom/t{t}, callerid_prefix: T{t}}}",
             "    closed: {announce: custom/closed, then: queue, queue: ah}",
-            f'    screen_pop: {{url: "https://kb.example.org/s?t={{tenant}}&c={{caller}}"}}',
+            '    screen_pop: {url: "https://kb.example.org/s?t={tenant}&c={caller}"}',
         ]
     areas: list[str] = []
     lines += ["service_115:", '  dids: ["115"]', "  by_area_code:"]
     for a in range(AREA_CODES):
         # 1,000 real tenant areas plus 4,000 longer sub-areas, so prefixes nest.
-        if a < TENANTS:
-            code = f"+49 {area_of[a]}"
-        else:
-            code = f"+49 {area_of[a % TENANTS]}{a // TENANTS}"
+        code = f"+49 {area_of[a]}" if a < TENANTS else f"+49 {area_of[a % TENANTS]}{a // TENANTS}"
         areas.append(code)
         lines.append(f'    "{code}": t{a % TENANTS}')
     lines += [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -81,7 +82,7 @@ class TestPeriods:
         for day in (date(2026, 12, 23), date(2026, 12, 24)):
             spans = [(p.start, p.end) for p in periods if p.day == day]
             assert spans[0][0] == 0 and spans[-1][1] == 86400
-            assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
 
 
 class TestEndOfWorkingDay:

@@ -1,0 +1,247 @@
+"""StasisRouter against a recording fake of the ARI client (fast; the real
+Asterisk path is covered in tests/integration)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from pbxbridge.adapters.ari.client import AriClient
+from pbxbridge.adapters.ari.errors import AriError, AriNotFound, AriVariableNotFound
+from pbxbridge.adapters.ari.router import StasisRouter
+from pbxbridge.config import load_rules
+from pbxbridge.core import Override, OverrideState
+from pbxbridge.core.rules import Rules
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "routing.yaml"
+WEDNESDAY_10 = datetime(2026, 11, 25, 10, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+
+
+class FakeAri:
+    """Records REST calls; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.variables: dict[str, dict[str, str]] = {}
+        self.fail_set: BaseException | None = None
+        self.app_channels: list[str] = []
+        self.channels: dict[str, dict[str, Any]] = {}
+
+    async def set_variable(self, channel_id: str, name: str, value: str) -> None:
+        self.calls.append(("set", (channel_id, name, value)))
+        if self.fail_set is not None:
+            raise self.fail_set
+        self.variables.setdefault(channel_id, {})[name] = value
+
+    async def get_variable(self, channel_id: str, name: str) -> str:
+        value = self.variables.get(channel_id, {}).get(name)
+        if value is None:
+            raise AriVariableNotFound(404, "Provided variable was not found")
+        return value
+
+    async def continue_in_dialplan(self, channel_id: str, context: str, extension: str,
+                                   priority: int = 1, label: str | None = None) -> None:
+        self.calls.append(("continue", (channel_id, context, extension, priority)))
+
+    async def answer(self, channel_id: str) -> None:
+        self.calls.append(("answer", (channel_id,)))
+
+    async def play(self, channel_id: str, media: str, playback_id: str | None = None
+                   ) -> dict[str, Any]:
+        self.calls.append(("play", (channel_id, media, playback_id)))
+        return {"id": playback_id}
+
+    async def stop_playback(self, playback_id: str) -> None:
+        self.calls.append(("stop_playback", (playback_id,)))
+
+    async def get_application(self) -> dict[str, Any]:
+        return {"channel_ids": list(self.app_channels)}
+
+    async def get_channel(self, channel_id: str) -> dict[str, Any]:
+        if channel_id not in self.channels:
+            raise AriNotFound(404, "Channel not found")
+        return self.channels[channel_id]
+
+    def continued(self, channel_id: str) -> tuple[str, str, int] | None:
+        for kind, args in self.calls:
+            if kind == "continue" and args[0] == channel_id:
+                return args[1], args[2], args[3]
+        return None
+
+
+@pytest.fixture(scope="module")
+def rules() -> Rules:
+    return load_rules(EXAMPLE)[0]
+
+
+def channel(cid: str, exten: str, number: str = "0441 1234567",
+            name: str = "Jörg Müller") -> dict[str, Any]:
+    return {
+        "id": cid,
+        "caller": {"number": number, "name": name},
+        "dialplan": {"context": "pbxbridge-inbound", "exten": exten, "priority": 5},
+    }
+
+
+def start(cid: str, exten: str, args: list[str] | None = None, **kw: str) -> dict[str, Any]:
+    return {"type": "StasisStart", "channel": channel(cid, exten, **kw), "args": args or []}
+
+
+def make(rules: Rules, fake: FakeAri, overrides: list[Override] | None = None) -> StasisRouter:
+    return StasisRouter(cast(AriClient, fake), lambda: rules, lambda: overrides or [],
+                        clock=lambda: WEDNESDAY_10)
+
+
+class TestOpenCall:
+    async def test_tags_and_continues_to_queue(self, rules: Rules) -> None:
+        fake = FakeAri()
+        router = make(rules, fake)
+        await router.handle(start("c1", "044077300", ["+494407730", "allowed_not_screened"]))
+        assert await router.drain(2)
+        tags = fake.variables["c1"]
+        assert tags["PBXBRIDGE_TENANT"] == "wardenburg"
+        assert tags["PBXBRIDGE_TENANT_NAME"] == "Gemeinde Wardenburg"
+        assert tags["CDR(accountcode)"] == "wardenburg"
+        assert tags["CALLERID(name)"] == "WAR: Jörg Müller"
+        assert tags["QUEUE_PRIO"] == "5"
+        assert tags["PBXBRIDGE_QUEUE"] == "servicecenter"
+        assert tags["PBXBRIDGE_WHISPER"] == "custom/wardenburg"
+        assert tags["PBXBRIDGE_VIA_115"] == "0"
+        assert tags["PBXBRIDGE_DID"] == "+494407730"
+        assert fake.continued("c1") == ("pbxbridge-queue", "s", 1)
+        # Continue comes after every tag is set.
+        assert fake.calls[-1][0] == "continue"
+        assert router.stats.routed == 1
+
+    async def test_extension_is_the_did_without_args(self, rules: Rules) -> None:
+        fake = FakeAri()
+        router = make(rules, fake)
+        await router.handle(start("c1", "044077300"))
+        await router.drain(2)
+        assert fake.variables["c1"]["PBXBRIDGE_TENANT"] == "wardenburg"
+
+    async def test_duplicate_start_is_routed_once(self, rules: Rules) -> None:
+        fake = FakeAri()
+        router = make(rules, fake)
+        await router.handle(start("c1", "044077300"))
+        await router.handle(start("c1", "044077300"))
+        await router.drain(2)
+        assert [c for c in fake.calls if c[0] == "continue"] == [
+            ("continue", ("c1", "pbxbridge-queue", "s", 1))
+        ]
+
+    async def test_restricted_presentation_hides_caller(self, rules: Rules) -> None:
+        fake = FakeAri()
+        router = make(rules, fake)
+        await router.handle(start("c1", "044077300", ["044077300", "prohib_passed_screen"]))
+        await router.drain(2)
+        assert fake.variables["c1"]["PBXBRIDGE_CALLER"] == ""
+
+    async def test_hostile_name_never_reaches_tags(self, rules: Rules) -> None:
+        fake = FakeAri()
+        router = make(rules, fake)
+        await router.handle(start("c1", "044077300", name='"x",${EVAL(${a})};\\n|y' + "z" * 400))
+        await router.drain(2)
+        for value in fake.variables["c1"].values():
+            assert not set(value) & set('",;${}|\\\n')
+            assert len(value) <= 80
+
+
+class TestClosedAndOverride:
+    async def test_override_closes(self, rules: Rules) -> None:
+        fake = FakeAri()
+        ov = Override(scope="wardenburg", state=OverrideState.CLOSED, reason="Unwetter",
+                      set_at=datetime(2026, 11, 25, 8, 0, tzinfo=ZoneInfo("Europe/Berlin")))
+        router = make(rules, fake, [ov])
+        await router.handle(start("c1", "044077300"))
+        await router.drain(2)
+        tags = fake.variables["c1"]
+        assert fake.continued("c1") == ("pbxbridge-closed", "s", 1)
+        assert tags["PBXBRIDGE_CLOSED_THEN"] == "hangup"
+        assert tags["PBXBRIDGE_CLOSED_ANNOUNCE"] == "custom/wardenburg-closed"
+
+
+class TestMenu:
+    async def test_digit_during_prompt(self, rules: Rules) -> None:
+        fake = FakeAri()
+        router = make(rules, fake)
+        await router.handle(start("m1", "115", ["115"], number="0171 1234567"))
+        await asyncio.sleep(0.05)
+        assert ("answer", ("m1",)) in fake.calls
+        assert any(c[0] == "play" and c[1][1] == "sound:custom/115-choose" for c in fake.calls)
+        await router.handle({"type": "ChannelDtmfReceived", "digit": "2",
+                             "channel": {"id": "m1"}})
+        assert await router.drain(2)
+        assert fake.variables["m1"]["PBXBRIDGE_TENANT"] == "wardenburg"
+        assert fake.variables["m1"]["PBXBRIDGE_VIA_115"] == "1"
+        assert any(c[0] == "stop_playback" for c in fake.calls)
+        assert fake.continued("m1") == ("pbxbridge-queue", "s", 1)
+
+    async def test_timeout_after_prompt_takes_default(self, rules: Rules) -> None:
+        fake = FakeAri()
+        menu_rules = load_rules(EXAMPLE)[0]
+        # A short timeout keeps the test fast; the path is the same.
+        svc = menu_rules.service_115
+        assert svc is not None and svc.otherwise_menu is not None
+        object.__setattr__(svc.otherwise_menu, "timeout", 0.2)
+        router = make(menu_rules, fake)
+        await router.handle(start("m2", "115", ["115"], number=""))
+        await asyncio.sleep(0.05)
+        await router.handle({"type": "PlaybackFinished",
+                             "playback": {"target_uri": "channel:m2"}})
+        assert await router.drain(2)
+        assert fake.variables["m2"]["PBXBRIDGE_TENANT"] == "oldenburg"
+
+    async def test_hangup_during_menu_ends_it(self, rules: Rules) -> None:
+        fake = FakeAri()
+        router = make(rules, fake)
+        await router.handle(start("m3", "115", ["115"], number=""))
+        await asyncio.sleep(0.05)
+        fake.fail_set = AriNotFound(404, "Channel not found")
+        await router.handle({"type": "StasisEnd", "channel": {"id": "m3"}})
+        assert await router.drain(2)
+        assert router.stats.gone == 1
+        assert fake.continued("m3") is None
+
+
+class TestFailures:
+    async def test_channel_gone(self, rules: Rules) -> None:
+        fake = FakeAri()
+        fake.fail_set = AriNotFound(404, "Channel not found")
+        router = make(rules, fake)
+        await router.handle(start("c1", "044077300"))
+        assert await router.drain(2)
+        assert router.stats.gone == 1
+        assert fake.continued("c1") is None
+
+    async def test_server_error_sends_call_to_fallback(self, rules: Rules) -> None:
+        fake = FakeAri()
+        fake.fail_set = AriError(500, "boom")
+        router = make(rules, fake)
+        await router.handle(start("c1", "044077300"))
+        assert await router.drain(2)
+        assert router.stats.failed == 1
+        assert fake.continued("c1") == ("pbxbridge-unrouted", "s", 1)
+
+
+class TestResync:
+    async def test_routes_channels_left_in_stasis(self, rules: Rules) -> None:
+        fake = FakeAri()
+        fake.app_channels = ["r1", "r2", "gone"]
+        fake.channels = {"r1": channel("r1", "044077300"), "r2": channel("r2", "s")}
+        fake.variables = {"r1": {"PBXBRIDGE_DID": "044077300"},
+                          "r2": {"PBXBRIDGE_DID": "+49 441 235-0"}}
+        router = make(rules, fake)
+        await router.resync()
+        assert await router.drain(2)
+        assert fake.variables["r1"]["PBXBRIDGE_TENANT"] == "wardenburg"
+        assert fake.variables["r2"]["PBXBRIDGE_TENANT"] == "oldenburg"
+        assert router.stats.resynced == 2
+        # A StasisStart for an already resynced channel arriving later is ignored
+        # while it is being handled; once handled, it would be a new entry.
+        assert fake.continued("r1") == ("pbxbridge-queue", "s", 1)
