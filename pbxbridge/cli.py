@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import re
 import sys
 from datetime import date, datetime, time, timedelta
@@ -371,6 +372,11 @@ def _scope(tenant: str | None, all_tenants: bool, rules: Rules) -> str:
 
 
 def _user() -> str:
+    # Under sudo (e.g. `sudo -u pbxbridge pbxbridge override ...`) the audit
+    # trail should name the operator, not the service account.
+    sudo_user = os.environ.get("SUDO_USER")
+    if sudo_user:
+        return sudo_user
     try:
         return getpass.getuser()
     except (OSError, KeyError):
@@ -393,7 +399,6 @@ def run(config: str, ari_url: str | None, http_bind: str | None) -> None:
     PBXBRIDGE_ARI_PASSWORD_FILE or PBXBRIDGE_ARI_PASSWORD.
     """
     import asyncio
-    import os
 
     from pbxbridge.app import Daemon
     from pbxbridge.runtime.logs import configure_logging

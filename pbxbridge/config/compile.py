@@ -110,7 +110,7 @@ def compile_rules(
     claimed: dict[str, Loc] = {}
     for key, cfg in model.tenants.items():
         loc: Loc = ("tenants", key)
-        tenant = _tenant(key, cfg, loc, calendars, queues, refs)
+        tenant = _tenant(key, cfg, loc, calendars, queues, refs, region)
         if tenant is not None:
             tenants[key] = tenant
         for i, text in enumerate(cfg.dids):
@@ -315,11 +315,12 @@ def _tenant(
     calendars: Mapping[str, Calendar],
     queues: Mapping[str, QueueTarget],
     refs: _Refs,
+    region: str,
 ) -> Tenant | None:
     problems = refs.problems
     ok = refs.check(cfg.calendar, calendars, (*loc, "calendar"), "calendar")
     ok &= refs.check(cfg.open.queue, queues, (*loc, "open", "queue"), "queue")
-    closed = _closed(cfg.closed, (*loc, "closed"), queues, refs)
+    closed = _closed(cfg.closed, (*loc, "closed"), queues, refs, region)
     screen_pop = None
     if cfg.screen_pop is not None:
         url = cfg.screen_pop.url
@@ -354,7 +355,7 @@ def _tenant(
 
 
 def _closed(
-    cfg: ClosedConfig, loc: Loc, queues: Mapping[str, QueueTarget], refs: _Refs
+    cfg: ClosedConfig, loc: Loc, queues: Mapping[str, QueueTarget], refs: _Refs, region: str
 ) -> ClosedHandling | None:
     problems = refs.problems
     then = ClosedThen(cfg.then)
@@ -363,7 +364,7 @@ def _closed(
     if then is ClosedThen.VOICEMAIL:
         target = cfg.mailbox or ""
     elif then is ClosedThen.FORWARD:
-        number = normalize(cfg.number or "")
+        number = normalize(cfg.number or "", region)
         if number.e164 is None:
             problems.append(((*loc, "number"), f"cannot parse number {cfg.number!r}"))
             return None

@@ -312,7 +312,7 @@ def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
             if isinstance(k, yaml.ScalarNode):
                 if k.value == "<<":
                     merged.append(v)
-                elif k.value == str(part):
+                elif _same_key(k, part):
                     return v
         for m in merged:
             sources = m.value if isinstance(m, yaml.SequenceNode) else [m]
@@ -327,13 +327,24 @@ def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
     return None
 
 
-def _key_node(node: yaml.Node, key: str) -> yaml.Node | None:
+def _key_node(node: yaml.Node, key: str | int) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         pairs: list[tuple[yaml.Node, yaml.Node]] = node.value
         for k, _ in reversed(pairs):
-            if isinstance(k, yaml.ScalarNode) and k.value == key:
+            if isinstance(k, yaml.ScalarNode) and _same_key(k, key):
                 return k
     return None
+
+
+def _same_key(node: yaml.ScalarNode, part: str | int) -> bool:
+    """Whether a key node is the key pydantic named in an error location.
+
+    pydantic names keys by their constructed value: an unquoted ``04407`` key is
+    the octal number 2311 there, while the node still holds the text "04407".
+    """
+    if node.value == str(part):
+        return True
+    return node.tag != "tag:yaml.org,2002:str" and str(_constructed(node)) == str(part)
 
 
 def _line_for(root: yaml.Node, loc: Path_) -> int:
@@ -359,14 +370,16 @@ def _pydantic_issues(exc: ValidationError, root: yaml.Node, name: str) -> Iterab
             loc = loc[:-1]
         if kind == "extra_forbidden":
             parent, _ = _node_at(root, loc[:-1])
-            key_node = _key_node(parent, str(loc[-1]))
+            key_node = _key_node(parent, loc[-1])
             line = (key_node or parent).start_mark.line + 1
             yield Issue(name, line, _dotted(loc), f"unknown key {str(loc[-1])!r}")
             continue
         node, exact = _node_at(root, loc)
         if is_key and exact:
             parent, _ = _node_at(root, loc[:-1])
-            node = _key_node(parent, str(loc[-1])) or node
+            node = _key_node(parent, loc[-1]) or node
+            if isinstance(node, yaml.ScalarNode):
+                loc = (*loc[:-1], node.value)  # name the key as written, not as read
         if kind == "missing":
             message = "required key is missing"
         elif kind in {"string_type", "int_type", "float_type", "bool_type"} and exact:
