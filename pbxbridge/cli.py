@@ -222,7 +222,10 @@ def _parse_until(
         if not m:
             _fail(f"--for {duration!r}: expected e.g. 30m, 2h or 1d")
         unit = {"m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
-        return now + timedelta(**{unit: int(m.group(1))})
+        span = timedelta(**{unit: min(int(m.group(1)), 10**7)})
+        if span > timedelta(days=366):
+            _fail(f"--for {duration!r}: at most a year (366d); clear the override instead")
+        return now + span
     if not until:
         return None
     local_now = now.astimezone(rules.timezone)

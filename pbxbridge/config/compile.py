@@ -49,6 +49,8 @@ Problems = list[tuple[Loc, str]]
 
 _KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _MAX_RANGE_DAYS = 366
+_MAX_CLOSED_DAYS = 10 * 366
+"""Extra closed days per calendar: ten years is plenty, and it bounds the work."""
 
 
 def compile_rules(
@@ -221,7 +223,14 @@ def _calendar(key: str, cfg: CalendarConfig, loc: Loc, problems: Problems) -> Ca
                     weekly[weekday].append(interval)
 
     closed: dict[date, str] = {}
+    seen_ranges: set[str] = set()
     for i, text in enumerate(cfg.closed):
+        if text in seen_ranges:
+            continue  # repeated entries (or YAML aliases) add nothing
+        seen_ranges.add(text)
+        if len(closed) > _MAX_CLOSED_DAYS:
+            problems.append(((*loc, "closed", i), f"more than {_MAX_CLOSED_DAYS} closed days"))
+            break
         try:
             first, last = parse_date_range(text)
         except CalendarSyntaxError as exc:

@@ -189,17 +189,33 @@ def _parse_yaml(raw: bytes | str, name: str) -> tuple[Any, yaml.Node, list[Issue
         except UnicodeDecodeError as exc:
             line = raw[: exc.start].count(b"\n") + 1
             raise ConfigError([Issue(name, line, "", "not valid UTF-8")]) from None
+    else:
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates in a str
+            line = raw[: exc.start].count("\n") + 1
+            raise ConfigError([Issue(name, line, "", "not valid UTF-8")]) from None
     try:
         loader = _Loader(text)
         try:
             root = loader.get_single_node()
-            if root is None:
+            if root is None or (
+                isinstance(root, yaml.ScalarNode) and root.tag == "tag:yaml.org,2002:null"
+            ):
                 raise ConfigError([Issue(name, 1, "", "the file is empty")])
             found = list(_structure_problems(root))
             problems = [Issue(name, line, "", msg) for line, msg, _ in found]
             if any(fatal for _, _, fatal in found):
                 raise ConfigError(problems)
-            data = loader.construct_document(root)
+            try:
+                data = loader.construct_document(root)
+            except (ValueError, KeyError, AttributeError, TypeError, OverflowError) as exc:
+                # PyYAML raises plain Python errors for explicit tags it cannot
+                # honour (``!!int abc``) or integers over Python's digit limit.
+                line, text = _unconstructable(root)
+                raise ConfigError(
+                    [Issue(name, line, "", f"cannot read the value {text!r}: {exc}")]
+                ) from None
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
@@ -348,8 +364,44 @@ def _same_key(node: yaml.ScalarNode, part: str | int) -> bool:
 
 
 def _line_for(root: yaml.Node, loc: Path_) -> int:
-    node, _ = _node_at(root, loc)
+    """The line of the entry a key path names.
+
+    For a mapping entry that is the key's line (a block value starts one line
+    lower, but the operator looks for the key); for a list item, the item's.
+    """
+    node, exact = _node_at(root, loc)
+    if exact and loc:
+        parent, _ = _node_at(root, loc[:-1])
+        if isinstance(parent, yaml.MappingNode):
+            key = _key_node(parent, loc[-1])
+            if key is not None:
+                return key.start_mark.line + 1
     return node.start_mark.line + 1
+
+
+def _unconstructable(root: yaml.Node) -> tuple[int, str]:
+    """Find the first scalar PyYAML cannot construct, for the error's line."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop(0)
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            probe = _Loader("")
+            try:
+                probe.construct_object(node, deep=True)
+            except Exception:
+                return node.start_mark.line + 1, str(node.value)[:40]
+            finally:
+                probe.dispose()
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                stack.extend((k, v))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return root.start_mark.line + 1, ""
 
 
 _YAML_READ_AS = {

@@ -341,7 +341,10 @@ class Calendar:
                 yield Period(day, interval.start, interval.end, True, label)
                 cursor = interval.end
             if cursor < 86400:
-                yield Period(day, cursor, 86400, False, why if not intervals else "outside hours")
+                closed_why = f"{why}: no opening hours" if why in WEEKDAYS else why
+                yield Period(
+                    day, cursor, 86400, False, closed_why if not intervals else "outside hours"
+                )
             day += timedelta(days=1)
 
     def is_working_day(self, day: date) -> bool:

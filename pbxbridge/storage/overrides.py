@@ -13,6 +13,7 @@ doubles as the audit trail of who forced what, when and why.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -50,10 +51,24 @@ class OverrideStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # check_same_thread=False: the daemon reads from a worker thread.
-        self._db = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so that a
+        # read-then-write (the migration check) holds the write lock throughout.
+        self._db = sqlite3.connect(
+            self.path, timeout=5.0, check_same_thread=False, isolation_level=None
+        )
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        # Switching a fresh file to WAL and migrating it need locks that SQLite
+        # may refuse at once (SQLITE_BUSY without calling the busy handler)
+        # while another process does the same: retry for a few seconds.
+        for attempt in range(100):
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._migrate()
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 99:
+                    raise
+                time.sleep(0.05)
         self._seen_version: int | None = None
 
     def close(self) -> None:
@@ -68,14 +83,25 @@ class OverrideStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._db:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
             yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _migrate(self) -> None:
-        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-            with self._tx() as db:
-                db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+        # The version is read inside the write transaction: two processes
+        # opening a fresh file at once (daemon start, operator's first
+        # `override set`) must not both run migration 1.
+        with self._tx() as db:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
 
     def set(
         self,
