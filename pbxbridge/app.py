@@ -79,6 +79,7 @@ class Daemon:
                 username=self.settings.ari_user,
                 password=self.settings.ari_password,
                 app=self.settings.ari_app,
+                backoff_max=self.settings.ari_backoff_max_s,
             ),
             session=session,
         )

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 info=$(python -m tests.testbed up)
-export PBXBRIDGE_ARI_URL=$(printf '%s' "$info" | python -c 'import json,sys; print(json.load(sys.stdin)["ari_url"])')
+export PBXBRIDGE_ARI_URL=$(printf "%s" "$info" | python -c "import json,sys; print(json.load(sys.stdin)['ari_url'].removesuffix('/ari'))")
 export PBXBRIDGE_ARI_USER=$(printf '%s' "$info" | python -c 'import json,sys; print(json.load(sys.stdin)["ari_user"])')
 export PBXBRIDGE_ARI_PASSWORD=$(printf '%s' "$info" | python -c 'import json,sys; print(json.load(sys.stdin)["ari_password"])')
 export PBXBRIDGE_LOG_FORMAT=${PBXBRIDGE_LOG_FORMAT:-console}

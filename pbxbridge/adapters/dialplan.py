@@ -59,7 +59,9 @@ def decision_variables(decision: Decision) -> dict[str, str]:
         "PBXBRIDGE_DID": dialplan_safe(decision.did, 32),
         "PBXBRIDGE_VIA_115": "1" if decision.via_115 else "0",
         "PBXBRIDGE_CALLER": decision.caller or "",
-        "CDR(accountcode)": tenant,
+        # CHANNEL(accountcode) feeds the CDR's accountcode; writing
+        # CDR(accountcode) does the same but logs a deprecation warning per call.
+        "CHANNEL(accountcode)": tenant,
         "CALLERID(name)": dialplan_safe(decision.callerid_name),
     }
     queue = decision.queue

@@ -34,6 +34,9 @@ class Settings:
         log_format: ``json`` (for journald/log shippers) or ``console``.
         rules_poll_s: How often the rules file is checked for changes.
         overrides_poll_s: How often the overrides database is checked.
+        ari_backoff_max_s: Cap of the ARI reconnect backoff. Asterisk is on
+            loopback and a restart takes about a second: a low cap gets calls
+            routed again quickly without hammering anything.
     """
 
     ari_url: str = "http://127.0.0.1:8088"
@@ -46,6 +49,7 @@ class Settings:
     log_format: str = "json"
     rules_poll_s: float = 1.0
     overrides_poll_s: float = 0.5
+    ari_backoff_max_s: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -77,7 +81,21 @@ class Settings:
             http_port=port,
             log_level=level,
             log_format=fmt,
+            ari_backoff_max_s=_positive(env, "PBXBRIDGE_ARI_BACKOFF_MAX", cls.ari_backoff_max_s),
         )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"{name}={text!r}: expected seconds") from None
+    if not 0 < value <= 3600:
+        raise SettingsError(f"{name}={text!r}: expected seconds between 0 and 3600")
+    return value
 
 
 def _bind(text: str) -> tuple[str, int]:

@@ -152,7 +152,7 @@ class StasisRouter:
             except AriNotFound:
                 continue
             self.stats.resynced += 1
-            args = [did] if did else []
+            args = ["", did] if did else []
             # Not awaited one by one: a 115 menu must not hold up the others.
             self._spawn(channel_id, self._route_channel(channel, args, resynced=True))
 
@@ -333,21 +333,20 @@ def _channel_id(event: dict[str, Any]) -> str:
 def _call_from_channel(channel: dict[str, Any], args: list[str]) -> Call:
     """Build the core's Call from an ARI channel object and the Stasis arguments.
 
-    The dialplan passes ``Stasis(pbxbridge,${PBXBRIDGE_DID},${CALLERID(num-pres)})``:
-    the DID it resolved (``FROM_DID`` on FreePBX, else the extension) and the
-    presentation. Without arguments (a hand-written dialplan) the extension is
-    the DID.
+    The shipped dialplan calls ``Stasis(pbxbridge,${CALLERID(num-pres)},${PBXBRIDGE_DID})``:
+    the presentation first (a fixed vocabulary), then the DID it resolved
+    (``FROM_DID`` on FreePBX, else the extension). The DID comes last because
+    it may contain commas, which Asterisk uses to split the arguments: we join
+    the rest back together. Without arguments (a hand-written ``Stasis(pbxbridge)``,
+    or a resync) the extension is the DID.
     """
     dialplan = channel.get("dialplan") or {}
     caller = channel.get("caller") or {}
-    did = args[0] if args and args[0] else str(dialplan.get("exten", ""))
-    presentation = args[1].lower() if len(args) > 1 else ""
+    presentation = args[0].lower() if args else ""
+    did = ",".join(args[1:]) if len(args) > 1 else str(dialplan.get("exten", ""))
     return Call(
         did=did,
         caller=str(caller.get("number", "")),
         caller_name=str(caller.get("name", "")),
         restricted=presentation.startswith("prohib"),
     )
-
-
-__all__ = ["RouterStats", "StasisRouter"]

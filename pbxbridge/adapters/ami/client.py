@@ -1,0 +1,1042 @@
+"""Asyncio AMI client: follows app_queue for screen pops, built on panoramisk 1.4.
+
+panoramisk does the AMI bookkeeping (action/``ActionID`` matching, multi-message
+responses, event dispatch). Everything around it that panoramisk 1.4 gets wrong
+for a long-running daemon is done here (see ``/work/shared/notes/dependencies.md``):
+
+* **Decoding**: :class:`~.protocol.Utf8AmiProtocol` replaces panoramisk's
+  protocol class (``protocol_factory``); it decodes the byte stream with an
+  incremental UTF-8 decoder, so a character split across TCP packets survives.
+* **Originate**: panoramisk raises ``KeyError: 'async'`` inside ``data_received``
+  (and so loses the connection) when an ``Originate`` response arrives for an
+  action without an ``Async`` header (gawel/panoramisk#90).
+  :meth:`AmiClient.originate` always sends ``Async: true``.
+* **Liveness**: panoramisk's keepalive sends ``Ping`` and never looks at the
+  answer (#6), so a hung Asterisk or a silently dead TCP path (NAT/firewall state
+  loss, no FIN/RST) goes unnoticed forever. We send our own ``Ping`` every
+  ``ping_interval`` seconds and drop the connection when no answer arrives
+  within ``ping_timeout``: a dead peer is noticed after at most
+  ``ping_interval + ping_timeout`` seconds.
+* **Reconnect**: panoramisk reconnects on its own at a fixed 2 s pace, forever
+  and without jitter, and re-sends actions that were in flight when the
+  connection dropped once the new one reports ``FullyBooted`` (a retried
+  ``Originate`` would ring a phone twice). Both are disabled: this client
+  reconnects with capped exponential backoff and jitter, and fails in-flight
+  actions with :class:`~.errors.AmiUnavailable` instead of replaying them.
+
+Event delivery (:meth:`AmiClient.run`):
+
+* Events are handed to the handler in tasks; the socket reader never waits for a
+  handler.
+* Events with the same :func:`~.events.ordering_key` (same ``Linkedid``, i.e. the
+  same call including its agent legs) are handled one at a time, in the order
+  Asterisk sent them; different calls are handled concurrently.
+* ``on_connected`` runs after every (re)login; events received meanwhile are
+  buffered and delivered after it returns, so a handler never sees an event
+  before the resync snapshot that precedes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import fnmatch
+import math
+import random
+import re
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final, Self
+
+import structlog
+from panoramisk import actions as pm_actions
+from panoramisk.manager import Manager
+
+from .errors import AmiActionFailed, AmiError, AmiUnavailable
+from .events import AmiEvent, normalize_event, ordering_key
+from .protocol import Utf8AmiProtocol
+from .queue import QueueSnapshot, parse_queue_status
+
+__all__ = [
+    "AmiClient",
+    "AmiConfig",
+    "AmiState",
+    "AmiStatus",
+    "ConnectedCallback",
+    "EventHandler",
+    "backoff_delay",
+]
+
+log = structlog.get_logger(__name__)
+
+EventHandler = Callable[[AmiEvent], Awaitable[None]]
+"""Coroutine function called once per event."""
+
+ConnectedCallback = Callable[[], Awaitable[None]]
+"""Coroutine function called after every successful (re)login, before events flow."""
+
+ActionFields = Mapping[str, str | Sequence[str]]
+"""An action's headers; a sequence value is sent as a repeated header."""
+
+# Responses that mean "Asterisk refused the action".
+_FAILED_RESPONSES: Final = frozenset({"Error", "Failure", "Fail"})
+# Always let these through a server-side filter: "Shutdown" tells us Asterisk is
+# going away, "OriginateResponse" completes originate(wait=True); a filter that
+# dropped it would turn every such call into a timeout.
+_ALWAYS_SERVER_EVENTS: Final = ("Shutdown", "OriginateResponse")
+# Event name patterns: AMI event names are letters/digits/underscore; the glob
+# characters * and ? are allowed. Anything else could smuggle regex syntax into
+# the server-side Filter.
+_EVENT_PATTERN: Final = re.compile(r"^[A-Za-z0-9_*?]+$")
+_MAX_BACKOFF_EXPONENT: Final = 62
+_CLOSE_WAIT: Final = 1.0
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True, slots=True)
+class AmiConfig:
+    """Connection settings for one AMI session.
+
+    Attributes:
+        host: Asterisk host.
+        port: AMI port.
+        username: Manager user (``manager.conf`` section).
+        password: Its secret. Never shown in ``repr()`` and never logged.
+        ping_interval: Seconds between liveness ``Ping`` actions.
+        ping_timeout: Seconds to wait for the ``Pong``; then the connection is
+            considered dead, closed, and re-established.
+        connect_timeout: Seconds for the TCP connect and the login.
+        action_timeout: Default seconds to wait for an action's (complete) answer.
+        backoff_initial: Reconnect delay ceiling after the first failure.
+        backoff_max: Cap of the reconnect delay. A connection that stayed up at
+            least this long counts as healthy and resets the backoff.
+        events: Event name patterns (``fnmatch`` globs, case-insensitive) to
+            deliver, e.g. ``("Queue*", "Agent*", "Hangup")``. Empty: all events.
+        server_side_filter: Also ask Asterisk to send only matching events (one
+            ``Filter`` action after login; needs the ``system`` write permission).
+            Saves bandwidth and CPU on busy systems; the client-side filter
+            applies either way.
+        ssl: Use TLS (AMI over TLS, usually port 5039).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = ""
+    password: str = field(default="", repr=False)
+    ping_interval: float = 5.0
+    ping_timeout: float = 3.0
+    connect_timeout: float = 5.0
+    action_timeout: float = 10.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    events: tuple[str, ...] = ()
+    server_side_filter: bool = True
+    ssl: bool = False
+
+    def __post_init__(self) -> None:
+        """Validate early, with messages that never echo the secret."""
+        if not self.host:
+            raise ValueError("host must not be empty")
+        if not 0 < self.port < 65536:
+            raise ValueError("port must be within 1..65535")
+        if not self.username:
+            raise ValueError("username must not be empty")
+        for name, value in (("username", self.username), ("password", self.password)):
+            # A line break would end the header and let the rest be read as
+            # further headers (or a second action) by Asterisk.
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"{name} must not contain line breaks")
+        for name in (
+            "ping_interval",
+            "ping_timeout",
+            "connect_timeout",
+            "action_timeout",
+            "backoff_initial",
+            "backoff_max",
+        ):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number")
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_max must be >= backoff_initial")
+        if isinstance(self.events, str):
+            raise TypeError("events must be a tuple of patterns, not a str")
+        for pattern in self.events:
+            if not _EVENT_PATTERN.match(pattern):
+                raise ValueError(f"invalid event pattern {pattern!r}")
+
+
+# ---------------------------------------------------------------------- state
+
+
+class AmiState(enum.StrEnum):
+    """Where the AMI session is (for health checks and metrics)."""
+
+    IDLE = "idle"
+    """run() has not been started (or was cancelled)."""
+    CONNECTING = "connecting"
+    """Opening the TCP connection and logging in."""
+    RESYNCING = "resyncing"
+    """Logged in; on_connected is running; events are being buffered."""
+    CONNECTED = "connected"
+    """Logged in and delivering events."""
+    DISCONNECTED = "disconnected"
+    """Waiting (backoff) before the next connection attempt."""
+    CLOSED = "closed"
+    """close() was called; the client cannot be reused."""
+
+
+@dataclass(frozen=True, slots=True)
+class AmiStatus:
+    """A snapshot of the session's health.
+
+    Attributes:
+        state: Current state.
+        since: When ``state`` was entered (UTC).
+        failures: Connection attempts (or short-lived connections) that failed in
+            a row; 0 once a connection has proven healthy.
+        last_error: The most recent failure or disconnect reason, if any.
+        last_ping_rtt_ms: Round-trip time of the last answered ``Ping``, in
+            milliseconds; ``None`` before the first one.
+        ami_version: AMI protocol version from the banner (``9.0.0`` on Asterisk
+            22), ``None`` before the first connection.
+    """
+
+    state: AmiState
+    since: datetime
+    failures: int
+    last_error: str | None
+    last_ping_rtt_ms: float | None
+    ami_version: str | None
+
+    @property
+    def connected(self) -> bool:
+        """Whether events are currently being delivered."""
+        return self.state is AmiState.CONNECTED
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form for a health endpoint.
+
+        Returns:
+            The fields, ``since`` as ISO 8601.
+        """
+        return {
+            "state": self.state.value,
+            "since": self.since.isoformat(),
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "last_ping_rtt_ms": self.last_ping_rtt_ms,
+            "ami_version": self.ami_version,
+        }
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def backoff_delay(
+    failures: int,
+    initial: float,
+    maximum: float,
+    *,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Compute the wait before the next connection attempt.
+
+    Capped exponential backoff with "equal jitter" (same policy as the ARI
+    client): the ceiling doubles with every consecutive failure up to
+    ``maximum``, and the delay is drawn from ``[ceiling / 2, ceiling]``. Never
+    going below half the ceiling keeps a refusing server (wrong password) from
+    being hammered; the jitter spreads several daemons apart after an Asterisk
+    restart.
+
+    Args:
+        failures: Consecutive failures so far (values below 1 count as 1).
+        initial: Ceiling after the first failure, in seconds.
+        maximum: Upper bound for the ceiling, in seconds.
+        rand: Source of uniform numbers in ``[0, 1]`` (injectable for tests).
+
+    Returns:
+        The delay in seconds, within ``[initial / 2, maximum]``.
+    """
+    exponent = min(max(failures - 1, 0), _MAX_BACKOFF_EXPONENT)
+    ceiling = min(maximum, initial * 2.0**exponent)
+    return ceiling / 2.0 + (ceiling / 2.0) * rand()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _glob_to_posix_regex(pattern: str) -> str:
+    # Patterns are validated to [A-Za-z0-9_*?], so only the globs need mapping.
+    return pattern.replace("*", ".*").replace("?", ".")
+
+
+def _check_header(key: str, value: str) -> None:
+    # Header injection guard: a caller-controlled value such as a calling name
+    # containing "\r\n\r\nAction: Originate ..." would otherwise be read by
+    # Asterisk as a second action.
+    if not key or ":" in key or any(c in key for c in "\r\n "):
+        raise ValueError(f"invalid AMI header name {key!r}")
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"value of AMI header {key!r} contains a line break")
+
+
+async def _as_coroutine(callback: ConnectedCallback) -> None:
+    # create_task() needs a coroutine; the callback may return any awaitable.
+    await callback()
+
+
+def _action_name(fields: Mapping[str, Any]) -> str:
+    for key, value in fields.items():
+        if key.lower() == "action":
+            return str(value)
+    raise ValueError("the action has no 'Action' header")
+
+
+class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
+    """panoramisk's Manager with its own reconnect, keepalive and replay disabled.
+
+    The client opens connections itself and hands them over with :meth:`attach`;
+    Manager keeps doing what it is good at: sending actions, matching responses by
+    ``ActionID`` and dispatching events.
+    """
+
+    def __init__(self, *, on_lost: Callable[[object], None], **config: Any) -> None:
+        super().__init__(**config)
+        self._on_lost = on_lost
+
+    def attach(self, transport: asyncio.BaseTransport, protocol: Utf8AmiProtocol) -> None:
+        """Adopt an open connection (as if panoramisk had opened it itself).
+
+        Args:
+            transport: The connection's transport.
+            protocol: Its protocol instance.
+        """
+        done: asyncio.Future[tuple[asyncio.BaseTransport, Utf8AmiProtocol]]
+        done = self.loop.create_future()
+        done.set_result((transport, protocol))
+        # Manager.connection_made() wires protocol <-> manager (factory, encoding,
+        # response table). No "username" in our config, so it does not log in.
+        self.connection_made(done)
+
+    def ping(self) -> None:
+        """Do nothing.
+
+        QUIRK (panoramisk#6): the built-in pinger sends ``Ping`` without ever
+        checking for an answer, so it detects nothing. AmiClient runs its own.
+        """
+
+    def connection_lost(self, exc: object) -> None:
+        """Report the loss to the client instead of scheduling panoramisk's reconnect.
+
+        Args:
+            exc: The exception, ``None`` for a clean EOF, or the ``Shutdown`` event.
+        """
+        self._connected = False
+        self._on_lost(exc)
+
+    async def send_awaiting_actions(self, *_: Any) -> None:
+        """Drop, instead of replaying, actions that were in flight at a disconnect.
+
+        QUIRK: panoramisk re-sends them after the next ``FullyBooted``; for
+        ``Originate`` that means a second call. AmiClient has already failed
+        their futures with AmiUnavailable; the caller decides about retrying.
+        """
+        self.awaiting_actions.clear()
+
+
+# --------------------------------------------------------------------- client
+
+
+class AmiClient:
+    """One resilient AMI session: events to a handler, actions on demand.
+
+    Example::
+
+        async with AmiClient(config) as ami:
+            task = asyncio.create_task(ami.run(handle_event, on_connected=resync))
+            ...
+            snapshot = await ami.queue_status("servicecenter")
+    """
+
+    def __init__(self, config: AmiConfig) -> None:
+        """Create the client; nothing is opened until :meth:`run`.
+
+        Args:
+            config: Connection settings.
+        """
+        self._config = config
+        # panoramisk's Manager binds to an event loop, so it is created inside the
+        # running loop on the first connection, never here.
+        self._manager: _Manager | None = None
+        self._protocol: Utf8AmiProtocol | None = None
+        self._logged_in = False
+        self._lost: asyncio.Future[str] | None = None
+        self._inflight: set[asyncio.Future[Any]] = set()
+        self._handler: EventHandler | None = None
+        self._gate_open = False
+        self._held_events: list[AmiEvent] = []
+        self._lanes: dict[str, deque[AmiEvent]] = {}
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._state = AmiState.IDLE
+        self._since = datetime.now(UTC)
+        self._failures = 0
+        self._last_error: str | None = None
+        self._last_rtt_ms: float | None = None
+        self._ami_version: str | None = None
+        self._connected_event = asyncio.Event()
+        self._event_filter = (
+            re.compile("|".join(fnmatch.translate(p) for p in config.events), re.IGNORECASE)
+            if config.events
+            else None
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"AmiClient(host={self._config.host!r}, port={self._config.port}, "
+            f"username={self._config.username!r}, state={self._state.value!r})"
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------- properties
+
+    @property
+    def config(self) -> AmiConfig:
+        """The configuration this client was built with."""
+        return self._config
+
+    @property
+    def status(self) -> AmiStatus:
+        """A snapshot of the session's state, for health endpoints."""
+        return AmiStatus(
+            state=self._state,
+            since=self._since,
+            failures=self._failures,
+            last_error=self._last_error,
+            last_ping_rtt_ms=self._last_rtt_ms,
+            ami_version=self._ami_version,
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Whether the session is logged in, resynced and delivering events."""
+        return self._state is AmiState.CONNECTED
+
+    async def wait_connected(self) -> None:
+        """Wait until the state is ``CONNECTED`` (returns at once if it is).
+
+        Wrap it in ``asyncio.timeout()`` to wait for a bounded time.
+        """
+        await self._connected_event.wait()
+
+    # ---------------------------------------------------------------- actions
+
+    async def action(
+        self,
+        action: ActionFields,
+        *,
+        # A parameter rather than asyncio.timeout() around the call: a timeout
+        # here raises AmiUnavailable and removes the action from panoramisk's
+        # response table.
+        timeout: float | None = None,  # noqa: ASYNC109
+        as_list: bool | None = None,
+    ) -> AmiEvent | list[AmiEvent]:
+        """Send an action and wait for its complete answer.
+
+        Single-response actions (``Ping``, ``Getvar``, ``Command``, ...) return the
+        response dict. Actions that answer with an event list (``QueueStatus``,
+        ``CoreShowChannels``, ...; recognised by panoramisk from ``EventList:
+        start``) return every message: the initial response first, the closing
+        ``...Complete`` event last.
+
+        Args:
+            action: Headers, including ``Action``. A sequence value becomes a
+                repeated header (e.g. several ``Variable``). ``ActionID`` is
+                generated unless given.
+            timeout: Seconds to wait (default ``config.action_timeout``).
+            as_list: Force (True) or forbid (False) list handling; ``None`` lets
+                panoramisk decide from the response.
+
+        Returns:
+            The response, or the list of messages.
+
+        Raises:
+            AmiUnavailable: Not logged in, the connection dropped, or no complete
+                answer in time.
+            AmiActionFailed: Asterisk answered ``Response: Error``.
+            ValueError: A header name or value is not allowed (line breaks).
+        """
+        return await self._action(action, limit=timeout, as_list=as_list)
+
+    async def ping(self) -> float:
+        """Send ``Ping`` and measure the round trip (waits ``config.ping_timeout``).
+
+        Returns:
+            The round-trip time in milliseconds (also kept in :attr:`status`).
+
+        Raises:
+            AmiUnavailable: Not connected or no answer in time.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await self._action(
+            {"Action": "Ping"},
+            limit=self._config.ping_timeout,
+            as_list=False,
+        )
+        rtt_ms = round((loop.time() - started) * 1000.0, 3)
+        self._last_rtt_ms = rtt_ms
+        return rtt_ms
+
+    async def queue_status(
+        self, queue: str | None = None, *, member: str | None = None
+    ) -> QueueSnapshot:
+        """Ask app_queue for its state (``QueueStatus``).
+
+        Args:
+            queue: Only this queue (default: all queues).
+            member: Only this member interface, e.g. ``PJSIP/agent1``.
+
+        Returns:
+            The parsed snapshot (an unknown queue gives an empty one).
+
+        Raises:
+            AmiUnavailable: Not connected or no complete answer in time.
+            AmiActionFailed: Asterisk refused the action.
+        """
+        fields: dict[str, str] = {"Action": "QueueStatus"}
+        if queue:
+            fields["Queue"] = queue
+        if member:
+            fields["Member"] = member
+        answer = await self._action(fields, as_list=None)
+        return parse_queue_status(answer if isinstance(answer, list) else [answer])
+
+    async def originate(
+        self,
+        *,
+        wait: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109  (see action())
+        **fields: str,
+    ) -> AmiEvent:
+        """Originate a call; ``Async: true`` is always sent.
+
+        QUIRK (panoramisk#90): without ``Async`` panoramisk's response matching
+        raises ``KeyError: 'async'`` inside the protocol and the connection is
+        lost. An ``Async`` given by the caller is therefore overridden.
+
+        Args:
+            wait: False: return as soon as Asterisk has queued the call; its
+                ``OriginateResponse`` event later reaches the event handler.
+                True: wait for the ``OriginateResponse`` and return it.
+            timeout: Seconds to wait. Default: ``action_timeout``, plus the
+                originate ``Timeout`` (milliseconds) when ``wait`` is True.
+            **fields: Originate headers (``Channel``, ``Context``, ``Exten``,
+                ``Priority``, ``Application``, ``Data``, ``CallerID``,
+                ``Timeout``, ``Variable``, ...).
+
+        Returns:
+            The ``Response: Success`` answer (``wait=False``) or the
+            ``OriginateResponse`` event (``wait=True``).
+
+        Raises:
+            AmiActionFailed: Refused, or (``wait=True``) the call failed
+                (``Response: Failure``; see ``Reason`` in ``response``).
+            AmiUnavailable: Not connected or no answer in time.
+        """
+        headers: dict[str, str] = {k: v for k, v in fields.items() if k.lower() != "async"}
+        headers["Action"] = "Originate"
+        headers["Async"] = "true"
+        if timeout is None:
+            timeout = self._config.action_timeout
+            if wait:
+                with contextlib.suppress(ValueError):
+                    timeout += max(0, int(headers.get("Timeout", "30000"))) / 1000.0
+        # as_list=False makes panoramisk resolve on the first response; None lets
+        # its multi-response logic wait for OriginateResponse (needs Async=true).
+        answer = await self._action(headers, limit=timeout, as_list=None if wait else False)
+        if not wait:
+            return answer[0] if isinstance(answer, list) else answer
+        result = answer[-1] if isinstance(answer, list) else answer
+        if result.get("Response") in _FAILED_RESPONSES:
+            raise AmiActionFailed(
+                "Originate", f"call failed (Reason {result.get('Reason', '?')})", result
+            )
+        return result
+
+    # ---------------------------------------------------------- event stream
+
+    async def run(
+        self, handler: EventHandler, on_connected: ConnectedCallback | None = None
+    ) -> None:
+        """Receive events until :meth:`close` is called; reconnect forever.
+
+        Per connection: TCP connect, ``Login`` (``Events: on``), optionally the
+        server-side ``Filter``, then ``on_connected()``, then event delivery while
+        the liveness ``Ping`` runs in the background. When the connection drops,
+        the login is refused, or a ``Ping`` goes unanswered, wait (capped
+        exponential backoff with jitter) and start over.
+
+        Handler semantics: see the module docstring. In short: not awaited by
+        the reader (tasks, strong references kept), ordered per ``Linkedid``,
+        exceptions logged and otherwise ignored, unbounded concurrency across
+        calls. Only events matching ``config.events`` are delivered. Events
+        carrying an ``ActionID`` belong to an action (list items of a
+        ``QueueStatus`` that timed out, ...) and are not delivered, except
+        ``OriginateResponse`` of ``originate(wait=False)``.
+
+        ``on_connected`` is awaited after every login; use it to resync with
+        :meth:`queue_status` (AMI does not replay events missed while
+        disconnected). Events received meanwhile are held back and delivered
+        after it; if it raises, the error is logged, the connection is closed and
+        re-established after a backoff. Handlers must be idempotent: an event may
+        describe a change the snapshot already showed.
+
+        Args:
+            handler: Coroutine function called with each event dict.
+            on_connected: Optional coroutine function called after each login.
+
+        Raises:
+            RuntimeError: The client is closed or ``run()`` is already active.
+            asyncio.CancelledError: The task running ``run()`` was cancelled.
+                Returns normally when stopped by :meth:`close`.
+        """
+        if self._closing:
+            raise RuntimeError("AmiClient is closed")
+        if self._loop_task is not None and not self._loop_task.done():
+            raise RuntimeError("AmiClient.run() is already active")
+        self._handler = handler
+        loop_task = asyncio.create_task(
+            self._connection_loop(on_connected),
+            name=f"ami:{self._config.host}:{self._config.port}",
+        )
+        self._loop_task = loop_task
+        try:
+            await loop_task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            stopped_by_close = self._closing and loop_task.cancelled()
+            if stopped_by_close and (current is None or current.cancelling() == 0):
+                return
+            raise
+
+    def reconnect(self, reason: str = "reconnect requested") -> None:
+        """Drop the current connection; :meth:`run` logs in again after a backoff.
+
+        For operators (e.g. after changing ``manager.conf``) and tests. In-flight
+        actions fail with :class:`~.errors.AmiUnavailable`; ``on_connected``
+        runs again after the new login. Does nothing while not connected.
+
+        Args:
+            reason: Recorded as ``status.last_error``.
+        """
+        if self._protocol is not None and not self._closing:
+            log.info("ami.reconnect_requested", reason=reason)
+            self._drop_connection(reason)
+
+    async def close(self, *, grace: float = 1.0) -> None:
+        """Log off, close the connection, stop :meth:`run`, finish handlers.
+
+        Idempotent and prompt: the connection is closed at once; handler tasks
+        still running get up to ``grace`` seconds and are cancelled after that.
+
+        Args:
+            grace: Seconds to let running handler tasks finish.
+        """
+        self._closing = True
+        protocol = self._protocol
+        if protocol is not None and not protocol.closed and self._logged_in:
+            # Best effort, not awaited: a polite Logoff keeps Asterisk's log quiet
+            # ("hung up" vs. "logged off"); the socket is closed right after.
+            with contextlib.suppress(Exception):
+                protocol.transport.write(b"Action: Logoff\r\n\r\n")
+        loop_task = self._loop_task
+        if loop_task is not None and not loop_task.done():
+            loop_task.cancel()
+            await asyncio.wait([loop_task])
+        self._teardown("client closed")
+        await self._finish_handlers(grace)
+        self._set_state(AmiState.CLOSED)
+
+    # ------------------------------------------------------------ internals
+
+    def _set_state(self, state: AmiState) -> None:
+        if state is self._state:
+            return
+        self._state = state
+        self._since = datetime.now(UTC)
+        if state is AmiState.CONNECTED:
+            self._connected_event.set()
+        else:
+            self._connected_event.clear()
+
+    def _record_failure(self, failures: int, error: str, delay: float) -> None:
+        self._failures = failures
+        self._last_error = error
+        # With a 30 s cap a long outage would still log every attempt; log the 1st,
+        # 2nd, 4th, 8th, ... failure as a warning and the rest at debug level.
+        level = log.warning if failures & (failures - 1) == 0 else log.debug
+        level(
+            "ami.connection_failed",
+            host=self._config.host,
+            port=self._config.port,
+            error=error,
+            failures=failures,
+            retry_in=round(delay, 3),
+        )
+
+    async def _connection_loop(self, on_connected: ConnectedCallback | None) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0
+        try:
+            while True:
+                self._set_state(AmiState.CONNECTING)
+                opened_at: float | None = None
+                try:
+                    lost = await self._open()
+                except AmiActionFailed as exc:
+                    # Wrong credentials or missing permissions: keep retrying at the
+                    # backoff pace; manager.conf may be fixed and reloaded.
+                    error = f"login refused: {exc.message or 'no message'}"
+                except TimeoutError:  # before OSError: TimeoutError is an OSError
+                    error = f"no connection/login within {self._config.connect_timeout:g} s"
+                except (AmiError, OSError) as exc:
+                    error = _describe(exc)
+                else:
+                    opened_at = loop.time()
+                    try:
+                        error = await self._serve(lost, on_connected)
+                    except Exception as exc:  # a bug must not end the loop
+                        log.exception("ami.session_crashed")
+                        error = _describe(exc)
+                finally:
+                    self._teardown("connection closed")
+
+                healthy = (
+                    opened_at is not None and loop.time() - opened_at >= self._config.backoff_max
+                )
+                if healthy:
+                    failures = 0
+                    level = 1  # a short pause even after a healthy connection
+                else:
+                    failures += 1
+                    level = failures
+                delay = backoff_delay(level, self._config.backoff_initial, self._config.backoff_max)
+                self._set_state(AmiState.DISCONNECTED)
+                if healthy:
+                    self._failures = 0
+                    self._last_error = error
+                    log.warning("ami.disconnected", reason=error, retry_in=round(delay, 3))
+                else:
+                    self._record_failure(failures, error, delay)
+                await asyncio.sleep(delay)
+        finally:
+            self._teardown("client stopped")
+            self._set_state(AmiState.CLOSED if self._closing else AmiState.IDLE)
+
+    def _manager_for(self, loop: asyncio.AbstractEventLoop) -> _Manager:
+        if self._manager is None or self._manager.loop is not loop:
+            self._manager = _Manager(
+                on_lost=self._on_connection_lost,
+                loop=loop,
+                host=self._config.host,
+                port=self._config.port,
+                ssl=self._config.ssl,
+                encoding="utf8",
+                events="on",
+                protocol_factory=Utf8AmiProtocol,
+            )
+            self._manager.register_event("*", self._on_message)
+        return self._manager
+
+    async def _open(self) -> asyncio.Future[str]:
+        """Connect, log in, install the filter; return the "lost" future."""
+        loop = asyncio.get_running_loop()
+        manager = self._manager_for(loop)
+        lost: asyncio.Future[str] = loop.create_future()
+        self._lost = lost
+        async with asyncio.timeout(self._config.connect_timeout):
+            transport, protocol = await loop.create_connection(
+                Utf8AmiProtocol,
+                self._config.host,
+                self._config.port,
+                ssl=self._config.ssl or None,
+            )
+        manager.attach(transport, protocol)
+        self._protocol = protocol
+        # Raises AmiActionFailed on "Response: Error" (wrong secret, ACL).
+        await self._action(
+            {
+                "Action": "Login",
+                "Username": self._config.username,
+                "Secret": self._config.password,
+                "Events": "on",
+            },
+            limit=self._config.connect_timeout,
+            as_list=False,
+            require_login=False,
+        )
+        self._ami_version = protocol.version or self._ami_version
+        self._logged_in = True
+        await self._install_filter()
+        return lost
+
+    async def _install_filter(self) -> None:
+        if not (self._config.events and self._config.server_side_filter):
+            return
+        names = (*self._config.events, *_ALWAYS_SERVER_EVENTS)
+        # Legacy filter syntax (a POSIX regex over the whole event text): one
+        # Filter action covers all patterns, so it is installed entirely or not at
+        # all, and it works on every Asterisk since 10. It may over-match (e.g.
+        # "Hangup" also passes "HangupRequest"); the client-side filter is exact.
+        regex = "Event: (" + "|".join(_glob_to_posix_regex(n) for n in names) + ")"
+        try:
+            await self._action({"Action": "Filter", "Operation": "Add", "Filter": regex})
+        except AmiActionFailed as exc:
+            # e.g. no "system" write permission: still correct, only less efficient.
+            log.warning("ami.filter_refused", error=exc.message)
+
+    async def _serve(
+        self, lost: asyncio.Future[str], on_connected: ConnectedCallback | None
+    ) -> str:
+        """Run one logged-in session until it is lost; return the reason."""
+        pinger = asyncio.create_task(self._ping_loop(lost), name="ami-ping")
+        resync: asyncio.Task[None] | None = None
+        try:
+            if on_connected is not None:
+                self._set_state(AmiState.RESYNCING)
+                resync = asyncio.create_task(_as_coroutine(on_connected), name="ami-resync")
+                waiters: list[asyncio.Future[Any]] = [resync, lost]
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if not resync.done():
+                    # Connection lost mid-resync: the next login resyncs again.
+                    return lost.result()
+                exc = resync.exception() if not resync.cancelled() else None
+                if resync.cancelled() or exc is not None:
+                    log.error(
+                        "ami.resync_failed",
+                        error=_describe(exc) if exc else "cancelled",
+                        exc_info=exc,
+                    )
+                    return f"on_connected failed: {_describe(exc) if exc else 'cancelled'}"
+            self._set_state(AmiState.CONNECTED)
+            self._open_gate()
+            log.info(
+                "ami.connected",
+                host=self._config.host,
+                port=self._config.port,
+                ami_version=self._ami_version,
+            )
+            return await lost
+        finally:
+            tasks = [t for t in (pinger, resync) if t is not None and not t.done()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
+
+    async def _ping_loop(self, lost: asyncio.Future[str]) -> None:
+        interval = self._config.ping_interval
+        timeout = self._config.ping_timeout
+        while not lost.done():
+            await asyncio.sleep(interval)
+            try:
+                await self.ping()
+            except AmiError as exc:
+                if lost.done():
+                    return
+                reason = f"liveness check failed: {_describe(exc)}"
+                log.warning("ami.ping_failed", error=_describe(exc), timeout=timeout)
+                self._drop_connection(reason)
+                return
+
+    def _drop_connection(self, reason: str) -> None:
+        """Declare the current connection dead and close it hard."""
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(reason)
+        self._fail_inflight(reason)
+        protocol = self._protocol
+        if protocol is not None:
+            # abort(), not close(): close() first flushes the write buffer, which
+            # never happens when the peer has stopped reading.
+            protocol.transport.abort()
+
+    def _on_connection_lost(self, exc: object) -> None:
+        # Called by _Manager.connection_lost (EOF, socket error, Shutdown event).
+        if isinstance(exc, Mapping):
+            reason = "Asterisk shut down"
+            restart = exc.get("Restart")
+            if restart:
+                reason += f" (restart: {restart})"
+        elif isinstance(exc, BaseException):
+            reason = f"connection lost: {_describe(exc)}"
+        else:
+            reason = "connection closed by Asterisk"
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(reason)
+        # Fail waiting actions now, not at their timeout: a Login or QueueStatus
+        # on a connection that just died will never be answered.
+        self._fail_inflight(reason)
+
+    def _fail_inflight(self, reason: str) -> None:
+        protocol = self._protocol
+        if protocol is not None:
+            # Empty panoramisk's response table: its close() would otherwise queue
+            # those actions for replay and log them (with their headers).
+            protocol.responses.clear()
+        for future in list(self._inflight):
+            if not future.done():
+                future.set_exception(AmiUnavailable(f"AMI connection lost ({reason})"))
+
+    def _teardown(self, reason: str) -> None:
+        """Close the current connection (if any) and fail everything waiting on it."""
+        self._logged_in = False
+        self._gate_open = False
+        if self._held_events:
+            log.debug("ami.events_discarded", count=len(self._held_events), reason=reason)
+            self._held_events.clear()
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(reason)
+        self._fail_inflight(reason)
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            with contextlib.suppress(Exception):
+                protocol.close()
+            protocol.transport.abort()
+        if self._manager is not None:
+            self._manager.awaiting_actions.clear()
+
+    async def _action(
+        self,
+        fields: ActionFields,
+        *,
+        limit: float | None = None,
+        as_list: bool | None = None,
+        require_login: bool = True,
+    ) -> AmiEvent | list[AmiEvent]:
+        name = _action_name(fields)
+        headers: dict[str, str | list[str]] = {}
+        for key, value in fields.items():
+            values = [value] if isinstance(value, str) else list(value)
+            for item in values:
+                _check_header(key, item)
+            headers[key] = value if isinstance(value, str) else values
+        protocol = self._protocol
+        manager = self._manager
+        if (
+            protocol is None
+            or manager is None
+            or protocol.closed
+            or (require_login and not self._logged_in)
+        ):
+            raise AmiUnavailable(f"{name}: not connected to AMI")
+        timeout = self._config.action_timeout if limit is None else limit
+        action = pm_actions.Action(headers, as_list=as_list)
+        future: asyncio.Future[Any] = manager.send_action(action, as_list=as_list)
+        self._inflight.add(future)
+        try:
+            async with asyncio.timeout(timeout):
+                result = await future
+        except TimeoutError as exc:
+            raise AmiUnavailable(f"{name}: no complete answer within {timeout:g} s") from exc
+        finally:
+            self._inflight.discard(future)
+            # On timeout/cancel panoramisk would keep the entry forever.
+            for key in {action.id, action.action_id}:
+                if key and protocol.responses.get(key) is action:
+                    del protocol.responses[key]
+        if isinstance(result, list):
+            messages = [normalize_event(m) for m in result]
+            first = messages[0] if messages else {}
+        else:
+            messages = []
+            first = normalize_event(result)
+        if first.get("Response") in _FAILED_RESPONSES:
+            raise AmiActionFailed(name, first.get("Message", ""), first)
+        return messages if isinstance(result, list) else first
+
+    # ------------------------------------------------------------- events
+
+    def _on_message(self, _manager: Any, message: Any) -> None:
+        # Called synchronously from the protocol's data_received: never block.
+        event = normalize_event(message)
+        name = event.get("Event", "")
+        if event.get("ActionID") and name != "OriginateResponse":
+            log.debug("ami.orphan_action_event", event_name=name)
+            return
+        if self._event_filter is not None and not self._event_filter.match(name):
+            return
+        if not self._gate_open:
+            self._held_events.append(event)
+            return
+        self._dispatch(event)
+
+    def _open_gate(self) -> None:
+        self._gate_open = True
+        held, self._held_events = self._held_events, []
+        for event in held:
+            self._dispatch(event)
+
+    def _dispatch(self, event: AmiEvent) -> None:
+        key = ordering_key(event)
+        lane = self._lanes.get(key)
+        if lane is not None:
+            # A task is already working through this lane; it picks this up next.
+            lane.append(event)
+            return
+        lane = deque([event])
+        self._lanes[key] = lane
+        self._spawn(self._drain_lane(key, lane))
+
+    async def _drain_lane(self, key: str, lane: deque[AmiEvent]) -> None:
+        handler = self._handler
+        try:
+            while lane:
+                event = lane.popleft()
+                if handler is None:
+                    continue
+                try:
+                    await handler(event)
+                except Exception:
+                    log.exception("ami.handler_failed", event_name=event.get("Event"), key=key)
+        finally:
+            # No await between the emptiness check and this removal, so no event
+            # can be appended to a lane that nobody drains any more.
+            if self._lanes.get(key) is lane:
+                del self._lanes[key]
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
+
+    async def _finish_handlers(self, grace: float) -> None:
+        current = asyncio.current_task()
+        pending = {t for t in self._handler_tasks if t is not current and not t.done()}
+        if pending and grace > 0:
+            _, pending = await asyncio.wait(pending, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            # Bounded: a handler that swallows CancelledError must not block close().
+            await asyncio.wait(pending, timeout=_CLOSE_WAIT)

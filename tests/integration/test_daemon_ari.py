@@ -1,0 +1,408 @@
+"""The daemon on the real Asterisk 22: routing, tagging, bad input and faults.
+
+Every test places real SIP calls with sipp through the test bed; the evidence
+is what Asterisk itself reports (CDRs, AMI VarSet events, queue counters) and
+what the daemon logs and serves on /healthz.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.daemon import DaemonProcess, install_test_sound, running_daemon
+from tests.testbed.fixtures import AgentFactory
+from tests.testbed.sipp import CallResult, place_calls
+from tests.testbed.testbed import Testbed
+
+pytestmark = pytest.mark.asterisk
+
+WARDENBURG = "+494407730"
+CALLER = "04407123456"
+
+
+@pytest.fixture
+def tb(fresh_testbed: Testbed) -> Testbed:
+    install_test_sound(fresh_testbed)
+    return fresh_testbed
+
+
+@pytest.fixture
+def daemon(tb: Testbed, tmp_path: Path) -> Iterator[DaemonProcess]:
+    with running_daemon(tb, tmp_path) as d:
+        yield d
+
+
+@pytest.fixture
+def new_daemon(tb: Testbed, tmp_path: Path) -> Iterator[DaemonProcess]:
+    """A daemon the test starts and stops itself; never left running afterwards."""
+    d = DaemonProcess(tb, tmp_path)
+    try:
+        yield d
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        d.stop()
+
+
+def trunk_vars(events: list[dict[str, str]], uniqueid: str | None = None) -> dict[str, str]:
+    """Channel variables set on the caller's (trunk) channel, from AMI VarSet events."""
+    out: dict[str, str] = {}
+    for e in events:
+        if e.get("Event") != "VarSet" or not e.get("Channel", "").startswith("PJSIP/trunk"):
+            continue
+        if uniqueid and e.get("Uniqueid") != uniqueid:
+            continue
+        out[e["Variable"]] = e.get("Value", "")
+    return out
+
+
+def call(tb: Testbed, did: str, **kw: object) -> tuple[CallResult, list[dict[str, str]]]:
+    """Place one call; return sipp's result and the AMI events seen meanwhile."""
+    with tb.ami() as ami:
+        result = place_calls(did, count=1, **kw)  # type: ignore[arg-type]
+        time.sleep(0.3)
+        events = [dict(e) for e in ami.events]
+    return result, events
+
+
+class TestOpenHours:
+    def test_wardenburg_reaches_agent_with_every_tag(
+        self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory
+    ) -> None:
+        agents(1, "answer", ring_delay_ms=100)
+        mark = tb.cdr_mark()
+        result, events = call(tb, WARDENBURG, hold_ms=800, caller=CALLER, display="Jörg Müller")
+        assert result.ok and result.successful == 1, result.describe()
+
+        tags = trunk_vars(events)
+        assert tags["PBXBRIDGE_TENANT"] == "wardenburg"
+        assert tags["PBXBRIDGE_TENANT_NAME"] == "Gemeinde Wardenburg"
+        assert tags["PBXBRIDGE_DID"] == WARDENBURG
+        assert tags["PBXBRIDGE_VIA_115"] == "0"
+        assert tags["QUEUE_PRIO"] == "5"
+        assert tags["PBXBRIDGE_QUEUE"] == "servicecenter"
+        assert tags["PBXBRIDGE_WHISPER"] == "custom/pbxbridge-test"
+        assert tags["PBXBRIDGE_CALLER"] == "+494407123456"
+
+        cdr = tb.wait_for_cdr(lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
+        assert cdr["accountcode"] == "wardenburg"
+        assert cdr["clid"] == '"WAR: Jörg Müller" <04407123456>'
+        assert cdr["disposition"] == "ANSWERED"
+        assert cdr["lastapp"] == "Queue"
+        # The whisper is Queue()'s announce override, played to the agent.
+        assert cdr["lastdata"].split(",")[3] == "custom/pbxbridge-test"
+
+        (routed,) = daemon.wait_routed(1)
+        assert routed["tenant"] == "wardenburg" and routed["action"] == "queue"
+        assert routed["call_id"] == cdr["uniqueid"]
+        # Caller numbers are shortened at info level.
+        assert routed["caller"] == "+4944…56"
+        assert daemon.health()["calls"]["routed"] == 1
+
+    def test_unknown_did_routes_as_default_tenant(
+        self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory
+    ) -> None:
+        agents(1, "answer")
+        result, events = call(tb, "+4980012345", hold_ms=300, caller=CALLER)
+        assert result.ok, result.describe()
+        tags = trunk_vars(events)
+        assert tags["PBXBRIDGE_TENANT"] == "oldenburg"
+        assert "unknown DID" in " ".join(daemon.wait_routed(1)[0]["reasons"])
+
+    def test_withheld_caller(
+        self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory
+    ) -> None:
+        agents(1, "answer")
+        mark = tb.cdr_mark()
+        result, events = call(tb, WARDENBURG, hold_ms=300, caller="anonymous", display="")
+        assert result.ok, result.describe()
+        tags = trunk_vars(events)
+        assert tags["PBXBRIDGE_TENANT"] == "wardenburg"
+        assert tags["PBXBRIDGE_CALLER"] == ""
+        cdr = tb.wait_for_cdr(lambda c: c["accountcode"] == "wardenburg", since=mark)
+        assert cdr["clid"] == '"WAR" <anonymous>'  # the prefix alone: no name to show
+        assert daemon.wait_routed(1)[0]["caller"] == "withheld"
+
+
+class TestClosedHours:
+    def test_announcement_then_hangup(self, tb: Testbed, daemon: DaemonProcess) -> None:
+        mark = tb.cdr_mark()
+        result, events = call(tb, "+494222440", hold_ms=3000, caller=CALLER)
+        tags = trunk_vars(events)
+        assert tags["PBXBRIDGE_TENANT"] == "nachts"
+        assert tags["PBXBRIDGE_CLOSED_THEN"] == "hangup"
+        cdr = tb.wait_for_cdr(lambda c: c["accountcode"] == "nachts", since=mark)
+        assert cdr["dcontext"] == "pbxbridge-closed"
+        assert cdr["dstchannel"] == ""  # no agent was rung
+        assert daemon.wait_routed(1)[0]["action"] == "closed"
+        del result
+
+    def test_voicemail(self, tb: Testbed, daemon: DaemonProcess) -> None:
+        mark = tb.cdr_mark()
+        _, events = call(tb, "+4944619190", hold_ms=2500, caller=CALLER)
+        assert trunk_vars(events)["PBXBRIDGE_CLOSED_TARGET"] == "1000@pbxbridge"
+        cdr = tb.wait_for_cdr(lambda c: c["accountcode"] == "briefkasten", since=mark)
+        assert cdr["lastapp"] == "VoiceMail"
+
+    def test_other_queue(
+        self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory
+    ) -> None:
+        agents(4, "answer")
+        mark = tb.cdr_mark()
+        result, _ = call(tb, "+494421160", hold_ms=500, caller=CALLER)
+        assert result.ok, result.describe()
+        cdr = tb.wait_for_cdr(lambda c: c["accountcode"] == "spaet", since=mark)
+        assert cdr["dstchannel"].startswith("PJSIP/agent4")
+        assert cdr["lastdata"].startswith("afterhours")
+
+
+class TestService115:
+    def test_area_code_places_caller(
+        self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory
+    ) -> None:
+        agents(1, "answer")
+        result, events = call(tb, "115", hold_ms=300, caller="04407555123")
+        assert result.ok, result.describe()
+        tags = trunk_vars(events)
+        assert tags["PBXBRIDGE_TENANT"] == "wardenburg"
+        assert tags["PBXBRIDGE_VIA_115"] == "1"
+
+    def test_menu_digit_chooses_tenant(
+        self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory
+    ) -> None:
+        agents(1, "answer")
+        result, events = call(tb, "115", hold_ms=2500, caller="01711234567", dtmf="2",
+                              dtmf_delay_ms=200)
+        tags = trunk_vars(events)
+        assert tags.get("PBXBRIDGE_TENANT") == "wardenburg", daemon.log_tail()
+        assert "caller pressed 2" in " ".join(daemon.wait_routed(1)[0]["reasons"])
+        del result
+
+    def test_menu_without_digit_falls_back_to_default(
+        self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory
+    ) -> None:
+        agents(1, "answer")
+        started = time.monotonic()
+        _, events = call(tb, "115", hold_ms=5000, caller="anonymous")
+        tags = trunk_vars(events)
+        assert tags.get("PBXBRIDGE_TENANT") == "oldenburg", daemon.log_tail()
+        (routed,) = daemon.wait_routed(1)
+        assert "no digit pressed" in " ".join(routed["reasons"])
+        # Prompt (0.3 s) + the 2 s menu timeout, not more.
+        assert routed["ms"] < 4000
+        assert time.monotonic() - started < 15
+
+
+HOSTILE_NAMES = [
+    # Escaped for SIP as a hostile carrier would send it: the name holds a quote.
+    'Evil\\" <sip:x@y>;tag=1',
+    "a;b,c|d",
+    "${SET(PBX_INJECTED=1)}",
+    "$[1+1] ${EVAL(${CALLERID(num)})}",
+    "line\\nbreak\\r\\n",
+    "x" * 300,
+    "J\udcf6rg M\udcfcller",  # invalid UTF-8 (latin-1 bytes) via surrogateescape
+]
+
+
+class TestHostileCallerId:
+    @pytest.mark.parametrize("name", HOSTILE_NAMES, ids=range(len(HOSTILE_NAMES)))
+    def test_routed_and_sanitised(
+        self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory, name: str
+    ) -> None:
+        agents(1, "answer")
+        mark = tb.cdr_mark()
+        result, events = call(tb, WARDENBURG, hold_ms=300, caller=CALLER, display=name)
+        tags = trunk_vars(events)
+        assert tags.get("PBXBRIDGE_TENANT") == "wardenburg", (result.describe(), daemon.log_tail())
+        assert "PBX_INJECTED" not in tags
+        for key, value in tags.items():
+            if key.startswith("PBXBRIDGE") or key in ("CALLERID(name)", "QUEUE_PRIO"):
+                assert not set(value) & set('"$;,|\\\n\r{}'), (key, value)
+        cdr = tb.wait_for_cdr(lambda c: c["accountcode"] == "wardenburg", since=mark)
+        shown = cdr["clid"].split('" <')[0].lstrip('"')
+        assert shown.startswith("WAR")
+        assert len(shown) <= 80
+        assert not set(shown) & set('$;,|\\{}')
+
+    def test_hostile_caller_number(
+        self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory
+    ) -> None:
+        agents(1, "answer")
+        # Only characters a SIP URI user part allows, dangerous ones included.
+        _, events = call(tb, WARDENBURG, hold_ms=300, caller="$(SET(PBX_INJECTED=1));a=b,c")
+        tags = trunk_vars(events)
+        assert tags.get("PBXBRIDGE_TENANT") == "wardenburg"
+        assert tags["PBXBRIDGE_CALLER"] == ""
+        assert "PBX_INJECTED" not in tags
+
+
+class TestLiveChanges:
+    def test_override_takes_effect_within_a_second(
+        self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory
+    ) -> None:
+        agents(1, "answer")
+        out = daemon.cli("override", "set", "--config", str(daemon.rules_path),
+                         "--tenant", "wardenburg", "--closed", "--reason", "Unwetter")
+        assert out.returncode == 0, out.stderr
+        time.sleep(1.0)
+        _, events = call(tb, WARDENBURG, hold_ms=2000, caller=CALLER)
+        assert trunk_vars(events)["PBXBRIDGE_CLOSED_THEN"] == "hangup"
+        assert "Unwetter" in " ".join(daemon.wait_routed(1)[0]["reasons"])
+
+        daemon.cli("override", "clear", "--config", str(daemon.rules_path),
+                   "--tenant", "wardenburg")
+        time.sleep(1.0)
+        _, events = call(tb, WARDENBURG, hold_ms=300, caller=CALLER)
+        assert trunk_vars(events)["PBXBRIDGE_QUEUE"] == "servicecenter"
+
+    def test_invalid_rules_under_load_fail_no_call(
+        self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory
+    ) -> None:
+        for n in (1, 2, 3, 4):
+            agents(n, "answer")
+        good = daemon.rules_path.read_text()
+        results: list[CallResult] = []
+        caller = threading.Thread(
+            target=lambda: results.append(
+                place_calls(WARDENBURG, count=40, rate=10, hold_ms=200, caller=CALLER)
+            )
+        )
+        caller.start()
+        time.sleep(1.0)
+        daemon.rules_path.write_text(good.replace('"00:00-24:00"', "17:30"))
+        daemon.wait_health(lambda h: h["rules"]["reload_failures"] >= 1, timeout=5)
+        time.sleep(0.5)
+        daemon.signal(signal.SIGHUP)  # a reload of the same broken file changes nothing
+        caller.join(60)
+        (result,) = results
+        assert result.failed == 0 and result.successful == 40, result.describe()
+        health = daemon.health()
+        assert health["rules"]["generation"] == 1
+        assert any("17:30" in e for e in health["rules"]["last_reload_error"])
+        assert health["calls"]["routed"] == 40
+        assert {r["tenant"] for r in daemon.routed()} == {"wardenburg"}
+        errors = [e for e in daemon.logs() if e.get("event") == "rules.invalid"]
+        assert errors and all(e["line"] > 0 for e in errors)
+
+        # Fixing the file brings a new generation.
+        daemon.rules_path.write_text(good.replace("priority: 5", "priority: 7"))
+        health = daemon.wait_health(lambda h: h["rules"]["generation"] == 2, timeout=5)
+        assert health["rules"]["last_reload_error"] is None
+        _, events = call(tb, WARDENBURG, hold_ms=300, caller=CALLER)
+        assert trunk_vars(events)["QUEUE_PRIO"] == "7"
+
+
+class TestFaults:
+    def test_daemon_stopped_calls_use_fallback(
+        self, tb: Testbed, new_daemon: DaemonProcess, agents: AgentFactory
+    ) -> None:
+        agents(1, "answer")
+        d = new_daemon
+        d.start()
+        assert d.stop() == 0
+        mark = tb.cdr_mark()
+        result, events = call(tb, WARDENBURG, hold_ms=300, caller=CALLER)
+        assert result.ok, result.describe()
+        cdr = tb.wait_for_cdr(lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
+        assert cdr["accountcode"] == "unrouted"
+        assert "PBXBRIDGE_TENANT" not in trunk_vars(events) or (
+            trunk_vars(events)["PBXBRIDGE_TENANT"] == "unrouted"
+        )
+
+    def test_killed_while_calls_wait_in_stasis_then_restarted(
+        self, tb: Testbed, new_daemon: DaemonProcess, agents: AgentFactory
+    ) -> None:
+        for n in (1, 2, 3):
+            agents(n, "answer")
+        d = new_daemon
+        d.start()
+        assert d.proc is not None
+        # Frozen, the daemon keeps its socket: Asterisk still hands it calls,
+        # which then wait in Stasis unrouted.
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        results: list[CallResult] = []
+        caller = threading.Thread(
+            target=lambda: results.append(
+                place_calls(WARDENBURG, count=3, rate=10, hold_ms=300, caller=CALLER,
+                            timeout_s=60)
+            )
+        )
+        caller.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            _, app = tb.ari_request("GET", "/applications/pbxbridge")
+            if isinstance(app, dict) and len(app.get("channel_ids", [])) == 3:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"calls did not reach Stasis: {app}")
+        d.kill9()
+        d.start()  # same state and rules; a new process
+        caller.join(60)
+        (result,) = results
+        assert result.successful == 3, result.describe()
+        health = d.health()
+        assert health["calls"]["resynced"] == 3, d.log_tail(60)
+        assert health["calls"]["routed"] == 3
+
+    def test_asterisk_restart_reconnects_within_two_seconds(
+        self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory
+    ) -> None:
+        tb.cli("core restart now")
+        daemon.wait_health(lambda h: h["ari"]["state"] != "connected", timeout=10)
+        # Wait until Asterisk answers again, then time the daemon's reconnect.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                status, _ = tb.ari_request("GET", "/asterisk/ping")
+                if status == 200:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        back = time.monotonic()
+        daemon.wait_health(lambda h: h["ari"]["state"] == "connected", timeout=5)
+        assert time.monotonic() - back < 2.0
+        install_test_sound(tb)
+        agents(1, "answer")
+        result, events = call(tb, WARDENBURG, hold_ms=300, caller=CALLER)
+        assert result.ok, result.describe()
+        assert trunk_vars(events)["PBXBRIDGE_TENANT"] == "wardenburg"
+
+    def test_sigterm_finishes_routing_then_unregisters(
+        self, tb: Testbed, new_daemon: DaemonProcess, agents: AgentFactory
+    ) -> None:
+        agents(1, "answer")
+        d = new_daemon
+        d.start()
+        results: list[CallResult] = []
+        # A 115 caller in the menu: routing is in progress for ~2.3 s.
+        caller = threading.Thread(
+            target=lambda: results.append(
+                place_calls("115", count=1, hold_ms=5000, caller="anonymous")
+            )
+        )
+        caller.start()
+        d.wait_health(lambda h: h["calls"]["in_progress"] == 1, timeout=10)
+        d.signal(signal.SIGTERM)
+        assert d.proc is not None
+        assert d.proc.wait(20) == 0
+        caller.join(30)
+        (routed,) = d.routed()
+        assert routed["tenant"] == "oldenburg"
+        # After the stop the application is gone: new calls take the fallback.
+        status, _ = tb.ari_request("GET", "/applications/pbxbridge")
+        mark = tb.cdr_mark()
+        result, _ = call(tb, WARDENBURG, hold_ms=300, caller=CALLER)
+        assert result.ok, result.describe()
+        cdr = tb.wait_for_cdr(lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
+        assert cdr["accountcode"] == "unrouted"
+        del status
