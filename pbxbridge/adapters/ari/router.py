@@ -249,11 +249,6 @@ class StasisRouter:
             ms=round((time.perf_counter() - started) * 1000, 2),
             reasons=list(decision.reasons),
         )
-        if self._on_decision is not None:
-            try:
-                self._on_decision(channel_id, decision)
-            except Exception:
-                log.exception("call.observer_failed", call_id=channel_id)
 
     def _decide(self, call: Call) -> Decision:
         return route(call, self._rules(), self._clock(), self._overrides())
@@ -269,6 +264,13 @@ class StasisRouter:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        # Observers (screen pops, journal) learn of the call before it leaves
+        # Stasis, so the queue's first AMI event cannot overtake them.
+        if self._on_decision is not None:
+            try:
+                self._on_decision(channel_id, decision)
+            except Exception:
+                log.exception("call.observer_failed", call_id=channel_id)
         context, exten, priority = destination(decision)
         await self._ari.continue_in_dialplan(channel_id, context, exten, priority)
 

@@ -1,0 +1,294 @@
+"""Follow routed calls through the queue and tell agents and wallboards.
+
+Glue between three parts, none of which knows the others:
+
+* the Stasis router reports each decision (:meth:`ScreenPops.routed`),
+* the AMI client delivers app_queue events (:meth:`ScreenPops.ami_event`),
+* the MQTT publisher sends what :mod:`pbxbridge.core.screenpop` builds.
+
+The lifecycle itself is the pure state machine in :mod:`pbxbridge.core.lifecycle`;
+this module only translates AMI events into its vocabulary and keeps one record
+per call in memory (bounded: records end with the call, or are pruned).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from pbxbridge.core.lifecycle import (
+    TERMINAL,
+    CallEvent,
+    CallRecord,
+    EventKind,
+    Pop,
+    PopKind,
+    advance,
+    start,
+)
+from pbxbridge.core.models import Decision
+from pbxbridge.core.screenpop import agent_message, agent_topic, tenant_topic, wallboard_message
+
+log = structlog.get_logger(__name__)
+
+_AMI_KINDS: Mapping[str, EventKind] = {
+    "QueueCallerJoin": EventKind.JOIN,
+    "AgentCalled": EventKind.RING,
+    "AgentRingNoAnswer": EventKind.NO_ANSWER,
+    "AgentConnect": EventKind.CONNECT,
+    "AgentComplete": EventKind.COMPLETE,
+    "QueueCallerAbandon": EventKind.ABANDON,
+    "QueueCallerLeave": EventKind.LEAVE,
+    "Hangup": EventKind.HANGUP,
+}
+"""AMI events we follow, and the lifecycle event each one is."""
+
+FOLLOWED_EVENTS = tuple(_AMI_KINDS)
+
+MAX_CALL_AGE = timedelta(hours=6)
+"""Records older than this are dropped (a Hangup we never saw must not leak memory)."""
+
+
+def agent_id(event: Mapping[str, str]) -> str:
+    """The agent an app_queue event is about.
+
+    app_queue names a member by ``MemberName`` (set in queues.conf or by
+    AddQueueMember) and by ``Interface`` (``PJSIP/agent1``); the member name is
+    what operators choose, the interface's device part the fallback.
+
+    Args:
+        event: An AMI event.
+
+    Returns:
+        The agent id, or ``""``.
+    """
+    name = event.get("MemberName", "").strip()
+    if name:
+        return name
+    return event.get("Interface", "").split("/", 1)[-1]
+
+
+def _seconds(event: Mapping[str, str], key: str) -> float | None:
+    try:
+        return float(event[key])
+    except (KeyError, ValueError):
+        return None
+
+
+def to_call_event(event: Mapping[str, str], at: datetime) -> tuple[str, CallEvent] | None:
+    """Translate an AMI event into ``(call id, lifecycle event)``.
+
+    Queue events describe the caller's channel without a prefix (``Uniqueid``)
+    and the agent's channel with ``Dest`` (``DestUniqueid``): the caller's
+    unique id is the ARI channel id the router saw, so it correlates the two.
+
+    Args:
+        event: An AMI event.
+        at: When it was received (or its ``Timestamp`` when Asterisk sends one).
+
+    Returns:
+        The translation, or ``None`` for events we do not follow.
+    """
+    kind = _AMI_KINDS.get(event.get("Event", ""))
+    call_id = event.get("Uniqueid", "")
+    if kind is None or not call_id:
+        return None
+    stamp = _seconds(event, "Timestamp")
+    when = datetime.fromtimestamp(stamp, UTC) if stamp is not None else at
+    agent = (
+        agent_id(event)
+        if kind in (EventKind.RING, EventKind.NO_ANSWER, EventKind.CONNECT, EventKind.COMPLETE)
+        else ""
+    )
+    return call_id, CallEvent(
+        kind=kind,
+        at=when,
+        agent=agent,
+        queue=event.get("Queue", ""),
+        hold_s=_seconds(event, "HoldTime"),
+        talk_s=_seconds(event, "TalkTime"),
+    )
+
+
+class Publisher(Protocol):
+    """What the screen pops need from the MQTT publisher."""
+
+    def publish(
+        self, topic: str, payload: bytes, *, expires_at: float | None = None, kind: str = ""
+    ) -> None:
+        """Queue a message below the topic prefix; never blocks."""
+
+
+@dataclass
+class PopStats:
+    """Counters for health and metrics."""
+
+    followed: int = 0
+    pops: int = 0
+    ignored_events: int = 0
+    unknown_calls: int = 0
+    pruned: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+class ScreenPops:
+    """Keeps one lifecycle record per routed call and publishes pops.
+
+    Args:
+        publisher: Where messages go (``None``: follow calls, publish nothing).
+        ring_timeout_s: A ``ringing`` pop older than this is dropped, not shown late.
+        clock: "now" (tests inject one).
+        repeat_calls: Optional lookup: E.164 number → calls in the last 7 days.
+        on_record: Optional observer of every record change (the journal).
+    """
+
+    def __init__(
+        self,
+        publisher: Publisher | None,
+        *,
+        ring_timeout_s: float = 20.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        repeat_calls: Callable[[str], int | None] | None = None,
+        on_record: Callable[[CallRecord, CallEvent | None], None] | None = None,
+    ) -> None:
+        self._publisher = publisher
+        self._ring_timeout_s = ring_timeout_s
+        self._clock = clock
+        self._repeat_calls = repeat_calls
+        self._on_record = on_record
+        self.records: dict[str, CallRecord] = {}
+        self.stats = PopStats()
+
+    def routed(self, call_id: str, decision: Decision) -> None:
+        """Start following a call the router just decided.
+
+        Called before the router continues the channel into the dialplan, so
+        the queue's first event cannot arrive before the record exists.
+
+        Args:
+            call_id: The channel id.
+            decision: The decision.
+        """
+        now = self._clock()
+        record = start(call_id, decision, now)
+        self.records[call_id] = record
+        self.stats.followed += 1
+        self._wallboard(record, now)
+        self._observe(record, None)
+        self._prune(now)
+
+    def ami_event(self, event: Mapping[str, str]) -> None:
+        """Apply one AMI event.
+
+        Args:
+            event: The AMI event (fields as Asterisk sends them).
+        """
+        mapped = to_call_event(event, self._clock())
+        if mapped is None:
+            return
+        call_id, call_event = mapped
+        record = self.records.get(call_id)
+        if record is None:
+            # Not a call we routed (the agent's leg, a pure-dialplan call, or
+            # one that ended already): nothing to pop.
+            self.stats.unknown_calls += 1
+            return
+        step = advance(record, call_event)
+        if step.ignored:
+            self.stats.ignored_events += 1
+            log.debug("calls.event_ignored", call_id=call_id, why=step.ignored)
+            return
+        new = step.record
+        if new.state in TERMINAL:
+            del self.records[call_id]
+            outcome = new.state.value
+            self.stats.by_outcome[outcome] = self.stats.by_outcome.get(outcome, 0) + 1
+        else:
+            self.records[call_id] = new
+        for pop in step.pops:
+            self._pop(new, pop.kind, pop.agent, step_pop_at=pop.at)
+        if new.state is not record.state:
+            self._wallboard(new, call_event.at)
+            log.info(
+                "call.state",
+                call_id=call_id,
+                tenant=new.decision.tenant,
+                state=new.state.value,
+                agent=new.agent or None,
+                waited_s=round(new.waited_s(call_event.at), 1),
+            )
+        self._observe(new, call_event)
+
+    def resync(self, waiting: Mapping[str, str]) -> None:
+        """Note which of our calls app_queue still holds after an AMI reconnect.
+
+        Args:
+            waiting: Caller unique id to queue name, from ``QueueStatus`` entries.
+        """
+        for call_id, queue in waiting.items():
+            record = self.records.get(call_id)
+            if record is not None and record.queued_at is None:
+                self.ami_event({"Event": "QueueCallerJoin", "Uniqueid": call_id, "Queue": queue})
+        log.info("calls.resync", waiting=len(waiting), following=len(self.records))
+
+    def _pop(self, record: CallRecord, kind: PopKind, agent: str, step_pop_at: datetime) -> None:
+        if self._publisher is None or not agent:
+            return
+        repeat = None
+        if self._repeat_calls is not None and record.decision.caller:
+            repeat = self._repeat_calls(record.decision.caller)
+        message = agent_message(record, Pop(kind, agent, step_pop_at), repeat_calls_7d=repeat)
+        # A ringing pop is useless once the phone stopped ringing: let the
+        # publisher drop it rather than show it late after a broker outage.
+        expires = time.monotonic() + self._ring_timeout_s if kind is PopKind.RINGING else None
+        self._publisher.publish(
+            agent_topic_relative(agent), _encode(message), expires_at=expires, kind=kind.value
+        )
+        self.stats.pops += 1
+
+    def _wallboard(self, record: CallRecord, at: datetime) -> None:
+        if self._publisher is None or not record.decision.tenant:
+            return
+        self._publisher.publish(
+            tenant_topic_relative(record.decision.tenant),
+            _encode(wallboard_message(record, at)),
+            kind="wallboard",
+        )
+
+    def _observe(self, record: CallRecord, event: CallEvent | None) -> None:
+        if self._on_record is not None:
+            try:
+                self._on_record(record, event)
+            except Exception:
+                log.exception("calls.observer_failed", call_id=record.call_id)
+
+    def _prune(self, now: datetime) -> None:
+        if len(self.records) < 1000:
+            return
+        cutoff = now - MAX_CALL_AGE
+        stale = [cid for cid, r in self.records.items() if r.routed_at < cutoff]
+        for cid in stale:
+            del self.records[cid]
+        self.stats.pruned += len(stale)
+
+
+def agent_topic_relative(agent: str) -> str:
+    """The agent's topic below the publisher's prefix."""
+    return agent_topic("", agent).lstrip("/")
+
+
+def tenant_topic_relative(tenant: str) -> str:
+    """The tenant's topic below the publisher's prefix."""
+    return tenant_topic("", tenant).lstrip("/")
+
+
+def _encode(message: Mapping[str, object]) -> bytes:
+    # ensure_ascii=False keeps "Jörg Müller" readable; json escapes quotes,
+    # backslashes and control characters, so hostile names stay inert data.
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

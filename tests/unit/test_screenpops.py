@@ -1,0 +1,185 @@
+"""Screen pops from AMI queue events, checked against the published JSON Schemas."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from pbxbridge.config import load_rules
+from pbxbridge.core import Call, route
+from pbxbridge.core.rules import Rules
+from pbxbridge.screenpops import ScreenPops, agent_id, to_call_event
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "routing.yaml"
+T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+def schema(name: str) -> dict[str, Any]:
+    text = resources.files("pbxbridge.schemas").joinpath(name).read_text(encoding="utf-8")
+    return dict(json.loads(text))
+
+
+AGENT_SCHEMA = schema("screenpop.schema.json")
+WALL_SCHEMA = schema("wallboard.schema.json")
+CHECKER = jsonschema.FormatChecker()
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any], float | None, str]] = []
+
+    def publish(self, topic: str, payload: bytes, *, expires_at: float | None = None,
+                kind: str = "") -> None:
+        message = json.loads(payload)
+        self.sent.append((topic, message, expires_at, kind))
+
+    def agent(self, agent: str) -> list[dict[str, Any]]:
+        return [m for t, m, _, _ in self.sent if t == f"agents/{agent}/screenpop"]
+
+    def wallboard(self, tenant: str) -> list[dict[str, Any]]:
+        return [m for t, m, _, _ in self.sent if t == f"tenants/{tenant}/calls"]
+
+
+@pytest.fixture(scope="module")
+def rules() -> Rules:
+    return load_rules(EXAMPLE)[0]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def tick(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def ev(name: str, uid: str = "1.1", **fields: str) -> dict[str, str]:
+    return {"Event": name, "Uniqueid": uid, **fields}
+
+
+def setup(rules: Rules, name: str = 'Jörg "Boss" Müller ${X}') -> tuple[
+    ScreenPops, FakePublisher, Clock
+]:
+    pub = FakePublisher()
+    clock = Clock()
+    pops = ScreenPops(pub, clock=clock, ring_timeout_s=15, repeat_calls=lambda n: 2)
+    decision = route(Call(did="04407730", caller="0441 1234567", caller_name=name), rules,
+                     datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
+    pops.routed("1.1", decision)
+    return pops, pub, clock
+
+
+class TestAgentPops:
+    def test_ringing_answered_ended_only_to_that_agent(self, rules: Rules) -> None:
+        pops, pub, clock = setup(rules)
+        pops.ami_event(ev("QueueCallerJoin", Queue="servicecenter", Position="1"))
+        clock.tick(3)
+        pops.ami_event(ev("AgentCalled", Queue="servicecenter", Interface="PJSIP/agent1",
+                          MemberName="agent1"))
+        clock.tick(2)
+        pops.ami_event(ev("AgentConnect", Interface="PJSIP/agent1", MemberName="agent1",
+                          HoldTime="5"))
+        clock.tick(60)
+        pops.ami_event(ev("AgentComplete", MemberName="agent1", HoldTime="5", TalkTime="60"))
+        messages = pub.agent("agent1")
+        assert [m["event"] for m in messages] == ["ringing", "answered", "ended"]
+        for m in messages:
+            jsonschema.validate(m, AGENT_SCHEMA, format_checker=CHECKER)
+        ringing = messages[0]
+        assert ringing["tenant"] == {"id": "wardenburg", "name": "Gemeinde Wardenburg",
+                                     "greeting": "Gemeinde Wardenburg, ServiceCenter, guten Tag"}
+        assert ringing["caller"]["number"] == "+494411234567"
+        assert ringing["caller"]["name"] == "Jörg Boss Müller X"
+        assert ringing["waited_s"] == 3.0
+        assert ringing["repeat_calls_7d"] == 2
+        assert ringing["kb_url"].endswith("caller=%2B494411234567")
+        assert messages[1]["waited_s"] == 5.0
+        assert pub.agent("agent2") == []
+        assert "1.1" not in pops.records
+
+    def test_ringing_pop_expires_others_do_not(self, rules: Rules) -> None:
+        pops, pub, _ = setup(rules)
+        pops.ami_event(ev("QueueCallerJoin", Queue="servicecenter"))
+        pops.ami_event(ev("AgentCalled", MemberName="agent1"))
+        pops.ami_event(ev("AgentConnect", MemberName="agent1"))
+        kinds = [(k, e is not None) for t, _, e, k in pub.sent if t.startswith("agents/")]
+        assert kinds == [("ringing", True), ("answered", False)]
+
+    def test_no_answer_moves_pop_to_next_agent(self, rules: Rules) -> None:
+        pops, pub, _ = setup(rules)
+        pops.ami_event(ev("QueueCallerJoin", Queue="servicecenter"))
+        pops.ami_event(ev("AgentCalled", MemberName="agent1"))
+        pops.ami_event(ev("AgentRingNoAnswer", MemberName="agent1", RingTime="4"))
+        pops.ami_event(ev("AgentCalled", MemberName="agent2"))
+        assert [m["event"] for m in pub.agent("agent1")] == ["ringing", "ended"]
+        assert [m["event"] for m in pub.agent("agent2")] == ["ringing"]
+
+
+class TestWallboard:
+    def test_no_personal_data(self, rules: Rules) -> None:
+        pops, pub, clock = setup(rules)
+        pops.ami_event(ev("QueueCallerJoin", Queue="servicecenter"))
+        clock.tick(30)
+        pops.ami_event(ev("QueueCallerAbandon", Queue="servicecenter", HoldTime="30"))
+        stream = pub.wallboard("wardenburg")
+        assert [m["event"] for m in stream] == ["routed", "queued", "abandoned"]
+        for m in stream:
+            jsonschema.validate(m, WALL_SCHEMA, format_checker=CHECKER)
+            text = json.dumps(m)
+            assert "1234567" not in text and "Müller" not in text
+        assert stream[-1]["waited_s"] == 30.0
+
+
+class TestRobustness:
+    def test_unknown_and_out_of_order_events(self, rules: Rules) -> None:
+        pops, pub, _ = setup(rules)
+        pops.ami_event(ev("AgentConnect", uid="9.9", MemberName="agent1"))
+        pops.ami_event(ev("AgentComplete", MemberName="agent1"))  # before join
+        pops.ami_event({"Event": "Hangup"})  # no Uniqueid
+        pops.ami_event({"Event": "Newchannel", "Uniqueid": "1.1"})
+        assert pops.stats.unknown_calls == 1
+        assert pops.stats.ignored_events == 1
+        assert pub.agent("agent1") == []
+
+    def test_without_publisher_calls_are_still_followed(self, rules: Rules) -> None:
+        pops = ScreenPops(None)
+        decision = route(Call(did="04407730"), rules, T0)
+        pops.routed("2.2", decision)
+        pops.ami_event(ev("QueueCallerJoin", uid="2.2", Queue="servicecenter"))
+        assert pops.records["2.2"].state.value == "queued"
+
+    def test_hostile_name_is_valid_json(self, rules: Rules) -> None:
+        pops, pub, _ = setup(rules, name='"\\}{\x00\n</script><b>x' + "€" * 200)
+        pops.ami_event(ev("QueueCallerJoin", Queue="servicecenter"))
+        pops.ami_event(ev("AgentCalled", MemberName="agent1"))
+        (ringing,) = pub.agent("agent1")
+        jsonschema.validate(ringing, AGENT_SCHEMA, format_checker=CHECKER)
+        assert "<" not in ringing["caller"]["name"] and "\x00" not in ringing["caller"]["name"]
+
+    def test_agent_topic_cannot_widen(self, rules: Rules) -> None:
+        pops, pub, _ = setup(rules)
+        pops.ami_event(ev("QueueCallerJoin", Queue="servicecenter"))
+        pops.ami_event(ev("AgentCalled", MemberName="a/+/#"))
+        topics = [t for t, _, _, _ in pub.sent if t.startswith("agents/")]
+        assert topics == ["agents/a____/screenpop"]
+
+
+class TestMapping:
+    def test_agent_id(self) -> None:
+        assert agent_id({"MemberName": "Anna"}) == "Anna"
+        assert agent_id({"Interface": "PJSIP/agent3"}) == "agent3"
+
+    def test_timestamp_is_used(self) -> None:
+        mapped = to_call_event({"Event": "QueueCallerJoin", "Uniqueid": "1",
+                                "Timestamp": "1795634208.5"}, T0)
+        assert mapped is not None
+        assert mapped[1].at == datetime.fromtimestamp(1795634208.5, UTC)
