@@ -18,13 +18,17 @@ import aiohttp
 import structlog
 
 from pbxbridge import __version__
+from pbxbridge.adapters.ami.client import AmiClient, AmiConfig
 from pbxbridge.adapters.ari.client import AriClient, AriConfig
 from pbxbridge.adapters.ari.router import StasisRouter
 from pbxbridge.adapters.http.server import HttpServer
+from pbxbridge.adapters.mqtt.publisher import MqttPublisher
+from pbxbridge.adapters.mqtt.settings import MqttSettings
 from pbxbridge.config import ConfigError
 from pbxbridge.config.compile import state_path
 from pbxbridge.runtime.live import LiveOverrides, LiveRules
 from pbxbridge.runtime.settings import Settings
+from pbxbridge.screenpops import FOLLOWED_EVENTS, ScreenPops
 from pbxbridge.sdnotify import SystemdNotifier, watchdog_loop
 
 log = structlog.get_logger(__name__)
@@ -48,6 +52,9 @@ class Daemon:
         self.router: StasisRouter | None = None
         self.ari: AriClient | None = None
         self.http: HttpServer | None = None
+        self.ami: AmiClient | None = None
+        self.mqtt: MqttPublisher | None = None
+        self.pops: ScreenPops | None = None
         self.notifier = SystemdNotifier()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -83,10 +90,27 @@ class Daemon:
             ),
             session=session,
         )
+        if self.settings.mqtt_enabled:
+            self.mqtt = MqttPublisher(MqttSettings.from_env())
+        self.pops = ScreenPops(self.mqtt, ring_timeout_s=self.settings.ring_timeout_s)
         overrides = self.overrides
         self.router = StasisRouter(
-            self.ari, lambda: self.rules.rules, lambda: overrides.items
+            self.ari,
+            lambda: self.rules.rules,
+            lambda: overrides.items,
+            on_decision=self.pops.routed,
         )
+        if self.settings.ami_enabled:
+            self.ami = AmiClient(
+                AmiConfig(
+                    host=self.settings.ami_host,
+                    port=self.settings.ami_port,
+                    username=self.settings.ami_user,
+                    password=self.settings.ami_password,
+                    events=FOLLOWED_EVENTS,
+                    backoff_max=2.0,
+                )
+            )
         if self.settings.http_port:
             self.http = HttpServer(self.settings.http_host, self.settings.http_port, self.health)
             await self.http.start()
@@ -97,6 +121,10 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
 
         self._spawn(self.ari.run(self.router.handle, on_connected=self.router.resync), "ari")
+        if self.ami is not None:
+            self._spawn(self.ami.run(self._ami_event, on_connected=self._ami_resync), "ami")
+        if self.mqtt is not None:
+            self._spawn(self.mqtt.run(), "mqtt")
         self._spawn(self._watch_rules(), "rules-watch")
         self._spawn(self._watch_overrides(), "overrides-watch")
         self._spawn(watchdog_loop(self.notifier, lambda: True), "watchdog")
@@ -115,6 +143,17 @@ class Daemon:
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def _ami_event(self, event: dict[str, str]) -> None:
+        assert self.pops is not None
+        self.pops.ami_event(event)
+
+    async def _ami_resync(self) -> None:
+        # AMI does not replay what happened while we were away: ask app_queue
+        # which callers wait now, so their records are queued, not stuck routed.
+        assert self.ami is not None and self.pops is not None
+        snapshot = await self.ami.queue_status()
+        self.pops.resync({e.uniqueid: e.queue for e in snapshot.entries})
 
     def _on_sighup(self) -> None:
         self._spawn(self._reload("SIGHUP"), "reload")
@@ -148,6 +187,12 @@ class Daemon:
         # dialplan's Stasis() fails over to the static queue.
         await self.ari.close(grace=2.0)
         await self.router.drain(5.0)  # calls that arrived just before the close
+        if self.ami is not None:
+            await self.ami.close()
+        if self.mqtt is not None:
+            left = await self.mqtt.close(timeout=2.0)
+            if left:
+                log.warning("mqtt.unsent_at_stop", messages=left)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -174,6 +219,12 @@ class Daemon:
                 "consecutive_failures": ari.consecutive_failures if ari else 0,
                 "last_error": ari.last_error if ari else None,
                 "app": self.settings.ari_app,
+            },
+            "ami": self.ami.status.as_dict() if self.ami else {"state": "disabled"},
+            "mqtt": self.mqtt.status().as_dict() if self.mqtt else {"state": "disabled"},
+            "screen_pops": {
+                "following": len(self.pops.records) if self.pops else 0,
+                **(vars(self.pops.stats) if self.pops else {}),
             },
             "rules": self.rules.health(),
             "overrides": self.overrides.health() if self.overrides else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -387,8 +388,14 @@ def _user() -> str:
 
 
 @cli.command()
-@click.option("-c", "--config", required=True, envvar=CONFIG_ENV, type=click.Path(dir_okay=False),
-              help="The routing rules file.")
+@click.option(
+    "-c",
+    "--config",
+    required=True,
+    envvar=CONFIG_ENV,
+    type=click.Path(dir_okay=False),
+    help="The routing rules file.",
+)
 @click.option("--ari-url", envvar="PBXBRIDGE_ARI_URL", help="Asterisk HTTP base URL.")
 @click.option(
     "--http-bind", envvar="PBXBRIDGE_HTTP_BIND", help="HOST:PORT of /healthz (port 0: off)."
@@ -418,6 +425,71 @@ def run(config: str, ari_url: str | None, http_bind: str | None) -> None:
         _fail(str(exc))
     configure_logging(settings.log_level, settings.log_format)
     sys.exit(asyncio.run(Daemon(config, settings).run()))
+
+
+@cli.command()
+@click.option("--agent", help="Only this agent's screen pops (default: every agent).")
+@click.option("--tenant", help="Watch a tenant's wallboard stream instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON messages.")
+@click.option("--count", type=int, default=0, help="Stop after this many messages.")
+def watch(agent: str | None, tenant: str | None, as_json: bool, count: int) -> None:
+    """Print screen pops live (broker settings from PBXBRIDGE_MQTT_*)."""
+    import asyncio
+
+    from pbxbridge.adapters.mqtt import MqttSettings, subscribe
+    from pbxbridge.core.screenpop import topic_segment
+
+    try:
+        settings = MqttSettings.from_env()
+    except ValueError as exc:
+        _fail(str(exc))
+    prefix = settings.topic_prefix.rstrip("/")
+    if tenant:
+        topic = f"{prefix}/tenants/{topic_segment(tenant)}/calls"
+    else:
+        topic = f"{prefix}/agents/{topic_segment(agent) if agent else '+'}/screenpop"
+
+    async def loop() -> None:
+        seen = 0
+        click.echo(f"watching {topic} on {settings.host} (Ctrl-C to stop)", err=True)
+        async for topic_name, payload in subscribe(settings, topic):
+            click.echo(
+                payload.decode("utf-8", "replace")
+                if as_json
+                else _describe_pop(topic_name, payload)
+            )
+            seen += 1
+            if count and seen >= count:
+                return
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(loop())
+
+
+def _describe_pop(topic: str, payload: bytes) -> str:
+    try:
+        m = json.loads(payload)
+    except ValueError:
+        return f"{topic}: (not JSON) {payload[:80]!r}"
+    if not isinstance(m, dict):
+        return f"{topic}: {m!r}"
+    if "caller" not in m:  # wallboard stream
+        return (
+            f"{m.get('at', '')[11:19]}  {m.get('tenant', '')}  {m.get('event', ''):<9}  "
+            f"waited {m.get('waited_s', 0)} s  {m.get('agent', '')}"
+        )
+    caller = m.get("caller") or {}
+    number = caller.get("number") or "unterdrückt"
+    tenant = m.get("tenant") or {}
+    flag = "  [115]" if m.get("via_115") else ""
+    repeat = m.get("repeat_calls_7d")
+    again = f"  {repeat}x in 7 Tagen" if repeat else ""
+    return (
+        f"{str(m.get('at', ''))[11:19]}  {m.get('agent', '')}  {m.get('event', '').upper():<8} "
+        f'{tenant.get("name", "")}: "{tenant.get("greeting", "")}"  {number} '
+        f"{caller.get('name', '')}  waited {m.get('waited_s', 0)} s{flag}{again}  "
+        f"{m.get('kb_url') or ''}"
+    )
 
 
 @cli.command()

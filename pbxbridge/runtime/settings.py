@@ -37,6 +37,13 @@ class Settings:
         ari_backoff_max_s: Cap of the ARI reconnect backoff. Asterisk is on
             loopback and a restart takes about a second: a low cap gets calls
             routed again quickly without hammering anything.
+        ami_enabled: Follow app_queue over AMI (screen pops, call journal).
+        ami_host: AMI host.
+        ami_port: AMI port.
+        ami_user: AMI user.
+        ami_password: AMI secret (never logged).
+        mqtt_enabled: Publish screen pops over MQTT (``PBXBRIDGE_MQTT_*``).
+        ring_timeout_s: A ringing pop not delivered within this is dropped.
     """
 
     ari_url: str = "http://127.0.0.1:8088"
@@ -50,6 +57,13 @@ class Settings:
     rules_poll_s: float = 1.0
     overrides_poll_s: float = 0.5
     ari_backoff_max_s: float = 1.0
+    ami_enabled: bool = True
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 5038
+    ami_user: str = "pbxbridge"
+    ami_password: str = field(default="", repr=False)
+    mqtt_enabled: bool = True
+    ring_timeout_s: float = 20.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -82,7 +96,25 @@ class Settings:
             log_level=level,
             log_format=fmt,
             ari_backoff_max_s=_positive(env, "PBXBRIDGE_ARI_BACKOFF_MAX", cls.ari_backoff_max_s),
+            ami_enabled=_flag(env, "PBXBRIDGE_AMI_ENABLED", default=True),
+            ami_host=env.get("PBXBRIDGE_AMI_HOST", cls.ami_host),
+            ami_port=int(_positive(env, "PBXBRIDGE_AMI_PORT", cls.ami_port)),
+            ami_user=env.get("PBXBRIDGE_AMI_USER", cls.ami_user),
+            ami_password=read_secret("ami", env),
+            mqtt_enabled=_flag(env, "PBXBRIDGE_MQTT_ENABLED", default=True),
+            ring_timeout_s=_positive(env, "PBXBRIDGE_RING_TIMEOUT", cls.ring_timeout_s),
         )
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text in {"1", "yes", "true", "on"}:
+        return True
+    if text in {"0", "no", "false", "off"}:
+        return False
+    raise SettingsError(f"{name}={text!r}: use yes or no")
 
 
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:
@@ -93,8 +125,8 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(text)
     except ValueError:
         raise SettingsError(f"{name}={text!r}: expected seconds") from None
-    if not 0 < value <= 3600:
-        raise SettingsError(f"{name}={text!r}: expected seconds between 0 and 3600")
+    if not 0 < value <= 65535:
+        raise SettingsError(f"{name}={text!r}: expected a positive number up to 65535")
     return value
 
 

@@ -150,10 +150,8 @@ async def test_queue_status_lists_agents(
     assert [m.interface for m in members] == list(expected)
     assert all(m.membership == "static" for m in members)
     assert snapshot.queues["servicecenter"].strategy == "linear"
-    filters = await session.client.action({"Action": "FilterList"})
     print(f"\nQueueMember headers: {', '.join(members[0].raw)}")
     print(f"QueueParams headers: {', '.join(snapshot.queues['servicecenter'].raw)}")
-    print(f"FilterList: {filters}")
     # all queues
     everything = await session.client.queue_status()
     assert {"servicecenter", "afterhours"} <= set(everything.queues)
@@ -165,6 +163,13 @@ async def test_pure_queue_call_produces_queue_events(
     tb = fresh_testbed
     everything: Session = await ami_sessions()
     filtered: Session = await ami_sessions(events=("Queue*", "Agent*"))
+    # Proof that Asterisk applies the regex we send (the client-side filter would
+    # hide it): a session without client-side filter, with the same Filter added.
+    server_only: Session = await ami_sessions()
+    await server_only.client.action(
+        {"Action": "Filter", "Operation": "Add", "Filter": "Event: (Queue.*|Agent.*)"}
+    )
+    server_only.events.clear()
     agents(1, "answer", ring_delay_ms=100)
     result = await asyncio.to_thread(
         place_calls,
@@ -223,6 +228,11 @@ async def test_pure_queue_call_produces_queue_events(
         for e in filtered.events
         if e.get("Uniqueid") == uid and e["Event"] in QUEUE_EVENTS
     ] == sequence
+
+    await server_only.wait_for(lambda e: e.get("Event") == "AgentComplete" and e["Uniqueid"] == uid)
+    assert all(e["Event"].startswith(("Queue", "Agent")) for e in server_only.events), {
+        e["Event"] for e in server_only.events
+    }
 
     print(f"\nsequence for {uid}: {sequence}")
     print(_field_report(everything.events, uid))
@@ -309,3 +319,64 @@ async def test_unanswerable_ping_timeout_reconnects(
     session: Session = await ami_sessions(ping_interval=0.3, ping_timeout=1e-6)
     await _wait_until(lambda: len(session.connects) >= 2)
     assert "liveness check failed" in (session.client.status.last_error or "")
+
+
+async def test_unanswered_agent_gives_ring_no_answer(
+    fresh_testbed: Testbed, agents: AgentFactory, ami_sessions: Callable[..., Any]
+) -> None:
+    tb = fresh_testbed
+    session: Session = await ami_sessions(events=("Queue*", "Agent*"))
+    agents(1, "noanswer")
+    agents(2, "answer", ring_delay_ms=100)
+    # linear: agent1 rings for the member timeout (4 s), then agent2 answers
+    result = await asyncio.to_thread(
+        place_calls, "4944077399", count=1, hold_ms=500, source_ip=tb.config.pure_trunk_ip
+    )
+    assert result.ok, result.describe()
+    noanswer = await session.wait_for(lambda e: e.get("Event") == "AgentRingNoAnswer")
+    uid = noanswer["Uniqueid"]
+    assert noanswer["Interface"] == "PJSIP/agent1"
+    assert int(noanswer["RingTime"]) >= 3
+    connect = await session.wait_for(
+        lambda e: e.get("Event") == "AgentConnect" and e["Uniqueid"] == uid
+    )
+    assert connect["Interface"] == "PJSIP/agent2"
+    print(f"\nAgentRingNoAnswer: {', '.join(noanswer)}")
+
+
+async def test_caller_hangup_while_waiting_gives_abandon(
+    fresh_testbed: Testbed, agents: AgentFactory, ami_sessions: Callable[..., Any]
+) -> None:
+    tb = fresh_testbed
+    session: Session = await ami_sessions()
+    agents(1, "noanswer")
+    call = asyncio.create_task(
+        asyncio.to_thread(
+            place_calls,
+            "4944077399",
+            count=1,
+            hold_ms=500,
+            source_ip=tb.config.pure_trunk_ip,
+            timeout_s=20,
+        )
+    )
+    called = await session.wait_for(lambda e: e.get("Event") == "AgentCalled")
+    # while it waits, the caller is a QueueEntry of the snapshot
+    snapshot = await session.client.queue_status("servicecenter")
+    (entry,) = snapshot.entries_of("servicecenter")
+    assert entry.uniqueid == called["Uniqueid"]
+    assert entry.channel == called["Channel"]
+    assert entry.caller_id_name == DISPLAY  # place_calls' default calling name
+    assert entry.position == 1
+    print(f"\nQueueEntry: {', '.join(entry.raw)}")
+    # The caller gives up: hang up its channel through our own client.
+    await session.client.action({"Action": "Hangup", "Channel": called["Channel"], "Cause": "16"})
+    abandon = await session.wait_for(
+        lambda e: e.get("Event") == "QueueCallerAbandon" and e["Uniqueid"] == called["Uniqueid"]
+    )
+    assert abandon["Queue"] == "servicecenter"
+    assert int(abandon["Position"]) == 1
+    assert int(abandon["OriginalPosition"]) == 1
+    assert int(abandon["HoldTime"]) >= 0
+    await call  # sipp saw a failed call, as intended; we only need it finished
+    print(f"\nQueueCallerAbandon: {', '.join(abandon)}")
