@@ -101,12 +101,12 @@ class TestOpenCall:
     async def test_tags_and_continues_to_queue(self, rules: Rules) -> None:
         fake = FakeAri()
         router = make(rules, fake)
-        await router.handle(start("c1", "044077300", ["+494407730", "allowed_not_screened"]))
+        await router.handle(start("c1", "044077300", ["allowed_not_screened", "+494407730"]))
         assert await router.drain(2)
         tags = fake.variables["c1"]
         assert tags["PBXBRIDGE_TENANT"] == "wardenburg"
         assert tags["PBXBRIDGE_TENANT_NAME"] == "Gemeinde Wardenburg"
-        assert tags["CDR(accountcode)"] == "wardenburg"
+        assert tags["CHANNEL(accountcode)"] == "wardenburg"
         assert tags["CALLERID(name)"] == "WAR: Jörg Müller"
         assert tags["QUEUE_PRIO"] == "5"
         assert tags["PBXBRIDGE_QUEUE"] == "servicecenter"
@@ -125,6 +125,14 @@ class TestOpenCall:
         await router.drain(2)
         assert fake.variables["c1"]["PBXBRIDGE_TENANT"] == "wardenburg"
 
+    async def test_did_with_commas_is_joined_back(self, rules: Rules) -> None:
+        fake = FakeAri()
+        router = make(rules, fake)
+        # Asterisk splits Stasis arguments at commas; a carrier's DID may hold some.
+        await router.handle(start("c1", "s", ["allowed", "04407", "73", "0"]))
+        await router.drain(2)
+        assert fake.variables["c1"]["PBXBRIDGE_DID"] == "+494407730"
+
     async def test_duplicate_start_is_routed_once(self, rules: Rules) -> None:
         fake = FakeAri()
         router = make(rules, fake)
@@ -138,7 +146,7 @@ class TestOpenCall:
     async def test_restricted_presentation_hides_caller(self, rules: Rules) -> None:
         fake = FakeAri()
         router = make(rules, fake)
-        await router.handle(start("c1", "044077300", ["044077300", "prohib_passed_screen"]))
+        await router.handle(start("c1", "044077300", ["prohib_passed_screen", "044077300"]))
         await router.drain(2)
         assert fake.variables["c1"]["PBXBRIDGE_CALLER"] == ""
 
@@ -170,7 +178,7 @@ class TestMenu:
     async def test_digit_during_prompt(self, rules: Rules) -> None:
         fake = FakeAri()
         router = make(rules, fake)
-        await router.handle(start("m1", "115", ["115"], number="0171 1234567"))
+        await router.handle(start("m1", "115", ["allowed", "115"], number="0171 1234567"))
         await asyncio.sleep(0.05)
         assert ("answer", ("m1",)) in fake.calls
         assert any(c[0] == "play" and c[1][1] == "sound:custom/115-choose" for c in fake.calls)
@@ -190,7 +198,7 @@ class TestMenu:
         assert svc is not None and svc.otherwise_menu is not None
         object.__setattr__(svc.otherwise_menu, "timeout", 0.2)
         router = make(menu_rules, fake)
-        await router.handle(start("m2", "115", ["115"], number=""))
+        await router.handle(start("m2", "115", ["allowed", "115"], number=""))
         await asyncio.sleep(0.05)
         await router.handle({"type": "PlaybackFinished",
                              "playback": {"target_uri": "channel:m2"}})
@@ -200,7 +208,7 @@ class TestMenu:
     async def test_hangup_during_menu_ends_it(self, rules: Rules) -> None:
         fake = FakeAri()
         router = make(rules, fake)
-        await router.handle(start("m3", "115", ["115"], number=""))
+        await router.handle(start("m3", "115", ["allowed", "115"], number=""))
         await asyncio.sleep(0.05)
         fake.fail_set = AriNotFound(404, "Channel not found")
         await router.handle({"type": "StasisEnd", "channel": {"id": "m3"}})
