@@ -131,7 +131,10 @@ class TestOpenCall:
         # Asterisk splits Stasis arguments at commas; a carrier's DID may hold some.
         await router.handle(start("c1", "s", ["allowed", "04407", "73", "0"]))
         await router.drain(2)
-        assert fake.variables["c1"]["PBXBRIDGE_DID"] == "+494407730"
+        # The whole DID reached the core (not "04407"), which refused it as a
+        # number; the tag holds it without the commas that would split arguments.
+        assert fake.variables["c1"]["PBXBRIDGE_TENANT"] == "oldenburg"
+        assert fake.variables["c1"]["PBXBRIDGE_DID"] == "04407730"
 
     async def test_duplicate_start_is_routed_once(self, rules: Rules) -> None:
         fake = FakeAri()
