@@ -93,7 +93,7 @@ class DaemonProcess:
     """A ``pbxbridge run`` child process with its log and health endpoint."""
 
     def __init__(self, tb: Testbed, workdir: Path, rules: str = TEST_RULES,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, mqtt_port: int = 1883) -> None:
         self.tb = tb
         self.workdir = workdir
         self.rules_path = workdir / "routing.yaml"
@@ -102,6 +102,9 @@ class DaemonProcess:
         self.log_path = workdir / "daemon.log"
         self.port = free_port()
         self.extra_env = extra_env or {}
+        self.mqtt_port = mqtt_port
+        # Tests share the machine's broker: a prefix of our own keeps them apart.
+        self.topic_prefix = f"pbxbridge-test/{os.getpid()}-{self.port}/v1"
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -114,6 +117,11 @@ class DaemonProcess:
             PBXBRIDGE_HTTP_BIND=f"127.0.0.1:{self.port}",
             PBXBRIDGE_LOG_LEVEL="debug",
             PBXBRIDGE_LOG_FORMAT="json",
+            PBXBRIDGE_AMI_USER=self.tb.ami_user,
+            PBXBRIDGE_AMI_PASSWORD=self.tb.ami_password,
+            PBXBRIDGE_MQTT_HOST="127.0.0.1",
+            PBXBRIDGE_MQTT_PORT=str(self.mqtt_port),
+            PBXBRIDGE_MQTT_TOPIC_PREFIX=self.topic_prefix,
         )
         env.pop("NOTIFY_SOCKET", None)
         env.update(self.extra_env)

@@ -40,6 +40,8 @@ from tests.testbed.config import TestbedConfig
 
 SCENARIO_DIR = Path(__file__).resolve().with_name("sipp")
 TRUNK_SCENARIO = SCENARIO_DIR / "trunk_call.xml"
+ABANDON_SCENARIO = SCENARIO_DIR / "trunk_abandon.xml"
+"""A caller who hangs up (CANCEL) after ``-key wait_ms`` without an answer."""
 AGENT_SCENARIOS: dict[str, Path] = {
     "answer": SCENARIO_DIR / "agent_answer.xml",
     "noanswer": SCENARIO_DIR / "agent_noanswer.xml",
@@ -296,6 +298,7 @@ def place_calls(
     timeout_s: float = 60.0,
     trace_messages: bool = False,
     extra_args: Sequence[str] = (),
+    scenario: Path | None = None,
 ) -> CallResult:
     """Place ``count`` inbound trunk calls with sipp and wait for them to finish.
 
@@ -316,6 +319,9 @@ def place_calls(
         timeout_s: Overall limit; sipp is stopped and the run fails after it.
         trace_messages: Also write every SIP message to ``*_messages.log``.
         extra_args: More sipp arguments.
+        scenario: Another UAC scenario taking the same keys (default
+            ``trunk_call.xml``; e.g. :data:`ABANDON_SCENARIO` with
+            ``extra_args=["-key", "wait_ms", "3000"]``).
 
     Returns:
         The result, with per-call INVITE -> 200 OK latencies.
@@ -326,7 +332,7 @@ def place_calls(
         sipp_binary(),
         target,
         "-sf",
-        str(TRUNK_SCENARIO),
+        str(scenario or TRUNK_SCENARIO),
         "-s",
         did,
         "-i",
