@@ -60,7 +60,7 @@ def agent_id(event: Mapping[str, str]) -> str:
 
     app_queue names a member by ``MemberName`` (set in queues.conf or by
     AddQueueMember) and by ``Interface`` (``PJSIP/agent1``); the member name is
-    what operators choose, the interface's device part the fallback.
+    what operators choose, the device part of an interface the fallback.
 
     Args:
         event: An AMI event.
@@ -68,10 +68,10 @@ def agent_id(event: Mapping[str, str]) -> str:
     Returns:
         The agent id, or ``""``.
     """
-    name = event.get("MemberName", "").strip()
-    if name:
-        return name
-    return event.get("Interface", "").split("/", 1)[-1]
+    name = event.get("MemberName", "").strip() or event.get("Interface", "")
+    # Without a configured name app_queue reports the interface (PJSIP/agent1)
+    # as the member name too: the device part is the agent.
+    return name.split("/", 1)[1] if "/" in name else name
 
 
 def _seconds(event: Mapping[str, str], key: str) -> float | None:

@@ -181,7 +181,7 @@ def test_shipped_snippet_is_included_verbatim(testbed: Testbed) -> None:
     out = testbed.cli("dialplan show pbxbridge-inbound")
     for pattern in ("'_X.'", "'_+X.'", "'s'"):
         assert pattern in out
-    assert "Stasis(pbxbridge)" in out
+    assert "Stasis(pbxbridge,${CALLERID(num-pres)},${PBXBRIDGE_DID})" in out
 
 
 def test_inbound_extension_bodies_are_identical() -> None:

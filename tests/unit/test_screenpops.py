@@ -168,15 +168,16 @@ class TestRobustness:
     def test_agent_topic_cannot_widen(self, rules: Rules) -> None:
         pops, pub, _ = setup(rules)
         pops.ami_event(ev("QueueCallerJoin", Queue="servicecenter"))
-        pops.ami_event(ev("AgentCalled", MemberName="a/+/#"))
+        pops.ami_event(ev("AgentCalled", MemberName="a+#b"))
         topics = [t for t, _, _, _ in pub.sent if t.startswith("agents/")]
-        assert topics == ["agents/a____/screenpop"]
+        assert topics == ["agents/a__b/screenpop"]
 
 
 class TestMapping:
     def test_agent_id(self) -> None:
         assert agent_id({"MemberName": "Anna"}) == "Anna"
         assert agent_id({"Interface": "PJSIP/agent3"}) == "agent3"
+        assert agent_id({"MemberName": "PJSIP/agent3", "Interface": "PJSIP/agent3"}) == "agent3"
 
     def test_timestamp_is_used(self) -> None:
         mapped = to_call_event({"Event": "QueueCallerJoin", "Uniqueid": "1",
