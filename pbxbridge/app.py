@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import structlog
+from prometheus_client import CollectorRegistry
 
 from pbxbridge import __version__
 from pbxbridge.adapters.ami.client import AmiClient, AmiConfig
@@ -26,12 +28,30 @@ from pbxbridge.adapters.mqtt.publisher import MqttPublisher
 from pbxbridge.adapters.mqtt.settings import MqttSettings
 from pbxbridge.config import ConfigError
 from pbxbridge.config.compile import state_path
+from pbxbridge.core.lifecycle import CallEvent, CallRecord, State
+from pbxbridge.metrics import CallMetrics, LiveServiceLevel, ScrapeCollector, render
 from pbxbridge.runtime.live import LiveOverrides, LiveRules
 from pbxbridge.runtime.settings import Settings
 from pbxbridge.screenpops import FOLLOWED_EVENTS, ScreenPops
 from pbxbridge.sdnotify import SystemdNotifier, watchdog_loop
 
 log = structlog.get_logger(__name__)
+
+GAUGE_HELP = {
+    "pbxbridge_calls_waiting": "Callers waiting in a queue now (queued or ringing).",
+    "pbxbridge_service_level_ratio": (
+        "Answered within 20 s: as a share of answered calls (definition=answered) or of "
+        "offered calls without short abandons (definition=offered), over the last 15 "
+        "minutes or the current local day."
+    ),
+    "pbxbridge_up": "1 when the connection to the component is up.",
+    "pbxbridge_rules_generation": "Generation of the routing rules in force.",
+    "pbxbridge_rules_reload_failures": "Rejected rule reloads since start.",
+    "pbxbridge_calls_in_routing": "Calls being routed right now (decision or 115 menu).",
+    "pbxbridge_routing_failures": "Calls whose routing failed and took the fallback.",
+    "pbxbridge_screenpops_dropped": "Screen pops dropped (stale or buffer overflow).",
+    "pbxbridge_screenpops_queued": "Screen pops waiting for the broker.",
+}
 
 DRAIN_SECONDS = 15.0
 """How long a graceful stop waits for calls being routed (a 115 menu included)."""
@@ -69,13 +89,23 @@ class Daemon:
             self.rules.load_initial()
         except ConfigError as exc:
             for issue in exc.issues:
-                log.error("rules.invalid", file=issue.file, line=issue.line, path=issue.path,
-                          message=issue.message)
+                log.error(
+                    "rules.invalid",
+                    file=issue.file,
+                    line=issue.line,
+                    path=issue.path,
+                    message=issue.message,
+                )
             log.error("daemon.not_started", reason="invalid rules", errors=len(exc.issues))
             return 1
-        log.info("daemon.starting", version=__version__, rules=str(self.rules.path),
-                 tenants=len(self.rules.rules.tenants), ari=self.settings.ari_url,
-                 app=self.settings.ari_app)
+        log.info(
+            "daemon.starting",
+            version=__version__,
+            rules=str(self.rules.path),
+            tenants=len(self.rules.rules.tenants),
+            ari=self.settings.ari_url,
+            app=self.settings.ari_app,
+        )
         self.overrides = LiveOverrides(state_path(self.rules.model, self.rules.path))
         await self.overrides.poll()
 
@@ -92,7 +122,12 @@ class Daemon:
         )
         if self.settings.mqtt_enabled:
             self.mqtt = MqttPublisher(MqttSettings.from_env())
-        self.pops = ScreenPops(self.mqtt, ring_timeout_s=self.settings.ring_timeout_s)
+        self.registry = CollectorRegistry()
+        self.call_metrics = CallMetrics(self.registry, LiveServiceLevel(self.rules.rules.timezone))
+        self.registry.register(ScrapeCollector(self._gauges, GAUGE_HELP))
+        self.pops = ScreenPops(
+            self.mqtt, ring_timeout_s=self.settings.ring_timeout_s, on_record=self._on_record
+        )
         overrides = self.overrides
         self.router = StasisRouter(
             self.ari,
@@ -112,7 +147,12 @@ class Daemon:
                 )
             )
         if self.settings.http_port:
-            self.http = HttpServer(self.settings.http_host, self.settings.http_port, self.health)
+            self.http = HttpServer(
+                self.settings.http_host,
+                self.settings.http_port,
+                self.health,
+                lambda: render(self.registry),
+            )
             await self.http.start()
 
         loop = asyncio.get_running_loop()
@@ -143,6 +183,49 @@ class Daemon:
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
+
+    def _on_record(self, record: CallRecord, event: CallEvent | None) -> None:
+        """Every change of a call's life: metrics (and the journal)."""
+        self.call_metrics.observe(record, event)
+
+    def _gauges(self) -> Iterator[tuple[str, dict[str, str], float]]:
+        """Gauges read at scrape time from the objects that own the state."""
+        waiting: dict[str, int] = {}
+        if self.pops is not None:
+            for record in self.pops.records.values():
+                if record.state in (State.QUEUED, State.RINGING):
+                    tenant = record.decision.tenant or "unknown"
+                    waiting[tenant] = waiting.get(tenant, 0) + 1
+        for tenant in self.rules.rules.tenants:
+            yield "pbxbridge_calls_waiting", {"tenant": tenant}, float(waiting.get(tenant, 0))
+        now = datetime.now(UTC)
+        for (tenant, window), pair in self.call_metrics.live.figures(now).items():
+            for definition, value in zip(("answered", "offered"), pair, strict=True):
+                if value is not None:
+                    labels = {"tenant": tenant or "all", "window": window, "definition": definition}
+                    yield "pbxbridge_service_level_ratio", labels, value
+        up = {
+            "ari": bool(self.ari and self.ari.connected),
+            "ami": bool(self.ami and self.ami.connected),
+            "mqtt": bool(self.mqtt and self.mqtt.status().connected),
+        }
+        for component, ok in up.items():
+            yield "pbxbridge_up", {"component": component}, 1.0 if ok else 0.0
+        yield "pbxbridge_rules_generation", {}, float(self.rules.generation)
+        yield "pbxbridge_rules_reload_failures", {}, float(self.rules.reload_failures)
+        if self.router is not None:
+            yield "pbxbridge_calls_in_routing", {}, float(self.router.in_progress)
+            yield "pbxbridge_routing_failures", {}, float(self.router.stats.failed)
+        if self.mqtt is not None:
+            status = self.mqtt.status()
+            for kind, count in status.dropped_stale.items():
+                yield "pbxbridge_screenpops_dropped", {"reason": f"stale_{kind}"}, float(count)
+            yield (
+                "pbxbridge_screenpops_dropped",
+                {"reason": "overflow"},
+                float(status.dropped_overflow),
+            )
+            yield "pbxbridge_screenpops_queued", {}, float(status.queued)
 
     async def _ami_event(self, event: dict[str, str]) -> None:
         assert self.pops is not None

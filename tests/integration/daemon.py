@@ -148,6 +148,18 @@ class DaemonProcess:
         except urllib.error.HTTPError as err:
             return dict(json.load(err))
 
+    def metrics(self) -> dict[str, float]:
+        """The /metrics samples as ``{'name{labels}': value}``."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            text = resp.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
     def wait_health(self, predicate: Callable[[dict[str, Any]], bool],
                     timeout: float = 10.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

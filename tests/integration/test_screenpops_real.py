@@ -161,6 +161,12 @@ class TestAnsweredCall:
         sub.validate_all()
         for m in sub.wallboard("wardenburg"):
             assert "4407123456" not in json.dumps(m)
+        # The same call in the Prometheus metrics.
+        metrics = daemon.metrics()
+        assert metrics['pbxbridge_calls_answered_total{tenant="wardenburg"}'] == 1
+        assert metrics['pbxbridge_calls_offered_total{tenant="wardenburg"}'] == 1
+        assert metrics['pbxbridge_up{component="ami"}'] == 1
+        assert metrics['pbxbridge_wait_seconds_count{outcome="answered",tenant="wardenburg"}'] == 1
 
 
 class TestAbandonedCall:

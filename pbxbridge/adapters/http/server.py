@@ -15,6 +15,7 @@ from aiohttp import web
 log = structlog.get_logger(__name__)
 
 HealthSource = Callable[[], tuple[bool, dict[str, object]]]
+MetricsSource = Callable[[], bytes]
 
 
 class HttpServer:
@@ -24,15 +25,21 @@ class HttpServer:
         host: Bind address.
         port: Port (0 picks a free one; see :attr:`port` after start).
         health: Returns ``(healthy, body)`` for ``/healthz``.
+        metrics: Returns the Prometheus exposition for ``/metrics``.
     """
 
-    def __init__(self, host: str, port: int, health: HealthSource) -> None:
+    def __init__(
+        self, host: str, port: int, health: HealthSource, metrics: MetricsSource | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self._health = health
+        self._metrics = metrics
         self._runner: web.AppRunner | None = None
         self.app = web.Application()
         self.app.router.add_get("/healthz", self._healthz)
+        if metrics is not None:
+            self.app.router.add_get("/metrics", self._metrics_handler)
 
     async def start(self) -> None:
         """Start listening."""
@@ -56,3 +63,9 @@ class HttpServer:
         healthy, body = self._health()
         body = {"status": "ok" if healthy else "degraded", **body}
         return web.json_response(body, status=200 if healthy else 503)
+
+    async def _metrics_handler(self, request: web.Request) -> web.Response:
+        assert self._metrics is not None
+        return web.Response(
+            body=self._metrics(), headers={"Content-Type": "text/plain; version=0.0.4"}
+        )

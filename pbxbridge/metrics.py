@@ -1,0 +1,210 @@
+"""Prometheus metrics: per-tenant call figures, live service level, daemon health.
+
+Counters and the wait-time histogram are updated as calls change state (fed
+by the lifecycle observer). Everything else — calls waiting now, the live
+service level, connection states, backlogs — is read at scrape time from the
+objects that own that state, so there is no second bookkeeping to drift.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from pbxbridge.core.lifecycle import CallEvent, CallRecord, EventKind, State
+
+WAIT_BUCKETS = (5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+"""Seconds; 20 s is the service-level threshold the centre promises."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    at: datetime
+    tenant: str
+    answered: bool
+    wait_s: float
+
+
+class LiveServiceLevel:
+    """Service level over the last 15 minutes and the current local day.
+
+    Args:
+        tz: The time zone that defines "the day".
+        threshold_s: Answered within this many seconds counts as in service level.
+        short_abandon_s: Abandons shorter than this are left out of "offered"
+            (the caller hung up before anyone could have answered).
+    """
+
+    def __init__(
+        self, tz: ZoneInfo, threshold_s: float = 20.0, short_abandon_s: float = 5.0
+    ) -> None:
+        self.tz = tz
+        self.threshold_s = threshold_s
+        self.short_abandon_s = short_abandon_s
+        self._outcomes: deque[_Outcome] = deque()
+
+    def add(self, at: datetime, tenant: str, answered: bool, wait_s: float) -> None:
+        """Record an answered or abandoned call.
+
+        Args:
+            at: When it was answered or abandoned.
+            tenant: Tenant id.
+            answered: True for answered, False for abandoned.
+            wait_s: Seconds waited.
+        """
+        self._outcomes.append(_Outcome(at, tenant, answered, wait_s))
+
+    def figures(self, now: datetime) -> dict[tuple[str, str], tuple[float | None, float | None]]:
+        """Service level per ``(tenant, window)``.
+
+        Args:
+            now: The current instant.
+
+        Returns:
+            ``(answered definition, offered definition)`` as ratios 0..1 (None
+            without calls) for windows ``15m`` and ``day``; tenant ``""`` is all.
+        """
+        day_start = datetime.combine(now.astimezone(self.tz).date(), datetime.min.time(), self.tz)
+        # Forget what no window needs any more (the deque stays one day long).
+        while self._outcomes and self._outcomes[0].at < min(day_start, now - timedelta(minutes=15)):
+            self._outcomes.popleft()
+        windows = {"15m": now - timedelta(minutes=15), "day": day_start}
+        out: dict[tuple[str, str], tuple[float | None, float | None]] = {}
+        for window, since in windows.items():
+            tally: dict[str, list[int]] = {}
+            for o in self._outcomes:
+                if o.at < since:
+                    continue
+                for key in (o.tenant, ""):
+                    t = tally.setdefault(key, [0, 0, 0])  # in_sl, answered, offered
+                    if o.answered:
+                        t[1] += 1
+                        t[2] += 1
+                        if o.wait_s <= self.threshold_s:
+                            t[0] += 1
+                    elif o.wait_s >= self.short_abandon_s:
+                        t[2] += 1
+            for key, (in_sl, answered, offered) in tally.items():
+                out[(key, window)] = (
+                    in_sl / answered if answered else None,
+                    in_sl / offered if offered else None,
+                )
+        return out
+
+
+class CallMetrics:
+    """Per-tenant call counters, fed with lifecycle changes.
+
+    Args:
+        registry: Where to register.
+        live: The live service level to feed.
+    """
+
+    def __init__(self, registry: CollectorRegistry, live: LiveServiceLevel) -> None:
+        self.live = live
+        self.routed = Counter(
+            "pbxbridge_calls_routed",
+            "Calls routed, by tenant and action.",
+            ["tenant", "action"],
+            registry=registry,
+        )
+        self.offered = Counter(
+            "pbxbridge_calls_offered", "Calls that joined a queue.", ["tenant"], registry=registry
+        )
+        self.answered = Counter(
+            "pbxbridge_calls_answered",
+            "Calls answered by an agent.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.abandoned = Counter(
+            "pbxbridge_calls_abandoned",
+            "Calls abandoned while waiting.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.wait = Histogram(
+            "pbxbridge_wait_seconds",
+            "Time callers waited until answer or abandon.",
+            ["tenant", "outcome"],
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+
+    def observe(self, record: CallRecord, event: CallEvent | None) -> None:
+        """Update counters for one lifecycle change.
+
+        Args:
+            record: The record after the change.
+            event: The event that caused it (``None``: the call was just routed).
+        """
+        tenant = record.decision.tenant or "unknown"
+        if event is None:
+            self.routed.labels(tenant, record.decision.action.value).inc()
+            return
+        state = record.state
+        if event.kind is EventKind.JOIN and state is State.QUEUED:
+            self.offered.labels(tenant).inc()
+        elif event.kind is EventKind.CONNECT and state is State.ANSWERED:
+            wait = record.waited_s(event.at)
+            self.answered.labels(tenant).inc()
+            self.wait.labels(tenant, "answered").observe(wait)
+            self.live.add(event.at, tenant, True, wait)
+        elif state is State.ABANDONED:
+            wait = record.waited_s(event.at)
+            self.abandoned.labels(tenant).inc()
+            self.wait.labels(tenant, "abandoned").observe(wait)
+            self.live.add(event.at, tenant, False, wait)
+
+
+GaugeSource = Callable[[], Iterable[tuple[str, dict[str, str], float]]]
+
+
+class ScrapeCollector(Collector):
+    """Gauges read at scrape time from a function.
+
+    Args:
+        source: Returns ``(name, labels, value)`` triples; the name picks the
+            family in ``help_texts``.
+        help_texts: Family name to help text.
+    """
+
+    def __init__(self, source: GaugeSource, help_texts: dict[str, str]) -> None:
+        self._source = source
+        self._help = help_texts
+
+    def collect(self) -> Iterable[Metric]:
+        """Build the gauge families.
+
+        Yields:
+            One family per name in ``help_texts``.
+        """
+        families: dict[str, GaugeMetricFamily] = {}
+        label_names: dict[str, list[str]] = {}
+        for name, labels, value in self._source():
+            if name not in families:
+                label_names[name] = sorted(labels)
+                families[name] = GaugeMetricFamily(
+                    name, self._help.get(name, name), labels=label_names[name]
+                )
+            families[name].add_metric([labels[k] for k in label_names[name]], value)
+        yield from families.values()
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The registry in the Prometheus text format.
+
+    Args:
+        registry: The registry.
+
+    Returns:
+        The exposition text.
+    """
+    return generate_latest(registry)
