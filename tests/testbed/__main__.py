@@ -7,6 +7,8 @@ Usage::
     python -m tests.testbed status
     python -m tests.testbed cli "core show channels"
     python -m tests.testbed down                    # stop Asterisk, unmount
+    python -m tests.testbed agents                  # agent phones 1-4 answer (until Ctrl-C)
+    python -m tests.testbed call --did 044077300 --caller 04407123456 [--display NAME]
 
 The chroot location comes from ``PBXBRIDGE_TESTBED_ROOT`` (default
 ``/var/cache/pbxbridge/testbed-sid``).
@@ -20,6 +22,7 @@ import sys
 import time
 
 from tests.testbed.chroot import TestbedError
+from tests.testbed.sipp import SippAgent, place_calls
 from tests.testbed.testbed import Testbed
 
 
@@ -41,6 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="print build/run state as JSON")
     cli = sub.add_parser("cli", help="run an Asterisk CLI command")
     cli.add_argument("cli_command", help='e.g. "core show channels"')
+    agents = sub.add_parser("agents", help="run answering agent phones until interrupted")
+    agents.add_argument("--count", type=int, default=4)
+    agents.add_argument("--ring-ms", type=int, default=1500)
+    call = sub.add_parser("call", help="place one inbound trunk call")
+    call.add_argument("--did", required=True)
+    call.add_argument("--caller", default="04407123456")
+    call.add_argument("--display", default="Jörg Müller")
+    call.add_argument("--dtmf", default="")
+    call.add_argument("--hold-ms", type=int, default=3000)
     args = parser.parse_args(argv)
 
     tb = Testbed()
@@ -57,6 +69,26 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(tb.status(), indent=2))
         elif args.command == "cli":
             sys.stdout.write(tb.cli(args.cli_command))
+        elif args.command == "agents":
+            phones = [
+                SippAgent.for_agent(n, "answer", ring_delay_ms=args.ring_ms).start()
+                for n in range(1, args.count + 1)
+            ]
+            print(f"{len(phones)} agent phones answering after {args.ring_ms} ms; Ctrl-C stops")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                for agent in phones:
+                    agent.stop()
+        elif args.command == "call":
+            result = place_calls(args.did, caller=args.caller, display=args.display,
+                                 dtmf=args.dtmf, hold_ms=args.hold_ms)
+            print(f"successful={result.successful} failed={result.failed} "
+                  f"invite_to_200_ms={result.invite_to_200_ms}")
+            return 0 if result.ok else 1
     except TestbedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
