@@ -43,7 +43,6 @@ import contextlib
 import enum
 import fnmatch
 import math
-import random
 import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -55,6 +54,8 @@ from typing import Any, Final, Self
 import structlog
 from panoramisk import actions as pm_actions
 from panoramisk.manager import Manager
+
+from pbxbridge.runtime.backoff import backoff_delay
 
 from .errors import AmiActionFailed, AmiError, AmiUnavailable
 from .events import AmiEvent, normalize_event, ordering_key
@@ -92,7 +93,6 @@ _ALWAYS_SERVER_EVENTS: Final = ("Shutdown", "OriginateResponse")
 # characters * and ? are allowed. Anything else could smuggle regex syntax into
 # the server-side Filter.
 _EVENT_PATTERN: Final = re.compile(r"^[A-Za-z0-9_*?]+$")
-_MAX_BACKOFF_EXPONENT: Final = 62
 _CLOSE_WAIT: Final = 1.0
 
 
@@ -237,36 +237,6 @@ class AmiStatus:
 
 
 # -------------------------------------------------------------------- helpers
-
-
-def backoff_delay(
-    failures: int,
-    initial: float,
-    maximum: float,
-    *,
-    rand: Callable[[], float] = random.random,
-) -> float:
-    """Compute the wait before the next connection attempt.
-
-    Capped exponential backoff with "equal jitter" (same policy as the ARI
-    client): the ceiling doubles with every consecutive failure up to
-    ``maximum``, and the delay is drawn from ``[ceiling / 2, ceiling]``. Never
-    going below half the ceiling keeps a refusing server (wrong password) from
-    being hammered; the jitter spreads several daemons apart after an Asterisk
-    restart.
-
-    Args:
-        failures: Consecutive failures so far (values below 1 count as 1).
-        initial: Ceiling after the first failure, in seconds.
-        maximum: Upper bound for the ceiling, in seconds.
-        rand: Source of uniform numbers in ``[0, 1]`` (injectable for tests).
-
-    Returns:
-        The delay in seconds, within ``[initial / 2, maximum]``.
-    """
-    exponent = min(max(failures - 1, 0), _MAX_BACKOFF_EXPONENT)
-    ceiling = min(maximum, initial * 2.0**exponent)
-    return ceiling / 2.0 + (ceiling / 2.0) * rand()
 
 
 def _describe(exc: BaseException) -> str:

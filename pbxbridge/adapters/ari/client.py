@@ -36,7 +36,6 @@ import contextlib
 import enum
 import json
 import math
-import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +48,8 @@ from urllib.parse import quote
 import aiohttp
 import structlog
 import yarl
+
+from pbxbridge.runtime.backoff import backoff_delay
 
 from .errors import (
     AriConflict,
@@ -215,35 +216,6 @@ class _Outcome(enum.Enum):
 
 
 # -------------------------------------------------------------------- helpers
-
-
-def backoff_delay(
-    failures: int,
-    initial: float,
-    maximum: float,
-    *,
-    rand: Callable[[], float] = random.random,
-) -> float:
-    """Compute the wait before the next connection attempt.
-
-    Capped exponential backoff with "equal jitter": the ceiling doubles with every
-    consecutive failure up to ``maximum`` and the result is drawn uniformly from
-    ``[ceiling / 2, ceiling]``. Never drawing below half the ceiling is what keeps
-    a refusing server from being hammered even with unlucky random numbers, while
-    the jitter still spreads several clients apart.
-
-    Args:
-        failures: Consecutive failures so far (values below 1 count as 1).
-        initial: Ceiling after the first failure, in seconds.
-        maximum: Upper bound for the ceiling, in seconds.
-        rand: Source of uniform numbers in ``[0, 1]`` (injectable for tests).
-
-    Returns:
-        The delay in seconds, within ``[initial / 2, maximum]``.
-    """
-    exponent = min(max(failures - 1, 0), _MAX_BACKOFF_EXPONENT)
-    ceiling = min(maximum, initial * 2.0**exponent)
-    return ceiling / 2.0 + (ceiling / 2.0) * rand()
 
 
 def ordering_key(event: Mapping[str, Any]) -> str | None:

@@ -68,6 +68,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from pbxbridge.runtime.backoff import backoff_delay
+
 from .settings import MqttSettings, build_tls_context
 
 __all__ = [
@@ -85,7 +87,6 @@ log = structlog.get_logger(__name__)
 # After close() gave up waiting for the flush and cancelled run(): how long to wait
 # for run() to unwind (it may be sending a DISCONNECT) before returning anyway.
 _CANCEL_GRACE: Final = 1.0
-_MAX_BACKOFF_EXPONENT: Final = 62
 # MQTT's limit for one PUBLISH packet (remaining length) is 268,435,455 bytes; keep
 # a margin for the topic and header so paho never rejects a message we accepted.
 _MAX_PAYLOAD: Final = 268_435_455 - 65_535 - 16
@@ -220,35 +221,6 @@ class _Phase(enum.Enum):
 # -------------------------------------------------------------------- helpers
 
 
-def backoff_delay(
-    failures: int,
-    initial: float,
-    maximum: float,
-    *,
-    rand: Callable[[], float] = random.random,
-) -> float:
-    """Compute the wait before the next connection attempt.
-
-    Capped exponential backoff with "equal jitter" (as in the ARI client): the
-    ceiling doubles with every consecutive failure up to ``maximum``, and the
-    delay is drawn from ``[ceiling / 2, ceiling]``. The lower half-bound keeps a
-    refusing broker (wrong password, ACL) from being hammered even with unlucky
-    random numbers; the jitter spreads many clients apart after a broker restart.
-
-    Args:
-        failures: Consecutive failures so far (values below 1 count as 1).
-        initial: Ceiling after the first failure, in seconds.
-        maximum: Upper bound for the ceiling, in seconds.
-        rand: Source of uniform numbers in ``[0, 1]`` (injectable for tests).
-
-    Returns:
-        The delay in seconds, within ``[initial / 2, maximum]``.
-    """
-    exponent = min(max(failures - 1, 0), _MAX_BACKOFF_EXPONENT)
-    ceiling = min(maximum, initial * 2.0**exponent)
-    return ceiling / 2.0 + (ceiling / 2.0) * rand()
-
-
 def _validate_topic(topic: str, *, wildcards: bool) -> None:
     """Reject topics the broker would refuse, here and now, with a clear message.
 
@@ -340,7 +312,11 @@ class _AiomqttConnection:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.MessageExpiryInterval = expiry_interval
         await self._client.publish(
-            topic, payload, qos=qos, retain=False, properties=properties,
+            topic,
+            payload,
+            qos=qos,
+            retain=False,
+            properties=properties,
             timeout=self._publish_timeout,
         )
 
@@ -674,8 +650,7 @@ class MqttPublisher:
             # Whole seconds, rounded up: _take() has just checked it is positive.
             expiry_interval = max(1, math.ceil(message.expires_at - self._clock()))
         task = asyncio.create_task(
-            connection.publish(message.topic, message.payload, self.settings.qos,
-                               expiry_interval),
+            connection.publish(message.topic, message.payload, self.settings.qos, expiry_interval),
             name="mqtt-publish",
         )
         task.add_done_callback(self._wake)
@@ -699,8 +674,12 @@ class MqttPublisher:
                 # would refuse it again after every reconnect. Drop it.
                 del self._inflight[task]
                 self._dropped_error += 1
-                log.error("mqtt.publish_refused", topic=message.topic, kind=message.kind,
-                          error=_describe(error))
+                log.error(
+                    "mqtt.publish_refused",
+                    topic=message.topic,
+                    kind=message.kind,
+                    error=_describe(error),
+                )
         if failure is not None:
             raise failure
 
@@ -715,8 +694,13 @@ class MqttPublisher:
             message.sends += 1
             if message.sends >= _MAX_SENDS:
                 self._dropped_error += 1
-                log.error("mqtt.dropped_after_repeated_connection_loss", topic=message.topic,
-                          kind=message.kind, sends=message.sends, bytes=len(message.payload))
+                log.error(
+                    "mqtt.dropped_after_repeated_connection_loss",
+                    topic=message.topic,
+                    kind=message.kind,
+                    sends=message.sends,
+                    bytes=len(message.payload),
+                )
                 continue
             back.append(message)
         self._inflight.clear()
@@ -732,8 +716,11 @@ class MqttPublisher:
             self._buffer.popleft()
         if excess > 0:
             self._count_overflow(excess)
-        log.info("mqtt.requeued_unacknowledged", count=len(back),
-                 note="sent again after reconnect; subscribers may see duplicates")
+        log.info(
+            "mqtt.requeued_unacknowledged",
+            count=len(back),
+            note="sent again after reconnect; subscribers may see duplicates",
+        )
 
     def _take(self) -> _Message | None:
         """The next message to send, dropping expired ones on the way."""
@@ -765,8 +752,12 @@ class MqttPublisher:
 
     def _count_stale(self, message: _Message) -> None:
         self._dropped_stale[message.kind] += 1
-        log.debug("mqtt.dropped_stale", topic=message.topic, kind=message.kind,
-                  late_s=round(self._clock() - (message.expires_at or 0.0), 3))
+        log.debug(
+            "mqtt.dropped_stale",
+            topic=message.topic,
+            kind=message.kind,
+            late_s=round(self._clock() - (message.expires_at or 0.0), 3),
+        )
 
     def _count_overflow(self, count: int) -> None:
         self._dropped_overflow += count
@@ -774,8 +765,12 @@ class MqttPublisher:
         # every single new message. The counter keeps the exact number.
         if not self._overflow_logged:
             self._overflow_logged = True
-            log.warning("mqtt.buffer_full_dropping_oldest", buffer_size=self.settings.buffer_size,
-                        connected=self._connected, last_error=self._last_error)
+            log.warning(
+                "mqtt.buffer_full_dropping_oldest",
+                buffer_size=self.settings.buffer_size,
+                connected=self._connected,
+                last_error=self._last_error,
+            )
 
     def _wake(self, _: object) -> None:
         self._wakeup.set()
@@ -785,8 +780,13 @@ class MqttPublisher:
         self._since = datetime.now(UTC)
         if connected:
             self._last_error = None
-            log.info("mqtt.connected", host=self.settings.host, port=self.settings.effective_port,
-                     tls=self.settings.tls, queued=len(self._buffer))
+            log.info(
+                "mqtt.connected",
+                host=self.settings.host,
+                port=self.settings.effective_port,
+                tls=self.settings.tls,
+                queued=len(self._buffer),
+            )
 
     def _record_failure(self, exc: BaseException, connected_at: float | None) -> None:
         description = _describe(exc)
@@ -816,8 +816,12 @@ class MqttPublisher:
         )
 
     async def _backoff(self) -> None:
-        delay = backoff_delay(self._failures, self.settings.backoff_initial,
-                              self.settings.backoff_max, rand=self._rand)
+        delay = backoff_delay(
+            self._failures,
+            self.settings.backoff_initial,
+            self.settings.backoff_max,
+            rand=self._rand,
+        )
         if self._closing:
             # close() is waiting: keep the normal pace (no hammering a refusing
             # broker), its timeout bounds the total.
@@ -872,8 +876,9 @@ async def subscribe(
             try:
                 async with client:
                     connected_at = time.monotonic()
-                    await client.subscribe(full_filter, qos=settings.qos,
-                                           timeout=settings.connect_timeout)
+                    await client.subscribe(
+                        full_filter, qos=settings.qos, timeout=settings.connect_timeout
+                    )
                     log.info("mqtt.subscribed", host=settings.host, topic_filter=full_filter)
                     async for message in client.messages:
                         yield message.topic.value, message.payload
@@ -882,8 +887,12 @@ async def subscribe(
         except (aiomqtt.MqttError, OSError) as exc:
             lasted = time.monotonic() - connected_at if connected_at is not None else 0.0
             failures = 1 if lasted >= settings.backoff_max else failures + 1
-            log.warning("mqtt.subscriber_disconnected", host=settings.host,
-                        error=_describe(exc), consecutive_failures=failures)
+            log.warning(
+                "mqtt.subscriber_disconnected",
+                host=settings.host,
+                error=_describe(exc),
+                consecutive_failures=failures,
+            )
         await asyncio.sleep(
             backoff_delay(failures, settings.backoff_initial, settings.backoff_max, rand=rand)
         )
