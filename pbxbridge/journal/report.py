@@ -1,0 +1,1180 @@
+"""Service-level reports from the call journal (pure aggregation plus rendering).
+
+The partner municipalities are promised three things: more than 80 % of calls
+answered within 20 s, more than 75 % resolved at first contact, and callbacks by
+the end of the next working day. :func:`build_report` turns journal rows into
+those figures per tenant and per local hour, day or month; :func:`format_table`,
+:func:`format_csv`, :func:`format_json` and :func:`monthly_invoice_csv` render
+them. Nothing here touches a database: rows come in as any iterable of objects
+with the :class:`ReportRow` attributes (the journal store's ``CallRow``).
+
+Definitions (each call is attributed to the bucket of its *arrival*, in local
+time, except the callback deadlines, which go by their due time):
+
+``calls``
+    Every call that arrived for the tenant in the bucket.
+``rejected``
+    Routing refused it (``action == "reject"`` or ``outcome == "rejected"``).
+``closed_hours``
+    It arrived while the tenant was closed (``action == "closed"``), whatever the
+    closed-hours handling did with it (announcement, voicemail, forward, or an
+    after-hours queue). These calls are *not* offered: the answering promise is
+    for opening hours, and keeping the two sets disjoint makes
+    ``calls = offered + closed_hours + rejected + not_queued``.
+``offered``
+    It reached the service queue during opening hours: ``action`` is not
+    ``closed`` or ``reject`` and ``queued_at`` is set. Calls that hung up before
+    joining a queue (e.g. during the 115 menu) are ``not_queued`` instead.
+``answered`` / ``abandoned`` / ``other_offered``
+    An offered call with ``answered_at`` set is answered (also while still in
+    conversation); one with outcome ``abandoned`` is abandoned; the rest
+    (queue timeout or exit, or still waiting) are ``other_offered``, so
+    ``offered = answered + abandoned + other_offered``.
+``short_abandoned``
+    Abandoned after waiting *less than* ``short_abandon_s`` (5 s): a misdial or
+    a caller who changed their mind before anyone could have answered. Shown
+    apart, still counted in ``abandoned`` and ``offered``.
+``answered_within``
+    Answered with a wait ``<= threshold_s`` ("within 20 s" includes 20.0 s,
+    as Asterisk's queue ``servicelevel`` does).
+``sl_answered_pct``
+    Service level over answered calls: ``answered_within / answered``.
+``sl_offered_pct``
+    Service level over offered calls, the usual call-centre convention that
+    counts every abandon against the service level except short abandons:
+    ``answered_within / (offered - short_abandoned)``. Calls that timed out
+    of the queue count against it too.
+``mean_wait_s`` / ``p90_wait_s``
+    Of answered calls; the 90th percentile by nearest rank (the value at rank
+    ``ceil(0.9 * n)`` of the sorted waits, so it is always a real wait).
+``mean_talk_s``
+    Of answered calls whose conversation has ended (``talk_s`` known).
+``via_115_pct``
+    Share of ``offered + closed_hours`` that came in on a 115 number.
+``fcr_pct``
+    First-contact resolution: ``resolved / (resolved + callbacks)`` over answered
+    calls with a disposition (opening hours or not: the promise is about
+    contacts); ``None`` when no answered call has a disposition.
+``callbacks_due`` / ``callbacks_overdue``
+    Callbacks still open (not done) whose deadline ``callback_due_at`` falls in
+    the bucket; overdue are those whose deadline is before ``now``.
+``callbacks_on_time`` / ``callbacks_late`` / ``callback_on_time_pct``
+    Of callbacks whose deadline falls in the bucket: done by the deadline, or
+    done after it; the percentage is ``on_time / (on_time + late + overdue)``,
+    i.e. over callbacks whose fate is known at ``now``.
+
+Percentages are ``None`` when their denominator is zero, and are *truncated*
+(not rounded) to two decimals when rendered, so a report never shows a missed
+promise as met (79.996 % is shown as 79.99, not 80.00); the counts are always
+there to recompute exact ratios.
+
+Because callback deadlines lie after the arrival, a report's rows must reach
+back before the period: :func:`fetch_range` gives the UTC range to load.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
+
+from pbxbridge.core.rules import Rules
+from pbxbridge.journal.entry import Outcome
+
+Granularity = Literal["hour", "day", "month"]
+GRANULARITIES: tuple[Granularity, ...] = ("hour", "day", "month")
+FORMATS = ("table", "csv", "json", "invoice")
+
+ALL = "*"
+"""Tenant column value of the all-tenants totals row in CSV."""
+TOTAL = "total"
+"""Bucket column value of totals rows in CSV and JSON."""
+
+CALLBACK_LOOKBACK = timedelta(days=21)
+"""How far before the period :func:`fetch_range` reaches for callback deadlines.
+
+A callback is due at the end of the tenant's N-th working day after the call
+(N = ``callback_working_days``, 1 by default). Even across Christmas and New
+Year (24th to 1st mostly closed) with N up to 5 that is well under three weeks.
+"""
+
+CSV_ENCODING = "utf-8-sig"
+"""Encoding for CSV files: UTF-8 with BOM, so German Excel shows umlauts right."""
+
+
+class ReportRow(Protocol):
+    """What a report needs of a journal row (the store's ``CallRow`` has it all).
+
+    Read-only properties so frozen dataclasses and named tuples qualify too.
+    All datetimes are timezone-aware (UTC).
+    """
+
+    @property
+    def tenant(self) -> str:
+        """Tenant id (``""`` for rejected calls without tenant)."""
+
+    @property
+    def arrived_at(self) -> datetime:
+        """When the call was routed."""
+
+    @property
+    def queued_at(self) -> datetime | None:
+        """When it joined the queue."""
+
+    @property
+    def answered_at(self) -> datetime | None:
+        """When an agent answered."""
+
+    @property
+    def ended_at(self) -> datetime | None:
+        """When it ended."""
+
+    @property
+    def outcome(self) -> str:
+        """One of the :class:`~pbxbridge.journal.entry.Outcome` values."""
+
+    @property
+    def wait_s(self) -> float | None:
+        """Seconds waited until answer or abandon."""
+
+    @property
+    def talk_s(self) -> float | None:
+        """Seconds of conversation."""
+
+    @property
+    def via_115(self) -> bool:
+        """Arrived on a 115 number."""
+
+    @property
+    def action(self) -> str:
+        """Routing action: queue, closed, reject."""
+
+    @property
+    def disposition(self) -> str | None:
+        """``None``, ``"resolved"`` or ``"callback"``."""
+
+    @property
+    def callback_due_at(self) -> datetime | None:
+        """Deadline of the callback."""
+
+    @property
+    def callback_done_at(self) -> datetime | None:
+        """When the callback was marked done."""
+
+
+class RowSource(Protocol):
+    """A journal that can list calls by arrival (``SqliteJournal`` and friends)."""
+
+    def calls_between(
+        self, start: datetime, end: datetime, tenant: str | None = None
+    ) -> Iterable[ReportRow]:
+        """Calls with ``start <= arrived_at < end`` (aware datetimes), optionally one tenant's."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """The figures of one tenant (or all) over one bucket (or the whole period).
+
+    See the module docstring for the exact definitions. Counts are ints; the
+    derived percentages are properties computed from them (``None`` when the
+    denominator is zero); times are seconds or ``None`` when there is nothing
+    to average.
+    """
+
+    calls: int = 0
+    offered: int = 0
+    answered: int = 0
+    answered_within: int = 0
+    abandoned: int = 0
+    short_abandoned: int = 0
+    other_offered: int = 0
+    not_queued: int = 0
+    closed_hours: int = 0
+    rejected: int = 0
+    via_115: int = 0
+    resolved: int = 0
+    callbacks_requested: int = 0
+    callbacks_due: int = 0
+    callbacks_overdue: int = 0
+    callbacks_on_time: int = 0
+    callbacks_late: int = 0
+    mean_wait_s: float | None = None
+    p90_wait_s: float | None = None
+    mean_talk_s: float | None = None
+
+    @property
+    def sl_answered_pct(self) -> float | None:
+        """Answered within the threshold, of answered calls (percent)."""
+        return _pct(self.answered_within, self.answered)
+
+    @property
+    def sl_offered_pct(self) -> float | None:
+        """Answered within the threshold, of offered calls minus short abandons (percent)."""
+        return _pct(self.answered_within, self.offered - self.short_abandoned)
+
+    @property
+    def via_115_pct(self) -> float | None:
+        """Share of offered and closed-hours calls that came via 115 (percent)."""
+        return _pct(self.via_115, self.offered + self.closed_hours)
+
+    @property
+    def fcr_pct(self) -> float | None:
+        """First-contact resolution: resolved of resolved plus callbacks (percent)."""
+        return _pct(self.resolved, self.resolved + self.callbacks_requested)
+
+    @property
+    def callback_on_time_pct(self) -> float | None:
+        """Callbacks done by their deadline, of those whose fate is known (percent)."""
+        return _pct(
+            self.callbacks_on_time,
+            self.callbacks_on_time + self.callbacks_late + self.callbacks_overdue,
+        )
+
+
+def _pct(num: int, den: int) -> float | None:
+    # int / int is correctly rounded, so 57 of 100 is exactly the float 57.0.
+    return num * 100 / den if den > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One hour, day or month of one tenant.
+
+    Attributes:
+        label: ``2026-03-29``, ``2026-03`` or ``2026-03-29 03:00``; on the day
+            winter time starts the repeated hour is labelled with the zone
+            abbreviation (``2026-10-25 02:00 CEST`` and ``... 02:00 CET``).
+        start: Local start (aware, in the report's time zone), clipped to the period.
+        end: Local end (exclusive), clipped to the period.
+        figures: The figures.
+    """
+
+    label: str
+    start: datetime
+    end: datetime
+    figures: Figures
+
+
+@dataclass(frozen=True, slots=True)
+class TenantReport:
+    """One tenant's buckets and totals.
+
+    Attributes:
+        tenant: Tenant id (``""``: rejected calls no tenant claimed).
+        buckets: Every bucket of the period in time order, empty ones included;
+            empty when the report has no granularity.
+        total: The whole period.
+    """
+
+    tenant: str
+    buckets: tuple[Bucket, ...]
+    total: Figures
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A service-level report.
+
+    Attributes:
+        start: First local date.
+        end: Last local date (inclusive).
+        tz: Time zone of buckets and dates.
+        by: Granularity, or ``None`` for totals only.
+        threshold_s: Service-level threshold (answered within, inclusive).
+        short_abandon_s: Abandons shorter than this are short abandons.
+        now: The instant overdue callbacks are judged against.
+        tenants: Per tenant, sorted by id.
+        total: All tenants together over the whole period.
+    """
+
+    start: date
+    end: date
+    tz: ZoneInfo
+    by: Granularity | None
+    threshold_s: float
+    short_abandon_s: float
+    now: datetime
+    tenants: tuple[TenantReport, ...]
+    total: Figures
+
+    def tenant(self, tenant: str) -> TenantReport:
+        """One tenant's part of the report.
+
+        Args:
+            tenant: Tenant id.
+
+        Returns:
+            Its buckets and totals.
+
+        Raises:
+            KeyError: If the tenant is not in the report.
+        """
+        for part in self.tenants:
+            if part.tenant == tenant:
+                return part
+        raise KeyError(tenant)
+
+
+# --------------------------------------------------------------------------
+# Aggregation
+
+
+@dataclass(slots=True)
+class _Acc:
+    """Mutable counters of one bucket while the rows stream past."""
+
+    calls: int = 0
+    offered: int = 0
+    answered: int = 0
+    answered_within: int = 0
+    abandoned: int = 0
+    short_abandoned: int = 0
+    other_offered: int = 0
+    not_queued: int = 0
+    closed_hours: int = 0
+    rejected: int = 0
+    via_115: int = 0
+    resolved: int = 0
+    callbacks_requested: int = 0
+    callbacks_due: int = 0
+    callbacks_overdue: int = 0
+    callbacks_on_time: int = 0
+    callbacks_late: int = 0
+    talk_sum: float = 0.0
+    talk_n: int = 0
+    # Kept whole (not a running sum) for the nearest-rank percentile; a month of
+    # 42,000 calls is a few hundred kilobytes.
+    waits: list[float] = field(default_factory=list)
+
+    def merge(self, other: _Acc) -> None:
+        for name in _COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.talk_sum += other.talk_sum
+        self.talk_n += other.talk_n
+        self.waits.extend(other.waits)
+
+    def figures(self) -> Figures:
+        counts = {name: getattr(self, name) for name in _COUNTERS}
+        waits = self.waits
+        return Figures(
+            **counts,
+            mean_wait_s=sum(waits) / len(waits) if waits else None,
+            p90_wait_s=percentile_nearest_rank(waits, 90),
+            mean_talk_s=self.talk_sum / self.talk_n if self.talk_n else None,
+        )
+
+
+_COUNTERS = (
+    "calls",
+    "offered",
+    "answered",
+    "answered_within",
+    "abandoned",
+    "short_abandoned",
+    "other_offered",
+    "not_queued",
+    "closed_hours",
+    "rejected",
+    "via_115",
+    "resolved",
+    "callbacks_requested",
+    "callbacks_due",
+    "callbacks_overdue",
+    "callbacks_on_time",
+    "callbacks_late",
+)
+
+
+def percentile_nearest_rank(values: Sequence[float], pct: int) -> float | None:
+    """The nearest-rank percentile: the value at rank ``ceil(pct/100 * n)``.
+
+    Args:
+        values: The sample (any order).
+        pct: Percentile, 1 to 100.
+
+    Returns:
+        The percentile, or ``None`` for an empty sample.
+    """
+    n = len(values)
+    if n == 0:
+        return None
+    # Integer ceiling: 0.9 * n in floats can land a hair above an integer.
+    rank = max(1, -(-pct * n // 100))
+    return sorted(values)[rank - 1]
+
+
+def period_range(start: date, end: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """The UTC instants of a period of local dates.
+
+    Args:
+        start: First local date.
+        end: Last local date (inclusive).
+        tz: The local time zone.
+
+    Returns:
+        ``[start 00:00 local, end + 1 day 00:00 local)`` in UTC.
+    """
+    first = datetime.combine(start, time(0), tz).astimezone(UTC)
+    after = datetime.combine(end + timedelta(days=1), time(0), tz).astimezone(UTC)
+    return first, after
+
+
+def fetch_range(
+    start: date, end: date, tz: ZoneInfo, lookback: timedelta = CALLBACK_LOOKBACK
+) -> tuple[datetime, datetime]:
+    """The UTC arrival range of rows a report for ``[start, end]`` needs.
+
+    The period itself, plus ``lookback`` before it: calls from just before the
+    period may have callbacks due inside it. :func:`build_report` ignores the
+    extra rows for everything else.
+
+    Args:
+        start: First local date.
+        end: Last local date (inclusive).
+        tz: The local time zone.
+        lookback: How far to reach back.
+
+    Returns:
+        ``(from, to)``, UTC, half-open.
+    """
+    first, after = period_range(start, end, tz)
+    return first - lookback, after
+
+
+def month_range(year: int, month: int) -> tuple[date, date]:
+    """First and last date of a calendar month.
+
+    Args:
+        year: The year.
+        month: The month, 1 to 12.
+
+    Returns:
+        ``(first, last)``, inclusive.
+    """
+    first = date(year, month, 1)
+    following = date(year + 1, 1, 1) if month == 12 else date(year, month + 1, 1)
+    return first, following - timedelta(days=1)
+
+
+class _Buckets:
+    """Maps local instants to bucket keys and knows each bucket's span and label."""
+
+    def __init__(
+        self, by: Granularity | None, tz: ZoneInfo, first: datetime, after: datetime
+    ) -> None:
+        self.by = by
+        self.tz = tz
+        self.first = first
+        self.after = after
+        self._spans: dict[Hashable, tuple[str, datetime, datetime]] = {
+            key: self._span(key) for key in self._all_keys()
+        }
+        self._ordered: list[tuple[Hashable, str, datetime, datetime]] | None = None
+
+    def key(self, instant: datetime) -> Hashable:
+        if self.by is None:
+            return None
+        local = instant.astimezone(self.tz)
+        if self.by == "day":
+            return local.date()
+        if self.by == "month":
+            return (local.year, local.month)
+        # The offset tells the two 02:00 hours of the autumn switch day apart.
+        return (local.date(), local.hour, local.utcoffset())
+
+    def _all_keys(self) -> list[Hashable]:
+        # Every bucket of the period, so empty hours/days show as zeros.
+        keys: dict[Hashable, None] = {}
+        if self.by == "hour":
+            # Each UTC hour is one local hour (a local hour can't hold two
+            # UTC hours), so stepping through UTC visits each exactly once.
+            instant = self.first
+            while instant < self.after:
+                keys[self.key(instant)] = None
+                instant += timedelta(hours=1)
+        elif self.by is not None:
+            day = self.first.astimezone(self.tz).date()
+            last = (self.after - timedelta(microseconds=1)).astimezone(self.tz).date()
+            while day <= last:
+                keys[day if self.by == "day" else (day.year, day.month)] = None
+                day += timedelta(days=1)
+        else:
+            keys[None] = None
+        return list(keys)
+
+    def spans(
+        self, extra: Iterable[Hashable] = ()
+    ) -> list[tuple[Hashable, str, datetime, datetime]]:
+        """``(key, label, local start, local end)`` of every bucket, in time order."""
+        for key in extra:
+            # Only an exotic zone (a half-hour DST shift) can give a key the
+            # pre-computed list lacks; keep such a bucket rather than lose calls.
+            if key not in self._spans:
+                self._spans[key] = self._span(key)
+                self._ordered = None
+        if self._ordered is None:
+            # Sort on UTC: aware datetimes sharing a tzinfo compare by wall
+            # time, which would tie the two 02:00 hours of the autumn switch.
+            self._ordered = sorted(
+                ((k, *v) for k, v in self._spans.items()),
+                key=lambda s: s[2].astimezone(UTC),
+            )
+        return self._ordered
+
+    def _span(self, key: Hashable) -> tuple[str, datetime, datetime]:
+        """Label, local start and local end (both clipped to the period)."""
+        tz = self.tz
+        if self.by == "day":
+            assert isinstance(key, date)
+            start = datetime.combine(key, time(0), tz)
+            end = datetime.combine(key + timedelta(days=1), time(0), tz)
+            label = key.isoformat()
+        elif self.by == "month":
+            assert isinstance(key, tuple)
+            year, month = key
+            start = datetime(year, month, 1, tzinfo=tz)
+            end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=tz)
+            label = f"{year:04d}-{month:02d}"
+        elif self.by == "hour":
+            assert isinstance(key, tuple)
+            day, hour, offset = key
+            start = datetime.combine(day, time(hour), tz)
+            if start.utcoffset() != offset:
+                start = start.replace(fold=1)
+            end = (start.astimezone(UTC) + timedelta(hours=1)).astimezone(tz)
+            label = f"{day.isoformat()} {hour:02d}:00"
+            if start.replace(fold=1 - start.fold).utcoffset() != start.utcoffset():
+                label += f" {start.tzname()}"
+        else:
+            return TOTAL, self.first.astimezone(tz), self.after.astimezone(tz)
+        start = max(start.astimezone(UTC), self.first).astimezone(tz)
+        end = min(end.astimezone(UTC), self.after).astimezone(tz)
+        return label, start, end
+
+
+def build_report(
+    rows: Iterable[ReportRow],
+    *,
+    start: date,
+    end: date,
+    tz: ZoneInfo,
+    by: Granularity | None,
+    tenant: str | None,
+    now: datetime,
+    threshold_s: float = 20,
+    short_abandon_s: float = 5,
+    tenants: Iterable[str] = (),
+) -> Report:
+    """Aggregate journal rows into a service-level report.
+
+    Rows outside the period are ignored (those arriving before it still count
+    for callback deadlines inside it), so any superset of the needed rows will
+    do; see :func:`fetch_range`.
+
+    Args:
+        rows: Journal rows.
+        start: First local date of the period.
+        end: Last local date (inclusive).
+        tz: Local time zone (``rules.timezone``); buckets and dates are local.
+        by: ``"hour"``, ``"day"``, ``"month"`` or ``None`` (totals only).
+        tenant: Only this tenant, or ``None`` for all.
+        now: Open callbacks due before this are overdue (aware).
+        threshold_s: Service-level threshold in seconds (inclusive).
+        short_abandon_s: Abandons after less than this are short abandons.
+        tenants: Tenants to list even without calls (e.g. every tenant in the
+            rules); ignored when ``tenant`` is given, which is always listed.
+
+    Returns:
+        The report.
+
+    Raises:
+        ValueError: If the period is reversed, ``by`` unknown or ``now`` naive.
+    """
+    if end < start:
+        raise ValueError(f"the period ends ({end}) before it starts ({start})")
+    if by is not None and by not in GRANULARITIES:
+        raise ValueError(f"unknown granularity {by!r} (use {', '.join(GRANULARITIES)})")
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    first, after = period_range(start, end, tz)
+    buckets = _Buckets(by, tz, first, after)
+    wanted = {tenant} if tenant is not None else set(tenants)
+    accs: dict[str, dict[Hashable, _Acc]] = {t: {} for t in wanted}
+
+    def acc_for(who: str, key: Hashable) -> _Acc:
+        per = accs.get(who)
+        if per is None:
+            per = accs[who] = {}
+        acc = per.get(key)
+        if acc is None:
+            acc = per[key] = _Acc()
+        return acc
+
+    for row in rows:
+        who = row.tenant
+        if tenant is not None and who != tenant:
+            continue
+        arrived = row.arrived_at
+        if first <= arrived < after:
+            _count_arrival(acc_for(who, buckets.key(arrived)), row, threshold_s, short_abandon_s)
+        if row.disposition == "callback" and row.callback_due_at is not None:
+            due = row.callback_due_at
+            if first <= due < after:
+                _count_deadline(acc_for(who, buckets.key(due)), row, due, now)
+
+    parts: list[TenantReport] = []
+    overall = _Acc()
+    for who in sorted(accs):
+        per = accs[who]
+        total = _Acc()
+        out: list[Bucket] = []
+        for key, label, b_start, b_end in buckets.spans(per):
+            acc = per.get(key) or _Acc()
+            total.merge(acc)
+            out.append(Bucket(label, b_start, b_end, acc.figures()))
+        overall.merge(total)
+        parts.append(TenantReport(who, tuple(out) if by is not None else (), total.figures()))
+    return Report(
+        start=start,
+        end=end,
+        tz=tz,
+        by=by,
+        threshold_s=threshold_s,
+        short_abandon_s=short_abandon_s,
+        now=now,
+        tenants=tuple(parts),
+        total=overall.figures(),
+    )
+
+
+def _count_arrival(acc: _Acc, row: ReportRow, threshold_s: float, short_abandon_s: float) -> None:
+    acc.calls += 1
+    action = row.action
+    if action == "reject" or row.outcome == Outcome.REJECTED:
+        acc.rejected += 1
+        return
+    answered_at = row.answered_at
+    if answered_at is not None and row.disposition is not None:
+        # FCR counts every contact, after-hours queues included.
+        if row.disposition == "resolved":
+            acc.resolved += 1
+        elif row.disposition == "callback":
+            acc.callbacks_requested += 1
+    queued_at = row.queued_at
+    if action == "closed":
+        acc.closed_hours += 1
+        acc.via_115 += row.via_115
+        return
+    if queued_at is None:
+        acc.not_queued += 1
+        return
+    acc.offered += 1
+    acc.via_115 += row.via_115
+    wait = row.wait_s
+    if answered_at is not None:
+        if wait is None:
+            wait = max(0.0, (answered_at - queued_at).total_seconds())
+        acc.answered += 1
+        acc.waits.append(wait)
+        if wait <= threshold_s:
+            acc.answered_within += 1
+        if row.talk_s is not None:
+            acc.talk_sum += row.talk_s
+            acc.talk_n += 1
+    elif row.outcome == Outcome.ABANDONED:
+        acc.abandoned += 1
+        if wait is None and row.ended_at is not None:
+            wait = (row.ended_at - queued_at).total_seconds()
+        # Unknown wait: not short, i.e. it counts against the service level.
+        if wait is not None and wait < short_abandon_s:
+            acc.short_abandoned += 1
+    else:
+        acc.other_offered += 1
+
+
+def _count_deadline(acc: _Acc, row: ReportRow, due: datetime, now: datetime) -> None:
+    done = row.callback_done_at
+    if done is None:
+        acc.callbacks_due += 1
+        if due < now:
+            acc.callbacks_overdue += 1
+    elif done <= due:
+        acc.callbacks_on_time += 1
+    else:
+        acc.callbacks_late += 1
+
+
+# --------------------------------------------------------------------------
+# Rendering
+
+CSV_COLUMNS: tuple[str, ...] = (
+    "tenant",
+    "bucket",
+    "bucket_start",
+    "bucket_end",
+    "threshold_s",
+    "short_abandon_s",
+    "calls",
+    "offered",
+    "answered",
+    "answered_within",
+    "abandoned",
+    "short_abandoned",
+    "other_offered",
+    "not_queued",
+    "closed_hours",
+    "rejected",
+    "via_115",
+    "sl_answered_pct",
+    "sl_offered_pct",
+    "mean_wait_s",
+    "p90_wait_s",
+    "mean_talk_s",
+    "via_115_pct",
+    "resolved",
+    "callbacks_requested",
+    "fcr_pct",
+    "callbacks_due",
+    "callbacks_overdue",
+    "callbacks_on_time",
+    "callbacks_late",
+    "callback_on_time_pct",
+)
+"""Columns of :func:`format_csv`, in order (stable: append only)."""
+
+_PCT_FIELDS = (
+    "sl_answered_pct",
+    "sl_offered_pct",
+    "via_115_pct",
+    "fcr_pct",
+    "callback_on_time_pct",
+)
+_PCT_PARTS: Mapping[str, tuple[str, ...]] = {
+    # numerator, then the counts summed for the denominator ("-" subtracts)
+    "sl_answered_pct": ("answered_within", "answered"),
+    "sl_offered_pct": ("answered_within", "offered", "-short_abandoned"),
+    "via_115_pct": ("via_115", "offered", "closed_hours"),
+    "fcr_pct": ("resolved", "resolved", "callbacks_requested"),
+    "callback_on_time_pct": (
+        "callbacks_on_time",
+        "callbacks_on_time",
+        "callbacks_late",
+        "callbacks_overdue",
+    ),
+}
+_SECONDS_FIELDS = ("mean_wait_s", "p90_wait_s", "mean_talk_s")
+
+
+def _pct_hundredths(fig: Figures, name: str) -> int | None:
+    """A percentage in hundredths of a percent, truncated, in exact integer arithmetic."""
+    parts = _PCT_PARTS[name]
+    num: int = getattr(fig, parts[0])
+    den = 0
+    for part in parts[1:]:
+        den += -getattr(fig, part[1:]) if part.startswith("-") else getattr(fig, part)
+    if den <= 0:
+        return None
+    return num * 10000 // den
+
+
+def _pct_text(fig: Figures, name: str, places: int = 2, decimal: str = ".") -> str:
+    hundredths = _pct_hundredths(fig, name)
+    if hundredths is None:
+        return ""
+    whole, frac = divmod(hundredths, 100)
+    if places == 0:
+        return str(whole)
+    digits = f"{frac:02d}"[:places]
+    return f"{whole}{decimal}{digits}"
+
+
+def _seconds_text(value: float | None, decimal: str = ".", places: int = 1) -> str:
+    if value is None:
+        return ""
+    return f"{value:.{places}f}".replace(".", decimal)
+
+
+def _number_text(value: float, decimal: str) -> str:
+    return (f"{value:g}" if value != int(value) else str(int(value))).replace(".", decimal)
+
+
+def _figure_values(fig: Figures, decimal: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in _COUNTERS:
+        out[name] = str(getattr(fig, name))
+    for name in _PCT_FIELDS:
+        out[name] = _pct_text(fig, name, 2, decimal)
+    for name in _SECONDS_FIELDS:
+        out[name] = _seconds_text(getattr(fig, name), decimal)
+    return out
+
+
+def _rows_of(report: Report) -> Iterable[tuple[str, str, datetime, datetime, Figures]]:
+    """Every (tenant, bucket label, start, end, figures), totals included, in order."""
+    first, after = period_range(report.start, report.end, report.tz)
+    p_start, p_end = first.astimezone(report.tz), after.astimezone(report.tz)
+    for part in report.tenants:
+        for b in part.buckets:
+            yield part.tenant, b.label, b.start, b.end, b.figures
+        yield part.tenant, TOTAL, p_start, p_end, part.total
+    yield ALL, TOTAL, p_start, p_end, report.total
+
+
+def format_csv(
+    report: Report, *, delimiter: str = ";", decimal: str = ",", bom: bool = False
+) -> str:
+    """The report as CSV: one row per tenant and bucket, totals rows, a header.
+
+    The default suits German spreadsheet software and finance offices: ``;``
+    between fields and a decimal comma (German Excel opens such a file with
+    a double-click and reads ``85,50`` as a number). Columns are
+    :data:`CSV_COLUMNS` with stable English names; times are ISO 8601 with
+    offset; empty cells mean "not applicable" (no denominator). Each tenant's
+    buckets are followed by its ``total`` row; the last row (tenant ``*``) is
+    the total over all tenants. Write files as :data:`CSV_ENCODING`, or pass
+    ``bom=True`` when the text will be written as plain UTF-8.
+
+    Args:
+        report: The report.
+        delimiter: Field separator.
+        decimal: Decimal separator (``"."`` for machine consumers).
+        bom: Start with a byte-order mark.
+
+    Returns:
+        The CSV text (CRLF line ends, as RFC 4180 and Excel expect).
+    """
+    buf = io.StringIO()
+    if bom:
+        buf.write("\ufeff")
+    writer = csv.writer(buf, delimiter=delimiter)
+    writer.writerow(CSV_COLUMNS)
+    threshold = _number_text(report.threshold_s, decimal)
+    short = _number_text(report.short_abandon_s, decimal)
+    for who, label, b_start, b_end, fig in _rows_of(report):
+        values = _figure_values(fig, decimal)
+        values.update(
+            tenant=who,
+            bucket=label,
+            bucket_start=b_start.isoformat(),
+            bucket_end=b_end.isoformat(),
+            threshold_s=threshold,
+            short_abandon_s=short,
+        )
+        writer.writerow([values[c] for c in CSV_COLUMNS])
+    return buf.getvalue()
+
+
+INVOICE_COLUMNS: tuple[str, ...] = (
+    "Mandant",
+    "Zeitraum",
+    "Anrufe gesamt",
+    "Angeboten (Warteschlange)",
+    "Angenommen",
+    "Angenommen innerhalb Schwelle",
+    "Schwelle (s)",
+    "Servicelevel angenommen (%)",
+    "Servicelevel angeboten (%)",
+    "Aufgelegt",
+    "davon Kurzaufleger",
+    "Außerhalb Öffnungszeiten",
+    "Über 115 (%)",
+    "Mittlere Wartezeit (s)",
+    "90%-Wartezeit (s)",
+    "Mittlere Gesprächsdauer (s)",
+    "Beim Erstkontakt erledigt",
+    "Rückruf vereinbart",
+    "Erstlösungsquote (%)",
+    "Rückrufe offen fällig",
+    "Rückrufe überfällig",
+    "Rückrufe fristgerecht (%)",
+    "Abgewiesen",
+)
+"""Columns of :func:`monthly_invoice_csv`, in order (stable: append only)."""
+
+INVOICE_TOTAL = "Summe"
+"""``Zeitraum`` of the invoice CSV's totals row."""
+
+
+def monthly_invoice_csv(report: Report, tenant: str, *, bom: bool = False) -> str:
+    """One tenant's figures as a German CSV to attach to its monthly invoice.
+
+    Meant for ``build_report(start=first of month, end=last, by="day")``: one row
+    per day, then a ``Summe`` row for the month; other granularities work the
+    same way. German column names (:data:`INVOICE_COLUMNS`), ``;`` separator,
+    decimal comma, dates as ``TT.MM.JJJJ``; percentages truncated to two
+    decimals. Write as :data:`CSV_ENCODING` (or pass ``bom=True``).
+
+    Args:
+        report: The report.
+        tenant: The tenant.
+        bom: Start with a byte-order mark.
+
+    Returns:
+        The CSV text.
+
+    Raises:
+        KeyError: If the tenant is not in the report.
+    """
+    part = report.tenant(tenant)
+    buf = io.StringIO()
+    if bom:
+        buf.write("\ufeff")
+    writer = csv.writer(buf, delimiter=";")
+    writer.writerow(INVOICE_COLUMNS)
+    threshold = _number_text(report.threshold_s, ",")
+    rows = [(_german_label(b.label, report.by), b.figures) for b in part.buckets]
+    rows.append((INVOICE_TOTAL, part.total))
+    for label, fig in rows:
+        v = _figure_values(fig, ",")
+        writer.writerow(
+            [
+                tenant,
+                label,
+                v["calls"],
+                v["offered"],
+                v["answered"],
+                v["answered_within"],
+                threshold,
+                v["sl_answered_pct"],
+                v["sl_offered_pct"],
+                v["abandoned"],
+                v["short_abandoned"],
+                v["closed_hours"],
+                v["via_115_pct"],
+                v["mean_wait_s"],
+                v["p90_wait_s"],
+                v["mean_talk_s"],
+                v["resolved"],
+                v["callbacks_requested"],
+                v["fcr_pct"],
+                v["callbacks_due"],
+                v["callbacks_overdue"],
+                v["callback_on_time_pct"],
+                v["rejected"],
+            ]
+        )
+    return buf.getvalue()
+
+
+def _german_label(label: str, by: Granularity | None) -> str:
+    # 2026-03-29 -> 29.03.2026; 2026-03 -> 03.2026; hours keep their suffix.
+    if by == "day":
+        return date.fromisoformat(label).strftime("%d.%m.%Y")
+    if by == "month":
+        year, month = label.split("-")
+        return f"{month}.{year}"
+    if by == "hour":
+        day, rest = label.split(" ", 1)
+        return f"{date.fromisoformat(day).strftime('%d.%m.%Y')} {rest}"
+    return label
+
+
+def _figures_json(fig: Figures) -> dict[str, Any]:
+    out: dict[str, Any] = {name: getattr(fig, name) for name in _COUNTERS}
+    for name in _PCT_FIELDS:
+        hundredths = _pct_hundredths(fig, name)
+        out[name] = None if hundredths is None else hundredths / 100
+    for name in _SECONDS_FIELDS:
+        value = getattr(fig, name)
+        out[name] = None if value is None else round(value, 2)
+    return out
+
+
+def report_dict(report: Report) -> dict[str, Any]:
+    """The report as plain JSON-ready data (what :func:`format_json` prints).
+
+    Args:
+        report: The report.
+
+    Returns:
+        ``{"period", "threshold_s", "short_abandon_s", "now", "tenants", "total"}``;
+        each tenant has ``buckets`` (``bucket``, ``start``, ``end`` and the
+        figures) and ``total``; percentages truncated to two decimals.
+    """
+    return {
+        "period": {
+            "start": report.start.isoformat(),
+            "end": report.end.isoformat(),
+            "timezone": report.tz.key,
+            "by": report.by,
+        },
+        "threshold_s": report.threshold_s,
+        "short_abandon_s": report.short_abandon_s,
+        "now": report.now.isoformat(),
+        "tenants": [
+            {
+                "tenant": part.tenant,
+                "buckets": [
+                    {
+                        "bucket": b.label,
+                        "start": b.start.isoformat(),
+                        "end": b.end.isoformat(),
+                        **_figures_json(b.figures),
+                    }
+                    for b in part.buckets
+                ],
+                "total": _figures_json(part.total),
+            }
+            for part in report.tenants
+        ],
+        "total": _figures_json(report.total),
+    }
+
+
+def format_json(report: Report) -> str:
+    """The report as one JSON document (see :func:`report_dict`).
+
+    Args:
+        report: The report.
+
+    Returns:
+        JSON text (UTF-8 characters kept as they are).
+    """
+    return json.dumps(report_dict(report), ensure_ascii=False)
+
+
+_TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    # (header, field); "" headers are the tenant and bucket label
+    ("calls", "calls"),
+    ("offered", "offered"),
+    ("answ", "answered"),
+    ("aband", "abandoned"),
+    ("short", "short_abandoned"),
+    ("SL ans%", "sl_answered_pct"),
+    ("SL off%", "sl_offered_pct"),
+    ("wait", "mean_wait_s"),
+    ("p90", "p90_wait_s"),
+    ("talk", "mean_talk_s"),
+    ("closed", "closed_hours"),
+    ("115%", "via_115_pct"),
+    ("FCR%", "fcr_pct"),
+    ("CB due", "callbacks_due"),
+    ("overdue", "callbacks_overdue"),
+    ("CB ok%", "callback_on_time_pct"),
+    ("rej", "rejected"),
+)
+
+
+def format_table(report: Report) -> str:
+    """The report as a plain-text table for the terminal.
+
+    Args:
+        report: The report.
+
+    Returns:
+        A heading with period and conventions, then one line per tenant and
+        bucket, each tenant's total, and the total over all tenants. ``-``
+        marks figures without a denominator.
+    """
+    heading = (
+        f"service level {report.start.isoformat()}..{report.end.isoformat()} "
+        f"({report.tz.key}, {'by ' + report.by if report.by else 'totals'}): SL = answered within "
+        f"{_number_text(report.threshold_s, '.')} s; SL off% excludes abandons under "
+        f"{_number_text(report.short_abandon_s, '.')} s from offered; "
+        f"overdue as of {report.now.astimezone(report.tz):%Y-%m-%d %H:%M}"
+    )
+    header = ["tenant", "period", *(h for h, _ in _TABLE_COLUMNS)]
+    lines: list[list[str]] = []
+    for who, label, _, _, fig in _rows_of(report):
+        name = "(all)" if who == ALL else (who or "(no tenant)")
+        values = []
+        for _, attr in _TABLE_COLUMNS:
+            if attr in _PCT_FIELDS:
+                text = _pct_text(fig, attr, 1)
+            elif attr in _SECONDS_FIELDS:
+                text = _seconds_text(getattr(fig, attr))
+            else:
+                text = str(getattr(fig, attr))
+            values.append(text or "-")
+        lines.append([name, label, *values])
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+
+    def fmt(cells: list[str]) -> str:
+        head = [cells[0].ljust(widths[0]), cells[1].ljust(widths[1])]
+        rest = [c.rjust(w) for c, w in zip(cells[2:], widths[2:], strict=True)]
+        return "  ".join(head + rest).rstrip()
+
+    return "\n".join([heading, fmt(header), *(fmt(r) for r in lines)])
+
+
+# --------------------------------------------------------------------------
+# CLI glue
+
+
+def run_report_cli(
+    journal: RowSource,
+    rules: Rules,
+    *,
+    start: date,
+    end: date,
+    by: Granularity | None = None,
+    tenant: str | None = None,
+    fmt: str = "table",
+    now: datetime,
+    threshold_s: float = 20,
+    short_abandon_s: float = 5,
+) -> str:
+    """Everything ``pbxbridge report`` does except parsing options and printing.
+
+    Loads the rows (:func:`fetch_range`: the period plus the callback lookback),
+    builds the report in the rules' time zone with every tenant of the rules
+    listed (zeros for tenants without calls) and renders it.
+
+    Args:
+        journal: The journal store.
+        rules: The loaded rules (time zone, tenants).
+        start: First local date.
+        end: Last local date (inclusive).
+        by: Granularity, or ``None`` for totals only.
+        tenant: Only this tenant (required for ``invoice``).
+        fmt: ``table``, ``csv``, ``json`` or ``invoice`` (the German per-tenant CSV).
+        now: The current instant (aware), for overdue callbacks.
+        threshold_s: Service-level threshold.
+        short_abandon_s: Short-abandon limit.
+
+    Returns:
+        The text to print or write; CSV formats start with a byte-order mark,
+        so writing the text as UTF-8 gives a file German Excel opens correctly.
+
+    Raises:
+        ValueError: Unknown tenant or format, ``invoice`` without a tenant,
+            reversed period, negative thresholds. The message is for the user.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
+    if tenant is not None and tenant not in rules.tenants:
+        raise ValueError(f"unknown tenant {tenant!r} (known: {', '.join(sorted(rules.tenants))})")
+    if fmt == "invoice" and tenant is None:
+        raise ValueError("the invoice format is per tenant: give a tenant")
+    if threshold_s < 0 or short_abandon_s < 0:
+        raise ValueError("thresholds must not be negative")
+    if end < start:
+        raise ValueError(f"the period ends ({end}) before it starts ({start})")
+    tz = rules.timezone
+    first, after = fetch_range(start, end, tz)
+    report = build_report(
+        journal.calls_between(first, after, tenant),
+        start=start,
+        end=end,
+        tz=tz,
+        by=by,
+        tenant=tenant,
+        now=now,
+        threshold_s=threshold_s,
+        short_abandon_s=short_abandon_s,
+        tenants=rules.tenants,
+    )
+    if fmt == "csv":
+        return format_csv(report, bom=True)
+    if fmt == "invoice":
+        assert tenant is not None
+        return monthly_invoice_csv(report, tenant, bom=True)
+    if fmt == "json":
+        return format_json(report)
+    return format_table(report)
