@@ -80,6 +80,53 @@ def decision_variables(decision: Decision) -> dict[str, str]:
     return variables
 
 
+PACKED_VARIABLE = "PBXBRIDGE_DECISION"
+"""The one channel variable that carries a whole decision (see :func:`pack_decision`)."""
+
+PACKED_VERSION = "1"
+PACKED_FIELDS = (
+    "PBXBRIDGE_TENANT",
+    "PBXBRIDGE_TENANT_NAME",
+    "PBXBRIDGE_DID",
+    "PBXBRIDGE_VIA_115",
+    "PBXBRIDGE_CALLER",
+    "CHANNEL(accountcode)",
+    "CALLERID(name)",
+    "PBXBRIDGE_QUEUE",
+    "QUEUE_PRIO",
+    "PBXBRIDGE_WHISPER",
+    "PBXBRIDGE_QUEUE_TIMEOUT",
+    "PBXBRIDGE_CLOSED_ANNOUNCE",
+    "PBXBRIDGE_CLOSED_THEN",
+    "PBXBRIDGE_CLOSED_TARGET",
+    "PBXBRIDGE_REJECT_ANNOUNCE",
+)
+"""Field order after the version: field n+2 of the packed value is ``PACKED_FIELDS[n]``.
+
+``[pbxbridge-tags]`` in ``dialplans/pbxbridge.conf`` unpacks in this order."""
+
+
+def pack_decision(decision: Decision) -> str:
+    """All tag variables of a decision in one ``|``-separated value.
+
+    Every ARI request costs a round trip and CPU on both sides; setting fifteen
+    variables one by one made routing take ~4 ms and ~3 ms of daemon CPU per
+    call. One variable and one ``continue`` do the same job: the shipped
+    dialplan's ``[pbxbridge-tags]`` splits it with ``CUT()`` into the usual
+    variables. ``|`` cannot occur inside a field: values from callers pass
+    :func:`dialplan_safe`, values from the rules are validated at load time.
+
+    Args:
+        decision: The routing decision.
+
+    Returns:
+        ``1|tenant|tenant name|did|…`` (see :data:`PACKED_FIELDS`).
+    """
+    values = decision_variables(decision)
+    fields = [values.get(name, "").replace("|", "") for name in PACKED_FIELDS]
+    return "|".join((PACKED_VERSION, *fields))
+
+
 def destination(decision: Decision) -> tuple[str, str, int]:
     """Where the call continues in the dialplan after the decision.
 
