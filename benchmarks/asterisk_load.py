@@ -1,0 +1,679 @@
+"""Asterisk under load: calls through pbxbridge against a pure dialplan ``Queue()``.
+
+One run, on the real test bed (``tests/testbed``): the same sipp load, 50 calls/s for
+60 s per path by default, goes
+
+* through the pure dialplan baseline (source IP 127.0.0.4: ``Queue(servicecenter,t)``,
+  the physical floor of this machine), and
+* through pbxbridge (source IP 127.0.0.2: ``Stasis`` -> the real ``pbxbridge run``
+  daemon sets the tag variables over ARI and ``continue``s -> ``pbxbridge-queue`` ->
+  ``Queue()``),
+
+both answered by the same four sipp agents (``ringinuse=yes``, ``rrmemory``, 20 ms
+ring delay, calls held 500 ms). Pure runs first, then pbxbridge, each as one
+continuous run, so each path really carries the load for the whole time (pbxbridge
+second: it meets the Asterisk that has already carried a run). ``--blocks N``
+alternates the paths in N blocks each instead (pure/pbx, pbx/pure, ...), which
+cancels slow drift of the machine; both orders gave the same figures here.
+
+Latency is INVITE sent -> 200 OK received at the carrier, per Call-ID, from the
+microsecond timestamps of sipp's ``-trace_msg`` log: sipp's own response times
+(``-trace_rtt``, reported as ``*_rtt_*``) come in 4 ms steps here, too coarse for a
+ratio of two ~30 ms figures. The agents answer on sipp's timer too: a 20 ms ring
+lasts 24 to 28 ms, depending on where the INVITE falls between sipp's ticks. The agents
+therefore trace as well, and each call is split into the agent's ring and
+Asterisk's share (``*_asterisk_*``: everything else, pbxbridge included);
+``p95_ratio_fixed_ring`` is the p95 ratio as if every agent rang exactly
+``--ring-delay-ms``. ``p95_ratio`` is the plain carrier-side figure.
+
+The daemon runs with the integration tests' rules (``TEST_RULES``, DID
+``+494407730`` -> tenant ``wardenburg``, always open) minus wardenburg's whisper:
+the whisper is a 0.3 s prompt played to the agent before the bridge, which the
+pure path does not have, so it would measure the prompt, not pbxbridge. It logs at
+``info`` (one ``call.routed`` line per call is part of the real cost) and, by
+default, routes only: AMI and MQTT are off (``--daemon full`` turns them on). Its CPU
+time (utime + stime from ``/proc/<pid>/stat``) over the measured pbxbridge calls,
+divided by the calls it routed (``/healthz``), is ``cpu_ms_per_call``.
+
+The test bed is exclusive per machine: the run holds the pytest sessions' lock
+(``/tmp/pbxbridge-testbed.lock``, ``PBXBRIDGE_TESTBED_LOCK``) from before
+``Testbed.up()`` until Asterisk is down again, and stops everything it started.
+
+Usage: ``python benchmarks/asterisk_load.py [--rate 50] [--seconds 60] [--blocks 1]
+[--daemon routing|full] [--keep]``
+(root: the test bed needs ``chroot``). The last line of output is JSON with
+``failed_calls``, p50/p95/p99 INVITE -> 200 OK of both paths, ``p95_ratio``
+(pbxbridge over pure) and ``cpu_ms_per_call``.
+Targets: 0 failed calls, p95_ratio <= 1.2, cpu_ms_per_call <= 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import dataclasses
+import fcntl
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.integration.daemon import TEST_RULES, DaemonProcess, install_test_sound
+from tests.testbed import chroot
+from tests.testbed.config import TestbedConfig, default_queues
+from tests.testbed.sipp import (
+    WORKDIR_ENV,
+    CallResult,
+    SippAgent,
+    SippStats,
+    percentile,
+    place_calls,
+    stop_agents,
+)
+from tests.testbed.testbed import Testbed
+
+DID = "+494407730"  # tenant wardenburg in TEST_RULES
+CALLER = "04407123456"
+DISPLAY = "Jörg Müller"
+PURE = "pure"
+PBX = "pbxbridge"
+LOCK_ENV = "PBXBRIDGE_TESTBED_LOCK"
+DEFAULT_LOCK = "/tmp/pbxbridge-testbed.lock"
+_WHISPER = ", whisper: custom/pbxbridge-test"
+
+TARGET_FAILED = 0
+TARGET_P95_RATIO = 1.2
+TARGET_CPU_MS = 1.0
+
+
+def say(msg: str) -> None:
+    """Progress to stderr (stdout carries the summary and the JSON line)."""
+    print(f"[asterisk_load] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------- set-up
+
+
+def bench_rules() -> str:
+    """TEST_RULES without wardenburg's whisper (see the module docstring)."""
+    if _WHISPER not in TEST_RULES:
+        raise RuntimeError(f"TEST_RULES changed: {_WHISPER!r} not found; update the benchmark")
+    return TEST_RULES.replace(_WHISPER, "", 1)
+
+
+def bench_config() -> TestbedConfig:
+    """Quiet Asterisk; ``servicecenter`` sized for 50 calls/s on four agents.
+
+    ``ringinuse`` lets one sipp UAS take many calls at once, ``rrmemory`` spreads
+    them over the four agents; both paths use this same queue.
+    """
+    queues = tuple(
+        dataclasses.replace(q, strategy="rrmemory", ringinuse=True, timeout=4, retry=1,
+                            wrapuptime=0, autofill=True)
+        if q.name == "servicecenter" else q
+        for q in default_queues()
+    )
+    return TestbedConfig(verbose=0, queues=queues)
+
+
+@contextlib.contextmanager
+def testbed_lock() -> Iterator[None]:
+    """The pytest sessions' exclusive test bed lock, taken blocking."""
+    path = Path(os.environ.get(LOCK_ENV, DEFAULT_LOCK))
+    with path.open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for the test bed lock {path} (another session is using Asterisk)")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        say(f"holding the test bed lock {path}")
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+# ----------------------------------------------------------------- /proc
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """Fields of ``/proc/<pid>/stat`` from field 3 (state) on."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2 :].split()
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process (all its threads), in clock ticks."""
+    fields = _stat_fields(pid)
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15
+
+
+def asterisk_pid(tb: Testbed) -> int | None:
+    """The test bed's Asterisk main process (``-f``), not ``-rx`` CLI helpers."""
+    for pid in chroot.chroot_pids(tb.root):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].endswith(b"asterisk") and b"-f" in args:
+            return pid
+    return None
+
+
+def stop_own_sipp_children() -> list[int]:
+    """Kill sipp processes this process started and that are still there.
+
+    ``place_calls`` waits for its sipp; interrupted (Ctrl-C, SIGTERM) it leaves it
+    running. Only our own children named ``sipp`` are touched, by PID.
+    """
+    me = os.getpid()
+    killed: list[int] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            ppid = int(_stat_fields(pid)[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == me and comm == "sipp":
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            killed.append(pid)
+    return killed
+
+
+# ----------------------------------------------------------------- latency
+
+_TRACE_HEADER = re.compile(r"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)$", re.MULTILINE)
+
+
+def parse_trace(workdir: Path) -> dict[str, dict[str, float]]:
+    """INVITE and 200-OK-to-INVITE times per Call-ID from sipp's ``*_messages.log``.
+
+    ``-trace_msg`` stamps every message with the wall clock in microseconds (all
+    sipp processes share the host clock). Per Call-ID the first of each is kept
+    (not retransmissions), under ``invite_sent``/``invite_recv``/``ok_sent``/
+    ``ok_recv``, as seconds since the epoch.
+    """
+    calls: dict[str, dict[str, float]] = {}
+    for path in sorted(workdir.glob("*_messages.log")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        heads = list(_TRACE_HEADER.finditer(text))
+        for i, head in enumerate(heads):
+            end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
+            lines = text[head.end() : end].strip("\n").split("\n")
+            sent = "message sent" in lines[0]
+            start = next((ln.strip() for ln in lines[1:] if ln.strip()), "")
+            if start.startswith("INVITE "):
+                key = "invite_sent" if sent else "invite_recv"
+            elif start.startswith("SIP/2.0 200"):
+                key = "ok_sent" if sent else "ok_recv"
+            else:
+                continue
+            call_id = cseq = ""
+            for ln in lines[2:]:
+                name, _, value = ln.partition(":")
+                lower = name.strip().lower()
+                if lower in ("call-id", "i"):
+                    call_id = value.strip()
+                elif lower == "cseq":
+                    cseq = value.strip()
+                elif not ln.strip():
+                    break  # end of the headers
+            if not call_id or (key.startswith("ok") and not cseq.endswith("INVITE")):
+                continue
+            stamp = datetime.strptime(head.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+            calls.setdefault(call_id, {}).setdefault(key, stamp)
+    return calls
+
+
+def carrier_calls(workdir: Path) -> list[tuple[float, float]]:
+    """(INVITE sent, 200 OK received) per answered call of a ``place_calls`` run."""
+    return sorted(
+        (t["invite_sent"], t["ok_recv"])
+        for t in parse_trace(workdir).values()
+        if "invite_sent" in t and "ok_recv" in t
+    )
+
+
+def agent_legs(workdirs: list[Path]) -> list[tuple[float, float]]:
+    """(INVITE received, 200 OK sent) per answered agent leg, by 200 OK time."""
+    legs = [
+        (t["invite_recv"], t["ok_sent"])
+        for wd in workdirs
+        for t in parse_trace(wd).values()
+        if "invite_recv" in t and "ok_sent" in t
+    ]
+    return sorted(legs, key=lambda leg: leg[1])
+
+
+def split_at_agent(calls: list[tuple[float, float]], legs: list[tuple[float, float]],
+                   max_gap_s: float = 0.010, slack_s: float = 0.001,
+                   ) -> tuple[list[float], list[float]]:
+    """Each call's INVITE -> 200 OK split into Asterisk's share and the agent's ring.
+
+    Asterisk answers the carrier right after the agent's 200 OK, so a call's agent
+    leg is the one whose 200 OK was sent last before the carrier's 200 OK arrived
+    (within ``max_gap_s``; calls are 20 ms apart at 50/s). ``slack_s`` allows for
+    the order in which two processes write their logs (a sender may stamp a
+    message after its receiver did). Calls without an unambiguous leg are left
+    out.
+
+    Returns:
+        Asterisk's share (carrier INVITE -> 200 OK minus the agent's INVITE ->
+        200 OK) and the agent's ring time, in ms, for the matched calls.
+    """
+    ends = [ok for _, ok in legs]
+    used: set[int] = set()
+    shares: list[float] = []
+    rings: list[float] = []
+    for invite, ok in calls:
+        i = bisect.bisect_right(ends, ok + slack_s) - 1
+        if i < 0 or i in used:
+            continue
+        leg_invite, leg_ok = legs[i]
+        if ok - leg_ok > max_gap_s or leg_invite < invite - slack_s:
+            continue
+        used.add(i)
+        rings.append((leg_ok - leg_invite) * 1000.0)
+        shares.append((ok - invite) * 1000.0 - rings[-1])
+    return shares, rings
+
+
+# ----------------------------------------------------------------- running
+
+
+@dataclasses.dataclass
+class PathStats:
+    """What one path's measured calls did (warm-up excluded)."""
+
+    name: str
+    requested: int = 0
+    successful: int = 0
+    sipp_failed: int = 0
+    calls: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+    rtt_ms: list[float] = dataclasses.field(default_factory=list)
+    wall_s: float = 0.0
+    asterisk_ticks: int = 0
+    daemon_ticks: int = 0
+    routed: int = 0
+    route_failed: int = 0
+    routed_ranges: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    workdirs: list[Path] = dataclasses.field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        """Calls that did not complete: sipp failures and calls never completed."""
+        return self.requested - self.successful
+
+    @property
+    def latencies_ms(self) -> list[float]:
+        """INVITE -> 200 OK per answered call, in ms (trace timestamps)."""
+        return [(ok - invite) * 1000.0 for invite, ok in self.calls]
+
+    def pct(self, p: float) -> float:
+        """INVITE -> 200 OK percentile in ms (trace timestamps)."""
+        return percentile(self.latencies_ms, p)
+
+
+@dataclasses.dataclass
+class Bench:
+    """One benchmark run's fixed parts."""
+
+    tb: Testbed
+    daemon: DaemonProcess
+    rate: float
+    hold_ms: int
+
+    def source_ip(self, path: str) -> str:
+        """The carrier address that selects the path."""
+        cfg = self.tb.config
+        return cfg.trunk_ip if path == PBX else cfg.pure_trunk_ip
+
+    def calls(self, path: str, count: int) -> CallResult:
+        """Place ``count`` calls on ``path`` at the benchmark rate (blocking)."""
+        return place_calls(
+            DID,
+            count=count,
+            rate=self.rate,
+            hold_ms=self.hold_ms,
+            caller=CALLER,
+            display=DISPLAY,
+            source_ip=self.source_ip(path),
+            target=f"{self.tb.sip_host}:{self.tb.sip_port}",
+            # ~rate x (ring + hold + BYE + 0.5 s timewait) calls are open at once
+            max_concurrent=max(200, int(self.rate * 10)),
+            timeout_s=count / self.rate + 60.0,
+            trace_messages=True,
+        )
+
+    def routed_so_far(self) -> tuple[int, int]:
+        """``calls.routed`` and ``calls.failed`` from the daemon's ``/healthz``."""
+        calls = self.daemon.health()["calls"]
+        return int(calls["routed"]), int(calls["failed"])
+
+    def warm_up(self, path: str, count: int) -> int:
+        """Unmeasured calls; returns how many did not complete."""
+        if count <= 0:
+            return 0
+        say(f"warm-up: {count} calls on {path}")
+        result = self.calls(path, count)
+        self.tb.wait_idle(timeout=30)
+        if result.failed or result.successful != count:
+            say(f"warm-up on {path}: {count - result.successful} failed\n{result.describe()}")
+        return count - result.successful
+
+    def block(self, stats: PathStats, count: int) -> None:
+        """Measured calls on one path, added to ``stats``."""
+        path = stats.name
+        say(f"{path}: {count} calls at {self.rate:g}/s")
+        daemon_pid = self.daemon.proc.pid if self.daemon.proc else None
+        ast_pid = asterisk_pid(self.tb)
+        routed0, failed0 = self.routed_so_far()
+        d0 = cpu_ticks(daemon_pid) if daemon_pid else 0
+        a0 = cpu_ticks(ast_pid) if ast_pid else 0
+        started = time.monotonic()
+        result = self.calls(path, count)
+        stats.wall_s += time.monotonic() - started
+        if ast_pid:
+            stats.asterisk_ticks += cpu_ticks(ast_pid) - a0
+        if daemon_pid:
+            stats.daemon_ticks += cpu_ticks(daemon_pid) - d0
+        routed1, failed1 = self.routed_so_far()
+        stats.routed += routed1 - routed0
+        stats.route_failed += failed1 - failed0
+        stats.routed_ranges.append((routed0, routed1))
+        stats.requested += count
+        stats.successful += result.successful
+        stats.sipp_failed += result.failed
+        stats.rtt_ms.extend(result.invite_to_200_ms)
+        stats.calls.extend(carrier_calls(result.workdir))
+        stats.workdirs.append(result.workdir)
+        if not result.ok:
+            say(f"{path}: {count - result.successful} of {count} calls failed\n"
+                f"{result.describe()}")
+        self.tb.wait_idle(timeout=30)
+
+
+def _tcp_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def daemon_env_for(mode: str, tb: Testbed) -> tuple[dict[str, str], list[str]]:
+    """The daemon's extra environment and the features it runs with.
+
+    ``routing``: ARI routing only; AMI (queue following) and MQTT (screen pops)
+    off, so the figure does not depend on a broker happening to run here.
+    ``full``: also AMI, logged in to the test bed, and MQTT when a broker answers
+    at ``PBXBRIDGE_MQTT_HOST``/``PBXBRIDGE_MQTT_PORT`` (default 127.0.0.1:1883).
+    """
+    env = {"PBXBRIDGE_LOG_LEVEL": "info"}
+    if mode == "routing":
+        env.update(PBXBRIDGE_AMI_ENABLED="no", PBXBRIDGE_MQTT_ENABLED="no")
+        return env, ["ari"]
+    env.update(
+        PBXBRIDGE_AMI_ENABLED="yes",
+        PBXBRIDGE_AMI_HOST=tb.ami_host,
+        PBXBRIDGE_AMI_PORT=str(tb.ami_port),
+        PBXBRIDGE_AMI_USER=tb.ami_user,
+        PBXBRIDGE_AMI_PASSWORD=tb.ami_password,
+    )
+    host = os.environ.get("PBXBRIDGE_MQTT_HOST") or "127.0.0.1"
+    port = int(os.environ.get("PBXBRIDGE_MQTT_PORT") or 1883)
+    if _tcp_open(host, port):
+        env["PBXBRIDGE_MQTT_ENABLED"] = "yes"
+        return env, ["ari", "ami", "mqtt"]
+    say(f"no MQTT broker at {host}:{port}: MQTT off")
+    env["PBXBRIDGE_MQTT_ENABLED"] = "no"
+    return env, ["ari", "ami"]
+
+
+def block_sizes(total: int, blocks: int) -> list[int]:
+    """``total`` calls split into ``blocks`` nearly equal parts."""
+    base, rest = divmod(total, blocks)
+    return [base + (1 if i < rest else 0) for i in range(blocks)]
+
+
+def routing_ms(daemon: DaemonProcess, ranges: list[tuple[int, int]]) -> list[float]:
+    """The daemon's own ``call.routed`` ``ms`` of the measured calls.
+
+    The n-th ``call.routed`` line is logged right after the counter reached n
+    (same task, no await in between), so counter ranges select the lines.
+    """
+    routed = daemon.routed()
+    out: list[float] = []
+    for lo, hi in ranges:
+        out.extend(float(e.get("ms", math.nan)) for e in routed[lo:hi])
+    return out
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Bring up the bed, the agents and the daemon; run both paths; tear down."""
+    tb = Testbed(config=bench_config())
+    agents: list[SippAgent] = []
+    daemon: DaemonProcess | None = None
+    pure, pbx = PathStats(PURE), PathStats(PBX)
+    warmup_failed = 0
+    routing: list[float] = []
+    agent_stats: dict[str, SippStats] = {}
+    agent_dirs: list[Path] = []
+    connections: dict[str, str] = {}
+    features: list[str] = []
+    try:
+        tb.up()
+        install_test_sound(tb)  # other tenants of TEST_RULES refer to it
+        for n in range(1, tb.config.agent_count + 1):
+            agent = SippAgent.for_agent(n, "answer", args.ring_delay_ms, tb.config,
+                                        trace_messages=True)
+            agents.append(agent)  # before start(): stopped in any case
+            agent.start()
+        (workdir / "daemon").mkdir()
+        daemon_env, features = daemon_env_for(args.daemon, tb)
+        daemon = DaemonProcess(tb, workdir / "daemon", rules=bench_rules(), extra_env=daemon_env)
+        daemon.start()
+        bench = Bench(tb, daemon, args.rate, args.hold_ms)
+        warmup_failed += bench.warm_up(PURE, args.warmup)
+        warmup_failed += bench.warm_up(PBX, args.warmup)
+        total = round(args.rate * args.seconds)
+        for i, count in enumerate(block_sizes(total, args.blocks)):
+            order = (pure, pbx) if i % 2 == 0 else (pbx, pure)
+            for stats in order:
+                bench.block(stats, count)
+        health = daemon.health()
+        connections = {k: str((health.get(k) or {}).get("state")) for k in ("ari", "ami", "mqtt")}
+        agent_dirs = [a.workdir for a in agents]
+        agent_stats = stop_agents(agents)
+        agents = []
+        daemon.stop()
+        routing = routing_ms(daemon, pbx.routed_ranges)
+    finally:
+        if agents:
+            stop_agents(agents)
+        if daemon is not None:
+            daemon.stop()
+        leftovers = stop_own_sipp_children()
+        if leftovers:
+            say(f"killed leftover sipp processes {leftovers}")
+        tb.down()
+    legs = agent_legs(agent_dirs)
+    res = summarise(args, pure, pbx, routing, warmup_failed, legs,
+                    {k: dataclasses.asdict(v) for k, v in agent_stats.items()})
+    res["daemon_features"] = features
+    res["daemon_connections"] = connections  # /healthz states after the last call
+    return res
+
+
+# ----------------------------------------------------------------- report
+
+
+def _r(value: float, digits: int = 3) -> float | None:
+    return None if math.isnan(value) else round(value, digits)
+
+
+def summarise(args: argparse.Namespace, pure: PathStats, pbx: PathStats,
+              routing: list[float], warmup_failed: int, legs: list[tuple[float, float]],
+              agent_stats: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """The JSON result."""
+    tick_ms = 1000.0 / os.sysconf("SC_CLK_TCK")
+    ratio = pbx.pct(95) / pure.pct(95) if pure.latencies_ms and pbx.latencies_ms else math.nan
+    cpu_per_call = pbx.daemon_ticks * tick_ms / pbx.routed if pbx.routed else math.nan
+    out: dict[str, Any] = {
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "blocks": args.blocks,
+        "calls_per_path": round(args.rate * args.seconds),
+        "warmup_calls_per_path": args.warmup,
+        "hold_ms": args.hold_ms,
+        "ring_delay_ms": args.ring_delay_ms,
+        "failed_calls": pure.failed + pbx.failed,
+        "failed_pbxbridge": pbx.failed,
+        "failed_pure": pure.failed,
+        "warmup_failed": warmup_failed,
+    }
+    for stats in (pure, pbx):
+        for p in (50, 95, 99):
+            out[f"{stats.name}_p{p}_ms"] = _r(stats.pct(p))
+        out[f"{stats.name}_max_ms"] = _r(max(stats.latencies_ms, default=math.nan))
+        out[f"{stats.name}_samples"] = len(stats.latencies_ms)
+    out["p50_ratio"] = (
+        _r(pbx.pct(50) / pure.pct(50)) if pure.latencies_ms and pbx.latencies_ms else None
+    )
+    out["p95_ratio"] = _r(ratio)
+    out["p95_extra_ms"] = _r(pbx.pct(95) - pure.pct(95))
+    out["cpu_ms_per_call"] = _r(cpu_per_call)
+    out["routed"] = pbx.routed
+    out["route_failed"] = pbx.route_failed
+    for p in (50, 95, 99):
+        out[f"routing_p{p}_ms"] = _r(percentile(routing, p))
+    for stats in (pure, pbx):
+        for p in (50, 95, 99):
+            out[f"{stats.name}_rtt_p{p}_ms"] = _r(percentile(stats.rtt_ms, p))
+        out[f"asterisk_cpu_ms_per_call_{stats.name}"] = (
+            _r(stats.asterisk_ticks * tick_ms / stats.requested) if stats.requested else None
+        )
+        out[f"{stats.name}_wall_s"] = _r(stats.wall_s, 1)
+    # Asterisk's share: INVITE -> 200 OK without the agent's own ring time, which
+    # sipp times on a coarse timer (a 20 ms ring is 24 to 28 ms); the ratio as if
+    # every agent answered exactly --ring-delay-ms after the INVITE.
+    shares: dict[str, list[float]] = {}
+    for stats in (pure, pbx):
+        share, rings = split_at_agent(stats.calls, legs)
+        shares[stats.name] = share
+        for p in (50, 95, 99):
+            out[f"{stats.name}_asterisk_p{p}_ms"] = _r(percentile(share, p))
+        out[f"{stats.name}_asterisk_samples"] = len(share)
+        for p in (50, 95):
+            out[f"{stats.name}_agent_ring_p{p}_ms"] = _r(percentile(rings, p))
+    ring = float(args.ring_delay_ms)
+    pure_share95 = percentile(shares[PURE], 95)
+    pbx_share95 = percentile(shares[PBX], 95)
+    out["asterisk_p95_extra_ms"] = _r(pbx_share95 - pure_share95)
+    out["p95_ratio_fixed_ring"] = _r((pbx_share95 + ring) / (pure_share95 + ring))
+    out["latency_source"] = "sipp -trace_msg timestamps (us), INVITE sent -> 200 OK received"
+    out["agents"] = agent_stats
+    out["targets_met"] = {
+        "failed_calls": out["failed_calls"] <= TARGET_FAILED,
+        "p95_ratio": not math.isnan(ratio) and ratio <= TARGET_P95_RATIO,
+        "cpu_ms_per_call": not math.isnan(cpu_per_call) and cpu_per_call <= TARGET_CPU_MS,
+    }
+    return out
+
+
+def print_summary(res: dict[str, Any]) -> None:
+    """Human-readable lines (stdout, before the JSON)."""
+    print(f"asterisk_load: {res['calls_per_path']} calls per path at {res['rate']:g}/s "
+          f"({res['blocks']} block(s) each), hold {res['hold_ms']} ms, "
+          f"ring {res['ring_delay_ms']} ms")
+    print("INVITE -> 200 OK (ms)        p50      p95      p99      max   failed")
+    for name in (PURE, PBX):
+        cells = [res[f"{name}_p{p}_ms"] for p in (50, 95, 99)] + [res[f"{name}_max_ms"]]
+        text = "".join(f"{c:9.2f}" if c is not None else "      n/a" for c in cells)
+        print(f"  {name:<25}{text}{res[f'failed_{name}']:9d}")
+    print(f"p95 ratio {res['p95_ratio']} (target <= {TARGET_P95_RATIO}), "
+          f"+{res['p95_extra_ms']} ms at p95; p50 ratio {res['p50_ratio']}")
+    print(f"Asterisk's share (without the agent's ring) p50/p95/p99: pure "
+          f"{res['pure_asterisk_p50_ms']}/{res['pure_asterisk_p95_ms']}/"
+          f"{res['pure_asterisk_p99_ms']} ms, pbxbridge {res['pbxbridge_asterisk_p50_ms']}/"
+          f"{res['pbxbridge_asterisk_p95_ms']}/{res['pbxbridge_asterisk_p99_ms']} ms; "
+          f"p95 ratio with an exact {res['ring_delay_ms']} ms ring {res['p95_ratio_fixed_ring']}")
+    print(f"agent ring time p50/p95 (sipp timer): pure {res['pure_agent_ring_p50_ms']}/"
+          f"{res['pure_agent_ring_p95_ms']} ms, pbxbridge {res['pbxbridge_agent_ring_p50_ms']}/"
+          f"{res['pbxbridge_agent_ring_p95_ms']} ms")
+    print(f"daemon ({'+'.join(res['daemon_features'])}) CPU {res['cpu_ms_per_call']} ms "
+          f"per routed call (target <= {TARGET_CPU_MS}), "
+          f"{res['routed']} routed, {res['route_failed']} routing failures; daemon routing time "
+          f"p50/p95/p99 {res['routing_p50_ms']}/{res['routing_p95_ms']}/{res['routing_p99_ms']} ms")
+    print(f"Asterisk CPU per call: pure {res['asterisk_cpu_ms_per_call_pure']} ms, "
+          f"pbxbridge {res['asterisk_cpu_ms_per_call_pbxbridge']} ms")
+    print(f"sipp RTT (whole ms) p95: pure {res['pure_rtt_p95_ms']}, "
+          f"pbxbridge {res['pbxbridge_rtt_p95_ms']}")
+    print(f"targets met: {res['targets_met']}")
+
+
+def main() -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=50.0, help="calls per second (50)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="seconds per path (60)")
+    parser.add_argument("--blocks", type=int, default=1,
+                        help="alternate the paths in this many blocks each (1: pure, then pbx)")
+    parser.add_argument("--warmup", type=int, default=50, help="unmeasured calls per path (50)")
+    parser.add_argument("--hold-ms", type=int, default=500, help="call hold after 200 OK (500)")
+    parser.add_argument("--ring-delay-ms", type=int, default=20, help="agent ring time (20)")
+    parser.add_argument("--daemon", choices=("routing", "full"), default="routing",
+                        help="routing: ARI only (default); full: also AMI and MQTT")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directory (sipp traces, daemon log)")
+    args = parser.parse_args()
+    if args.rate <= 0 or args.seconds <= 0 or args.blocks < 1 or args.warmup < 0:
+        parser.error("--rate and --seconds must be > 0, --blocks >= 1, --warmup >= 0")
+
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    workdir = Path(tempfile.mkdtemp(prefix="pbxbridge-asterisk-load-"))
+    os.environ.setdefault(WORKDIR_ENV, str(workdir / "sipp"))
+    keep = args.keep
+    try:
+        with testbed_lock():
+            res = run(args, workdir)
+        # failed calls: keep the evidence (sipp's *_errors.log, the daemon log)
+        keep = keep or bool(res["failed_calls"] or res["warmup_failed"])
+    except BaseException:
+        keep = True
+        raise
+    finally:
+        if keep and any(workdir.iterdir()):
+            say(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print_summary(res)
+    print(json.dumps(res, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
