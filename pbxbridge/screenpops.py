@@ -146,6 +146,8 @@ class ScreenPops:
         clock: "now" (tests inject one).
         repeat_calls: Optional lookup: E.164 number → calls in the last 7 days.
         on_record: Optional observer of every record change (the journal).
+        local: Optional in-process sink for agent pops ``(agent, message)``,
+            e.g. the agent web page; called with the same messages as MQTT.
     """
 
     def __init__(
@@ -156,12 +158,14 @@ class ScreenPops:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         repeat_calls: Callable[[str], int | None] | None = None,
         on_record: Callable[[CallRecord, CallEvent | None], None] | None = None,
+        local: Callable[[str, dict[str, object]], None] | None = None,
     ) -> None:
         self._publisher = publisher
         self._ring_timeout_s = ring_timeout_s
         self._clock = clock
         self._repeat_calls = repeat_calls
         self._on_record = on_record
+        self._local = local
         self.records: dict[str, CallRecord] = {}
         self.stats = PopStats()
 
@@ -238,18 +242,24 @@ class ScreenPops:
         log.info("calls.resync", waiting=len(waiting), following=len(self.records))
 
     def _pop(self, record: CallRecord, kind: PopKind, agent: str, step_pop_at: datetime) -> None:
-        if self._publisher is None or not agent:
+        if (self._publisher is None and self._local is None) or not agent:
             return
         repeat = None
         if self._repeat_calls is not None and record.decision.caller:
             repeat = self._repeat_calls(record.decision.caller)
         message = agent_message(record, Pop(kind, agent, step_pop_at), repeat_calls_7d=repeat)
-        # A ringing pop is useless once the phone stopped ringing: let the
-        # publisher drop it rather than show it late after a broker outage.
-        expires = time.monotonic() + self._ring_timeout_s if kind is PopKind.RINGING else None
-        self._publisher.publish(
-            agent_topic_relative(agent), _encode(message), expires_at=expires, kind=kind.value
-        )
+        if self._local is not None:
+            try:
+                self._local(agent, message)
+            except Exception:
+                log.exception("calls.local_sink_failed", agent=agent)
+        if self._publisher is not None:
+            # A ringing pop is useless once the phone stopped ringing: let the
+            # publisher drop it rather than show it late after a broker outage.
+            expires = time.monotonic() + self._ring_timeout_s if kind is PopKind.RINGING else None
+            self._publisher.publish(
+                agent_topic_relative(agent), _encode(message), expires_at=expires, kind=kind.value
+            )
         self.stats.pops += 1
 
     def _wallboard(self, record: CallRecord, at: datetime) -> None:
