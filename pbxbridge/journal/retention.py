@@ -1,0 +1,97 @@
+"""Retention: personal data leaves the journal after a fixed period.
+
+The journal keeps every call for the statistics, but the caller's number (and a
+callback number an agent noted) are personal data that may only be kept as
+long as needed. :func:`purge_older_than` removes them from calls older than the
+retention period and stamps ``purged_at``; tenant, times, outcome, agent, waiting
+and talking times stay, so reports over any period still add up.
+
+The default period is :data:`DEFAULT_RETENTION_DAYS` (90 days). The daemon runs
+the purge once a day (:func:`retention_loop`); operators can run it by hand with
+``pbxbridge purge``. Purging is idempotent: running it twice, or on two nodes
+sharing a PostgreSQL journal, purges each call once.
+
+Not covered (by design of the schema): the disposition note is free text the
+agent writes and stays; agents must not put personal data into it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import structlog
+
+from pbxbridge.journal.store import JournalStore
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_RETENTION_DAYS: Final = 90
+"""How long callers' numbers are kept, in days (counted from the call's arrival)."""
+
+
+def purge_older_than(
+    store: JournalStore, days: int = DEFAULT_RETENTION_DAYS, now: datetime | None = None
+) -> int:
+    """Remove the personal data of calls that arrived more than ``days`` ago.
+
+    Args:
+        store: The journal.
+        days: The retention period in days (at least 1; a mistaken 0 must not
+            wipe today's callback numbers).
+        now: The current instant (aware); defaults to the system clock.
+
+    Returns:
+        How many calls were purged by this run.
+
+    Raises:
+        ValueError: If ``days`` is below 1 or ``now`` is naive.
+    """
+    if days < 1:
+        raise ValueError(f"the retention period must be at least 1 day, got {days}")
+    at = datetime.now(UTC) if now is None else now
+    if at.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    purged = store.purge(at - timedelta(days=days), at)
+    log.info("journal.purged", calls=purged, days=days)
+    return purged
+
+
+async def retention_loop(
+    store_factory: Callable[[], JournalStore],
+    *,
+    days: int = DEFAULT_RETENTION_DAYS,
+    interval_s: float = 86_400.0,
+    retry_s: float = 3_600.0,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    """Purge now and then every ``interval_s`` until cancelled (for the daemon).
+
+    Each run opens its own store in a worker thread (never the writer's), so a
+    purge of many rows does not hold up the journal writer's connection. A
+    failed run (database down) is retried after ``retry_s``.
+
+    Args:
+        store_factory: Opens the journal store.
+        days: The retention period in days.
+        interval_s: Seconds between runs.
+        retry_s: Seconds until the next try after a failure.
+        clock: "now" (tests inject one).
+    """
+    if days < 1:
+        raise ValueError(f"the retention period must be at least 1 day, got {days}")
+
+    def once() -> int:
+        with store_factory() as store:
+            return purge_older_than(store, days, clock())
+
+    while True:
+        try:
+            await asyncio.to_thread(once)
+            delay = interval_s
+        except Exception:
+            log.exception("journal.purge_failed")
+            delay = retry_s
+        await asyncio.sleep(delay)

@@ -1,0 +1,371 @@
+"""The call journal against the machine's PostgreSQL (127.0.0.1:5432).
+
+Each test module works in a throwaway database (``pbxbridge_test_<random>``),
+dropped at the end; tests that need a *fresh* database make their own. The
+store behaviours are the same :class:`StoreBehaviour` the SQLite store passes.
+On top: migrations racing from several threads, two nodes sharing one
+database, a connection killed by the server, and an outage: a TCP proxy between
+the writer and PostgreSQL cuts every connection and refuses new ones for a few
+seconds while calls keep coming; afterwards every call is in the database with
+its latest state, none lost, none twice.
+
+``PBXBRIDGE_TEST_POSTGRES`` overrides the server URL; ``PBXBRIDGE_SKIP_POSTGRES=1``
+skips the module (otherwise an unreachable server is an error, not a silent skip).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from pbxbridge.journal.entry import JournalEntry
+from pbxbridge.journal.schema import SCHEMA_VERSION
+from pbxbridge.journal.store import JournalStore, PostgresJournal
+from pbxbridge.journal.writer import JournalWriter
+from tests.unit.test_journal_store import (
+    CALLER,
+    StoreBehaviour,
+    at,
+    entry,
+    lifecycle_of,
+    until,
+    versions,
+)
+
+pytestmark = pytest.mark.postgres
+
+SERVER = os.environ.get("PBXBRIDGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+SKIP = os.environ.get("PBXBRIDGE_SKIP_POSTGRES", "").strip().lower() in {"1", "yes", "true"}
+
+
+def admin() -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
+
+
+@contextlib.contextmanager
+def throwaway_database() -> Iterator[str]:
+    """A new, empty database; its URL. Dropped afterwards (connections and all)."""
+    name = f"pbxbridge_test_{secrets.token_hex(6)}"
+    with admin() as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield make_conninfo(SERVER, dbname=name)
+    finally:
+        with admin() as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[str]:
+    if SKIP:
+        pytest.skip("PBXBRIDGE_SKIP_POSTGRES=1: PostgreSQL tests skipped")
+    with throwaway_database() as url:
+        PostgresJournal(url).close()  # migrated, so tests may TRUNCATE first
+        yield url
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[str]:
+    if SKIP:
+        pytest.skip("PBXBRIDGE_SKIP_POSTGRES=1: PostgreSQL tests skipped")
+    with throwaway_database() as url:
+        yield url
+
+
+def query(url: str, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(sql.encode())
+        return cur.fetchall() if cur.description is not None else []
+
+
+class TestPostgresStore(StoreBehaviour):
+    @pytest.fixture
+    def store(self, database: str) -> Iterator[JournalStore]:
+        with PostgresJournal(database) as s:
+            query(database, "TRUNCATE calls")
+            yield s
+
+
+class TestPostgresSpecifics:
+    def test_migrations_fresh_and_reopen(self, fresh_database: str) -> None:
+        with PostgresJournal(fresh_database) as store:
+            assert store.schema_version == SCHEMA_VERSION
+            store.upsert([entry("c1")])
+        with PostgresJournal(fresh_database) as store:
+            assert store.schema_version == SCHEMA_VERSION
+            assert [r.call_id for r in store.calls_between(at(0), at(1))] == ["c1"]
+        assert query(fresh_database, "SELECT version FROM schema_version") == [
+            (v,) for v in range(1, SCHEMA_VERSION + 1)]
+        types = dict(query(fresh_database, "SELECT column_name, data_type FROM "
+                           "information_schema.columns WHERE table_name = 'calls'"))
+        assert types["arrived_at"] == "timestamp with time zone"
+        assert types["via_115"] == "boolean"
+
+    def test_concurrent_fresh_open(self, fresh_database: str) -> None:
+        barrier = threading.Barrier(6)
+        errors: list[BaseException] = []
+
+        def open_and_write(i: int) -> None:
+            try:
+                barrier.wait()
+                with PostgresJournal(fresh_database) as store:
+                    store.upsert([entry(f"c{i}", node=f"n{i}")])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_and_write, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert query(fresh_database, "SELECT version FROM schema_version") == [(1,)]
+        assert query(fresh_database, "SELECT count(*) FROM calls") == [(6,)]
+
+    def test_times_are_stored_as_instants(self, database: str) -> None:
+        with PostgresJournal(database) as store:
+            query(database, "TRUNCATE calls")
+            store.upsert([entry("c1")])
+        (row,) = query(database, "SELECT arrived_at AT TIME ZONE 'UTC' FROM calls")
+        assert row[0] == T0_NAIVE
+
+    def test_reconnects_after_the_server_dropped_the_connection(self, database: str) -> None:
+        with PostgresJournal(database) as store:
+            query(database, "TRUNCATE calls")
+            store.upsert([entry("c1")])
+            query(database, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name = 'pbxbridge-journal' "
+                            "AND datname = current_database()")
+            with pytest.raises(psycopg.OperationalError) as caught:
+                store.upsert([entry("c2")])
+            assert store.is_transient(caught.value)
+            store.upsert([entry("c2")])  # a new connection
+            assert len(list(store.calls_between(at(0), at(1)))) == 2
+
+    def test_an_unreachable_server_fails_fast(self) -> None:
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError):
+            PostgresJournal(make_conninfo(SERVER, host="127.0.0.1", port=free_port()),
+                            connect_timeout=2)
+        assert time.monotonic() - started < 5
+
+    def test_two_nodes_share_one_database(self, database: str) -> None:
+        query(database, "TRUNCATE calls")
+        errors: list[BaseException] = []
+
+        def node(name: str) -> None:
+            try:
+                with PostgresJournal(database) as store:
+                    for v in range(5):
+                        store.upsert([versions(f"c{i}", node=name, arrived=at(i))[v]
+                                      for i in range(200)])
+                    store.set_disposition(name, "c0", "resolved", f"agent-{name}", "", None,
+                                          None, at(100))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=node, args=(n,)) for n in ("n1", "n2")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        with PostgresJournal(database) as store:
+            rows = list(store.calls_between(at(0), at(1000)))
+            assert len(rows) == 400
+            assert {r.node for r in rows} == {"n1", "n2"}
+            for r in rows:
+                assert lifecycle_of(r) == versions(r.call_id, node=r.node, arrived=r.arrived_at)[4]
+            c0 = {r.node: r for r in rows if r.call_id == "c0"}
+            assert c0["n1"].disposition_by == "agent-n1" and c0["n2"].disposition_by == "agent-n2"
+            # the repeat-call count spans nodes
+            assert store.repeat_count(CALLER, at(0)) == 400
+            # and one node's purge covers the shared journal (once)
+            assert store.purge(at(10), at(5000)) == 20
+        with PostgresJournal(database) as other:
+            assert other.purge(at(10), at(6000)) == 0
+
+
+T0_NAIVE = datetime(2026, 11, 25, 9, 0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ------------------------------------------------------------------ outage
+
+
+class Proxy:
+    """A TCP proxy to PostgreSQL that can cut the line.
+
+    Args:
+        target: ``(host, port)`` of the real server.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+        self.accepted = 0
+        self.cuts = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def url(self, database: str) -> str:
+        return make_conninfo(database, host="127.0.0.1", port=self.port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.accepted += 1
+        self._links |= {writer, up_writer}
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        finally:
+            self._links -= {writer, up_writer}
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.transport.abort()
+
+    async def cut(self, seconds: float) -> None:
+        """Reset every connection and refuse new ones for ``seconds``."""
+        assert self._server is not None
+        self.cuts += 1
+        self._server.close()  # the port refuses connections now
+        for link in list(self._links):
+            link.transport.abort()  # RST: like a firewall dropping the session
+        await asyncio.sleep(seconds)
+        await self.start()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for link in list(self._links):
+            link.transport.abort()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[Proxy]:
+    info = psycopg.conninfo.conninfo_to_dict(SERVER)
+    p = Proxy((str(info.get("host", "127.0.0.1")), int(str(info.get("port", 5432)))))
+    await p.start()
+    yield p
+    await p.close()
+
+
+def final(call: int, node: str = "n1") -> JournalEntry:
+    return versions(f"c{call:04d}", node=node, arrived=at(call))[4]
+
+
+async def test_outage_loses_nothing_and_writes_nothing_twice(
+    database: str, proxy: Proxy, tmp_path: Path
+) -> None:
+    query(database, "TRUNCATE calls")
+    url = proxy.url(database)
+    writer = JournalWriter(
+        lambda: PostgresJournal(url, connect_timeout=2, statement_timeout=5),
+        tmp_path / "spool",
+        flush_interval=0.1,
+        min_backoff=0.1,
+        max_backoff=0.5,
+    )
+    task = asyncio.create_task(writer.run())
+    # Calls keep coming: every 20 ms a new one, each moving through its five
+    # states over the next 80 ms (so many are mid-call when the line is cut).
+    stop = asyncio.Event()
+    started = 0
+
+    async def traffic() -> None:
+        nonlocal started
+        tick = 0
+        while not stop.is_set() or tick < started + 4:
+            if not stop.is_set():
+                started += 1
+            for k in range(5):
+                call = tick - k
+                if 0 <= call < started:
+                    assert writer.submit(versions(f"c{call:04d}", arrived=at(call))[k])
+            tick += 1
+            await asyncio.sleep(0.02)
+
+    feeder = asyncio.create_task(traffic())
+    await asyncio.sleep(1.0)
+    assert writer.stats.db_available and writer.stats.written > 0
+    cut = asyncio.create_task(proxy.cut(5.0))
+    await until(lambda: not writer.stats.db_available, within=3.0, what="the outage noticed")
+    await until(lambda: writer.stats.spooled > 0 and bool(writer.spool_files()), within=3.0,
+                what="entries spooled to disk")
+    during = writer.stats.spool_backlog
+    await cut
+    await asyncio.sleep(1.0)
+    stop.set()
+    await feeder
+    await until(lambda: writer.stats.db_available and writer.stats.backlog == 0, within=10.0,
+                what="the backlog replayed")
+    await writer.close()
+    await task
+
+    assert during > 0
+    assert writer.stats.replayed > 0 and writer.stats.rejected == 0
+    assert writer.spool_files() == []
+    rows = query(database, "SELECT call_id, count(*) OVER (PARTITION BY node, call_id) FROM calls")
+    assert len(rows) == started and all(n == 1 for _, n in rows)
+    with PostgresJournal(database) as store:
+        got = list(store.calls_between(at(0), at(started + 1)))
+    assert [r.call_id for r in got] == [f"c{i:04d}" for i in range(started)]
+    wrong = [r.call_id for r in got if lifecycle_of(r) != final(int(r.call_id[1:]))]
+    assert wrong == []
+    # several seconds of calls were in the cut: it really was an outage
+    assert started > 250 and proxy.cuts == 1 and proxy.accepted >= 2
+
+
+async def test_two_writers_two_nodes(database: str, tmp_path: Path) -> None:
+    query(database, "TRUNCATE calls")
+    writers = [
+        JournalWriter(lambda: PostgresJournal(database), tmp_path / node, flush_interval=0.05)
+        for node in ("n1", "n2")
+    ]
+    tasks = [asyncio.create_task(w.run()) for w in writers]
+    for v in range(5):
+        for i in range(300):
+            for w, node in zip(writers, ("n1", "n2"), strict=True):
+                w.submit(versions(f"c{i:04d}", node=node, arrived=at(i))[v])
+        await asyncio.sleep(0.01)
+    for w in writers:
+        await w.close()
+    await asyncio.gather(*tasks)
+    with PostgresJournal(database) as store:
+        rows = list(store.calls_between(at(0), at(1000)))
+    assert len(rows) == 600
+    assert all(lifecycle_of(r) == final(int(r.call_id[1:]), r.node) for r in rows)
+

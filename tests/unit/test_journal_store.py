@@ -1,0 +1,1070 @@
+"""The call journal: SQLite store, journal writer (spool and replay) and retention.
+
+Store behaviours live in :class:`StoreBehaviour`, run here against SQLite in a
+temporary directory and, by ``tests/integration/test_journal_postgres.py``,
+against the machine's PostgreSQL: both stores must mean the same thing.
+The writer is tested against a fake store that fails on command (down,
+refusing one entry, hanging) and against real SQLite files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pbxbridge.core.lifecycle import CallEvent, EventKind, advance, start
+from pbxbridge.core.models import Action, Decision
+from pbxbridge.journal.entry import JournalEntry, Outcome, entry_from_record
+from pbxbridge.journal.retention import (
+    DEFAULT_RETENTION_DAYS,
+    purge_older_than,
+    retention_loop,
+)
+from pbxbridge.journal.schema import SCHEMA_VERSION
+from pbxbridge.journal.store import (
+    ALL_COLUMNS,
+    MAX_NOTE_CHARS,
+    CallRow,
+    JournalStore,
+    SqliteJournal,
+)
+from pbxbridge.journal.writer import (
+    REJECTED_FILE,
+    JournalWriter,
+    entry_from_json,
+    entry_to_json,
+)
+
+BERLIN = ZoneInfo("Europe/Berlin")
+T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+CALLER = "+494411234567"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def entry(call_id: str = "c1", **changes: object) -> JournalEntry:
+    """A call that has just been routed (override any column)."""
+    base = JournalEntry(
+        node="n1",
+        call_id=call_id,
+        tenant="wardenburg",
+        did="+494407730",
+        caller=CALLER,
+        via_115=False,
+        action="queue",
+        reasons=("DID +494407730 matched tenant wardenburg", "open → queue servicecenter"),
+        arrived_at=T0,
+        queued_at=None,
+        answered_at=None,
+        ended_at=None,
+        outcome=Outcome.IN_PROGRESS,
+        agent="",
+        queue="",
+        wait_s=None,
+        talk_s=None,
+        rings=(),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def versions(call_id: str, node: str = "n1", arrived: datetime = T0) -> list[JournalEntry]:
+    """The five states a call goes through (routed, queued, ringing, answered, ended)."""
+    e0 = entry(call_id, node=node, arrived_at=arrived)
+    e1 = replace(e0, queued_at=arrived + timedelta(seconds=1), queue="servicecenter")
+    ring = {"agent": "agent1", "started": (arrived + timedelta(seconds=2)).isoformat(),
+            "ended": None, "outcome": None}
+    e2 = replace(e1, agent="agent1", rings=(ring,))
+    answered = {**ring, "ended": (arrived + timedelta(seconds=5)).isoformat(),
+                "outcome": "answered"}
+    e3 = replace(e2, answered_at=arrived + timedelta(seconds=5), outcome=Outcome.ANSWERED,
+                 wait_s=4.0, rings=(answered,))
+    e4 = replace(e3, ended_at=arrived + timedelta(seconds=65), talk_s=60.0)
+    return [e0, e1, e2, e3, e4]
+
+
+def lifecycle_entries(call_id: str, node: str = "n1") -> list[JournalEntry]:
+    """The entries the daemon would submit for an answered call (real lifecycle)."""
+    decision = Decision(action=Action.QUEUE, tenant="wardenburg", did="+494407730",
+                        caller=CALLER, reasons=("open → queue servicecenter",))
+    record = start(call_id, decision, T0)
+    out = [entry_from_record(record, node)]
+    for event in (
+        CallEvent(EventKind.JOIN, at(1), queue="servicecenter"),
+        CallEvent(EventKind.RING, at(2), agent="agent1"),
+        CallEvent(EventKind.CONNECT, at(5), agent="agent1", hold_s=4.0),
+        CallEvent(EventKind.COMPLETE, at(65), agent="agent1", talk_s=60.0),
+    ):
+        record = advance(record, event).record
+        out.append(entry_from_record(record, node))
+    return out
+
+
+def lifecycle_of(row: CallRow) -> JournalEntry:
+    """The entry a row was written from (to compare rows with entries)."""
+    return JournalEntry(**{c: getattr(row, c) for c in JournalEntry.__slots__})
+
+
+def keys(rows: Iterator[CallRow] | list[CallRow]) -> list[tuple[str, str]]:
+    return [(r.node, r.call_id) for r in rows]
+
+
+# ------------------------------------------------------------------ store behaviours
+
+
+class StoreBehaviour:
+    """What every JournalStore must do; subclasses provide the ``store`` fixture."""
+
+    def test_empty_store(self, store: JournalStore) -> None:
+        assert list(store.calls_between(at(-1e6), at(1e6))) == []
+        assert store.open_callbacks() == []
+        assert store.repeat_count(CALLER, at(-1e6)) == 0
+        assert store.purge(at(1e6), at(1e6)) == 0
+
+    def test_upsert_then_read_every_column(self, store: JournalStore) -> None:
+        e = versions("c1")[-1]
+        store.upsert([e])
+        (row,) = store.calls_between(T0, at(1))
+        assert lifecycle_of(row) == e
+        assert row.disposition is None and row.callback_number is None
+        assert row.purged_at is None
+        assert [f for f in CallRow.__slots__] == list(ALL_COLUMNS)
+
+    def test_upsert_updates_the_row_in_place(self, store: JournalStore) -> None:
+        for v in versions("c1"):
+            store.upsert([v])
+        (row,) = store.calls_between(T0, at(1))
+        assert lifecycle_of(row) == versions("c1")[-1]
+
+    def test_upsert_last_version_in_a_batch_wins(self, store: JournalStore) -> None:
+        vs = versions("c1")
+        store.upsert([vs[0], vs[3], vs[1]])
+        (row,) = store.calls_between(T0, at(1))
+        assert lifecycle_of(row) == vs[1]
+
+    def test_lifecycle_update_keeps_the_disposition(self, store: JournalStore) -> None:
+        vs = versions("c1")
+        store.upsert([vs[3]])  # answered: the agent fills in the form during the call
+        assert store.set_disposition(
+            "n1", "c1", "callback", "agent1", "Rückruf wegen Wohngeld", "+494417654321",
+            at(3600), at(30),
+        )
+        store.upsert([vs[4]])  # the call ends afterwards
+        (row,) = store.calls_between(T0, at(1))
+        assert lifecycle_of(row) == vs[4]
+        assert (row.disposition, row.disposition_by, row.disposition_note) == (
+            "callback", "agent1", "Rückruf wegen Wohngeld")
+        assert row.callback_number == "+494417654321"
+        assert row.disposition_at == at(30) and row.callback_due_at == at(3600)
+
+    def test_times_round_trip_as_aware_utc(self, store: JournalStore) -> None:
+        local = datetime(2026, 3, 29, 2, 59, 59, 999_999, tzinfo=UTC).astimezone(BERLIN)
+        e = replace(versions("c1")[-1], arrived_at=local,
+                    queued_at=local + timedelta(microseconds=1),
+                    answered_at=local + timedelta(hours=1, microseconds=123_457),
+                    ended_at=datetime(2026, 3, 29, 4, 0, tzinfo=timezone(timedelta(hours=-5))))
+        store.upsert([e])
+        (row,) = store.calls_between(local, local + timedelta(seconds=1))
+        for name in ("arrived_at", "queued_at", "answered_at", "ended_at"):
+            value = getattr(row, name)
+            assert value == getattr(e, name), name
+            assert value.tzinfo is UTC, name
+
+    def test_naive_times_are_refused(self, store: JournalStore) -> None:
+        naive = datetime(2026, 11, 25, 9, 0)
+        with pytest.raises(ValueError, match="timezone-aware"):
+            store.upsert([entry(arrived_at=naive)])
+        with pytest.raises(ValueError, match="timezone-aware"):
+            store.calls_between(naive, at(1))
+        with pytest.raises(ValueError, match="timezone-aware"):
+            store.repeat_count(CALLER, naive)
+        with pytest.raises(ValueError, match="timezone-aware"):
+            store.purge(naive, at(0))
+        assert list(store.calls_between(at(-1e6), at(1e6))) == []
+
+    def test_calls_between_is_half_open(self, store: JournalStore) -> None:
+        tick = timedelta(microseconds=1)
+        start, end = at(0), at(3600)
+        store.upsert([
+            entry("before", arrived_at=start - tick),
+            entry("first", arrived_at=start),
+            entry("last", arrived_at=end - tick),
+            entry("end", arrived_at=end),
+        ])
+        assert [r.call_id for r in store.calls_between(start, end)] == ["first", "last"]
+        assert list(store.calls_between(start, start)) == []
+
+    def test_calls_between_by_tenant(self, store: JournalStore) -> None:
+        store.upsert([
+            entry("a", tenant="wardenburg"),
+            entry("b", tenant="oldenburg"),
+            entry("r", tenant="", action="reject", outcome=Outcome.REJECTED),
+        ])
+        assert [r.call_id for r in store.calls_between(at(0), at(1), "oldenburg")] == ["b"]
+        assert [r.call_id for r in store.calls_between(at(0), at(1), "")] == ["r"]
+        assert len(list(store.calls_between(at(0), at(1)))) == 3
+
+    def test_calls_between_orders_and_pages_through_many_rows(
+        self, store: JournalStore
+    ) -> None:
+        # 4,500 rows (more than two pages), many sharing an arrival time and
+        # split over two nodes: the keyset paging must neither skip nor repeat.
+        entries = [
+            entry(f"c{i:05d}", node=f"n{i % 2}", arrived_at=at(i // 7)) for i in range(4500)
+        ]
+        store.upsert(entries)
+        got = keys(store.calls_between(at(0), at(10_000)))
+        assert got == sorted(((e.node, e.call_id) for e in entries),
+                             key=lambda k: (int(k[1][1:]) // 7, k[0], k[1]))
+        assert len(set(got)) == 4500
+
+    def test_writing_while_iterating(self, store: JournalStore) -> None:
+        # The iterator holds no lock or transaction between rows: the writer may
+        # write while a report iterates (the new row may or may not show up).
+        store.upsert([entry(f"c{i}", arrived_at=at(i)) for i in range(5)])
+        rows = store.calls_between(at(0), at(10))
+        assert next(rows).call_id == "c0"
+        store.upsert([entry("late", arrived_at=at(5))])
+        assert [r.call_id for r in rows][:4] == ["c1", "c2", "c3", "c4"]
+        assert len(list(store.calls_between(at(0), at(10)))) == 6
+
+    def test_repeat_count(self, store: JournalStore) -> None:
+        store.upsert([
+            entry("old", arrived_at=at(-8 * 86400)),
+            entry("edge", arrived_at=at(-7 * 86400)),
+            entry("recent", arrived_at=at(-60)),
+            entry("other-node", node="n2", arrived_at=at(-30)),
+            entry("other", caller="+4944199999"),
+            entry("withheld", caller=None),
+        ])
+        assert store.repeat_count(CALLER, at(-7 * 86400)) == 3
+        assert store.repeat_count(CALLER, at(-59)) == 1
+        assert store.repeat_count("+4944199999", at(-1)) == 1
+        assert store.repeat_count("", at(-1e6)) == 0
+
+    def test_set_disposition_resolved(self, store: JournalStore) -> None:
+        store.upsert([entry("c1")])
+        assert store.set_disposition("n1", "c1", "resolved", "agent1", "", None, None, at(90))
+        (row,) = store.calls_between(at(0), at(1))
+        assert (row.disposition, row.disposition_by, row.disposition_at) == (
+            "resolved", "agent1", at(90))
+        assert row.callback_due_at is None
+        assert store.open_callbacks() == []
+
+    def test_set_disposition_of_an_unknown_call(self, store: JournalStore) -> None:
+        store.upsert([entry("c1")])
+        assert not store.set_disposition("n2", "c1", "resolved", "a", "", None, None, at(1))
+        assert not store.mark_callback_done("n1", "nope", at(1))
+
+    def test_set_disposition_validates(self, store: JournalStore) -> None:
+        store.upsert([entry("c1")])
+        with pytest.raises(ValueError, match="unknown disposition"):
+            store.set_disposition("n1", "c1", "later", "a", "", None, None, at(1))
+        with pytest.raises(ValueError, match="longer"):
+            store.set_disposition("n1", "c1", "resolved", "a", "x" * (MAX_NOTE_CHARS + 1),
+                                  None, None, at(1))
+        with pytest.raises(ValueError, match="due time"):
+            store.set_disposition("n1", "c1", "callback", "a", "", CALLER, None, at(1))
+        with pytest.raises(ValueError, match="resolved"):
+            store.set_disposition("n1", "c1", "resolved", "a", "", CALLER, None, at(1))
+        with pytest.raises(ValueError, match="timezone-aware"):
+            store.set_disposition("n1", "c1", "callback", "a", "", CALLER,
+                                  datetime(2026, 11, 26), at(1))
+        # the maximum is allowed
+        assert store.set_disposition("n1", "c1", "resolved", "a", "x" * MAX_NOTE_CHARS,
+                                     None, None, at(1))
+
+    def test_callbacks_open_done_and_ordered(self, store: JournalStore) -> None:
+        store.upsert([
+            entry("c1"), entry("c2", tenant="oldenburg"), entry("c3"), entry("c4"),
+        ])
+        store.set_disposition("n1", "c1", "callback", "a1", "", CALLER, at(7200), at(60))
+        store.set_disposition("n1", "c2", "callback", "a2", "", CALLER, at(3600), at(60))
+        store.set_disposition("n1", "c3", "callback", "a1", "", CALLER, at(5400), at(60))
+        store.set_disposition("n1", "c4", "resolved", "a1", "", None, None, at(60))
+        assert [r.call_id for r in store.open_callbacks()] == ["c2", "c3", "c1"]
+        assert [r.call_id for r in store.open_callbacks("wardenburg")] == ["c3", "c1"]
+        assert store.mark_callback_done("n1", "c3", at(4000))
+        assert not store.mark_callback_done("n1", "c3", at(4001))  # done already
+        assert not store.mark_callback_done("n1", "c4", at(4001))  # not a callback
+        assert [r.call_id for r in store.open_callbacks()] == ["c2", "c1"]
+        (c3,) = (r for r in store.calls_between(at(0), at(1)) if r.call_id == "c3")
+        assert c3.callback_done_at == at(4000)
+
+    def test_a_new_disposition_replaces_the_callback(self, store: JournalStore) -> None:
+        store.upsert([entry("c1")])
+        store.set_disposition("n1", "c1", "callback", "a1", "", CALLER, at(7200), at(60))
+        store.mark_callback_done("n1", "c1", at(100))
+        store.set_disposition("n1", "c1", "callback", "a2", "again", CALLER, at(9000), at(200))
+        (row,) = store.open_callbacks()
+        assert (row.disposition_by, row.callback_done_at, row.callback_due_at) == (
+            "a2", None, at(9000))
+        store.set_disposition("n1", "c1", "resolved", "a2", "", None, None, at(300))
+        assert store.open_callbacks() == []
+        (row,) = store.calls_between(at(0), at(1))
+        assert row.callback_number is None and row.callback_due_at is None
+
+    def test_purge_removes_numbers_and_keeps_aggregates(self, store: JournalStore) -> None:
+        old = versions("old", arrived=at(-91 * 86400))[-1]
+        new = versions("new", arrived=at(-89 * 86400))[-1]
+        store.upsert([old, new])
+        store.set_disposition("n1", "old", "callback", "a1", "note", "+4944170000",
+                              at(-90 * 86400), at(-91 * 86400 + 100))
+        assert store.purge(at(-90 * 86400), at(0)) == 1
+        rows = {r.call_id: r for r in store.calls_between(at(-1e8), at(1))}
+        purged = rows["old"]
+        assert purged.caller is None and purged.callback_number is None
+        assert purged.purged_at == at(0)
+        # everything the reports need stays
+        assert replace(lifecycle_of(purged), caller=CALLER) == old
+        assert (purged.disposition, purged.callback_due_at) == ("callback", at(-90 * 86400))
+        assert rows["new"].caller == CALLER and rows["new"].purged_at is None
+        assert store.repeat_count(CALLER, at(-1e8)) == 1
+        # idempotent: the first purge time stays
+        assert store.purge(at(-90 * 86400), at(10)) == 0
+        assert store.purge(at(-80 * 86400), at(20)) == 1
+        rows = {r.call_id: r for r in store.calls_between(at(-1e8), at(1))}
+        assert rows["old"].purged_at == at(0) and rows["new"].purged_at == at(20)
+
+    def test_purged_numbers_do_not_come_back(self, store: JournalStore) -> None:
+        vs = versions("c1", arrived=at(-100 * 86400))
+        store.upsert([vs[3]])
+        store.purge(at(-90 * 86400), at(0))
+        store.upsert([vs[4]])  # e.g. a spool replayed late
+        store.set_disposition("n1", "c1", "callback", "a1", "", CALLER, at(60), at(1))
+        (row,) = store.calls_between(at(-1e8), at(1))
+        assert row.caller is None and row.callback_number is None
+        assert row.talk_s == 60.0  # the lifecycle update itself was applied
+
+    def test_nodes_are_part_of_the_key(self, store: JournalStore) -> None:
+        store.upsert([entry("c1", node="n1"), entry("c1", node="n2", agent="x")])
+        store.set_disposition("n2", "c1", "resolved", "a", "", None, None, at(1))
+        rows = {r.node: r for r in store.calls_between(at(0), at(1))}
+        assert set(rows) == {"n1", "n2"}
+        assert rows["n1"].disposition is None and rows["n2"].disposition == "resolved"
+
+    def test_hostile_text_is_stored(self, store: JournalStore) -> None:
+        e = entry("c1", agent="Jörg \x00Müller", reasons=("caller 'x\ud800y' → ok",),
+                  queue='q"; DROP TABLE calls; --')
+        store.upsert([e])
+        (row,) = store.calls_between(at(0), at(1))
+        assert row.agent == "Jörg \ufffdMüller"
+        assert row.reasons == ("caller 'x?y' → ok",)
+        assert row.queue == 'q"; DROP TABLE calls; --'
+
+    def test_real_lifecycle_entries(self, store: JournalStore) -> None:
+        entries = lifecycle_entries("c1")
+        for e in entries:
+            store.upsert([e])
+        (row,) = store.calls_between(at(0), at(1))
+        assert lifecycle_of(row) == entries[-1]
+        assert (row.outcome, row.agent, row.wait_s, row.talk_s) == ("answered", "agent1", 4.0, 60.0)
+
+    def test_close_is_idempotent(self, store: JournalStore) -> None:
+        store.close()
+        store.close()
+
+
+class TestSqliteStore(StoreBehaviour):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[JournalStore]:
+        with SqliteJournal(tmp_path / "state" / "journal.sqlite") as s:
+            yield s
+
+
+# ------------------------------------------------------------------ SQLite specifics
+
+
+class TestSqliteMigrations:
+    def test_fresh_file_is_migrated_in_wal_mode(self, tmp_path: Path) -> None:
+        path = tmp_path / "j.sqlite"
+        with SqliteJournal(path) as store:
+            assert store.schema_version == SCHEMA_VERSION
+        db = sqlite3.connect(path)
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"calls", "overrides"} <= tables
+        db.close()
+
+    def test_reopen_keeps_data_and_does_not_migrate_again(self, tmp_path: Path) -> None:
+        path = tmp_path / "j.sqlite"
+        with SqliteJournal(path) as store:
+            store.upsert([entry("c1")])
+        with SqliteJournal(path) as store:
+            assert store.schema_version == SCHEMA_VERSION
+            assert keys(store.calls_between(at(0), at(1))) == [("n1", "c1")]
+
+    def test_concurrent_fresh_open(self, tmp_path: Path) -> None:
+        path = tmp_path / "j.sqlite"
+        barrier = threading.Barrier(8)
+        errors: list[BaseException] = []
+
+        def open_and_write(i: int) -> None:
+            try:
+                barrier.wait()
+                with SqliteJournal(path) as store:
+                    store.upsert([entry(f"c{i}")])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_and_write, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        with SqliteJournal(path) as store:
+            assert store.schema_version == SCHEMA_VERSION
+            assert len(list(store.calls_between(at(0), at(1)))) == 8
+
+    def test_concurrent_fresh_open_from_processes(self, tmp_path: Path) -> None:
+        path = tmp_path / "j.sqlite"
+        code = (
+            "import sys; from pbxbridge.journal.store import SqliteJournal; "
+            "SqliteJournal(sys.argv[1]).close()"
+        )
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=ROOT)
+                 for _ in range(4)]
+        assert [p.wait(timeout=30) for p in procs] == [0, 0, 0, 0]
+        with SqliteJournal(path) as store:
+            assert store.schema_version == SCHEMA_VERSION
+
+    def test_times_are_real_unix_seconds(self, tmp_path: Path) -> None:
+        path = tmp_path / "j.sqlite"
+        with SqliteJournal(path) as store:
+            store.upsert([versions("c1")[-1]])
+        db = sqlite3.connect(path)
+        arrived, ended, via = db.execute(
+            "SELECT arrived_at, ended_at, via_115 FROM calls").fetchone()
+        db.close()
+        assert arrived == T0.timestamp() and ended == T0.timestamp() + 65
+        assert via == 0
+
+    def test_a_locked_database_is_a_transient_error(self, tmp_path: Path) -> None:
+        path = tmp_path / "j.sqlite"
+        with SqliteJournal(path, busy_timeout=0.1) as store:
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(sqlite3.OperationalError) as caught:
+                store.upsert([entry("c1")])
+            assert store.is_transient(caught.value)
+            other.execute("ROLLBACK")
+            other.close()
+            store.upsert([entry("c1")])  # and it works again
+            assert not store.is_transient(ValueError("bad data"))
+
+    @settings(max_examples=60, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        when=st.datetimes(min_value=datetime(1980, 1, 1), max_value=datetime(2099, 12, 31),
+                          timezones=st.sampled_from([UTC, BERLIN, ZoneInfo("America/New_York"),
+                                                     timezone(timedelta(hours=5, minutes=45))])),
+    )
+    def test_any_aware_time_round_trips(self, tmp_path: Path, when: datetime) -> None:
+        with SqliteJournal(tmp_path / "j.sqlite") as store:
+            store.upsert([entry("c1", arrived_at=when, ended_at=when)])
+            # Bounds in UTC: aware arithmetic is wall-clock arithmetic in Python
+            # (fold=1 + 1 µs would jump back an hour).
+            u = when.astimezone(UTC)
+            (row,) = store.calls_between(u, u + timedelta(microseconds=1))
+        # Compare in UTC: Python never finds a time in a repeated (DST) hour equal
+        # to one in another zone (PEP 495), although it is the same instant.
+        assert row.arrived_at == when.astimezone(UTC) == row.ended_at
+        assert row.arrived_at.tzinfo is UTC
+
+
+# ------------------------------------------------------------------ retention
+
+
+class TestRetention:
+    def test_default_is_90_days(self, tmp_path: Path) -> None:
+        assert DEFAULT_RETENTION_DAYS == 90
+        with SqliteJournal(tmp_path / "j.sqlite") as store:
+            store.upsert([entry("old", arrived_at=at(-90 * 86400 - 1)),
+                          entry("kept", arrived_at=at(-90 * 86400))])
+            assert purge_older_than(store, now=T0) == 1
+            rows = {r.call_id: r for r in store.calls_between(at(-1e8), at(1))}
+        assert rows["old"].caller is None and rows["old"].purged_at == T0
+        assert rows["kept"].caller == CALLER
+
+    def test_days_and_now(self, tmp_path: Path) -> None:
+        with SqliteJournal(tmp_path / "j.sqlite") as store:
+            store.upsert([entry("c1", arrived_at=at(-2 * 86400))])
+            assert purge_older_than(store, 3, T0) == 0
+            assert purge_older_than(store, 1, T0) == 1
+            with pytest.raises(ValueError, match="at least 1 day"):
+                purge_older_than(store, 0, T0)
+            with pytest.raises(ValueError, match="aware"):
+                purge_older_than(store, 1, datetime(2026, 1, 1))
+
+    async def test_retention_loop_purges_and_retries(self, tmp_path: Path) -> None:
+        path = tmp_path / "j.sqlite"
+        with SqliteJournal(path) as store:
+            store.upsert([entry("c1", arrived_at=at(-100 * 86400))])
+        opened: list[int] = []
+
+        def factory() -> JournalStore:
+            opened.append(1)
+            if len(opened) == 1:
+                raise sqlite3.OperationalError("database is locked")
+            return SqliteJournal(path)
+
+        task = asyncio.create_task(
+            retention_loop(factory, interval_s=60, retry_s=0.01, clock=lambda: T0))
+        await until(lambda: len(opened) >= 2)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(opened) == 2  # failed once, purged, then waits a day
+        with SqliteJournal(path) as store:
+            (row,) = store.calls_between(at(-1e8), at(1))
+        assert row.caller is None
+
+
+# ------------------------------------------------------------------ the writer
+
+
+async def until(predicate: Callable[[], bool], within: float = 5.0, what: str = "") -> None:
+    """Poll a condition on the objects under test (they offer no event for it)."""
+    try:
+        async with asyncio.timeout(within):
+            while not predicate():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what or predicate}") from None
+
+
+class Down(ConnectionError):
+    """The fake database is down (an OSError: transient)."""
+
+
+class FakeStore(JournalStore):
+    """An in-memory store that fails on command.
+
+    Attributes:
+        rows: ``(node, call_id)`` → latest entry (what the database holds).
+        batches: Every successful upsert, in order.
+        fail: How many upserts still fail with :class:`Down`.
+        refuse: Call ids the "database" refuses (ValueError: not transient).
+        go: Cleared: upsert hangs until it is set again.
+        calls: Upsert calls so far (including failed and hanging ones).
+        closed: close() calls.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], JournalEntry] = {}
+        self.batches: list[list[JournalEntry]] = []
+        self.fail = 0
+        self.refuse: set[str] = set()
+        self.go = threading.Event()
+        self.go.set()
+        self.calls = 0
+        self.closed = 0
+
+    def upsert(self, entries: Sequence[JournalEntry]) -> None:
+        self.calls += 1
+        self.go.wait()
+        if self.fail > 0:
+            self.fail -= 1
+            raise Down("connection refused")
+        if any(e.call_id in self.refuse for e in entries):
+            raise ValueError("invalid byte sequence")
+        self.batches.append(list(entries))
+        for e in entries:
+            self.rows[(e.node, e.call_id)] = e
+
+    def written(self) -> list[JournalEntry]:
+        return [e for b in self.batches for e in b]
+
+    def calls_between(self, start: datetime, end: datetime,
+                      tenant: str | None = None) -> Iterator[CallRow]:
+        raise NotImplementedError
+
+    def repeat_count(self, caller: str, since: datetime) -> int:
+        raise NotImplementedError
+
+    def set_disposition(self, node: str, call_id: str, disposition: str, by: str, note: str,
+                        callback_number: str | None, due_at: datetime | None,
+                        at: datetime) -> bool:
+        raise NotImplementedError
+
+    def mark_callback_done(self, node: str, call_id: str, at: datetime) -> bool:
+        raise NotImplementedError
+
+    def open_callbacks(self, tenant: str | None = None) -> list[CallRow]:
+        raise NotImplementedError
+
+    def purge(self, before: datetime, at: datetime) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def tagged(call_id: str, version: int, node: str = "n1") -> JournalEntry:
+    """Entry ``version`` of a call (the version is readable in ``agent``)."""
+    return entry(call_id, node=node, agent=f"v{version}")
+
+
+def version_of(e: JournalEntry) -> int:
+    return int(e.agent[1:])
+
+
+def holds(store: FakeStore, call_id: str, version: int) -> bool:
+    row = store.rows.get(("n1", call_id))
+    return row is not None and version_of(row) == version
+
+
+def segment_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("journal-*.jsonl"))
+
+
+def spool_lines(directory: Path) -> list[JournalEntry]:
+    out = []
+    for path in segment_files(directory):
+        out += [entry_from_json(json.loads(line)) for line in path.read_text().splitlines()]
+    return out
+
+
+@pytest.fixture
+def fake() -> FakeStore:
+    return FakeStore()
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Path:
+    return tmp_path / "spool"
+
+
+def make_writer(store: FakeStore | Callable[[], JournalStore], spool: Path,
+                **options: float) -> JournalWriter:
+    def factory() -> JournalStore:
+        return store() if callable(store) and not isinstance(store, FakeStore) else store
+
+    settings_: dict[str, float] = {"flush_interval": 0.02, "min_backoff": 0.02,
+                                   "max_backoff": 0.05}
+    settings_.update(options)
+    return JournalWriter(factory, spool, flush_interval=settings_["flush_interval"],
+                         max_batch=int(settings_.get("max_batch", 1000)),
+                         min_backoff=settings_["min_backoff"],
+                         max_backoff=settings_["max_backoff"])
+
+
+class TestWriterFlushing:
+    async def test_coalesces_per_call_and_flushes(self, fake: FakeStore, spool: Path) -> None:
+        writer = make_writer(fake, spool)
+        for v in range(5):
+            for c in ("a", "b", "c"):
+                assert writer.submit(tagged(c, v))
+        assert writer.stats.pending == 3
+        task = asyncio.create_task(writer.run())
+        await until(lambda: writer.stats.written == 3)
+        assert [(e.call_id, e.agent) for e in fake.written()] == [
+            ("a", "v4"), ("b", "v4"), ("c", "v4")]
+        s = writer.stats
+        assert (s.submitted, s.coalesced, s.written, s.spooled, s.backlog) == (15, 12, 3, 0, 0)
+        assert s.db_available and s.last_error is None
+        assert s.as_dict()["backlog"] == 0 and s.as_dict()["written"] == 3
+        await writer.close()
+        assert task.done()
+        assert fake.closed == 1
+
+    async def test_flushes_every_interval(self, fake: FakeStore, spool: Path) -> None:
+        writer = make_writer(fake, spool, flush_interval=0.05)
+        task = asyncio.create_task(writer.run())
+        for i in range(3):
+            writer.submit(tagged("a", i))
+            await until(functools.partial(holds, fake, "a", i), within=1.0)
+        assert len(fake.batches) == 3
+        await writer.close()
+        await task
+
+    async def test_a_full_batch_flushes_early(self, fake: FakeStore, spool: Path) -> None:
+        writer = make_writer(fake, spool, flush_interval=30, max_batch=10)
+        task = asyncio.create_task(writer.run())
+        await asyncio.sleep(0.01)
+        started = time.monotonic()
+        for i in range(10):
+            writer.submit(tagged(f"c{i}", 0))
+        await until(lambda: writer.stats.written == 10, within=2.0)
+        assert time.monotonic() - started < 2.0
+        await writer.close()
+        await task
+
+    async def test_large_backlogs_are_written_in_batches(self, fake: FakeStore,
+                                                         spool: Path) -> None:
+        writer = make_writer(fake, spool, max_batch=100)
+        for i in range(250):
+            writer.submit(tagged(f"c{i}", 0))
+        await writer.close()  # close() without run(): the final flush still happens
+        assert [len(b) for b in fake.batches] == [100, 100, 50]
+
+    async def test_close_flushes_what_is_pending(self, fake: FakeStore, spool: Path) -> None:
+        writer = make_writer(fake, spool, flush_interval=30)
+        task = asyncio.create_task(writer.run())
+        await asyncio.sleep(0.01)
+        writer.submit(tagged("a", 1))
+        await writer.close()
+        assert fake.rows[("n1", "a")].agent == "v1"
+        assert task.done()
+        assert not writer.submit(tagged("a", 2))  # closed: refused, not raised
+        assert writer.stats.refused == 1
+
+    async def test_observer_submits_lifecycle_entries(self, fake: FakeStore,
+                                                      spool: Path) -> None:
+        writer = make_writer(fake, spool)
+        observe = writer.observer("node-a")
+        decision = Decision(action=Action.QUEUE, tenant="wardenburg", did="+494407730",
+                            caller=CALLER)
+        record = start("c1", decision, T0)
+        observe(record, None)
+        record = advance(record, CallEvent(EventKind.JOIN, at(1), queue="sc")).record
+        observe(record, CallEvent(EventKind.JOIN, at(1), queue="sc"))
+        await writer.close()
+        (row,) = fake.rows.values()
+        assert (row.node, row.call_id, row.queue, row.queued_at) == ("node-a", "c1", "sc", at(1))
+
+
+class TestWriterNeverHurtsTheCaller:
+    async def test_submit_never_blocks_while_the_database_hangs(
+        self, fake: FakeStore, spool: Path
+    ) -> None:
+        fake.go.clear()  # every upsert hangs
+        writer = make_writer(fake, spool, flush_interval=0.01)
+        task = asyncio.create_task(writer.run())
+        writer.submit(tagged("first", 0))
+        await until(lambda: fake.calls == 1)  # a flush is stuck in the database now
+        worst = 0.0
+        for i in range(20_000):
+            t = time.perf_counter()
+            assert writer.submit(tagged(f"c{i % 5000}", i))
+            worst = max(worst, time.perf_counter() - t)
+        assert worst < 0.05
+        assert writer.stats.pending >= 5000
+        fake.go.set()
+        await until(lambda: len(fake.rows) == 5001)
+        await writer.close()
+        await task
+        assert all(version_of(fake.rows[("n1", f"c{i}")]) == 15_000 + i for i in range(5000))
+
+    async def test_submit_never_raises(self, fake: FakeStore, spool: Path) -> None:
+        writer = make_writer(fake, spool)
+        assert not writer.submit(entry(arrived_at=datetime(2026, 1, 1)))  # naive
+        assert not writer.submit(entry(ended_at=datetime(2026, 1, 1)))
+        assert not writer.submit(None)  # type: ignore[arg-type]
+        assert not writer.submit("junk")  # type: ignore[arg-type]
+        assert writer.stats.refused == 4
+        assert writer.stats.submitted == 0
+        await writer.close()
+        assert not writer.submit(entry())
+
+    async def test_submit_from_another_thread(self, fake: FakeStore, spool: Path) -> None:
+        writer = make_writer(fake, spool, max_batch=50)
+        task = asyncio.create_task(writer.run())
+
+        def produce(prefix: str) -> None:
+            for i in range(2000):
+                writer.submit(tagged(f"{prefix}{i % 300}", i))
+
+        await asyncio.gather(*(asyncio.to_thread(produce, p) for p in "xyz"))
+        await writer.close()
+        await task
+        assert len(fake.rows) == 900
+        assert writer.stats.submitted == 6000
+        last = {k: max(i for i in range(2000) if i % 300 == k) for k in range(300)}
+        assert all(version_of(fake.rows[("n1", f"{p}{k}")]) == last[k]
+                   for p in "xyz" for k in range(300))
+
+    async def test_close_gives_up_on_a_hanging_database_and_spools(
+        self, fake: FakeStore, spool: Path
+    ) -> None:
+        writer = make_writer(fake, spool)
+        task = asyncio.create_task(writer.run())
+        fake.go.clear()
+        writer.submit(tagged("inflight", 1))
+        await until(lambda: fake.calls == 1)
+        writer.submit(tagged("pending", 1))
+        started = time.monotonic()
+        await writer.close(timeout=0.2)
+        assert time.monotonic() - started < 1.0
+        assert task.done()
+        assert [e.call_id for e in spool_lines(spool)] == ["inflight", "pending"]
+        fake.go.set()
+
+
+class TestWriterOutage:
+    async def test_failures_spool_to_disk_and_replay_in_order_once(
+        self, fake: FakeStore, spool: Path
+    ) -> None:
+        fake.fail = 10**9  # down until told otherwise
+        writer = make_writer(fake, spool, max_batch=4)
+        task = asyncio.create_task(writer.run())
+        submitted: list[JournalEntry] = []
+        for v in range(5):
+            for c in range(6):
+                e = tagged(f"c{c}", v)
+                submitted.append(e)
+                writer.submit(e)
+            await until(lambda: writer.stats.pending == 0, what="spooled")
+        assert not writer.stats.db_available
+        assert writer.stats.last_error == "Down: connection refused"
+        on_disk = spool_lines(spool)
+        assert len(on_disk) == writer.stats.spooled == writer.stats.spool_backlog == 30
+        assert writer.stats.backlog == 30
+        assert len(writer.spool_files()) >= 2  # segments of max_batch entries
+        assert fake.rows == {}
+        # the database comes back
+        fake.fail = 0
+        writer.submit(tagged("c0", 5))  # newer than anything spooled
+        await until(lambda: writer.stats.backlog == 0 and writer.stats.db_available)
+        await writer.close()
+        await task
+        # every call holds its latest version...
+        assert {k[1]: version_of(e) for k, e in fake.rows.items()} == {
+            "c0": 5, **{f"c{c}": 4 for c in range(1, 6)}}
+        # ...each call's versions reached the database in order, none twice
+        per_call: dict[str, list[int]] = {}
+        for e in fake.written():
+            per_call.setdefault(e.call_id, []).append(version_of(e))
+        for call_id, seen in per_call.items():
+            assert seen == sorted(set(seen)), call_id
+        assert writer.stats.replayed + writer.stats.written == len(fake.written())
+        assert segment_files(spool) == []
+
+    async def test_the_database_down_at_start(self, spool: Path) -> None:
+        store = FakeStore()
+        opened: list[int] = []
+
+        def factory() -> JournalStore:
+            opened.append(1)
+            if len(opened) <= 3:
+                raise Down("no route to host")
+            return store
+
+        writer = make_writer(factory, spool)
+        writer.submit(tagged("a", 1))
+        task = asyncio.create_task(writer.run())
+        await until(lambda: writer.stats.spooled == 1)
+        await until(lambda: ("n1", "a") in store.rows)
+        assert writer.stats.failures == 3
+        assert writer.stats.replayed == 1
+        await writer.close()
+        await task
+
+    async def test_close_while_down_spools_and_the_next_start_replays(
+        self, fake: FakeStore, spool: Path
+    ) -> None:
+        fake.fail = 10**9
+        writer = make_writer(fake, spool, flush_interval=30)
+        task = asyncio.create_task(writer.run())
+        await until(lambda: writer.stats.db_available)  # nothing to write yet
+        writer.submit(tagged("a", 1))
+        writer.submit(tagged("b", 1))
+        await writer.close()
+        await task
+        assert [e.call_id for e in spool_lines(spool)] == ["a", "b"]
+        # the next process
+        store = FakeStore()
+        writer2 = make_writer(store, spool)
+        assert writer2.submit(tagged("a", 2))
+        task2 = asyncio.create_task(writer2.run())
+        await until(lambda: writer2.stats.backlog == 0 and writer2.stats.written == 1)
+        await writer2.close()
+        await task2
+        # the old spool went first, then the newer submit
+        assert [(e.call_id, e.agent) for e in store.written()] == [
+            ("a", "v1"), ("b", "v1"), ("a", "v2")]
+        assert writer2.stats.replayed == 2
+
+    async def test_a_spool_left_by_a_killed_process_is_replayed(self, spool: Path) -> None:
+        # A real process: the store is down, 40 entries are accepted and spooled,
+        # then the process is killed with SIGKILL (no close, no cleanup).
+        script = f"""
+import asyncio, os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+from tests.unit.test_journal_store import FakeStore, make_writer, tagged
+from pathlib import Path
+
+async def main():
+    store = FakeStore()
+    store.fail = 10**9
+    writer = make_writer(store, Path(sys.argv[1]), max_batch=16)
+    task = asyncio.create_task(writer.run())
+    for i in range(40):
+        writer.submit(tagged(f"c{{i}}", 1))
+        await asyncio.sleep(0)
+    while writer.stats.spooled < 40:
+        await asyncio.sleep(0.005)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, str(spool),
+                                                    cwd=ROOT)
+        assert await asyncio.wait_for(proc.wait(), 30) == -signal.SIGKILL
+        assert len(spool_lines(spool)) == 40
+        # a torn last line, as a kill in the middle of a write would leave
+        last = segment_files(spool)[-1]
+        with last.open("ab") as f:
+            f.write(b'{"v":1,"node":"n1","call_id":"torn')
+        store = FakeStore()
+        writer = make_writer(store, spool)
+        task = asyncio.create_task(writer.run())
+        await until(lambda: writer.stats.backlog == 0 and len(store.rows) == 40)
+        await writer.close()
+        await task
+        assert sorted(store.rows) == sorted(("n1", f"c{i}") for i in range(40))
+        assert len(store.written()) == 40  # each exactly once
+        assert segment_files(spool) == []
+
+    async def test_a_refused_entry_does_not_block_the_journal(
+        self, fake: FakeStore, spool: Path
+    ) -> None:
+        fake.refuse = {"bad"}
+        writer = make_writer(fake, spool)
+        task = asyncio.create_task(writer.run())
+        for c in ("a", "bad", "b"):
+            writer.submit(tagged(c, 1))
+        await until(lambda: writer.stats.rejected == 1)
+        writer.submit(tagged("c", 1))
+        await until(lambda: ("n1", "c") in fake.rows)
+        await writer.close()
+        await task
+        assert sorted(k[1] for k in fake.rows) == ["a", "b", "c"]
+        rejected = (spool / REJECTED_FILE).read_text().splitlines()
+        assert [entry_from_json(json.loads(x)).call_id for x in rejected] == ["bad"]
+
+    async def test_spool_disk_failure_keeps_entries_in_memory(
+        self, fake: FakeStore, spool: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        fake.fail = 10**9
+        writer = make_writer(fake, spool)
+        real_fsync = os.fsync
+        broken = {"on": True}
+
+        def fsync(fd: int) -> None:
+            if broken["on"]:
+                raise OSError(28, "No space left on device")
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        task = asyncio.create_task(writer.run())
+        writer.submit(tagged("a", 1))
+        await until(lambda: (writer.stats.last_error or "").startswith("spool:"))
+        assert writer.stats.pending == 1
+        writer.submit(tagged("a", 2))
+        broken["on"] = False
+        fake.fail = 0
+        await until(lambda: ("n1", "a") in fake.rows and writer.stats.backlog == 0)
+        await writer.close()
+        await task
+        assert fake.rows[("n1", "a")].agent == "v2"
+
+    async def test_cancelling_run_spools_what_is_pending(
+        self, fake: FakeStore, spool: Path
+    ) -> None:
+        writer = make_writer(fake, spool, flush_interval=30)
+        task = asyncio.create_task(writer.run())
+        await asyncio.sleep(0.01)
+        writer.submit(tagged("a", 1))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert [e.call_id for e in spool_lines(spool)] == ["a"]
+
+
+class TestWriterWithSqlite:
+    async def test_lifecycles_end_up_in_the_file(self, tmp_path: Path) -> None:
+        path = tmp_path / "j.sqlite"
+        writer = JournalWriter(lambda: SqliteJournal(path), tmp_path / "spool",
+                               flush_interval=0.01)
+        task = asyncio.create_task(writer.run())
+        for v in range(5):
+            for c in range(50):
+                writer.submit(versions(f"c{c}", arrived=at(c))[v])
+            await asyncio.sleep(0.005)
+        await writer.close()
+        await task
+        with SqliteJournal(path) as store:
+            rows = list(store.calls_between(at(0), at(100)))
+        assert [r.call_id for r in rows] == [f"c{c}" for c in range(50)]
+        assert all(lifecycle_of(r) == versions(r.call_id, arrived=r.arrived_at)[-1]
+                   for r in rows)
+
+    async def test_a_locked_file_spools_then_replays(self, tmp_path: Path) -> None:
+        path = tmp_path / "j.sqlite"
+        SqliteJournal(path).close()
+        writer = JournalWriter(lambda: SqliteJournal(path, busy_timeout=0.05),
+                               tmp_path / "spool", flush_interval=0.01, min_backoff=0.01,
+                               max_backoff=0.05)
+        task = asyncio.create_task(writer.run())
+        locker = sqlite3.connect(path, isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")  # e.g. an operator's long transaction
+        writer.submit(versions("c1")[0])
+        await until(lambda: writer.stats.spooled >= 1, what="spooled")
+        assert "locked" in (writer.stats.last_error or "")
+        writer.submit(versions("c1")[4])
+        await until(lambda: writer.stats.spooled >= 2, what="spooled again")
+        locker.execute("ROLLBACK")
+        locker.close()
+        await until(lambda: writer.stats.backlog == 0 and writer.stats.db_available)
+        await writer.close()
+        await task
+        with SqliteJournal(path) as store:
+            (row,) = store.calls_between(at(0), at(1))
+        assert lifecycle_of(row) == versions("c1")[4]
+
+
+class TestSpoolFormat:
+    @settings(max_examples=50, deadline=None)
+    @given(
+        caller=st.none() | st.text(max_size=20),
+        reasons=st.lists(st.text(max_size=30), max_size=4),
+        wait=st.none() | st.floats(allow_nan=False),
+        when=st.datetimes(timezones=st.sampled_from([UTC, BERLIN])),
+    )
+    def test_round_trip(self, caller: str | None, reasons: list[str], wait: float | None,
+                        when: datetime) -> None:
+        e = entry("c\x00\ud800", caller=caller, reasons=tuple(reasons), wait_s=wait,
+                  arrived_at=when, ended_at=when, rings=({"agent": "a", "ended": None},))
+        line = json.dumps(entry_to_json(e))
+        assert line.isascii()
+        back = entry_from_json(json.loads(line))
+        # Times come back in UTC (the same instants; compared in UTC because
+        # Python never equates a DST-fold time with another zone's, PEP 495).
+        assert back.arrived_at.tzinfo is UTC
+        assert back == replace(e, arrived_at=when.astimezone(UTC), ended_at=when.astimezone(UTC))
+
+    def test_unknown_format_is_refused(self) -> None:
+        data = entry_to_json(entry())
+        data["v"] = 99
+        with pytest.raises(ValueError, match="format"):
+            entry_from_json(data)
+
+
+def test_writer_settings_are_checked(spool: Path) -> None:
+    with pytest.raises(ValueError):
+        JournalWriter(FakeStore, spool, flush_interval=0)
+    with pytest.raises(ValueError):
+        JournalWriter(FakeStore, spool, max_batch=0)
+
