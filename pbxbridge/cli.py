@@ -9,6 +9,7 @@ import os
 import re
 import sys
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 from typing import NoReturn
 
 import click
@@ -20,6 +21,7 @@ from pbxbridge.config.schema import RulesFile
 from pbxbridge.core import ALL_TENANTS, Call, Decision, OverrideState, route
 from pbxbridge.core.calendar import WEEKDAYS
 from pbxbridge.core.rules import Rules
+from pbxbridge.journal.store import JournalStore
 from pbxbridge.storage.overrides import OverrideStore
 
 CONFIG_ENV = "PBXBRIDGE_CONFIG"
@@ -427,6 +429,96 @@ def run(config: str, ari_url: str | None, http_bind: str | None) -> None:
     sys.exit(asyncio.run(Daemon(config, settings).run()))
 
 
+def _open_journal(config: str, model: RulesFile) -> JournalStore:
+    """The journal the daemon writes: PostgreSQL when a URL is configured, else SQLite."""
+    from pbxbridge.journal.store import PostgresJournal, SqliteJournal
+    from pbxbridge.runtime.settings import Settings, SettingsError
+
+    try:
+        url = Settings.from_env().database_url
+    except SettingsError as exc:
+        _fail(str(exc))
+    if url:
+        return PostgresJournal(url)
+    return SqliteJournal(state_path(model, config).with_name("journal.sqlite"))
+
+
+@cli.command()
+@click.option("-c", "--config", required=True, envvar=CONFIG_ENV, type=click.Path(dir_okay=False))
+@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), help="First day (local).")
+@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), help="Last day (inclusive).")
+@click.option("--month", type=click.DateTime(["%Y-%m"]), help="A whole month instead.")
+@click.option("--tenant", help="Only this tenant (required for --format invoice).")
+@click.option("--by", type=click.Choice(["hour", "day", "month"]), help="Buckets.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "invoice"]),
+              default="table", show_default=True)
+@click.option("--threshold", type=float, default=20.0, show_default=True,
+              help="Service-level threshold in seconds.")
+@click.option("--short-abandon", type=float, default=5.0, show_default=True,
+              help="Abandons shorter than this are shown apart.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file.")
+def report(
+    config: str,
+    first: datetime | None,
+    last: datetime | None,
+    month: datetime | None,
+    tenant: str | None,
+    by: str | None,
+    fmt: str,
+    threshold: float,
+    short_abandon: float,
+    output: str | None,
+) -> None:
+    """Service level per tenant from the call journal."""
+    from pbxbridge.journal.report import month_range, run_report_cli
+
+    rules, model = _load(config)
+    if month is not None:
+        if first or last:
+            _fail("give --month or --from/--to, not both")
+        start, end = month_range(month.year, month.month)
+    elif first is not None and last is not None:
+        start, end = first.date(), last.date()
+    else:
+        _fail("give --from and --to, or --month")
+    journal = _open_journal(config, model)
+    try:
+        text = run_report_cli(
+            journal, rules, start=start, end=end, by=by, tenant=tenant,  # type: ignore[arg-type]
+            fmt=fmt, now=_now(), threshold_s=threshold, short_abandon_s=short_abandon,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    finally:
+        journal.close()
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        click.echo(f"written to {output}", err=True)
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+@cli.command()
+@click.option("-c", "--config", required=True, envvar=CONFIG_ENV, type=click.Path(dir_okay=False))
+@click.option("--days", type=int, default=None, help="Retention in days (default 90 or "
+              "PBXBRIDGE_RETENTION_DAYS).")
+def purge(config: str, days: int | None) -> None:
+    """Remove caller numbers older than the retention period (aggregates stay)."""
+    from pbxbridge.journal.retention import purge_older_than
+    from pbxbridge.runtime.settings import Settings
+
+    _, model = _load(config)
+    days = days if days is not None else Settings.from_env().retention_days
+    journal = _open_journal(config, model)
+    try:
+        count = purge_older_than(journal, days=days, now=_now())
+    except ValueError as exc:
+        _fail(str(exc))
+    finally:
+        journal.close()
+    click.echo(f"removed caller numbers from {count} call(s) older than {days} days")
+
+
 @cli.command()
 @click.option("--agent", help="Only this agent's screen pops (default: every agent).")
 @click.option("--tenant", help="Watch a tenant's wallboard stream instead.")
@@ -490,6 +582,45 @@ def _describe_pop(topic: str, payload: bytes) -> str:
         f"{caller.get('name', '')}  waited {m.get('waited_s', 0)} s{flag}{again}  "
         f"{m.get('kb_url') or ''}"
     )
+
+
+# -- agent page (issue 6) --
+@cli.command("agent-password")
+@click.option("--agent", help="Print a whole 'agent: hash' line for this agent id.")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the password from standard input.")
+@click.option(
+    "--cost",
+    type=click.IntRange(10, 20),
+    default=15,
+    show_default=True,
+    help="scrypt cost as log2(N).",
+)
+def agent_password(agent: str | None, from_stdin: bool, cost: int) -> None:
+    """Hash an agent's password for the agents file (PBXBRIDGE_AGENTS_FILE).
+
+    Prompts twice (hidden) unless --stdin is given. Prints only the hash (or the
+    whole line with --agent); the password itself is never stored.
+    """
+    from pbxbridge.web.agents import agents_file_line, valid_agent_id
+    from pbxbridge.web.passwords import MAX_PASSWORD_CHARS, hash_password
+
+    if agent is not None and not valid_agent_id(agent):
+        _fail(f"--agent {agent!r}: 1-64 printable characters without surrounding spaces")
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt(
+            "Password", hide_input=True, confirmation_prompt=True, err=True
+        )
+    if not password:
+        _fail("empty password")
+    if len(password) > MAX_PASSWORD_CHARS:
+        _fail(f"password longer than {MAX_PASSWORD_CHARS} characters")
+    hashed = hash_password(password, ln=cost)
+    click.echo(agents_file_line(agent, hashed) if agent else hashed)
+
+
+# -- end agent page --
 
 
 @cli.command()

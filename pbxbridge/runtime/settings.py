@@ -10,6 +10,7 @@ from ``PBXBRIDGE_<NAME>_PASSWORD``.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,22 @@ class Settings:
         ami_password: AMI secret (never logged).
         mqtt_enabled: Publish screen pops over MQTT (``PBXBRIDGE_MQTT_*``).
         ring_timeout_s: A ringing pop not delivered within this is dropped.
+        node: This node's name in a shared journal (``PBXBRIDGE_NODE``,
+            default the host name).
+        database_url: PostgreSQL URL of a journal shared by several nodes
+            (credential ``database-url``, ``PBXBRIDGE_DATABASE_URL_FILE`` or
+            ``PBXBRIDGE_DATABASE_URL``); empty: SQLite beside the state file.
+        retention_days: Caller numbers are removed from the journal after this.
+        agi_enabled: Run the FastAGI server (``AGI(agi://127.0.0.1:4573/route)``).
+        agi_host: FastAGI bind address (keep it on loopback: FastAGI has no
+            authentication).
+        agi_port: FastAGI port (0: any free port, for tests).
+        web_agents_file: Agents file of the agent page (``PBXBRIDGE_AGENTS_FILE``);
+            empty: no agent page.
+        web_secure_cookies: Mark the page's cookies ``Secure`` (behind a TLS
+            reverse proxy; ``PBXBRIDGE_WEB_SECURE_COOKIES``).
+        web_session_secret: Key of the page's session cookies (credential
+            ``web-session-password``); empty: a random key per start.
     """
 
     ari_url: str = "http://127.0.0.1:8088"
@@ -64,6 +81,21 @@ class Settings:
     ami_password: str = field(default="", repr=False)
     mqtt_enabled: bool = True
     ring_timeout_s: float = 20.0
+    # -- call journal (issue 5) --
+    node: str = field(default_factory=socket.gethostname)
+    database_url: str = field(default="", repr=False)
+    retention_days: int = 90
+    # -- end call journal --
+    # -- FastAGI (issue 7) --
+    agi_enabled: bool = True
+    agi_host: str = "127.0.0.1"
+    agi_port: int = 4573
+    # -- end FastAGI --
+    # -- agent page (issue 6) --
+    web_agents_file: str = ""
+    web_secure_cookies: bool = False
+    web_session_secret: str = field(default="", repr=False)
+    # -- end agent page --
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -83,6 +115,8 @@ class Settings:
         level = env.get("PBXBRIDGE_LOG_LEVEL", "info").lower()
         if level not in {"debug", "info", "warning", "error"}:
             raise SettingsError(f"PBXBRIDGE_LOG_LEVEL={level!r}: use debug, info, warning, error")
+        agi_host, agi_port = _bind(env.get("PBXBRIDGE_AGI_BIND", "127.0.0.1:4573"),
+                                   "PBXBRIDGE_AGI_BIND")
         fmt = env.get("PBXBRIDGE_LOG_FORMAT", "json").lower()
         if fmt not in {"json", "console"}:
             raise SettingsError(f"PBXBRIDGE_LOG_FORMAT={fmt!r}: use json or console")
@@ -103,7 +137,39 @@ class Settings:
             ami_password=read_secret("ami", env),
             mqtt_enabled=_flag(env, "PBXBRIDGE_MQTT_ENABLED", default=True),
             ring_timeout_s=_positive(env, "PBXBRIDGE_RING_TIMEOUT", cls.ring_timeout_s),
+            node=env.get("PBXBRIDGE_NODE", "").strip() or socket.gethostname(),
+            database_url=_database_url(env),
+            retention_days=int(_positive(env, "PBXBRIDGE_RETENTION_DAYS", cls.retention_days)),
+            agi_enabled=_flag(env, "PBXBRIDGE_AGI_ENABLED", default=True),
+            agi_host=agi_host,
+            agi_port=agi_port,
+            # -- agent page (issue 6) --
+            web_agents_file=env.get("PBXBRIDGE_AGENTS_FILE", "").strip(),
+            web_secure_cookies=_flag(env, "PBXBRIDGE_WEB_SECURE_COOKIES", default=False),
+            web_session_secret=read_secret("web-session", env),
+            # -- end agent page --
         )
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    # The URL may carry a password, so it is read like one: systemd credential
+    # "database-url", then the file in PBXBRIDGE_DATABASE_URL_FILE, then the variable.
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        path = Path(cred_dir) / "database-url"
+        if path.is_file():
+            value = path.read_text(encoding="utf-8").strip()
+            if value:
+                return value
+    named = env.get("PBXBRIDGE_DATABASE_URL_FILE")
+    if named:
+        try:
+            return Path(named).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(
+                f"PBXBRIDGE_DATABASE_URL_FILE: cannot read {named}: {exc.strerror}"
+            ) from None
+    return env.get("PBXBRIDGE_DATABASE_URL", "").strip()
 
 
 def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
@@ -130,10 +196,10 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _bind(text: str) -> tuple[str, int]:
+def _bind(text: str, name: str = "PBXBRIDGE_HTTP_BIND") -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise SettingsError(f"PBXBRIDGE_HTTP_BIND={text!r}: expected HOST:PORT")
+        raise SettingsError(f"{name}={text!r}: expected HOST:PORT")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
