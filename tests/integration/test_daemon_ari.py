@@ -105,6 +105,11 @@ class TestOpenHours:
         # Caller numbers are shortened at info level.
         assert routed["caller"] == "+4944…56"
         assert daemon.health()["calls"]["routed"] == 1
+        # Asterisk sends the application only the events the router reads.
+        _, app = tb.ari_request("GET", "/applications/pbxbridge")
+        assert {e["type"] for e in app["events_allowed"]} == {
+            "StasisStart", "StasisEnd", "ChannelDtmfReceived", "PlaybackFinished",
+            "ApplicationReplaced"}
 
     def test_unknown_did_routes_as_default_tenant(
         self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory

@@ -66,6 +66,9 @@ class FakeAri:
     async def stop_playback(self, playback_id: str) -> None:
         self.calls.append(("stop_playback", (playback_id,)))
 
+    async def set_event_filter(self, allowed: list[str]) -> None:
+        self.calls.append(("filter", tuple(allowed)))
+
     async def get_application(self) -> dict[str, Any]:
         return {"channel_ids": list(self.app_channels)}
 
@@ -262,6 +265,8 @@ class TestResync:
         assert fake.variables["r1"]["PBXBRIDGE_TENANT"] == "wardenburg"
         assert fake.variables["r2"]["PBXBRIDGE_TENANT"] == "oldenburg"
         assert router.stats.resynced == 2
+        assert ("filter", ("StasisStart", "StasisEnd", "ChannelDtmfReceived",
+                           "PlaybackFinished", "ApplicationReplaced")) in fake.calls
         # A StasisStart for an already resynced channel arriving later is ignored
         # while it is being handled; once handled, it would be a new entry.
         assert fake.continued("r1") == ("pbxbridge-queue", "s", 1)

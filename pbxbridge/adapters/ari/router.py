@@ -42,6 +42,15 @@ from pbxbridge.core.rules import Rules
 
 log = structlog.get_logger(__name__)
 
+EVENTS_USED = (
+    "StasisStart",
+    "StasisEnd",
+    "ChannelDtmfReceived",
+    "PlaybackFinished",
+    "ApplicationReplaced",
+)
+"""The only ARI events the router reads; everything else is filtered in Asterisk."""
+
 MENU_MAX_SECONDS = 60.0
 """Hard cap on a 115 menu, whatever the prompt's length."""
 
@@ -137,8 +146,13 @@ class StasisRouter:
     async def resync(self) -> None:
         """Route channels that are in our application but unknown to us.
 
-        Called after every (re)connect, before events flow.
+        Called after every (re)connect, before events flow. Also (re)installs
+        the event filter: Asterisk forgets it with the application.
         """
+        try:
+            await self._ari.set_event_filter(EVENTS_USED)
+        except AriError as exc:
+            log.warning("ari.event_filter_unavailable", error=str(exc))
         app = await self._ari.get_application()
         waiting = [str(c) for c in app.get("channel_ids", []) if str(c) not in self._active]
         if not waiting:
