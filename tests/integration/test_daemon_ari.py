@@ -107,6 +107,7 @@ class TestOpenHours:
         assert daemon.health()["calls"]["routed"] == 1
         # Asterisk sends the application only the events the router reads.
         _, app = tb.ari_request("GET", "/applications/pbxbridge")
+        assert isinstance(app, dict)
         assert {e["type"] for e in app["events_allowed"]} == {
             "StasisStart", "StasisEnd", "ChannelDtmfReceived", "PlaybackFinished",
             "ApplicationReplaced"}
