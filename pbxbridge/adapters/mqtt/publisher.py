@@ -293,6 +293,9 @@ async def _client(settings: MqttSettings, *, identifier: str) -> aiomqtt.Client:
     # aiomqtt does not expose paho's TCP/TLS connect timeout (fixed 5 s otherwise);
     # a black-holed broker address would hold an executor thread that long.
     client._client.connect_timeout = settings.connect_timeout
+    # aiomqtt logs a plain-text warning once more than 10 publishes are pending;
+    # our window is max_inflight by design, so that is not worth a warning.
+    client.pending_calls_threshold = settings.max_inflight
     return client
 
 
