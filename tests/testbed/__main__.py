@@ -17,7 +17,9 @@ The chroot location comes from ``PBXBRIDGE_TESTBED_ROOT`` (default
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import sys
 import time
 
@@ -56,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     tb = Testbed()
+    if args.command in {"up", "down"}:
+        # pytest sessions and benchmarks hold this lock while they use Asterisk;
+        # restarting it under them would fail their calls.
+        lock = open(os.environ.get("PBXBRIDGE_TESTBED_LOCK", "/tmp/pbxbridge-testbed.lock"), "w")  # noqa: SIM115
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("error: the test bed is in use by a test session or benchmark", file=sys.stderr)
+            return 1
     try:
         if args.command == "ensure":
             started = time.monotonic()
