@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from pbxbridge import __version__
+from pbxbridge.adapters.agi import AgiRouter, AgiServer
 from pbxbridge.adapters.ami.client import AmiClient, AmiConfig
 from pbxbridge.adapters.ari.client import AriClient, AriConfig
 from pbxbridge.adapters.ari.router import StasisRouter
@@ -29,11 +30,18 @@ from pbxbridge.adapters.mqtt.settings import MqttSettings
 from pbxbridge.config import ConfigError
 from pbxbridge.config.compile import state_path
 from pbxbridge.core.lifecycle import CallEvent, CallRecord, State
+from pbxbridge.core.models import Decision
+from pbxbridge.journal.entry import entry_from_record
+from pbxbridge.journal.repeat import RepeatCallers
+from pbxbridge.journal.retention import retention_loop
+from pbxbridge.journal.store import JournalStore, PostgresJournal, SqliteJournal
+from pbxbridge.journal.writer import JournalWriter
 from pbxbridge.metrics import CallMetrics, LiveServiceLevel, ScrapeCollector, render
 from pbxbridge.runtime.live import LiveOverrides, LiveRules
 from pbxbridge.runtime.settings import Settings
 from pbxbridge.screenpops import FOLLOWED_EVENTS, ScreenPops
 from pbxbridge.sdnotify import SystemdNotifier, watchdog_loop
+from pbxbridge.web import AgentDesk, AgentPage, JournalLink, WebConfig, setup_web
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +59,12 @@ GAUGE_HELP = {
     "pbxbridge_routing_failures": "Calls whose routing failed and took the fallback.",
     "pbxbridge_screenpops_dropped": "Screen pops dropped (stale or buffer overflow).",
     "pbxbridge_screenpops_queued": "Screen pops waiting for the broker.",
+    "pbxbridge_journal_backlog": "Journal entries not yet in the database (pending + spooled).",
+    # -- agent page (issue 6) --
+    "pbxbridge_callbacks_open": "Callbacks recorded by agents and not done yet (journal).",
+    "pbxbridge_callbacks_overdue": "Open callbacks past their deadline (journal).",
+    "pbxbridge_callbacks_due_today": "Open callbacks due later today (journal).",
+    # -- end agent page --
 }
 
 DRAIN_SECONDS = 15.0
@@ -75,6 +89,23 @@ class Daemon:
         self.ami: AmiClient | None = None
         self.mqtt: MqttPublisher | None = None
         self.pops: ScreenPops | None = None
+        # -- call journal (issue 5) --
+        self.journal: JournalWriter | None = None
+        self.repeat: RepeatCallers | None = None
+        # -- end call journal --
+        # -- FastAGI entry point (issue 7) --
+        self.agi: AgiServer | None = None
+        self.agi_router: AgiRouter | None = None
+        # -- end FastAGI --
+        # -- agent page (issue 6) --
+        self.desk: AgentDesk | None = None
+        self.web: AgentPage | None = None
+        # Set by the journal wiring: how the page opens a journal store of its
+        # own, and this node's name. Until then the page shows pops and says
+        # that wrap-up is unavailable.
+        self.journal_link: JournalLink | None = None
+        self.web_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        # -- end agent page --
         self.notifier = SystemdNotifier()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -122,19 +153,48 @@ class Daemon:
         )
         if self.settings.mqtt_enabled:
             self.mqtt = MqttPublisher(MqttSettings.from_env())
+        # -- call journal (issue 5): SQLite beside the state, or a shared PostgreSQL --
+        if self.settings.ami_enabled:
+            open_journal = self._journal_opener()
+            state_dir = state_path(self.rules.model, self.rules.path).parent
+            self.journal = JournalWriter(open_journal, state_dir / "journal-spool")
+            self.repeat = RepeatCallers(open_journal)
+            self.journal_link = JournalLink(open=open_journal, node=self.settings.node)
+        # -- end call journal --
         self.registry = CollectorRegistry()
         self.call_metrics = CallMetrics(self.registry, LiveServiceLevel(self.rules.rules.timezone))
         self.registry.register(ScrapeCollector(self._gauges, GAUGE_HELP))
+        # -- agent page (issue 6): fed by the ScreenPops local sink --
+        self.desk = AgentDesk(
+            lambda: self.rules.rules, lambda: self.journal_link, clock=self.web_clock
+        )
+        web_on = bool(self.settings.web_agents_file and self.settings.http_port)
+        # -- end agent page --
         self.pops = ScreenPops(
-            self.mqtt, ring_timeout_s=self.settings.ring_timeout_s, on_record=self._on_record
+            self.mqtt,
+            ring_timeout_s=self.settings.ring_timeout_s,
+            on_record=self._on_record,
+            repeat_calls=self.repeat.count if self.repeat is not None else None,
+            local=self.desk.deliver if web_on else None,  # agent page (issue 6)
         )
         overrides = self.overrides
         self.router = StasisRouter(
             self.ari,
             lambda: self.rules.rules,
             lambda: overrides.items,
-            on_decision=self.pops.routed,
+            on_decision=self._routed,
         )
+        # -- FastAGI entry point (issue 7): same core, rules, overrides and observer --
+        if self.settings.agi_enabled:
+            self.agi_router = AgiRouter(
+                lambda: self.rules.rules,
+                lambda: overrides.items,
+                on_decision=self._routed,
+            )
+            self.agi = AgiServer(
+                self.settings.agi_host, self.settings.agi_port, {"route": self.agi_router.route}
+            )
+        # -- end FastAGI --
         if self.settings.ami_enabled:
             self.ami = AmiClient(
                 AmiConfig(
@@ -153,7 +213,24 @@ class Daemon:
                 self.health,
                 lambda: render(self.registry),
             )
+            # -- agent page (issue 6): routes before the server starts --
+            if web_on:
+                self.web = setup_web(
+                    self.http.app,
+                    self.desk,
+                    WebConfig(
+                        agents_file=self.settings.web_agents_file,
+                        secure_cookies=self.settings.web_secure_cookies,
+                        session_secret=self.settings.web_session_secret,
+                    ),
+                )
+            # -- end agent page --
             await self.http.start()
+        # -- FastAGI (issue 7): listening before READY=1; a taken port is
+        # logged and retried in the background, ARI routing goes on meanwhile.
+        if self.agi is not None:
+            await self.agi.start()
+        # -- end FastAGI --
 
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop)
@@ -165,8 +242,15 @@ class Daemon:
             self._spawn(self.ami.run(self._ami_event, on_connected=self._ami_resync), "ami")
         if self.mqtt is not None:
             self._spawn(self.mqtt.run(), "mqtt")
+        if self.journal is not None:
+            self._spawn(self.journal.run(), "journal")
+            self._spawn(
+                retention_loop(self._journal_opener(), days=self.settings.retention_days),
+                "retention",
+            )
         self._spawn(self._watch_rules(), "rules-watch")
         self._spawn(self._watch_overrides(), "overrides-watch")
+        self._spawn(self.desk.run(), "callback-figures")  # agent page (issue 6)
         self._spawn(watchdog_loop(self.notifier, lambda: True), "watchdog")
         self.notifier.ready(status=f"routing with rules generation {self.rules.generation}")
         log.info("daemon.ready", http_port=self.http.port if self.http else None)
@@ -184,9 +268,25 @@ class Daemon:
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
+    def _journal_opener(self) -> Callable[[], JournalStore]:
+        url = self.settings.database_url
+        if url:
+            return lambda: PostgresJournal(url)
+        path = state_path(self.rules.model, self.rules.path).with_name("journal.sqlite")
+        return lambda: SqliteJournal(path)
+
+    def _routed(self, call_id: str, decision: Decision) -> None:
+        """A call was decided (any entry point): follow it, look its caller up."""
+        assert self.pops is not None
+        if self.repeat is not None:
+            self.repeat.prefetch(decision.caller)
+        self.pops.routed(call_id, decision)
+
     def _on_record(self, record: CallRecord, event: CallEvent | None) -> None:
-        """Every change of a call's life: metrics (and the journal)."""
+        """Every change of a call's life: metrics and the journal."""
         self.call_metrics.observe(record, event)
+        if self.journal is not None:
+            self.journal.submit(entry_from_record(record, self.settings.node))
 
     def _gauges(self) -> Iterator[tuple[str, dict[str, str], float]]:
         """Gauges read at scrape time from the objects that own the state."""
@@ -212,6 +312,14 @@ class Daemon:
         for component, ok in up.items():
             yield "pbxbridge_up", {"component": component}, 1.0 if ok else 0.0
         yield "pbxbridge_rules_generation", {}, float(self.rules.generation)
+        # -- agent page (issue 6): counted in the background, never at scrape time --
+        if self.desk is not None:
+            for tenant, counts in self.desk.figures.items():
+                labels = {"tenant": tenant}
+                yield "pbxbridge_callbacks_open", labels, float(counts.open)
+                yield "pbxbridge_callbacks_overdue", labels, float(counts.overdue)
+                yield "pbxbridge_callbacks_due_today", labels, float(counts.due_today)
+        # -- end agent page --
         yield "pbxbridge_rules_reload_failures", {}, float(self.rules.reload_failures)
         if self.router is not None:
             yield "pbxbridge_calls_in_routing", {}, float(self.router.in_progress)
@@ -226,6 +334,10 @@ class Daemon:
                 float(status.dropped_overflow),
             )
             yield "pbxbridge_screenpops_queued", {}, float(status.queued)
+        if self.journal is not None:
+            stats = self.journal.stats
+            yield "pbxbridge_journal_backlog", {}, float(stats.backlog)
+            yield "pbxbridge_up", {"component": "journal"}, 1.0 if stats.db_available else 0.0
 
     async def _ami_event(self, event: dict[str, str]) -> None:
         assert self.pops is not None
@@ -264,22 +376,39 @@ class Daemon:
     async def _shutdown(self, session: aiohttp.ClientSession) -> None:
         self.notifier.stopping(status="finishing calls being routed")
         assert self.router is not None and self.ari is not None
+        # -- FastAGI (issue 7): stop listening now (new AGI calls take the
+        # dialplan fallback at once) and let sessions finish, alongside ARI.
+        agi_stop = (
+            asyncio.ensure_future(self.agi.stop(DRAIN_SECONDS)) if self.agi is not None else None
+        )
+        # -- end FastAGI --
         if not await self.router.drain(DRAIN_SECONDS):
             log.warning("daemon.drain_timeout", in_progress=self.router.in_progress)
         # Closing the socket unregisters the application: from here on the
         # dialplan's Stasis() fails over to the static queue.
         await self.ari.close(grace=2.0)
         await self.router.drain(5.0)  # calls that arrived just before the close
+        # -- FastAGI (issue 7) --
+        if agi_stop is not None and not await agi_stop:
+            log.warning("daemon.agi_drain_timeout")
+        # -- end FastAGI --
         if self.ami is not None:
             await self.ami.close()
         if self.mqtt is not None:
             left = await self.mqtt.close(timeout=2.0)
             if left:
                 log.warning("mqtt.unsent_at_stop", messages=left)
+        if self.journal is not None:
+            # Whatever is not written by now goes to the spool on disk.
+            await self.journal.close(timeout=5.0)
+        if self.repeat is not None:
+            self.repeat.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await session.close()
+        if self.desk is not None:  # agent page (issue 6): end the event streams
+            await self.desk.close()
         if self.http is not None:
             await self.http.stop()
         if self.overrides is not None:
@@ -309,8 +438,11 @@ class Daemon:
                 "following": len(self.pops.records) if self.pops else 0,
                 **(vars(self.pops.stats) if self.pops else {}),
             },
+            "journal": self.journal.stats.as_dict() if self.journal else {"state": "disabled"},
             "rules": self.rules.health(),
             "overrides": self.overrides.health() if self.overrides else None,
+            "agi": self._agi_health(),  # FastAGI (issue 7)
+            "web": self.web.health() if self.web else {"state": "disabled"},  # issue 6
             "calls": {
                 "routed": router.stats.routed if router else 0,
                 "failed": router.stats.failed if router else 0,
@@ -322,3 +454,34 @@ class Daemon:
             },
         }
         return bool(ari and ari.connected), body
+
+    # -- FastAGI (issue 7) --
+    def _agi_health(self) -> dict[str, object]:
+        """The FastAGI part of ``/healthz``.
+
+        Not part of the healthy verdict: while it is down, AGI calls take the
+        dialplan fallback.
+
+        Returns:
+            State, bind address and counters.
+        """
+        server, router = self.agi, self.agi_router
+        if server is None or router is None:
+            return {"state": "disabled"}
+        return {
+            "state": "listening" if server.listening else "down",
+            "bind": f"{server.host}:{server.port}",
+            "last_error": server.last_error,
+            "connections": server.connections,
+            "in_progress": server.in_progress,
+            "capacity": server.capacity,
+            "routed": router.stats.routed,
+            "failed": router.stats.failed,
+            "gone": router.stats.gone,
+            "menus": router.stats.menus,
+            "by_action": dict(router.stats.by_action),
+            "evicted": server.stats.evicted,
+            "over_capacity": server.stats.over_capacity,
+            "faults": dict(server.stats.faults),
+        }
+    # -- end FastAGI --

@@ -11,6 +11,9 @@ if [ "${PBXBRIDGE_SKIP_ASTERISK:-0}" != "1" ]; then
   # The real-Asterisk tests need a Debian sid chroot (debootstrap) and sipp.
   command -v debootstrap >/dev/null || need_apt+=(debootstrap)
   command -v sipp >/dev/null || need_apt+=(sip-tester)
+  # The agent page's browser tests (tests/integration/test_web_real.py) and
+  # benchmarks/page.py drive Debian's headless Chromium over DevTools.
+  [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 fi
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then

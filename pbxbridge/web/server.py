@@ -1,0 +1,761 @@
+"""The agent page's routes on the daemon's aiohttp application (``/agent/...``).
+
+========================  =====================================================
+``GET  /agent/``          the desk (live pops, wrap-up); sign-in page if needed
+``GET  /agent/login``     sign-in form; ``POST`` signs in
+``POST /agent/logout``    signs out
+``GET  /agent/events``    server-sent events: the agent's own pops only
+``GET  /agent/state``     the same snapshot as JSON
+``POST /agent/disposition``  wrap-up of an answered call (JSON answer)
+``GET  /agent/callbacks``    open callbacks per tenant; ``?tenant=<id>``
+``POST /agent/callbacks``    mark one of the agent's callbacks done
+``GET  /agent/static/*``  CSS, script, icon (from the package; nothing external)
+========================  =====================================================
+
+Every POST needs the session's CSRF token (form field ``csrf`` or header
+``X-CSRF-Token``). Every ``/agent`` response carries a strict
+Content-Security-Policy (``default-src 'self'``, no inline script), ``X-Frame-
+Options: DENY``, ``Referrer-Policy: no-referrer`` and ``nosniff``; pages and
+data are ``Cache-Control: no-store`` (they hold personal data). Links are
+relative, so the page also works behind a reverse proxy under a path prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final
+
+import structlog
+from aiohttp import web
+
+from pbxbridge.journal.store import MAX_NOTE_CHARS
+from pbxbridge.web.agents import AgentsFile
+from pbxbridge.web.desk import AgentDesk, CallbackItem, DeskError
+from pbxbridge.web.i18n import format_local, label, language, script_labels
+from pbxbridge.web.passwords import ScryptHash, dummy_hash, verify_password
+from pbxbridge.web.render import EMPTY, Markup, join, render, tag
+from pbxbridge.web.sessions import LoginLimiter, Session, SessionManager
+
+log = structlog.get_logger(__name__)
+
+PREFIX: Final = "/agent"
+SESSION_COOKIE: Final = "pbx_session"
+SECURE_SESSION_COOKIE: Final = "__Host-pbx_session"
+LOGIN_COOKIE: Final = "pbx_login"
+LANG_COOKIE: Final = "pbx_lang"
+KEEPALIVE_S: Final = 15.0
+MAX_FORM_BYTES: Final = 64 * 1024
+MAX_PARALLEL_VERIFY: Final = 2
+"""scrypt needs 32 MiB and ~0.1 s each: bound the parallel sign-ins."""
+
+CSP: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "object-src 'none'"
+)
+SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+_STATIC_TYPES: Final = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """Settings of the agent page.
+
+    Attributes:
+        agents_file: Path of the agents file (``PBXBRIDGE_AGENTS_FILE``).
+        secure_cookies: Mark cookies ``Secure`` (behind TLS;
+            ``PBXBRIDGE_WEB_SECURE_COOKIES``).
+        session_secret: HMAC key for sessions; empty: random per start.
+    """
+
+    agents_file: str
+    secure_cookies: bool = False
+    session_secret: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Static:
+    body: bytes
+    content_type: str
+    etag: str
+
+
+def _load_static() -> dict[str, _Static]:
+    out: dict[str, _Static] = {}
+    folder = resources.files("pbxbridge.web").joinpath("static")
+    for entry in folder.iterdir():
+        suffix = "." + entry.name.rsplit(".", 1)[-1]
+        if entry.is_file() and suffix in _STATIC_TYPES:
+            body = entry.read_bytes()
+            etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+            out[entry.name] = _Static(body, _STATIC_TYPES[suffix], etag)
+    return out
+
+
+def _field(form: Mapping[str, Any], name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+class AgentPage:
+    """The routes, bound to a desk, the agents file and a session manager.
+
+    Args:
+        desk: Pops, wrap-up and callbacks.
+        agents: The agents file.
+        config: Page settings.
+        unix_clock: Unix time for sessions (tests inject one).
+    """
+
+    def __init__(
+        self,
+        desk: AgentDesk,
+        agents: AgentsFile,
+        config: WebConfig,
+        *,
+        unix_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.desk = desk
+        self.agents = agents
+        self.config = config
+        secret = (
+            hashlib.sha256(config.session_secret.encode("utf-8")).digest()
+            if config.session_secret
+            else secrets.token_bytes(32)
+        )
+        self.sessions = SessionManager(secret, clock=unix_clock)
+        self.limiter = LoginLimiter()
+        self._verify_slots = asyncio.Semaphore(MAX_PARALLEL_VERIFY)
+        self._dummy = dummy_hash()
+        self._static = _load_static()
+        self.cookie_name = SECURE_SESSION_COOKIE if config.secure_cookies else SESSION_COOKIE
+        self.sign_ins = 0
+        self.failed_sign_ins = 0
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def install(self, app: web.Application) -> None:
+        """Add the routes and the header hook to an application (before it starts).
+
+        Args:
+            app: The daemon's aiohttp application.
+        """
+        r = app.router
+        r.add_get(PREFIX, self._to_desk)
+        r.add_get(PREFIX + "/", self.desk_page)
+        r.add_get(PREFIX + "/login", self.login_page)
+        r.add_post(PREFIX + "/login", self.login)
+        r.add_post(PREFIX + "/logout", self.logout)
+        r.add_get(PREFIX + "/events", self.events)
+        r.add_get(PREFIX + "/state", self.state)
+        r.add_post(PREFIX + "/disposition", self.disposition)
+        r.add_get(PREFIX + "/callbacks", self.callbacks_page)
+        r.add_post(PREFIX + "/callbacks", self.callback_done)
+        r.add_get(PREFIX + "/static/{name}", self.static)
+        app.on_response_prepare.append(self._headers)
+        app.on_shutdown.append(self._on_shutdown)
+
+    async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        if request.path == PREFIX or request.path.startswith(PREFIX + "/"):
+            for name, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
+            if not request.path.startswith(PREFIX + "/static/"):
+                response.headers["Cache-Control"] = "no-store"
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        self.desk.end_streams()
+
+    def _lang(self, request: web.Request) -> str:
+        return language(request.query.get("lang") or request.cookies.get(LANG_COOKIE))
+
+    def _remember_lang(self, request: web.Request, response: web.StreamResponse) -> None:
+        wanted = request.query.get("lang")
+        if wanted and language(wanted) == wanted:
+            self._cookie(response, LANG_COOKIE, wanted, max_age=365 * 86400, http_only=False)
+
+    def _cookie(
+        self,
+        response: web.StreamResponse,
+        name: str,
+        value: str,
+        *,
+        max_age: int | None = None,
+        http_only: bool = True,
+    ) -> None:
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            path="/",
+            secure=self.config.secure_cookies,
+            httponly=http_only,
+            samesite="Strict",
+        )
+
+    def _session(self, request: web.Request) -> Session | None:
+        return self.sessions.check(request.cookies.get(self.cookie_name), self.agents.get)
+
+    def _dummy_hash(self) -> ScryptHash:
+        """A hash with the cost of the configured ones, matching no password."""
+        model = next(iter(self.agents.agents().values()), None)
+        if model is None:
+            return self._dummy
+        if (self._dummy.ln, self._dummy.r, self._dummy.p) != (model.password.ln,
+                                                              model.password.r,
+                                                              model.password.p):
+            self._dummy = ScryptHash(model.password.ln, model.password.r, model.password.p,
+                                     self._dummy.salt, self._dummy.key)
+        return self._dummy
+
+    def _address(self, request: web.Request) -> str:
+        return request.remote or "unknown"
+
+    def _page(
+        self,
+        request: web.Request,
+        *,
+        title: str,
+        main: Markup,
+        nav: Markup = EMPTY,
+        head: Markup = EMPTY,
+        status: int = 200,
+        body_class: str = "",
+    ) -> web.Response:
+        lang = self._lang(request)
+        body = render(
+            "base.html",
+            lang=lang,
+            title=title,
+            static="static/",
+            head=head,
+            nav=nav,
+            main=main,
+            body_class=body_class,
+        )
+        response = web.Response(text=body, status=status, content_type="text/html")
+        self._remember_lang(request, response)
+        return response
+
+    def _nav(self, request: web.Request, session: Session, current: str) -> Markup:
+        lang = self._lang(request)
+        other = "en" if lang == "de" else "de"
+        links = [
+            tag("a", label(lang, "nav_desk"), href="./", aria_current="page" if current == "desk"
+                else None),
+            tag("a", label(lang, "nav_callbacks"), href="callbacks",
+                aria_current="page" if current == "callbacks" else None),
+            tag("a", label(lang, "lang_other"), href=f"?lang={other}", hreflang=other,
+                class_="lang"),
+        ]
+        who = tag(
+            "span",
+            f"{label(lang, 'signed_in_as')} ",
+            tag("strong", session.agent.name, id="agent-name"),
+            class_="who",
+        )
+        logout = tag(
+            "form",
+            tag("input", type="hidden", name="csrf", value=session.csrf),
+            tag("button", label(lang, "sign_out"), type="submit", class_="link"),
+            method="post",
+            action="logout",
+            class_="logout",
+        )
+        return tag("nav", join(links), who, logout, class_="nav")
+
+    def _json(self, data: Mapping[str, object], status: int = 200) -> web.Response:
+        return web.json_response(data, status=status, dumps=lambda d: json.dumps(
+            d, ensure_ascii=False, separators=(",", ":")))
+
+    def _refusal(
+        self, request: web.Request, key: str, status: int, **values: object
+    ) -> web.Response:
+        text = label(self._lang(request), key, **values)
+        return self._json({"ok": False, "error": text, "code": key}, status)
+
+    async def _form(self, request: web.Request) -> Mapping[str, Any] | None:
+        if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
+            return None
+        try:
+            return await request.post()
+        except (ValueError, web.HTTPRequestEntityTooLarge):
+            return None
+
+    def _csrf_ok(self, request: web.Request, session: Session, form: Mapping[str, Any]) -> bool:
+        token = request.headers.get("X-CSRF-Token") or _field(form, "csrf")
+        return self.sessions.csrf_ok(session, token)
+
+    # -- pages -----------------------------------------------------------------------
+
+    async def _to_desk(self, request: web.Request) -> web.StreamResponse:
+        # Relative, so that a path prefix added by a reverse proxy is kept.
+        raise web.HTTPPermanentRedirect(PREFIX.lstrip("/") + "/")
+
+    async def desk_page(self, request: web.Request) -> web.StreamResponse:
+        """The desk: live pops and wrap-up."""
+        session = self._session(request)
+        if session is None:
+            return self._redirect(request, "login")
+        lang = self._lang(request)
+        labels = json.dumps(script_labels(lang), ensure_ascii=False)
+        # Inside <script type="application/json"> only "</" could end the block.
+        labels = labels.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+        head = join(
+            [
+                tag("meta", name="csrf-token", content=session.csrf),
+                tag("script", src="static/agent.js", defer=True),
+            ]
+        )
+        main = Markup(
+            render(
+                "desk.html",
+                journal="1" if self.desk.journal_available else "0",
+                journal_missing=label(lang, "journal_missing"),
+                idle=label(lang, "js_idle"),
+                recent=label(lang, "js_recent"),
+                labels_json=Markup(labels),
+                agent=session.agent.id,
+                max_note=MAX_NOTE_CHARS,
+            )
+        )
+        return self._page(
+            request,
+            title=label(lang, "title"),
+            main=main,
+            nav=self._nav(request, session, "desk"),
+            head=head,
+            body_class="desk",
+        )
+
+    def _redirect(self, request: web.Request, where: str) -> web.Response:
+        response = web.Response(status=303, headers={"Location": where})
+        self._remember_lang(request, response)
+        return response
+
+    def _login_form(
+        self, request: web.Request, *, message: str = "", kind: str = "error", status: int = 200,
+        agent: str = "", retry_after: int | None = None,
+    ) -> web.Response:
+        lang = self._lang(request)
+        nonce = self.sessions.new_login_nonce()
+        main = Markup(
+            render(
+                "login.html",
+                heading=label(lang, "sign_in_title"),
+                message=tag("p", message, class_=f"msg {kind}", role="alert") if message
+                else EMPTY,
+                agent_label=label(lang, "agent_id"),
+                password_label=label(lang, "password"),
+                submit=label(lang, "sign_in"),
+                csrf=self.sessions.login_token(nonce),
+                agent=agent,
+                other_lang="en" if lang == "de" else "de",
+                other_label=label(lang, "lang_other"),
+            )
+        )
+        response = self._page(
+            request, title=label(lang, "sign_in_title"), main=main, status=status,
+            body_class="login",
+        )
+        self._cookie(response, LOGIN_COOKIE, nonce, max_age=3600)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    async def login_page(self, request: web.Request) -> web.StreamResponse:
+        """The sign-in form."""
+        if self._session(request) is not None:
+            return self._redirect(request, "./")
+        lang = self._lang(request)
+        note = ""
+        if request.query.get("bye"):
+            note = label(lang, "signed_out")
+        elif self.agents.error and not self.agents.loaded:
+            return self._login_form(request, message=label(lang, "login_unavailable"), status=503)
+        return self._login_form(request, message=note, kind="info")
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        """Check the sign-in form; set the session cookie."""
+        lang = self._lang(request)
+        form = await self._form(request)
+        if form is None:
+            return self._login_form(request, message=label(lang, "err_too_large"), status=413)
+        agent_id = _field(form, "agent").strip()[:64]
+        password = _field(form, "password")
+        if not self.sessions.login_ok(request.cookies.get(LOGIN_COOKIE), _field(form, "csrf")):
+            log.warning("web.csrf_refused", path=request.path, address=self._address(request))
+            return self._login_form(
+                request, message=label(lang, "csrf_failed"), status=403, agent=agent_id
+            )
+        if not agent_id or not password:
+            return self._login_form(
+                request, message=label(lang, "login_missing"), status=400, agent=agent_id
+            )
+        address = self._address(request)
+        wait = self.limiter.retry_after(agent_id, address)
+        if wait > 0:
+            minutes = max(1, int(wait // 60 + (1 if wait % 60 else 0)))
+            log.warning("web.sign_in_locked", agent=agent_id, address=address)
+            return self._login_form(
+                request,
+                message=label(lang, "login_locked", minutes=minutes),
+                status=429,
+                agent=agent_id,
+                retry_after=int(wait) + 1,
+            )
+        agent = self.agents.get(agent_id)
+        async with self._verify_slots:
+            # Unknown ids cost the same time as known ones (no id probing).
+            ok = await asyncio.to_thread(
+                verify_password, password, agent.password if agent else self._dummy_hash()
+            )
+        if agent is None or not ok:
+            self.limiter.failed(agent_id, address)
+            self.failed_sign_ins += 1
+            log.warning("web.sign_in_failed", agent=agent_id, address=address)
+            return self._login_form(
+                request, message=label(lang, "login_failed"), status=401, agent=agent_id
+            )
+        self.limiter.succeeded(agent_id)
+        session = self.sessions.issue(agent)
+        self.sign_ins += 1
+        log.info("web.signed_in", agent=agent.id, address=address)
+        response = self._redirect(request, "./")
+        self._cookie(response, self.cookie_name, session.token)
+        response.del_cookie(LOGIN_COOKIE, path="/")
+        return response
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        """Sign out (revoke the session, drop the cookie)."""
+        session = self._session(request)
+        if session is None:
+            return self._redirect(request, "login")
+        form = await self._form(request) or {}
+        if not self._csrf_ok(request, session, form):
+            lang = self._lang(request)
+            return self._page(
+                request,
+                title=label(lang, "title"),
+                main=tag("p", label(lang, "csrf_failed"), class_="msg error", role="alert"),
+                status=403,
+            )
+        self.sessions.revoke(session)
+        self.desk.end_session_streams(session.nonce)
+        log.info("web.signed_out", agent=session.agent.id)
+        response = self._redirect(request, "login?bye=1")
+        response.del_cookie(self.cookie_name, path="/")
+        return response
+
+    # -- live pops ---------------------------------------------------------------------
+
+    async def state(self, request: web.Request) -> web.StreamResponse:
+        """The agent's desk as JSON."""
+        session = self._session(request)
+        if session is None:
+            return self._refusal(request, "not_signed_in", 401)
+        return self._json({"agent": session.agent.id, **self.desk.snapshot(session.agent.id)})
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: ``snapshot``, then ``pop`` and ``done`` as they happen."""
+        session = self._session(request)
+        if session is None:
+            return self._refusal(request, "not_signed_in", 401)
+        stream = self.desk.subscribe(session.agent.id, session.nonce)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+            }
+        )
+        try:
+            await response.prepare(request)
+            await response.write(b"retry: 2000\n\n")
+            while True:
+                try:
+                    async with asyncio.timeout(KEEPALIVE_S):
+                        item = await stream.queue.get()
+                except TimeoutError:
+                    if self._session(request) is None:
+                        break  # signed out elsewhere, expired, or password changed
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                if item is None:
+                    break
+                name, data = item
+                await response.write(f"event: {name}\ndata: {data}\n\n".encode())
+        except (ConnectionResetError, ConnectionError):
+            pass  # the browser went away
+        finally:
+            self.desk.unsubscribe(stream)
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+        return response
+
+    # -- wrap-up -----------------------------------------------------------------------
+
+    async def disposition(self, request: web.Request) -> web.StreamResponse:
+        """Record "resolved" or "callback" for an answered call (JSON)."""
+        session = self._session(request)
+        if session is None:
+            return self._refusal(request, "not_signed_in", 401)
+        form = await self._form(request)
+        if form is None:
+            return self._refusal(request, "err_too_large", 413)
+        if not self._csrf_ok(request, session, form):
+            log.warning("web.csrf_refused", path=request.path, agent=session.agent.id)
+            return self._refusal(request, "csrf_failed", 403)
+        lang = self._lang(request)
+        try:
+            saved = await self.desk.dispose(
+                session.agent.id,
+                _field(form, "call_id"),
+                _field(form, "disposition"),
+                _field(form, "note"),
+                _field(form, "callback_number"),
+            )
+        except DeskError as exc:
+            return self._refusal(request, exc.key, exc.status, **exc.values)
+        if saved.due_local is not None:
+            due_text = format_local(saved.due_local, lang)
+            message = label(lang, "saved_callback", due=due_text)
+        else:
+            due_text = None
+            message = label(lang, "saved_resolved")
+        return self._json(
+            {
+                "ok": True,
+                "message": message,
+                "call_id": saved.call_id,
+                "disposition": saved.disposition,
+                "due_at": saved.due_local.isoformat() if saved.due_local else None,
+                "due_text": due_text,
+            }
+        )
+
+    # -- callbacks ---------------------------------------------------------------------
+
+    async def callbacks_page(self, request: web.Request) -> web.StreamResponse:
+        """Open callbacks of a tenant (or all): overdue, due today, later."""
+        session = self._session(request)
+        if session is None:
+            return self._redirect(request, "login")
+        message = label(self._lang(request), "done_ok") if request.query.get("done") else ""
+        return await self._callbacks(request, session, message=message, kind="info")
+
+    async def _callbacks(
+        self, request: web.Request, session: Session, *, message: str = "", kind: str = "error",
+        status: int = 200,
+    ) -> web.Response:
+        lang = self._lang(request)
+        rules_tenants = self.desk.rules().tenants
+        tenant = request.query.get("tenant") or None
+        if tenant is not None and tenant not in rules_tenants:
+            tenant = None
+            message, kind, status = label(lang, "err_tenant_unknown"), "error", 404
+        tabs = [tag("a", label(lang, "all_tenants"), href="callbacks",
+                    aria_current="page" if tenant is None else None)]
+        tabs += [
+            tag("a", spec.name, href=f"callbacks?tenant={tid}",
+                aria_current="page" if tenant == tid else None)
+            for tid, spec in rules_tenants.items()
+        ]
+        parts: list[Markup] = [tag("nav", join(tabs), class_="tabs")]
+        if message:
+            parts.append(tag("p", message, class_=f"msg {kind}", role="alert"))
+        if not self.desk.journal_available:
+            parts.append(tag("p", label(lang, "journal_missing"), class_="msg notice"))
+            if status == 200:
+                status = 503
+        else:
+            try:
+                view = await self.desk.callbacks(
+                    session.agent.id, session.agent.supervisor, tenant
+                )
+            except DeskError as exc:
+                parts.append(tag("p", label(lang, exc.key, **exc.values), class_="msg error",
+                                 role="alert"))
+                status = exc.status
+            else:
+                counts = [
+                    tag("li", label(lang, "team_counts",
+                                    tenant=rules_tenants[t].name if t in rules_tenants else t,
+                                    open=c.open, today=c.due_today, overdue=c.overdue),
+                        data_tenant=t)
+                    for t, c in sorted(view.counts.items())
+                ]
+                if counts:
+                    parts.append(tag("ul", join(counts), class_="team"))
+                for bucket in ("overdue", "due_today", "open_later"):
+                    items = [i for i in view.items if i.bucket == bucket]
+                    parts.append(self._callback_section(lang, session, bucket, items, tenant))
+        main = join([tag("h1", label(lang, "callbacks_title")), *parts])
+        return self._page(
+            request,
+            title=label(lang, "callbacks_title"),
+            main=main,
+            nav=self._nav(request, session, "callbacks"),
+            status=status,
+            body_class="callbacks",
+        )
+
+    def _callback_section(
+        self, lang: str, session: Session, bucket: str, items: list[CallbackItem],
+        tenant: str | None,
+    ) -> Markup:
+        tenants = self.desk.rules().tenants
+        heading = tag("h2", f"{label(lang, bucket)} ({len(items)})")
+        if not items:
+            return tag("section", heading, tag("p", label(lang, "none_open"), class_="empty"),
+                       id=bucket, class_=f"bucket {bucket}")
+        head = tag("tr", *(tag("th", label(lang, k), scope="col") for k in (
+            "col_due", "col_tenant", "col_number", "col_note", "col_recorded", "col_agent")),
+            tag("th", "", scope="col"))
+        rows: list[Markup] = []
+        for item in items:
+            row = item.row
+            done = EMPTY
+            if item.mine or session.agent.supervisor:
+                done = tag(
+                    "form",
+                    tag("input", type="hidden", name="csrf", value=session.csrf),
+                    tag("input", type="hidden", name="node", value=row.node),
+                    tag("input", type="hidden", name="call_id", value=row.call_id),
+                    tag("input", type="hidden", name="tenant", value=tenant or ""),
+                    tag("button", label(lang, "mark_done"), type="submit"),
+                    method="post",
+                    action="callbacks",
+                )
+            number = row.callback_number or ""
+            rows.append(tag(
+                "tr",
+                tag("td", format_local(item.due_local, lang), class_="due"),
+                tag("td", tenants[row.tenant].name if row.tenant in tenants else row.tenant),
+                tag("td", tag("a", number, href=f"tel:{number}") if number else "–",
+                    class_="number"),
+                tag("td", row.disposition_note or "", class_="note"),
+                tag("td", format_local(item.recorded_local, lang)),
+                tag("td", row.disposition_by or ""),
+                tag("td", done),
+                data_call_id=row.call_id,
+                data_node=row.node,
+            ))
+        table = tag("table", tag("thead", head), tag("tbody", join(rows)))
+        return tag("section", heading, table, id=bucket, class_=f"bucket {bucket}")
+
+    async def callback_done(self, request: web.Request) -> web.StreamResponse:
+        """Mark one of the agent's open callbacks done."""
+        session = self._session(request)
+        wants_json = "application/json" in request.headers.get("Accept", "")
+        if session is None:
+            if wants_json:
+                return self._refusal(request, "not_signed_in", 401)
+            return self._redirect(request, "login")
+        form = await self._form(request)
+        if form is None:
+            return await self._done_refused(request, session, "err_too_large", 413, wants_json)
+        if not self._csrf_ok(request, session, form):
+            log.warning("web.csrf_refused", path=request.path, agent=session.agent.id)
+            return await self._done_refused(request, session, "csrf_failed", 403, wants_json)
+        try:
+            await self.desk.mark_done(
+                session.agent.id, session.agent.supervisor, _field(form, "node"),
+                _field(form, "call_id"),
+            )
+        except DeskError as exc:
+            return await self._done_refused(request, session, exc.key, exc.status, wants_json)
+        if wants_json:
+            return self._json({"ok": True, "message": label(self._lang(request), "done_ok")})
+        tenant = _field(form, "tenant")
+        where = "callbacks?done=1"
+        if tenant in self.desk.rules().tenants:
+            where += f"&tenant={tenant}"
+        return self._redirect(request, where)
+
+    async def _done_refused(
+        self, request: web.Request, session: Session, key: str, status: int, wants_json: bool
+    ) -> web.Response:
+        if wants_json:
+            return self._refusal(request, key, status)
+        lang = self._lang(request)
+        return await self._callbacks(request, session, message=label(lang, key), status=status)
+
+    # -- static ------------------------------------------------------------------------
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        """A packaged asset (ETag, revalidated after five minutes)."""
+        item = self._static.get(request.match_info["name"])
+        if item is None:
+            raise web.HTTPNotFound()
+        headers = {"ETag": item.etag, "Cache-Control": "max-age=300, must-revalidate"}
+        if request.headers.get("If-None-Match") == item.etag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=item.body, headers={**headers, "Content-Type": item.content_type})
+
+    def health(self) -> dict[str, object]:
+        """The page's part of ``/healthz``.
+
+        Returns:
+            Agents file state, sign-ins and the desk's counters.
+        """
+        return {
+            "agents_file": str(self.agents.path),
+            "agents": len(self.agents.agents()),
+            "agents_file_error": self.agents.error,
+            "sign_ins": self.sign_ins,
+            "failed_sign_ins": self.failed_sign_ins,
+            **self.desk.health(),
+        }
+
+
+def setup_web(
+    app: web.Application,
+    desk: AgentDesk,
+    config: WebConfig,
+    *,
+    unix_clock: Callable[[], float] = time.time,
+) -> AgentPage:
+    """Serve the agent page from the daemon's HTTP application.
+
+    Call before the application starts; feed the desk from ScreenPops
+    (``local=desk.deliver``).
+
+    Args:
+        app: The HttpServer's ``app``.
+        desk: The desk (pops, wrap-up, callbacks).
+        config: Page settings.
+        unix_clock: Unix time for sessions (tests).
+
+    Returns:
+        The page (its :meth:`AgentPage.health` belongs in ``/healthz``).
+    """
+    page = AgentPage(desk, AgentsFile(config.agents_file), config, unix_clock=unix_clock)
+    page.install(app)
+    log.info(
+        "web.enabled",
+        path=PREFIX + "/",
+        agents_file=config.agents_file,
+        secure_cookies=config.secure_cookies,
+        persistent_secret=bool(config.session_secret),
+    )
+    return page
+
