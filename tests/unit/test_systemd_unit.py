@@ -170,12 +170,27 @@ class TestSecurity:
 class TestUnitContents:
     """Properties the daemon relies on that verify cannot check."""
 
-    def test_credential_ids_match_what_the_daemon_reads(self) -> None:
+    def test_credential_ids_match_what_the_daemon_reads(self, tmp_path: Path) -> None:
         ids = {spec.split(":", 1)[0] for spec in _directives("LoadCredential")}
-        assert ids == {"ari-password", "ami-password", "mqtt-password"}
+        assert ids == {"ari-password", "ami-password", "mqtt-password", "database-url",
+                       "web-session-password"}
         for spec in _directives("LoadCredential"):
             source = spec.split(":", 1)[1]
             assert source.startswith("/etc/pbxbridge/credentials/")
+        # The daemon really reads each of them from $CREDENTIALS_DIRECTORY.
+        from pbxbridge.adapters.mqtt import MqttSettings
+        from pbxbridge.runtime.settings import Settings
+
+        for cred in ids:
+            (tmp_path / cred).write_text(f"value-of-{cred}\n")
+        env = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
+        settings = Settings.from_env(env)
+        assert settings.ari_password == "value-of-ari-password"
+        assert settings.ami_password == "value-of-ami-password"
+        assert settings.database_url == "value-of-database-url"
+        assert settings.web_session_secret == "value-of-web-session-password"
+        mqtt = MqttSettings.from_env({**env, "PBXBRIDGE_MQTT_USER": "pbxbridge"})
+        assert mqtt.password == "value-of-mqtt-password"
 
     def test_lifecycle(self) -> None:
         assert _directives("Type") == ["notify"]
