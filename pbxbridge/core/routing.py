@@ -249,27 +249,14 @@ def _decision(
                 "via_115": "1" if via_115 else "0",
             }
         )
-    if is_open:
+    closed = None if is_open else tenant.closed
+    if closed is None:
         reasons.append(f"open → queue {tenant.open.queue} (priority {tenant.open.priority})")
-        return Decision(
-            action=Action.QUEUE,
-            tenant=tenant.id,
-            tenant_name=tenant.name,
-            greeting=tenant.greeting,
-            did=did.e164 or did.display,
-            caller=caller,
-            caller_name=caller_name,
-            callerid_name=callerid_name,
-            via_115=via_115,
-            queue=tenant.open,
-            screen_pop_url=url,
-            reasons=tuple(reasons),
-        )
-    closed = tenant.closed
-    target = f" {closed.target}" if closed.target else ""
-    reasons.append(f"closed → {closed.then.value}{target}")
+    else:
+        target = f" {closed.target}" if closed.target else ""
+        reasons.append(f"closed → {closed.then.value}{target}")
     return Decision(
-        action=Action.CLOSED,
+        action=Action.QUEUE if closed is None else Action.CLOSED,
         tenant=tenant.id,
         tenant_name=tenant.name,
         greeting=tenant.greeting,
@@ -278,7 +265,8 @@ def _decision(
         caller_name=caller_name,
         callerid_name=callerid_name,
         via_115=via_115,
-        queue=closed.queue,
+        # Closed handling that hands over to another queue carries that queue.
+        queue=tenant.open if closed is None else closed.queue,
         closed=closed,
         screen_pop_url=url,
         reasons=tuple(reasons),
