@@ -53,6 +53,8 @@ FOLLOWED_EVENTS = tuple(_AMI_KINDS)
 
 MAX_CALL_AGE = timedelta(hours=6)
 """Records older than this are dropped (a Hangup we never saw must not leak memory)."""
+MAX_RECORDS = 20_000
+"""At most this many calls are followed at once (far above any real queue)."""
 
 
 def agent_id(event: Mapping[str, str]) -> str:
@@ -279,13 +281,17 @@ class ScreenPops:
                 log.exception("calls.observer_failed", call_id=record.call_id)
 
     def _prune(self, now: datetime) -> None:
-        if len(self.records) < 1000:
-            return
+        # Records leave when their call ends; a Hangup that never arrives (AMI
+        # away, AMI disabled) must not grow memory or cost time per call. The
+        # dict keeps insertion (= routing) order, so the oldest are in front and
+        # pruning stops at the first young one: O(1) per routed call.
         cutoff = now - MAX_CALL_AGE
-        stale = [cid for cid, r in self.records.items() if r.routed_at < cutoff]
-        for cid in stale:
-            del self.records[cid]
-        self.stats.pruned += len(stale)
+        while self.records:
+            call_id, record = next(iter(self.records.items()))
+            if len(self.records) <= MAX_RECORDS and record.routed_at >= cutoff:
+                break
+            del self.records[call_id]
+            self.stats.pruned += 1
 
 
 def agent_topic_relative(agent: str) -> str:

@@ -110,7 +110,7 @@ class TestOpenHours:
         assert isinstance(app, dict)
         assert {e["type"] for e in app["events_allowed"]} == {
             "StasisStart", "StasisEnd", "ChannelDtmfReceived", "PlaybackFinished",
-            "ApplicationReplaced"}
+            "ApplicationReplaced", "RESTResponse"}
 
     def test_unknown_did_routes_as_default_tenant(
         self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory

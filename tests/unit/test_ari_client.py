@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import pytest
@@ -58,6 +58,15 @@ class Recorded:
     segments: list[str]  # decoded path segments (after splitting on the raw "/")
     query: dict[str, str]  # decoded like Asterisk does ("+" is a space)
     authorization: str | None
+    via: str = "http"  # "ws": a RESTRequest frame on the event socket
+    body: bytes = b""
+
+
+# How the fake answers RESTRequest frames: like Asterisk 22 ("answer"), like an
+# Asterisk before 22.4 ("ignore"), with a 400 ("reject"), by closing the socket
+# ("drop").
+WsRestMode = Literal["answer", "ignore", "reject", "drop"]
+PROBE_URI = "asterisk/ping"
 
 
 @dataclass
@@ -73,6 +82,8 @@ class FakeAri:
     on_ws: Callable[[web.WebSocketResponse], Awaitable[None]] | None = None
     ws_autoping: bool = True
     ws_reject_status: int | None = None
+    ws_probe: WsRestMode = "answer"  # for the client's GET asterisk/ping
+    ws_rest: WsRestMode = "answer"  # for every other RESTRequest
     _runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -111,6 +122,7 @@ class FakeAri:
         recorded = self._record(request)
         if recorded.raw_path == "/ari/events" and request.headers.get("Upgrade"):
             return await self._events(request, recorded)
+        recorded.body = await request.read()
         self.requests.append(recorded)
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -130,9 +142,62 @@ class FakeAri:
         self.connections.append(ws)
         if self.on_ws is not None:
             await self.on_ws(ws)
-        async for _msg in ws:  # keep the socket open until the client closes it
-            pass
+        async for msg in ws:  # keep the socket open until the client closes it
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                await self._rest_frame(ws, json.loads(msg.data), recorded.authorization)
         return ws
+
+    def ws_calls(self) -> list[Recorded]:
+        """RESTRequests received on the event socket, without the probe."""
+        return [r for r in self.requests if r.via == "ws" and r.raw_path != f"/ari/{PROBE_URI}"]
+
+    def http_calls(self) -> list[Recorded]:
+        return [r for r in self.requests if r.via == "http"]
+
+    async def _rest_frame(
+        self, ws: web.WebSocketResponse, frame: dict[str, Any], authorization: str | None
+    ) -> None:
+        """Answer a RESTRequest frame like Asterisk 22 (res/ari/ari_websocket_requests.c)."""
+        uri = str(frame.get("uri", ""))
+        raw_path, _, raw_query = ("/ari/" + uri).partition("?")
+        recorded = Recorded(
+            method=str(frame.get("method")),
+            raw_path=raw_path,
+            raw_query=raw_query,
+            segments=[urllib.parse.unquote_plus(s) for s in raw_path.split("/")[1:]],
+            query=dict(urllib.parse.parse_qsl(raw_query, keep_blank_values=True)),
+            authorization=authorization,
+            via="ws",
+        )
+        self.requests.append(recorded)
+        mode = self.ws_probe if uri == PROBE_URI else self.ws_rest
+        if mode == "ignore":
+            return
+        if mode == "drop":
+            await ws.close()
+            return
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if mode == "reject":
+            status, body = 400, {"message": "Unknown request type."}
+        elif uri == PROBE_URI:
+            status, body = 200, {"ping": "pong"}
+        else:
+            status, body = self.responses.get((recorded.method, raw_path), (204, None))
+        answer: dict[str, Any] = {
+            "type": "RESTResponse",
+            "transaction_id": "",
+            "request_id": frame.get("request_id", ""),
+            "status_code": status,
+            "reason_phrase": "whatever",
+            "uri": uri.partition("?")[0],
+            "application": APP,
+        }
+        if body is not None:
+            # Asterisk sends the body as a JSON *string*.
+            answer["content_type"] = "application/json"
+            answer["message_body"] = json.dumps(body)
+        await ws.send_str(json.dumps(answer))
 
 
 def event(kind: str, channel: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -1030,3 +1095,202 @@ class TestNoSecretsInLogs:
         assert logs
         assert PASSWORD not in text
         assert encoded not in text
+
+
+# ------------------------------------------------------------- REST over WebSocket
+
+
+@pytest.fixture
+async def ws_client(
+    fake: FakeAri, run_client: Callable[..., asyncio.Task[None]]
+) -> AsyncIterator[tuple[AriClient, Recorder]]:
+    """A running client whose probe has succeeded (hot-path calls use the socket)."""
+    ari = AriClient(make_config(fake.port, request_timeout=0.3))
+    recorder = Recorder()
+    run_client(ari, recorder)
+    await eventually(lambda: ari.rest_over_websocket_active)
+    yield ari, recorder
+    await ari.close()
+
+
+class TestRestOverWebSocket:
+    async def test_hot_path_calls_go_over_the_socket_with_exact_params(
+        self, fake: FakeAri, ws_client: tuple[AriClient, Recorder]
+    ) -> None:
+        ari, _ = ws_client
+        await ari.set_variable(HOSTILE, "PBXBRIDGE_DECISION", HOSTILE)
+        await ari.continue_in_dialplan("c1", "pbxbridge-queue", "s", 1)
+        await ari.answer("c1")  # not a hot-path call: stays on HTTP
+        ws_calls = fake.ws_calls()
+        assert [(r.method, r.segments) for r in ws_calls] == [
+            ("POST", ["ari", "channels", HOSTILE, "variable"]),
+            ("POST", ["ari", "channels", "c1", "continue"]),
+        ]
+        assert ws_calls[0].query == {"variable": "PBXBRIDGE_DECISION", "value": HOSTILE}
+        assert ws_calls[1].query == {
+            "context": "pbxbridge-queue",
+            "extension": "s",
+            "priority": "1",
+        }
+        assert [r.raw_path for r in fake.http_calls()] == ["/ari/channels/c1/answer"]
+
+    @pytest.mark.parametrize(
+        ("status", "exc_type"),
+        [
+            (404, AriNotFound),
+            (409, AriConflict),
+            (412, AriError),
+            (500, AriError),
+            (503, AriUnavailable),
+        ],
+    )
+    async def test_status_codes_map_to_the_same_exceptions_as_http(
+        self,
+        fake: FakeAri,
+        ws_client: tuple[AriClient, Recorder],
+        status: int,
+        exc_type: type[AriError],
+    ) -> None:
+        ari, _ = ws_client
+        fake.respond("POST", "/ari/channels/c1/continue", status, {"message": "Channel not found"})
+        with pytest.raises(AriError) as info:
+            await ari.continue_in_dialplan("c1", "ctx", "s")
+        assert type(info.value) is exc_type
+        assert info.value.status == status
+        assert "Channel not found" in str(info.value)
+        # The same call over HTTP raises the very same.
+        http = AriClient(make_config(fake.port))
+        try:
+            with pytest.raises(AriError) as via_http:
+                await http.continue_in_dialplan("c1", "ctx", "s")
+        finally:
+            await http.close()
+        assert type(via_http.value) is exc_type
+        assert str(via_http.value) == str(info.value)
+        assert fake.ws_calls() and len(fake.http_calls()) == 1
+
+    async def test_event_filter_always_lets_rest_responses_through(
+        self, fake: FakeAri, client: AriClient
+    ) -> None:
+        await client.set_event_filter(["StasisStart"])
+        body = json.loads(fake.requests[-1].body)
+        assert body["allowed"] == [{"type": "StasisStart"}, {"type": "RESTResponse"}]
+
+    async def test_event_filter_is_unchanged_when_the_feature_is_off(self, fake: FakeAri) -> None:
+        async with AriClient(make_config(fake.port, rest_over_websocket=False)) as ari:
+            await ari.set_event_filter(["StasisStart"])
+        assert json.loads(fake.requests[-1].body)["allowed"] == [{"type": "StasisStart"}]
+
+    @pytest.mark.parametrize("probe", ["ignore", "reject"])
+    async def test_asterisk_without_the_feature_gets_http(
+        self,
+        fake: FakeAri,
+        run_client: Callable[..., asyncio.Task[None]],
+        probe: WsRestMode,
+    ) -> None:
+        fake.ws_probe = probe
+        async with AriClient(make_config(fake.port, request_timeout=0.2)) as ari:
+            run_client(ari, Recorder())
+            await eventually(lambda: any(r.via == "ws" for r in fake.requests))
+            await asyncio.sleep(0.3)  # past the probe's timeout
+            assert not ari.rest_over_websocket_active
+            await ari.set_variable("c1", "V", "x")
+            assert ari.connected
+        assert fake.ws_calls() == []
+        assert [r.raw_path for r in fake.http_calls()] == ["/ari/channels/c1/variable"]
+
+    async def test_feature_off_sends_no_frames(
+        self, fake: FakeAri, run_client: Callable[..., asyncio.Task[None]]
+    ) -> None:
+        async with AriClient(make_config(fake.port, rest_over_websocket=False)) as ari:
+            run_client(ari, Recorder())
+            await eventually(lambda: ari.connected)
+            await asyncio.sleep(0.05)
+            await ari.set_variable("c1", "V", "x")
+        assert [r.via for r in fake.requests] == ["http"]
+
+    async def test_calls_use_http_while_the_socket_is_down(
+        self, fake: FakeAri, ws_client: tuple[AriClient, Recorder]
+    ) -> None:
+        ari, _ = ws_client
+        fake.ws_reject_status = 503  # no reconnect for now
+        await fake.connections[-1].close()
+        await eventually(lambda: not ari.rest_over_websocket_active)
+        await ari.continue_in_dialplan("c1", "ctx", "s")
+        assert fake.ws_calls() == []
+        assert [r.raw_path for r in fake.http_calls()] == ["/ari/channels/c1/continue"]
+        # Back on the socket once it is up again and the probe answered.
+        fake.ws_reject_status = None
+        await eventually(lambda: ari.rest_over_websocket_active)
+        await ari.continue_in_dialplan("c2", "ctx", "s")
+        assert [r.segments[2] for r in fake.ws_calls()] == ["c2"]
+
+    async def test_rest_responses_never_reach_the_handler(
+        self, fake: FakeAri, run_client: Callable[..., asyncio.Task[None]]
+    ) -> None:
+        async def script(ws: web.WebSocketResponse) -> None:
+            stale = {"type": "RESTResponse", "request_id": "nobody", "status_code": 204}
+            await send_events(ws, event("StasisStart", "c1"), stale, event("StasisEnd", "c1"))
+
+        fake.on_ws = script
+        recorder = Recorder()
+        async with AriClient(make_config(fake.port)) as ari:
+            run_client(ari, recorder)
+            await eventually(lambda: ari.rest_over_websocket_active)
+            for n in range(5):
+                await ari.set_variable(f"c{n}", "V", "x")
+            await eventually(lambda: len(recorder.events) == 2)
+            await asyncio.sleep(0.05)
+        assert recorder.types() == ["StasisStart", "StasisEnd"]
+        assert len(fake.ws_calls()) == 5
+
+    async def test_requests_in_flight_when_the_socket_is_lost_are_sent_over_http(
+        self, fake: FakeAri, ws_client: tuple[AriClient, Recorder]
+    ) -> None:
+        ari, _ = ws_client
+        fake.ws_rest = "drop"
+        await ari.set_variable("c1", "V", "x")
+        assert [r.via for r in fake.requests if r.raw_path.startswith("/ari/channels")] == [
+            "ws",
+            "http",
+        ]
+
+    async def test_lost_continue_that_asterisk_executed_surfaces_as_conflict(
+        self, fake: FakeAri, ws_client: tuple[AriClient, Recorder]
+    ) -> None:
+        # The frame reached Asterisk, the channel left Stasis, the answer was lost:
+        # the HTTP retry gets 409, which the router counts as "gone", not "failed".
+        ari, _ = ws_client
+        fake.ws_rest = "drop"
+        fake.respond("POST", "/ari/channels/c1/continue", 409, {"message": "not in Stasis"})
+        with pytest.raises(AriConflict):
+            await ari.continue_in_dialplan("c1", "ctx", "s")
+
+    async def test_pending_requests_fail_over_when_the_socket_closes(
+        self, fake: FakeAri, ws_client: tuple[AriClient, Recorder]
+    ) -> None:
+        ari, _ = ws_client
+        fake.ws_rest = "ignore"
+        calls = [asyncio.create_task(ari.set_variable(f"c{n}", "V", "x")) for n in range(3)]
+        await eventually(lambda: len(fake.ws_calls()) == 3)
+        started = time.monotonic()
+        await fake.connections[-1].close()
+        await asyncio.gather(*calls)  # retried over HTTP, long before the timeout
+        assert time.monotonic() - started < 0.25
+        assert sorted(r.segments[2] for r in fake.http_calls()) == ["c0", "c1", "c2"]
+
+    async def test_timeout_raises_unavailable_and_falls_back_to_http(
+        self, fake: FakeAri, ws_client: tuple[AriClient, Recorder]
+    ) -> None:
+        ari, _ = ws_client
+        fake.ws_rest = "ignore"
+        started = time.monotonic()
+        with pytest.raises(AriUnavailable) as info:
+            await ari.continue_in_dialplan("c1", "ctx", "s")
+        assert 0.25 < time.monotonic() - started < 1.0
+        assert info.value.status is None
+        assert info.value.path == "/ari/channels/c1/continue"
+        assert not ari.rest_over_websocket_active
+        await ari.continue_in_dialplan("c2", "ctx", "s")
+        assert [r.segments[2] for r in fake.http_calls()] == ["c2"]
+        assert ari.connected  # a slow answer is no reason to drop the events

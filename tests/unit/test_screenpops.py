@@ -173,6 +173,24 @@ class TestRobustness:
         assert topics == ["agents/a__b/screenpop"]
 
 
+class TestPruning:
+    def test_bounded_without_hangups(self, rules: Rules,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+        import pbxbridge.screenpops as sp
+
+        monkeypatch.setattr(sp, "MAX_RECORDS", 50)
+        clock = Clock()
+        pops = ScreenPops(None, clock=clock)
+        decision = route(Call(did="04407730"), rules, T0)
+        for n in range(120):
+            pops.routed(f"c{n}", decision)
+        assert len(pops.records) == 50
+        assert next(iter(pops.records)) == "c70"  # the oldest went first
+        clock.tick(7 * 3600)  # older than MAX_CALL_AGE
+        pops.routed("late", decision)
+        assert list(pops.records) == ["late"]
+
+
 class TestMapping:
     def test_agent_id(self) -> None:
         assert agent_id({"MemberName": "Anna"}) == "Anna"
