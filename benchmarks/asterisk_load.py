@@ -675,5 +675,186 @@ def main() -> int:
     return 0
 
 
+
+# =============================================================================
+# AGI phase (issue 7: FastAGI entry point) - appended; everything above is the
+# two-path benchmark unchanged. The same run now measures three paths on the
+# same Asterisk, agents and daemon, in blocks that rotate their order:
+#
+#   pure       127.0.0.4  Queue(servicecenter,t) in the dialplan
+#   pbxbridge  127.0.0.2  Stasis -> daemon over ARI -> continue -> Queue()
+#   agi        127.0.0.5  AGI(agi://127.0.0.1:4573/route) -> daemon -> Goto -> Queue()
+#
+# The JSON keeps every key above (pure vs ARI) and adds agi_failed_calls,
+# agi_p50/p95/p99_ms, agi_p95_ratio (AGI over pure), agi_p95_ratio_fixed_ring,
+# agi_cpu_ms_per_call, agi_routed, agi_route_failed, agi_routing_p*_ms and
+# targets_met.agi_failed_calls / agi_p95_ratio (targets: 0 failed, <= 1.2).
+# `failed_calls` still counts pure + ARI only, as before.
+# =============================================================================
+
+AGI = "agi"
+TARGET_AGI_P95_RATIO = 1.2
+
+
+class ThreePathBench(Bench):
+    """:class:`Bench` that also knows the FastAGI path and its counters."""
+
+    current: str = PURE
+
+    def source_ip(self, path: str) -> str:
+        if path == AGI:
+            return self.tb.config.agi_trunk_ip
+        return super().source_ip(path)
+
+    def routed_so_far(self) -> tuple[int, int]:
+        # block() reads the counters of the path it measures: /healthz keeps
+        # the ARI router's under "calls" and the AGI router's under "agi".
+        if self.current == AGI:
+            agi = self.daemon.health()["agi"]
+            return int(agi["routed"]), int(agi["failed"])
+        return super().routed_so_far()
+
+    def block(self, stats: PathStats, count: int) -> None:
+        self.current = stats.name
+        super().block(stats, count)
+
+
+def routing_ms_of(daemon: DaemonProcess, ranges: list[tuple[int, int]],
+                  entry: str) -> list[float]:
+    """Like :func:`routing_ms`, counting only one entry point's ``call.routed`` lines.
+
+    With both entry points in one daemon the lines interleave; each router's
+    counter ranges index its own lines (AGI lines carry ``entry: agi``).
+    """
+    routed = [e for e in daemon.routed() if e.get("entry", "ari") == entry]
+    out: list[float] = []
+    for lo, hi in ranges:
+        out.extend(float(e.get("ms", math.nan)) for e in routed[lo:hi])
+    return out
+
+
+def run_with_agi(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """:func:`run` with the AGI path added: same set-up, three paths, then summary."""
+    tb = Testbed(config=bench_config())
+    agents: list[SippAgent] = []
+    daemon: DaemonProcess | None = None
+    pure, pbx, agi = PathStats(PURE), PathStats(PBX), PathStats(AGI)
+    warmup_failed = agi_warmup_failed = 0
+    routing: list[float] = []
+    agi_routing: list[float] = []
+    agent_stats: dict[str, SippStats] = {}
+    agent_dirs: list[Path] = []
+    features: list[str] = []
+    try:
+        tb.up()
+        install_test_sound(tb)
+        agents = [
+            SippAgent.for_agent(n, "answer", args.ring_delay_ms, tb.config,
+                                trace_messages=True).start()
+            for n in range(1, tb.config.agent_count + 1)
+        ]
+        (workdir / "daemon").mkdir()
+        daemon_env, features = daemon_env_for(args.daemon, tb)
+        daemon = DaemonProcess(tb, workdir / "daemon", rules=bench_rules(), extra_env=daemon_env)
+        daemon.start()
+        daemon.wait_health(lambda h: h["agi"]["state"] == "listening", timeout=10)
+        bench = ThreePathBench(tb, daemon, args.rate, args.hold_ms)
+        warmup_failed += bench.warm_up(PURE, args.warmup)
+        warmup_failed += bench.warm_up(PBX, args.warmup)
+        agi_warmup_failed = bench.warm_up(AGI, args.warmup)
+        total = round(args.rate * args.seconds)
+        paths = (pure, pbx, agi)
+        for i, count in enumerate(block_sizes(total, args.blocks)):
+            # Rotate the order per block, so no path always runs first or last.
+            for stats in paths[i % 3:] + paths[:i % 3]:
+                bench.block(stats, count)
+        agent_dirs = [a.workdir for a in agents]
+        agent_stats = stop_agents(agents)
+        agents = []
+        daemon.stop()
+        routing = routing_ms_of(daemon, pbx.routed_ranges, "ari")
+        agi_routing = routing_ms_of(daemon, agi.routed_ranges, AGI)
+    finally:
+        if agents:
+            stop_agents(agents)
+        if daemon is not None:
+            daemon.stop()
+        leftovers = stop_own_sipp_children()
+        if leftovers:
+            say(f"killed leftover sipp processes {leftovers}")
+        tb.down()
+    legs = agent_legs(agent_dirs)
+    res = summarise(args, pure, pbx, routing, warmup_failed, legs,
+                    {k: dataclasses.asdict(v) for k, v in agent_stats.items()})
+    res["daemon_features"] = [*features, "agi"]
+    res.update(summarise_agi(args, pure, agi, agi_routing, agi_warmup_failed, legs))
+    res["targets_met"]["agi_failed_calls"] = res["agi_failed_calls"] <= TARGET_FAILED
+    ratio = res["agi_p95_ratio"]
+    res["targets_met"]["agi_p95_ratio"] = ratio is not None and ratio <= TARGET_AGI_P95_RATIO
+    return res
+
+
+def summarise_agi(args: argparse.Namespace, pure: PathStats, agi: PathStats,
+                  routing: list[float], warmup_failed: int,
+                  legs: list[tuple[float, float]]) -> dict[str, Any]:
+    """The AGI path's figures, named and computed like the ARI path's."""
+    tick_ms = 1000.0 / os.sysconf("SC_CLK_TCK")
+    both = bool(pure.latencies_ms and agi.latencies_ms)
+    out: dict[str, Any] = {
+        "agi_failed_calls": agi.failed,
+        "agi_warmup_failed": warmup_failed,
+    }
+    for p in (50, 95, 99):
+        out[f"agi_p{p}_ms"] = _r(agi.pct(p))
+    out["agi_max_ms"] = _r(max(agi.latencies_ms, default=math.nan))
+    out["agi_samples"] = len(agi.latencies_ms)
+    out["agi_p50_ratio"] = _r(agi.pct(50) / pure.pct(50)) if both else None
+    out["agi_p95_ratio"] = _r(agi.pct(95) / pure.pct(95)) if both else None
+    out["agi_p95_extra_ms"] = _r(agi.pct(95) - pure.pct(95))
+    out["agi_cpu_ms_per_call"] = (
+        _r(agi.daemon_ticks * tick_ms / agi.routed) if agi.routed else None)
+    out["agi_routed"] = agi.routed
+    out["agi_route_failed"] = agi.route_failed
+    for p in (50, 95, 99):
+        out[f"agi_routing_p{p}_ms"] = _r(percentile(routing, p))
+        out[f"agi_rtt_p{p}_ms"] = _r(percentile(agi.rtt_ms, p))
+    out["asterisk_cpu_ms_per_call_agi"] = (
+        _r(agi.asterisk_ticks * tick_ms / agi.requested) if agi.requested else None)
+    out["agi_wall_s"] = _r(agi.wall_s, 1)
+    pure_share, _ = split_at_agent(pure.calls, legs)
+    share, rings = split_at_agent(agi.calls, legs)
+    for p in (50, 95, 99):
+        out[f"agi_asterisk_p{p}_ms"] = _r(percentile(share, p))
+    out["agi_asterisk_samples"] = len(share)
+    for p in (50, 95):
+        out[f"agi_agent_ring_p{p}_ms"] = _r(percentile(rings, p))
+    ring = float(args.ring_delay_ms)
+    out["agi_asterisk_p95_extra_ms"] = _r(percentile(share, 95) - percentile(pure_share, 95))
+    out["agi_p95_ratio_fixed_ring"] = _r(
+        (percentile(share, 95) + ring) / (percentile(pure_share, 95) + ring))
+    return out
+
+
+def print_summary_with_agi(res: dict[str, Any]) -> None:
+    """:func:`print_summary`, then the AGI path's lines."""
+    _print_summary_two_paths(res)
+    cells = [res[f"agi_p{p}_ms"] for p in (50, 95, 99)] + [res["agi_max_ms"]]
+    text = "".join(f"{c:9.2f}" if c is not None else "      n/a" for c in cells)
+    print(f"  {'agi (FastAGI)':<25}{text}{res['agi_failed_calls']:9d}")
+    print(f"AGI p95 ratio {res['agi_p95_ratio']} (target <= {TARGET_AGI_P95_RATIO}), "
+          f"+{res['agi_p95_extra_ms']} ms at p95; with an exact ring "
+          f"{res['agi_p95_ratio_fixed_ring']}; daemon CPU {res['agi_cpu_ms_per_call']} ms/call, "
+          f"routing p50/p95/p99 {res['agi_routing_p50_ms']}/{res['agi_routing_p95_ms']}/"
+          f"{res['agi_routing_p99_ms']} ms, {res['agi_routed']} routed, "
+          f"{res['agi_route_failed']} failures")
+
+
+# main() looks these names up when it runs: from here on it runs three paths.
+_print_summary_two_paths = print_summary
+run = run_with_agi  # noqa: F811 - deliberate: main() (above, unchanged) runs three paths
+print_summary = print_summary_with_agi
+# ============================ end of the AGI phase ============================
+
+
 if __name__ == "__main__":
     sys.exit(main())

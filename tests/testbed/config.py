@@ -14,6 +14,11 @@ The layout (all on loopback, the chroot shares the host's network):
   ``trunk`` (context ``from-trunk`` -> ``pbxbridge-inbound``).
 * ``127.0.0.4`` a second carrier: endpoint ``trunk-pure`` (context ``pure-queue``), a
   plain dialplan ``Queue()`` used as the speed baseline.
+* ``127.0.0.5`` a third carrier: endpoint ``trunk-agi`` (context ``from-trunk-agi`` ->
+  ``pbxbridge-agi``), the FastAGI entry point.  Its context comes from
+  ``dialplans/freepbx/extensions_custom.conf``, which is not among the top-level
+  ``dialplans/*.conf`` the bed copies: :func:`render_all` adds it, read byte for byte,
+  as :data:`AGI_INCLUDE_NAME`.
 * ``127.0.0.3:5071..5074`` the agents: sipp UAS instances behind the PJSIP endpoints
   ``agent1``..``agent4`` (static AOR contacts).
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 #: Where the configuration lives inside the chroot.
 CONFIG_DIR_IN_CHROOT = "/etc/asterisk-test"
@@ -31,6 +37,12 @@ RUN_DIR_IN_CHROOT = "/var/run/asterisk-test"
 LOG_DIR_IN_CHROOT = "/var/log/asterisk-test"
 SPOOL_DIR_IN_CHROOT = "/var/spool/asterisk-test"
 LIB_DIR_IN_CHROOT = "/var/lib/asterisk-test"
+#: The shipped FreePBX dialplan holding ``[pbxbridge-agi]`` (the FastAGI entry point).
+AGI_DIALPLAN = (
+    Path(__file__).resolve().parents[2] / "dialplans" / "freepbx" / "extensions_custom.conf"
+)
+#: Its name in the config dir (flat: the bed writes no subdirectories).
+AGI_INCLUDE_NAME = "freepbx_extensions_custom.conf"
 MODULE_DIR_IN_CHROOT = "/usr/lib/x86_64-linux-gnu/asterisk/modules"
 
 #: Modules loaded explicitly.  ``autoload=no`` keeps the start fast (about a third of
@@ -90,6 +102,9 @@ MODULES: tuple[str, ...] = (
     "app_dial.so",
     "app_queue.so",
     "app_stasis.so",
+    # FastAGI entry point (AGI() lives in res_agi, which needs res_speech)
+    "res_speech.so",
+    "res_agi.so",
     "app_playback.so",
     "app_voicemail.so",
     "app_read.so",
@@ -198,6 +213,9 @@ class TestbedConfig:
         sip_port: PJSIP UDP port on 127.0.0.1.
         trunk_ip: Source address identified as endpoint ``trunk``.
         pure_trunk_ip: Source address identified as endpoint ``trunk-pure``.
+        agi_trunk_ip: Source address identified as endpoint ``trunk-agi`` (FastAGI path).
+        agi_dialplan: The shipped file with ``[pbxbridge-agi]``, included verbatim
+            (``""``: none, and ``from-trunk-agi`` calls find no context).
         agent_ip: Address the agents' sipp UAS instances listen on.
         agent_base_port: Port of ``agent1``; ``agentN`` listens on base + N - 1.
         agent_count: Number of agent endpoints.
@@ -221,6 +239,8 @@ class TestbedConfig:
     sip_port: int = 5060
     trunk_ip: str = "127.0.0.2"
     pure_trunk_ip: str = "127.0.0.4"
+    agi_trunk_ip: str = "127.0.0.5"
+    agi_dialplan: str = str(AGI_DIALPLAN)
     agent_ip: str = "127.0.0.3"
     agent_base_port: int = 5071
     agent_count: int = 4
@@ -459,6 +479,13 @@ type = identify
 endpoint = trunk-pure
 match = {cfg.pure_trunk_ip}
 """,
+        _endpoint("trunk-agi", "from-trunk-agi", dtmf_mode="info"),
+        f"""\
+[trunk-agi-identify]
+type = identify
+endpoint = trunk-agi
+match = {cfg.agi_trunk_ip}
+""",
     ]
     for n in range(1, cfg.agent_count + 1):
         name = f"agent{n}"
@@ -597,6 +624,16 @@ exten => sim-closed-bogus,1,Set(PBXBRIDGE_CLOSED_THEN=bogus)
 exten => sim-reject,1,Set(PBXBRIDGE_REJECT_ANNOUNCE=beep)
  same => n,Goto(pbxbridge-reject,s,1)
 
+; The carrier on the FastAGI path: the same calls into [pbxbridge-agi]
+; (dialplans/freepbx/extensions_custom.conf), the extension being the DID.
+[from-trunk-agi]
+exten => _X.,1,Goto(pbxbridge-agi,${{EXTEN}},1)
+exten => _+X.,1,Goto(pbxbridge-agi,${{EXTEN}},1)
+; FreePBX stand-in: "did<DID>" does what an inbound route does before its custom
+; destination pbxbridge-agi,s,1 - set FROM_DID - so the "s" entry is tested too.
+exten => _did.,1,Set(__FROM_DID=${{EXTEN:3}})
+ same => n,Goto(pbxbridge-agi,s,1)
+
 ; Speed baseline: straight into the queue, no pbxbridge involved.
 [pure-queue]
 exten => _X.,1,Queue(servicecenter,t)
@@ -680,7 +717,12 @@ def render_all(
     Returns:
         Mapping of file name (in the config dir) to content.
     """
+    agi_files: dict[str, str] = {}
+    if cfg.agi_dialplan:
+        # Verbatim (read, not rendered): the shipped file is the tested file.
+        agi_files[AGI_INCLUDE_NAME] = Path(cfg.agi_dialplan).read_text(encoding="utf-8")
     return {
+        **agi_files,
         "asterisk.conf": render_asterisk_conf(cfg, module_dir),
         "modules.conf": render_modules_conf(),
         "logger.conf": render_logger_conf(),
@@ -689,7 +731,7 @@ def render_all(
         "manager.conf": render_manager_conf(cfg),
         "pjsip.conf": render_pjsip_conf(cfg),
         "queues.conf": render_queues_conf(cfg),
-        "extensions.conf": render_extensions_conf(cfg, includes),
+        "extensions.conf": render_extensions_conf(cfg, [*includes, *agi_files]),
         "voicemail.conf": render_voicemail_conf(),
         "rtp.conf": render_rtp_conf(cfg),
         "cdr.conf": render_cdr_conf(),

@@ -24,7 +24,9 @@ from pbxbridge.adapters.agi.protocol import (
     AgiProtocolError,
     AgiResponse,
     encode_command,
+    exec_command,
     get_data_command,
+    get_full_variable_command,
     get_variable_command,
     parse_environment,
     parse_response,
@@ -304,6 +306,16 @@ class TestQuoting:
         for bad in ("../../etc/passwd", "a b", 'x"', ""):
             with pytest.raises(ValueError, match="sound file"):
                 get_data_command(bad, 1, 1)
+
+    def test_get_full_variable_and_exec(self) -> None:
+        command = get_full_variable_command("${CALLERID(num-pres)}|${FROM_DID}")
+        assert asterisk_parse_args(command) == [
+            "GET", "FULL", "VARIABLE", "${CALLERID(num-pres)}|${FROM_DID}"]
+        assert asterisk_parse_args(exec_command("MSet", "A=1,B=2")) == ["EXEC", "MSet", "A=1,B=2"]
+        assert exec_command("Answer", ",i") == 'EXEC Answer ",i"'
+        for bad in ("", "Set X", "System;", "1App", 'A"'):
+            with pytest.raises(ValueError, match="application"):
+                exec_command(bad, "")
 
     def test_encode_refuses_line_breaks(self) -> None:
         for bad in ("A\nB", "A\rB", "A\x00B"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
@@ -21,11 +22,14 @@ from structlog.testing import capture_logs
 
 from pbxbridge.adapters import dialplan
 from pbxbridge.adapters.agi import AgiLimits, AgiRouter, AgiServer
+from pbxbridge.adapters.agi import router as agi_router
+from pbxbridge.adapters.agi.router import tag_variables
 from pbxbridge.adapters.ari.client import AriClient
 from pbxbridge.adapters.ari.router import StasisRouter
 from pbxbridge.config import load_rules
 from pbxbridge.core import Override, OverrideState
-from pbxbridge.core.models import Decision
+from pbxbridge.core.models import Call, ClosedHandling, ClosedThen, Decision
+from pbxbridge.core.routing import route
 from pbxbridge.core.rules import Rules
 from tests.unit.test_agi_protocol import asterisk_parse_args
 from tests.unit.test_ari_router import FakeAri
@@ -125,20 +129,39 @@ class FakeAsterisk:
         if verb == "GET VARIABLE" and len(words) == 3:
             value = self.channel.get(words[2])
             return "200 result=0" if value is None else f"200 result=1 ({value})"
+        if words[:3] == ["GET", "FULL", "VARIABLE"] and len(words) == 4:
+            # One pass, like Asterisk: substituted values are not evaluated again.
+            value = re.sub(r"\$\{([^}]*)\}", lambda m: self.channel.get(m.group(1), ""),
+                           words[3])
+            return f"200 result=1 ({value})"
+        if words[:2] == ["EXEC", "MSet"] and len(words) == 3:
+            for pair in words[2].split(","):
+                name, _, value = pair.partition("=")
+                self.set[name] = value
+                self.set_order.append(name)
+            return "200 result=0"
         if verb == "SET VARIABLE" and len(words) == 4:
             self.set[words[2]] = words[3]
             self.set_order.append(words[2])
             return "200 result=1"
         if words == ["EXEC", "Answer", ",i"]:  # answer without waiting for media
             return "200 result=0"
+        if words[0] == "EXEC":
+            return "200 result=-2"  # no such application
         if verb == "GET DATA" and len(words) == 5:
             return f"200 result={self.digits}" + ("" if self.digits else " (timeout)")
         return "520-Invalid command syntax.  Proper usage follows:"
 
     @property
     def tags(self) -> dict[str, str]:
-        """What was set, without the destination."""
-        return {k: v for k, v in self.set.items() if k not in DEST}
+        """The tags as the dialplan sees them ([pbxbridge-tags] unpacks), no destination."""
+        tags = {k: v for k, v in self.set.items() if k not in DEST}
+        packed = tags.pop(dialplan.PACKED_VARIABLE, None)
+        if packed is not None:
+            version, *values = packed.split("|")
+            assert version == dialplan.PACKED_VERSION
+            tags.update(zip(dialplan.PACKED_FIELDS, values, strict=True))
+        return tags
 
     @property
     def destination(self) -> tuple[str, str, str] | None:
@@ -211,9 +234,19 @@ class TestOpenCall:
         assert tags["PBXBRIDGE_DID"] == "+494407730"
         assert tags["PBXBRIDGE_CALLER"] == "+494411234567"
         assert fake.destination == ("pbxbridge-queue", "s", "1")
-        # The destination comes last: a session that breaks earlier leaves none.
-        assert fake.set_order[-1] == "PBXBRIDGE_DEST_CONTEXT"
-        assert fake.commands[:2] == ["GET VARIABLE FROM_DID", "GET VARIABLE CALLERID(num-pres)"]
+        # One packed variable carries the tags, as on the Stasis path; the
+        # destination comes last: a session that breaks earlier leaves none.
+        assert fake.set_order == ["PBXBRIDGE_DECISION", "PBXBRIDGE_DEST_EXTEN",
+                                  "PBXBRIDGE_DEST_PRIORITY", "PBXBRIDGE_DEST_CONTEXT"]
+        # Three round trips: what the environment lacks, the packed tags, the
+        # destination.
+        assert fake.commands == [
+            'GET FULL VARIABLE "${CALLERID(num-pres)}|${FROM_DID}"',
+            fake.commands[1],
+            'EXEC MSet "PBXBRIDGE_DEST_EXTEN=s,PBXBRIDGE_DEST_PRIORITY=1,'
+            'PBXBRIDGE_DEST_CONTEXT=pbxbridge-queue"',
+        ]
+        assert fake.commands[1].startswith('SET VARIABLE PBXBRIDGE_DECISION "1|wardenburg|')
         assert fake.closed_by_server
         assert agi.router.stats.routed == 1
         ((call_id, decision),) = agi.observed
@@ -250,6 +283,15 @@ class TestOpenCall:
         assert fake.tags["PBXBRIDGE_TENANT"] == "oldenburg"  # not a known DID
         assert fake.tags["PBXBRIDGE_DID"] == "04407 (73) 0"  # sanitised for the dialplan
 
+    async def test_hostile_from_did_is_data_not_an_expression(self, agi: Harness) -> None:
+        fake = agi.fake(env=asterisk_env(extension="s"))
+        fake.channel["FROM_DID"] = "+494407730|${CALLERID(num-pres)}"
+        await fake.call()
+        # Split at the first "|" only: the whole DID reached the core, which
+        # did not recognise it; nothing in it was evaluated.
+        assert fake.tags["PBXBRIDGE_TENANT"] == "oldenburg"
+        assert "allowed" not in fake.tags["PBXBRIDGE_DID"]
+
     async def test_restricted_presentation_hides_caller(self, agi: Harness) -> None:
         fake = agi.fake()
         fake.channel["CALLERID(num-pres)"] = "prohib_passed_screen"
@@ -278,7 +320,7 @@ class TestOpenCall:
     async def test_hostile_name_never_reaches_tags(self, agi: Harness, name: str) -> None:
         fake = await agi.fake(env=asterisk_env(name=name)).call()
         assert fake.tags["PBXBRIDGE_TENANT"] == "wardenburg"
-        for value in fake.set.values():
+        for value in fake.tags.values():
             assert not set(value) & set('",;${}|\\\n\ufffd')
             assert len(value) <= 80
 
@@ -293,7 +335,7 @@ class TestOpenCall:
         while line := await asyncio.wait_for(reader.readline(), 5):
             writer.write((fake.respond(line.decode().strip()) + "\n").encode())
         writer.close()
-        shown = fake.set["CALLERID(name)"]
+        shown = fake.tags["CALLERID(name)"]
         assert shown.startswith("WAR: J") and shown.endswith("ller") and "\ufffd" not in shown
         assert fake.destination == ("pbxbridge-queue", "s", "1")
 
@@ -402,20 +444,45 @@ class TestMenu:
         assert agi.router.stats.gone == 1
 
 
+class TestTagTransport:
+    def test_packed_unless_quoting_would_change_it(self, rules: Rules) -> None:
+        decision = route(Call(did="+494407730", caller="04411234567", caller_name="Jörg"),
+                         rules, WEDNESDAY_10, [])
+        assert list(tag_variables(decision)) == ["PBXBRIDGE_DECISION"]
+        # A value too long for one quoted AGI word: one variable each instead.
+        huge = dataclasses.replace(decision, closed=ClosedHandling(
+            then=ClosedThen.HANGUP, announce="custom/" + "a" * 1500))
+        variables = tag_variables(huge)
+        assert "PBXBRIDGE_DECISION" not in variables
+        assert variables["PBXBRIDGE_TENANT"] == "wardenburg"
+        assert variables["PBXBRIDGE_CLOSED_ANNOUNCE"].endswith("a" * 100)
+
+
+class TestDestination:
+    async def test_unusual_destination_falls_back_to_set_variable(
+        self, agi: Harness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(agi_router, "destination", lambda d: ("odd,context", "s", 1))
+        fake = await agi.fake().call()
+        assert not any(c.startswith("EXEC MSet") for c in fake.commands)
+        assert fake.destination == ("odd,context", "s", "1")
+        assert fake.set_order[-1] == "PBXBRIDGE_DEST_CONTEXT"
+
+
 class TestFailures:
     async def test_dead_channel_is_gone(self, agi: Harness) -> None:
-        fake = agi.fake(reply={"SET VARIABLE PBXBRIDGE_TENANT ":
+        fake = agi.fake(reply={"SET VARIABLE PBXBRIDGE_DECISION ":
                                "511 Command Not Permitted on a dead channel or intercept routine"})
         await fake.call()
         assert agi.router.stats.gone == 1
         assert fake.destination is None
 
     async def test_refused_command_leaves_no_destination(self, agi: Harness) -> None:
-        fake = agi.fake(reply={"SET VARIABLE QUEUE_PRIO": "510 Invalid or unknown command"})
+        fake = agi.fake(reply={"EXEC MSet": "510 Invalid or unknown command"})
         with capture_logs() as logs:
             await fake.call()
         assert fake.destination is None
-        assert "PBXBRIDGE_TENANT" in fake.set  # tagging had begun
+        assert "PBXBRIDGE_DECISION" in fake.set  # tagging had begun
         assert agi.router.stats.failed == 1
         assert not agi.observed
         (fault,) = [e for e in logs if e["event"] == "agi.command_failed"]
@@ -445,7 +512,7 @@ class TestFailures:
         assert any(e["event"] == "call.observer_failed" for e in logs)
 
     async def test_garbage_response_is_a_protocol_error(self, agi: Harness) -> None:
-        fake = agi.fake(reply={"GET VARIABLE FROM_DID": "hello"})
+        fake = agi.fake(reply={"GET FULL VARIABLE": "hello"})
         with capture_logs() as logs:
             await fake.call()
         assert fake.set == {}

@@ -75,6 +75,7 @@ async def assert_still_routing(h: Harness) -> None:
 
 
 ENV = asterisk_env()
+FIRST_COMMAND = b'GET FULL VARIABLE "${CALLERID(num-pres)}|${FROM_DID}"\n'
 MALFORMED: dict[str, tuple[bytes, str]] = {
     "garbage": (b"hello world\n\n", "agi.env_malformed"),
     "http": (b"GET /route HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "agi.env_malformed"),
@@ -161,7 +162,7 @@ class TestBadSession:
             reader, writer = await asyncio.open_connection("127.0.0.1", agi.server.port)
             writer.write(render_env(ENV))
             first = await asyncio.wait_for(reader.readline(), 2)
-            assert first == b"GET VARIABLE FROM_DID\n"
+            assert first == FIRST_COMMAND
             other = asyncio.create_task(assert_still_routing(agi))
             writer.close()  # hangs up instead of answering
             await other
@@ -175,10 +176,10 @@ class TestBadSession:
     async def test_no_answer_times_out(self, agi: Harness) -> None:
         with capture_logs() as logs:
             received = await send_and_wait_close(agi.server.port, render_env(ENV))
-        assert received == b"GET VARIABLE FROM_DID\n"
+        assert received == FIRST_COMMAND
         (fault,) = agi_events(logs)
         assert fault["event"] == "agi.timeout" and "FROM_DID" not in fault["detail"]
-        assert "GET VARIABLE" in fault["detail"]
+        assert fault["detail"] == "no response to GET FULL"
 
     async def test_response_line_over_8kb(self, agi: Harness) -> None:
         with capture_logs() as logs:
@@ -199,7 +200,7 @@ class TestBadSession:
             await loop.sock_connect(sock, ("127.0.0.1", agi.server.port))
             await loop.sock_sendall(sock, render_env(ENV))
             assert await asyncio.wait_for(loop.sock_recv(sock, 4096), 2) == (
-                b"GET VARIABLE FROM_DID\n")
+                FIRST_COMMAND)
             sock.send(b"HANGUP\n", socket.MSG_OOB)
             assert await asyncio.wait_for(loop.sock_recv(sock, 4096), 2) == b""
         assert agi.router.stats.gone == 1

@@ -30,7 +30,6 @@ change the word count.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -55,7 +54,13 @@ _RESULT = re.compile(r"result=(?P<result>\S*)(?: (?P<tail>.*))?\Z", re.DOTALL)
 # A variable name, optionally a dialplan function with a plain argument:
 # PBXBRIDGE_TENANT, CALLERID(name), CHANNEL(accountcode), CALLERID(num-pres).
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(?:\([A-Za-z0-9_-]{0,32}\))?\Z")
+# Exactly the categories Cc (C0/C1 controls and DEL: \n, \r, \0, \t ...), Cs (lone
+# surrogates, which cannot be encoded) and Zl/Zp (line/paragraph separators:
+# harmless to Asterisk, but no value of ours needs them and log viewers split on
+# them). A regex instead of unicodedata.category() per character: ~30x faster.
+_DROPPED = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
 _SMALL_INT = re.compile(r"-?[0-9]{1,5}\Z")
+_APPLICATION = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\Z")
 _SOUND = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,254}\Z")
 
 #: ``agi_callerid``/``agi_calleridname`` for an absent number or name: Asterisk
@@ -257,26 +262,15 @@ def quote_value(value: str, max_bytes: int = MAX_VALUE_BYTES) -> str:
     Returns:
         ``"..."`` - the word to put into an AGI command line.
     """
-    out: list[str] = []
-    used = 0
-    for char in value:
-        if _dropped(char):
-            continue
-        piece = "\\" + char if char in '\\"' else char
-        size = len(piece.encode("utf-8"))
-        if used + size > max_bytes:
-            break
-        out.append(piece)
-        used += size
-    return '"' + "".join(out) + '"'
-
-
-def _dropped(char: str) -> bool:
-    category = unicodedata.category(char)
-    # Cc: C0/C1 controls and DEL (\n, \r, \0, \t ...); Cs: lone surrogates,
-    # which cannot be encoded; Zl/Zp: line/paragraph separators (harmless to
-    # Asterisk, but no value of ours needs them and log viewers split on them).
-    return category in ("Cc", "Cs", "Zl", "Zp")
+    escaped = _DROPPED.sub("", value).replace("\\", "\\\\").replace('"', '\\"')
+    data = escaped.encode("utf-8")
+    if len(data) <= max_bytes:
+        return f'"{escaped}"'
+    # Too long: cut at a character boundary, never inside "\\x".
+    cut = data[:max_bytes].decode("utf-8", "ignore")
+    if (len(cut) - len(cut.rstrip("\\"))) % 2:  # a lone escaping backslash at the end
+        cut = cut[:-1]
+    return f'"{cut}"'
 
 
 def sanitised(value: str, max_bytes: int = MAX_VALUE_BYTES) -> str:
@@ -336,6 +330,40 @@ def get_variable_command(name: str) -> str:
         ValueError: For a name that is not a plain variable or function name.
     """
     return _command("GET", "VARIABLE", _variable(name))
+
+
+def get_full_variable_command(expression: str) -> str:
+    """``GET FULL VARIABLE "<expression>"``: Asterisk substitutes ``${...}`` once.
+
+    The substitution is a single pass: a value that itself contains ``${...}``
+    (a hostile ``FROM_DID``) is copied, not evaluated.
+
+    Args:
+        expression: Our own fixed expression (never caller data).
+
+    Returns:
+        The command line.
+    """
+    return _command("GET", "FULL", "VARIABLE", quote_value(expression))
+
+
+def exec_command(application: str, arguments: str) -> str:
+    """``EXEC <application> "<arguments>"``.
+
+    Args:
+        application: A dialplan application name (``Answer``, ``MSet``).
+        arguments: Its argument string, parsed by the application (commas
+            separate arguments there): only our own validated values.
+
+    Returns:
+        The command line.
+
+    Raises:
+        ValueError: For an application name that is not a plain word.
+    """
+    if not _APPLICATION.match(application):
+        raise ValueError(f"not an application name: {application!r}")
+    return _command("EXEC", application, quote_value(arguments))
 
 
 def get_data_command(prompt: str, timeout_ms: int, max_digits: int) -> str:

@@ -2,14 +2,24 @@
 
 Flow for one call (``AGI(agi://127.0.0.1:4573/route)`` in ``[pbxbridge-agi]``)::
 
-    environment ─▶ GET VARIABLE FROM_DID / CALLERID(num-pres) ─▶ Call
+    environment ─▶ GET FULL VARIABLE "${CALLERID(num-pres)}|${FROM_DID}" ─▶ Call
                 ─▶ route() ─▶ (115 menu: Answer(,i), GET DATA, route() again)
-                ─▶ SET VARIABLE for every tag, then PBXBRIDGE_DEST_EXTEN,
-                   _PRIORITY and, last, _CONTEXT ─▶ observer ─▶ close
+                ─▶ SET VARIABLE PBXBRIDGE_DECISION (every tag, packed)
+                ─▶ EXEC MSet PBXBRIDGE_DEST_EXTEN=…,…_PRIORITY=…,…_CONTEXT=…
+                ─▶ observer ─▶ close
+
+Three round trips for an ordinary call: commands cannot be pipelined (see
+:meth:`AgiSession.command`), so every one saved is latency saved.
 
 The dialplan then ``Goto``s ``PBXBRIDGE_DEST_CONTEXT,…EXTEN,…PRIORITY``. The
-core is used exactly as by the Stasis router, and the variables come from the
-same :func:`decision_variables`, so both entry points tag a call identically.
+core is used exactly as by the Stasis router, and the tags travel exactly as on
+the Stasis path: packed by :func:`pack_decision` into one variable that the
+shipped dialplan's ``[pbxbridge-tags]`` unpacks on entry to the queue, closed
+and reject contexts. WHY packed: commands go one at a time (see
+:meth:`AgiSession.command`), and a dozen ``SET VARIABLE`` round trips were
+most of the path's added latency. Should a packed value not survive quoting
+unchanged (longer than the quoting limit), the tags go one by one instead;
+``[pbxbridge-tags]`` leaves them alone when ``PBXBRIDGE_DECISION`` is empty.
 
 Failure is always "close the connection without a destination": the dialplan
 sees an empty ``PBXBRIDGE_DEST_CONTEXT`` (or ``AGISTATUS`` other than
@@ -21,6 +31,7 @@ destination behind.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,9 +39,14 @@ from datetime import UTC, datetime
 
 import structlog
 
-from pbxbridge.adapters.agi.protocol import ABSENT, AgiError, AgiHangup
+from pbxbridge.adapters.agi.protocol import ABSENT, AgiError, AgiHangup, sanitised
 from pbxbridge.adapters.agi.server import AgiSession
-from pbxbridge.adapters.dialplan import decision_variables, destination
+from pbxbridge.adapters.dialplan import (
+    PACKED_VARIABLE,
+    decision_variables,
+    destination,
+    pack_decision,
+)
 from pbxbridge.core.models import Action, Call, Decision, Override
 from pbxbridge.core.numbers import shorten
 from pbxbridge.core.routing import route
@@ -45,6 +61,13 @@ DEST_CONTEXT = "PBXBRIDGE_DEST_CONTEXT"
 DEST_EXTEN = "PBXBRIDGE_DEST_EXTEN"
 DEST_PRIORITY = "PBXBRIDGE_DEST_PRIORITY"
 
+CALL_FACTS = "${CALLERID(num-pres)}|${FROM_DID}"
+"""One ``GET FULL VARIABLE`` for what the environment lacks. The presentation
+(a fixed vocabulary, never ``|``) comes first, the carrier's DID - any text -
+last, so splitting at the first ``|`` is exact."""
+
+_MSET_SAFE = re.compile(r"[A-Za-z0-9_+-]{1,80}\Z")
+
 RulesSource = Callable[[], Rules]
 OverridesSource = Callable[[], Sequence[Override]]
 Clock = Callable[[], datetime]
@@ -53,6 +76,23 @@ Observer = Callable[[str, Decision], None]
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def tag_variables(decision: Decision) -> dict[str, str]:
+    """The variables that carry a decision's tags over FastAGI.
+
+    Args:
+        decision: A decision with a destination.
+
+    Returns:
+        ``{PBXBRIDGE_DECISION: packed}`` when the packed value passes
+        :func:`quote_value` unchanged; else every variable of
+        :func:`decision_variables` on its own.
+    """
+    packed = pack_decision(decision)
+    if sanitised(packed) == packed:
+        return {PACKED_VARIABLE: packed}
+    return decision_variables(decision)
 
 
 @dataclass
@@ -161,8 +201,10 @@ class AgiRouter:
         (``agi_callingpres`` merges the name's presentation into it).
         """
         env = session.env
-        did = await session.get_variable("FROM_DID") or env.extension
-        presentation = (await session.get_variable("CALLERID(num-pres)") or "").lower()
+        facts = await session.get_full_variable(CALL_FACTS) or ""
+        presentation, _, from_did = facts.partition("|")
+        did = from_did or env.extension
+        presentation = presentation.lower()
         name = env.calleridname
         if name == ABSENT:
             # WHY: the environment says "unknown" both for "no name" and for a
@@ -177,12 +219,19 @@ class AgiRouter:
 
     async def _apply(self, session: AgiSession, call_id: str, decision: Decision) -> None:
         context, exten, priority = destination(decision)  # ValueError for a menu
-        for name, value in decision_variables(decision).items():
+        for name, value in tag_variables(decision).items():
             await session.set_variable(name, value)
-        await session.set_variable(DEST_EXTEN, exten)
-        await session.set_variable(DEST_PRIORITY, str(priority))
-        # Last: the dialplan goes to the fallback unless this one is set.
-        await session.set_variable(DEST_CONTEXT, context)
+        # The context last: the dialplan goes to the fallback unless it is set.
+        dest = ((DEST_EXTEN, exten), (DEST_PRIORITY, str(priority)), (DEST_CONTEXT, context))
+        if all(_MSET_SAFE.match(value) for _, value in dest):
+            # One EXEC instead of three SET VARIABLEs. MSet splits its argument
+            # at commas (and minds quotes and parentheses): safe only for these
+            # validated names - the context comes from the rules' pattern
+            # [A-Za-z0-9_-]+ - and checked again right here.
+            await session.exec("MSet", ",".join(f"{k}={v}" for k, v in dest))
+        else:
+            for name, value in dest:
+                await session.set_variable(name, value)
         if self._on_decision is not None:
             try:
                 self._on_decision(call_id, decision)

@@ -59,7 +59,9 @@ from pbxbridge.adapters.agi.protocol import (
     AgiProtocolError,
     AgiResponse,
     encode_command,
+    exec_command,
     get_data_command,
+    get_full_variable_command,
     get_variable_command,
     parse_environment,
     parse_response,
@@ -218,6 +220,39 @@ class AgiSession:
         response = await self.command(get_variable_command(name))
         return response.data if response.result == "1" else None
 
+    async def get_full_variable(self, expression: str) -> str | None:
+        """``GET FULL VARIABLE``: evaluate our own ``${...}`` expression once.
+
+        Args:
+            expression: The expression (never caller data).
+
+        Returns:
+            The result, or ``None`` if Asterisk could not evaluate it.
+        """
+        response = await self.command(get_full_variable_command(expression))
+        return response.data if response.result == "1" else None
+
+    async def exec(self, application: str, arguments: str) -> str:
+        """``EXEC`` a dialplan application.
+
+        Args:
+            application: Application name.
+            arguments: Its arguments (our own validated values only).
+
+        Returns:
+            The application's result code.
+
+        Raises:
+            AgiHangup: The application failed because the caller is gone (-1).
+            AgiCommandError: No such application (-2).
+        """
+        response = await self.command(exec_command(application, arguments))
+        if response.result == "-1":
+            raise AgiHangup(f"{application} failed")
+        if response.result == "-2":
+            raise AgiCommandError(f"EXEC {application}", response)
+        return response.result
+
     async def set_variable(self, name: str, value: str) -> None:
         """``SET VARIABLE`` (the value is stored verbatim, never evaluated).
 
@@ -244,11 +279,7 @@ class AgiSession:
             AgiHangup: Asterisk could not answer (the caller is gone).
             AgiCommandError: ``Answer`` is not available (``result=-2``).
         """
-        response = await self.command('EXEC Answer ",i"')
-        if response.result == "-1":
-            raise AgiHangup("Answer failed")
-        if response.result == "-2":
-            raise AgiCommandError("EXEC Answer", response)
+        await self.exec("Answer", ",i")
 
     async def get_data(
         self, prompt: str, timeout_ms: int, max_digits: int, timeout_s: float
