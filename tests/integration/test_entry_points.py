@@ -5,7 +5,8 @@ The same sipp call goes in from 127.0.0.2 (endpoint ``trunk`` ->
 -> ``pbxbridge-agi`` -> ``AGI(agi://127.0.0.1:4573/route)`` -> ``Goto``), into
 the same running daemon, and must come out identically: same tags on the
 caller's channel (AMI VarSet events), same CDR, same ``call.routed`` line.
-The cases are those of ``test_daemon_ari.py`` (which stays as it is).
+The routing cases live here for both entry points; ``test_daemon_ari.py`` keeps
+what is ARI-only.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.integration.daemon import DaemonProcess, install_test_sound, running_daemon
-from tests.integration.test_daemon_ari import CALLER, HOSTILE_NAMES, WARDENBURG, trunk_vars
+from tests.integration.test_daemon_ari import CALLER, WARDENBURG, trunk_vars
 from tests.testbed.fixtures import AgentFactory
 from tests.testbed.sipp import CallResult, place_calls
 from tests.testbed.testbed import Testbed
@@ -51,6 +52,19 @@ class Entry:
             assert routed["entry"] == "agi"
         else:
             assert routed.get("entry", "ari") == "ari"
+
+
+HOSTILE_NAMES = [
+    # Escaped for SIP as a hostile carrier would send it: the name holds a quote.
+    'Evil\\" <sip:x@y>;tag=1',
+    "a;b,c|d",
+    "${SET(PBX_INJECTED=1)}",
+    "$[1+1] ${EVAL(${CALLERID(num)})}",
+    "line\\nbreak\\r\\n",
+    "x" * 300,
+    "J\udcf6rg M\udcfcller",  # invalid UTF-8 (latin-1 bytes) via surrogateescape
+]
+"""Caller names a hostile carrier may send (the matrix's hostile-name cases)."""
 
 
 ENTRIES = {
