@@ -16,6 +16,7 @@ if [ "${PBXBRIDGE_SKIP_ASTERISK:-0}" != "1" ]; then
   [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 fi
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v openssl >/dev/null || need_apt+=(openssl)  # throwaway TLS certificates in the MQTT tests
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing ${need_apt[*]}" >&2
