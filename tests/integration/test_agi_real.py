@@ -8,7 +8,6 @@ ARI path are in ``test_entry_points.py``.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import threading
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon import DaemonProcess, install_test_sound, running_daemon
+from tests.integration.daemon import DaemonProcess, running_daemon
 from tests.integration.test_daemon_ari import CALLER, WARDENBURG, trunk_vars
 from tests.testbed.fixtures import AgentFactory
 from tests.testbed.sipp import CallResult, place_calls
@@ -29,11 +28,6 @@ AGI_TRUNK = "127.0.0.5"
 AGI_PORT = 4573  # the shipped dialplan's agi://127.0.0.1:4573/route
 
 
-@pytest.fixture
-def tb(fresh_testbed: Testbed) -> Testbed:
-    install_test_sound(fresh_testbed)
-    return fresh_testbed
-
 
 @pytest.fixture
 def daemon(tb: Testbed, tmp_path: Path) -> Iterator[DaemonProcess]:
@@ -41,17 +35,6 @@ def daemon(tb: Testbed, tmp_path: Path) -> Iterator[DaemonProcess]:
         d.wait_health(lambda h: h["agi"]["state"] == "listening", timeout=10)
         yield d
 
-
-@pytest.fixture
-def new_daemon(tb: Testbed, tmp_path: Path) -> Iterator[DaemonProcess]:
-    """A daemon the test starts and stops itself; never left running afterwards."""
-    d = DaemonProcess(tb, tmp_path)
-    try:
-        yield d
-    finally:
-        if d.proc is not None and d.proc.poll() is None:
-            os.kill(d.proc.pid, signal.SIGCONT)
-        d.stop()
 
 
 def agi_call(tb: Testbed, did: str, **kw: object) -> tuple[CallResult, list[dict[str, str]]]:

@@ -27,28 +27,12 @@ WARDENBURG = "+494407730"
 CALLER = "04407123456"
 
 
-@pytest.fixture
-def tb(fresh_testbed: Testbed) -> Testbed:
-    install_test_sound(fresh_testbed)
-    return fresh_testbed
-
 
 @pytest.fixture
 def daemon(tb: Testbed, tmp_path: Path) -> Iterator[DaemonProcess]:
     with running_daemon(tb, tmp_path) as d:
         yield d
 
-
-@pytest.fixture
-def new_daemon(tb: Testbed, tmp_path: Path) -> Iterator[DaemonProcess]:
-    """A daemon the test starts and stops itself; never left running afterwards."""
-    d = DaemonProcess(tb, tmp_path)
-    try:
-        yield d
-    finally:
-        if d.proc is not None and d.proc.poll() is None:
-            os.kill(d.proc.pid, signal.SIGCONT)
-        d.stop()
 
 
 def trunk_vars(events: list[dict[str, str]], uniqueid: str | None = None) -> dict[str, str]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.daemon import DaemonProcess, install_test_sound, running_daemon
+from tests.integration.daemon import DaemonProcess, running_daemon
 from tests.integration.test_daemon_ari import CALLER, WARDENBURG, trunk_vars
 from tests.testbed.fixtures import AgentFactory
 from tests.testbed.sipp import CallResult, place_calls
@@ -77,11 +77,6 @@ ENTRIES = {
 def entry(request: pytest.FixtureRequest) -> Entry:
     return ENTRIES[str(request.param)]
 
-
-@pytest.fixture
-def tb(fresh_testbed: Testbed) -> Testbed:
-    install_test_sound(fresh_testbed)
-    return fresh_testbed
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.integration.daemon import DaemonProcess, install_test_sound
+from tests.integration.daemon import DaemonProcess
 from tests.mosquitto import MosquittoBroker
 from tests.testbed.fixtures import AgentFactory
 from tests.testbed.sipp import ABANDON_SCENARIO, CallResult, place_calls
@@ -98,11 +98,6 @@ class Subscriber:
         self._client.loop_stop()
         self._client.disconnect()
 
-
-@pytest.fixture
-def tb(fresh_testbed: Testbed) -> Testbed:
-    install_test_sound(fresh_testbed)
-    return fresh_testbed
 
 
 @pytest.fixture

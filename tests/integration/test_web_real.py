@@ -35,7 +35,7 @@ from pbxbridge.app import Daemon
 from pbxbridge.journal.store import CallRow, SqliteJournal
 from pbxbridge.runtime.settings import Settings
 from tests.browser import CHROMIUM, Chromium, Page, chromium_available
-from tests.integration.daemon import TEST_RULES, DaemonProcess, install_test_sound
+from tests.integration.daemon import TEST_RULES, DaemonProcess
 from tests.testbed.fixtures import AgentFactory
 from tests.testbed.sipp import CallResult, place_calls
 from tests.testbed.testbed import Testbed
@@ -58,11 +58,6 @@ LIVE = "!!document.querySelector('#status.live')"
 def card(state: str) -> str:
     return f"!!document.querySelector('article.call[data-state=\"{state}\"]')"
 
-
-@pytest.fixture
-def tb(fresh_testbed: Testbed) -> Testbed:
-    install_test_sound(fresh_testbed)
-    return fresh_testbed
 
 
 @pytest.fixture
