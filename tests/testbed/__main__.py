@@ -20,6 +20,7 @@ import argparse
 import fcntl
 import json
 import os
+import signal
 import sys
 import time
 
@@ -86,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                 for n in range(1, args.count + 1)
             ]
             print(f"{len(phones)} agent phones answering after {args.ring_ms} ms; Ctrl-C stops")
+            # scripts/run.sh stops us with SIGTERM: end like Ctrl-C, so the
+            # finally below stops the sipp phones instead of orphaning them.
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
             try:
                 while True:
                     time.sleep(3600)
