@@ -137,7 +137,11 @@ class Daemon:
             ari=self.settings.ari_url,
             app=self.settings.ari_app,
         )
-        self.overrides = LiveOverrides(state_path(self.rules.model, self.rules.path))
+        # Shared through PostgreSQL like the journal when a URL is configured,
+        # else the node's SQLite state file (the CLI makes the same choice).
+        self.overrides = LiveOverrides(
+            state_path(self.rules.model, self.rules.path), self.settings.database_url
+        )
         await self.overrides.poll()
 
         session = aiohttp.ClientSession()

@@ -8,11 +8,13 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import NoReturn
 
 import click
+import psycopg
 
 from pbxbridge import __version__
 from pbxbridge.config import ConfigError, load_rules
@@ -22,7 +24,8 @@ from pbxbridge.core import ALL_TENANTS, Call, Decision, OverrideState, route
 from pbxbridge.core.calendar import WEEKDAYS
 from pbxbridge.core.rules import Rules
 from pbxbridge.journal.store import JournalStore
-from pbxbridge.storage.overrides import OverrideStore
+from pbxbridge.runtime.settings import SettingsError, database_url_from_env, redact_database_url
+from pbxbridge.storage.overrides import OverrideStore, open_override_store
 
 CONFIG_ENV = "PBXBRIDGE_CONFIG"
 
@@ -44,6 +47,27 @@ def _load(config: str) -> tuple[Rules, RulesFile]:
             click.echo(str(issue), err=True)
         click.echo(f"{config}: {len(exc.issues)} error(s); rules not loaded", err=True)
         sys.exit(1)
+
+
+def _database_url() -> str:
+    """The shared PostgreSQL URL the daemon would use, or ``""`` (SQLite)."""
+    try:
+        return database_url_from_env()
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
+@contextlib.contextmanager
+def _overrides(config: str, model: RulesFile) -> Iterator[OverrideStore]:
+    """The override store the daemon reads: PostgreSQL when a URL is configured, else SQLite."""
+    url = _database_url()
+    try:
+        with open_override_store(url, state_path(model, config)) as store:
+            yield store
+    except psycopg.Error as exc:
+        # Unreachable, refused, timed out: one line, not a traceback (and never
+        # the URL, which may hold the password).
+        _fail(f"overrides database: {redact_database_url(str(exc), url).strip()}")
 
 
 def _parse_at(text: str | None, rules: Rules) -> datetime:
@@ -106,9 +130,10 @@ def explain(
     rules, model = _load(config)
     at = _parse_at(at_text, rules)
     overrides = []
-    db = state_path(model, config)
-    if not no_overrides and db.exists():
-        with OverrideStore(db) as store:
+    # Without a database URL, a state file nobody has written yet holds no
+    # overrides: don't create one just to look.
+    if not no_overrides and (_database_url() or state_path(model, config).exists()):
+        with _overrides(config, model) as store:
             overrides = store.active(at)
     decision = route(
         Call(
@@ -280,7 +305,7 @@ def override_set(
     expires = _parse_until(until, duration, rules, now)
     if expires is not None and expires <= now:
         _fail("the expiry is in the past")
-    with OverrideStore(state_path(model, config)) as store:
+    with _overrides(config, model) as store:
         item = store.set(
             scope,
             OverrideState(state),
@@ -308,7 +333,7 @@ def override_clear(
 ) -> None:
     """Clear overrides; routing follows the calendar again."""
     rules, model = _load(config)
-    with OverrideStore(state_path(model, config)) as store:
+    with _overrides(config, model) as store:
         if override_id is not None:
             if tenant or all_tenants:
                 _fail("give --id alone")
@@ -330,7 +355,7 @@ def override_list(config: str, history: bool, as_json: bool) -> None:
     rules, model = _load(config)
     now = _now()
     tz = rules.timezone
-    with OverrideStore(state_path(model, config)) as store:
+    with _overrides(config, model) as store:
         rows = store.history(200) if history else [(o, None, "") for o in store.active(now)]
     items = []
     for item, cleared_at, cleared_by in rows:
@@ -414,7 +439,7 @@ def run(config: str, ari_url: str | None, http_bind: str | None) -> None:
 
     from pbxbridge.app import Daemon
     from pbxbridge.runtime.logs import configure_logging
-    from pbxbridge.runtime.settings import Settings, SettingsError
+    from pbxbridge.runtime.settings import Settings
 
     env = dict(os.environ)
     if ari_url:
@@ -432,12 +457,8 @@ def run(config: str, ari_url: str | None, http_bind: str | None) -> None:
 def _open_journal(config: str, model: RulesFile) -> JournalStore:
     """The journal the daemon writes: PostgreSQL when a URL is configured, else SQLite."""
     from pbxbridge.journal.store import PostgresJournal, SqliteJournal
-    from pbxbridge.runtime.settings import Settings, SettingsError
 
-    try:
-        url = Settings.from_env().database_url
-    except SettingsError as exc:
-        _fail(str(exc))
+    url = _database_url()
     if url:
         return PostgresJournal(url)
     return SqliteJournal(state_path(model, config).with_name("journal.sqlite"))
@@ -503,7 +524,10 @@ def report(
 @click.option("--days", type=int, default=None, help="Retention in days (default 90 or "
               "PBXBRIDGE_RETENTION_DAYS).")
 def purge(config: str, days: int | None) -> None:
-    """Remove caller numbers older than the retention period (aggregates stay)."""
+    """Remove personal data (caller and callback numbers, agents' notes) after the retention period.
+
+    Counts, times and outcomes stay for the reports.
+    """
     from pbxbridge.journal.retention import purge_older_than
     from pbxbridge.runtime.settings import Settings
 

@@ -1,18 +1,16 @@
 """Retention: personal data leaves the journal after a fixed period.
 
-The journal keeps every call for the statistics, but the caller's number (and a
-callback number an agent noted) are personal data that may only be kept as
+The journal keeps every call for the statistics, but the caller's number, a
+callback number an agent noted and the agent's free-text disposition note (which
+may name the caller or their matter) are personal data that may only be kept as
 long as needed. :func:`purge_older_than` removes them from calls older than the
-retention period and stamps ``purged_at``; tenant, times, outcome, agent, waiting
-and talking times stay, so reports over any period still add up.
+retention period and stamps ``purged_at``; tenant, times, outcome, disposition,
+agent, waiting and talking times stay, so reports over any period still add up.
 
 The default period is :data:`DEFAULT_RETENTION_DAYS` (90 days). The daemon runs
 the purge once a day (:func:`retention_loop`); operators can run it by hand with
 ``pbxbridge purge``. Purging is idempotent: running it twice, or on two nodes
 sharing a PostgreSQL journal, purges each call once.
-
-Not covered (by design of the schema): the disposition note is free text the
-agent writes and stays; agents must not put personal data into it.
 """
 
 from __future__ import annotations

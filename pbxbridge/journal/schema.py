@@ -30,7 +30,7 @@ rings                 JSON list of ring attempts
 disposition           NULL, "resolved" (first contact) or "callback"
 disposition_at        when the agent recorded it
 disposition_by        the agent
-disposition_note      short note (max 500 characters)
+disposition_note      short note (max 500 characters; free text, purged)
 callback_number       number to call back (E.164; personal data, purged)
 callback_due_at       end of the next working day (tenant's calendar)
 callback_done_at      when the callback was marked done

@@ -10,8 +10,8 @@ writer, the reports and the CLI never care which one they talk to:
 * Reading is by arrival time (half-open ``[start, end)``), by caller (repeat
   calls) and by open callback.
 * :meth:`JournalStore.purge` is the retention step: it removes the personal data
-  (caller and callback numbers) of old calls and keeps everything the
-  aggregates need.
+  (caller and callback numbers, the agent's free-text note) of old calls and
+  keeps everything the aggregates need.
 
 Both stores are synchronous and meant to be called from a worker thread
 (``asyncio.to_thread``). One instance serialises its own calls with a lock, but
@@ -131,7 +131,7 @@ class CallRow:
         disposition: ``None``, ``"resolved"`` or ``"callback"``.
         disposition_at: When the agent recorded it.
         disposition_by: The agent who recorded it.
-        disposition_note: The agent's short note.
+        disposition_note: The agent's short note (``None`` once purged).
         callback_number: Number to call back (``None`` once purged).
         callback_due_at: When the callback is due.
         callback_done_at: When the callback was marked done.
@@ -240,7 +240,8 @@ class JournalStore(ABC):
             call_id: The call.
             disposition: ``"resolved"`` or ``"callback"``.
             by: The agent.
-            note: Short note (at most :data:`MAX_NOTE_CHARS` characters).
+            note: Short note (at most :data:`MAX_NOTE_CHARS` characters; not
+                stored for a call already purged).
             callback_number: Number to call back (``callback`` only).
             due_at: When the callback is due (required for ``callback``).
             at: When the agent recorded it (aware).
@@ -282,8 +283,9 @@ class JournalStore(ABC):
     def purge(self, before: datetime, at: datetime) -> int:
         """Remove the personal data of calls that arrived before ``before``.
 
-        Sets ``caller`` and ``callback_number`` to ``NULL`` and stamps
-        ``purged_at``; every other column stays for the aggregates. Calls purged
+        Sets ``caller``, ``callback_number`` and ``disposition_note`` (free
+        text that may name the caller) to ``NULL`` and stamps ``purged_at``;
+        every other column stays for the aggregates. Calls purged
         earlier are left alone (their ``purged_at`` stays the first purge).
 
         Args:
@@ -376,8 +378,8 @@ _SELECT = f"SELECT {', '.join(ALL_COLUMNS)} FROM calls"  # noqa: S608 - our colu
 _ORDER = " ORDER BY arrived_at, node, call_id LIMIT ?"
 _SET_DISPOSITION = (
     "UPDATE calls SET disposition = ?, disposition_at = ?, disposition_by = ?,"
-    " disposition_note = ?,"
-    # Same reason as in the upsert: a purged call gets no number back.
+    # Same reason as in the upsert: a purged call gets no note or number back.
+    " disposition_note = CASE WHEN purged_at IS NULL THEN ? END,"
     " callback_number = CASE WHEN purged_at IS NULL THEN ? END,"
     " callback_due_at = ?, callback_done_at = NULL"
     " WHERE node = ? AND call_id = ?"
@@ -391,7 +393,9 @@ _OPEN_CALLBACKS = (
     " WHERE disposition = 'callback' AND callback_done_at IS NULL"
 )
 _PURGE = (
-    "UPDATE calls SET caller = NULL, callback_number = NULL, purged_at = ?"
+    # The note is free text an agent typed: it may well name the caller.
+    "UPDATE calls SET caller = NULL, callback_number = NULL, disposition_note = NULL,"
+    " purged_at = ?"
     " WHERE arrived_at < ? AND purged_at IS NULL"
 )
 
@@ -703,6 +707,78 @@ _PG_LOCK_KEY: Final = 0x7062_786A_6F75_726E
 """``pg_advisory_xact_lock`` key of the migrations ("pbxjourn")."""
 
 
+def connect_postgres(
+    url: str,
+    *,
+    application_name: str,
+    connect_timeout: float = 5.0,
+    statement_timeout: float = 30.0,
+) -> psycopg.Connection[tuple[Any, ...]]:
+    """One autocommit connection to the journal's PostgreSQL, bounded in time.
+
+    Connecting, a silent network (TCP keepalives and ``tcp_user_timeout``) and
+    every statement (``statement_timeout``) are bounded, so that a vanished
+    server turns into an error instead of a thread hanging for minutes. Shared
+    by the journal and the override store (:mod:`pbxbridge.storage.overrides`).
+
+    Args:
+        url: libpq connection URL or DSN.
+        application_name: Shown in ``pg_stat_activity``.
+        connect_timeout: Seconds to connect (libpq's minimum is 2).
+        statement_timeout: Seconds any statement may run.
+
+    Returns:
+        The connection (autocommit: callers open transactions explicitly).
+
+    Raises:
+        psycopg.OperationalError: If the server cannot be reached.
+    """
+    # Keep options the URL brings (e.g. a search_path) next to ours.
+    given = conninfo_to_dict(url).get("options")
+    ours = f"-c statement_timeout={int(statement_timeout * 1000)}"
+    return psycopg.connect(
+        url,
+        autocommit=True,
+        connect_timeout=max(2, round(connect_timeout)),
+        application_name=application_name,
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+        # Unacknowledged data (a query sent into a dead network) fails after
+        # this long instead of the kernel's ~15 minutes.
+        tcp_user_timeout=int(max(statement_timeout, 10.0) * 1000),
+        options=f"{given} {ours}" if given else ours,
+    )
+
+
+def migrate_postgres(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """Bring the database's schema (journal and overrides) up to date.
+
+    Safe when several nodes (or a node and the CLI) run it at once: an advisory
+    lock serialises them, and the later ones find the schema current.
+
+    Args:
+        conn: An autocommit connection (see :func:`connect_postgres`).
+    """
+    with conn.transaction():
+        # Serialises nodes starting at once on a fresh database: the second
+        # waits here, then sees the first's schema_version.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INTEGER PRIMARY KEY,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        version = int(row[0]) if row else 0
+        # A newer version (another node upgraded first) is left as it is:
+        # migrations only add, so this code keeps working on it.
+        for number, script in enumerate(POSTGRES_MIGRATIONS[version:], start=version + 1):
+            conn.execute(script.encode())  # several statements, no parameters
+            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+
+
 class PostgresJournal(_SqlJournal):
     """The journal in PostgreSQL (several nodes may share one database).
 
@@ -732,31 +808,19 @@ class PostgresJournal(_SqlJournal):
         self._connect_timeout = connect_timeout
         self._statement_timeout = statement_timeout
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
-        # Keep options the URL brings (e.g. a search_path) next to ours.
-        given = conninfo_to_dict(url).get("options")
-        ours = f"-c statement_timeout={int(statement_timeout * 1000)}"
-        self._options = f"{given} {ours}" if given else ours
         try:
             with self._lock:
-                self._migrate(self._connection())
+                migrate_postgres(self._connection())
         except BaseException:
             self.close()
             raise
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
-        return psycopg.connect(
+        return connect_postgres(
             self._url,
-            autocommit=True,
-            connect_timeout=max(2, round(self._connect_timeout)),
             application_name="pbxbridge-journal",
-            keepalives=1,
-            keepalives_idle=10,
-            keepalives_interval=5,
-            keepalives_count=3,
-            # Unacknowledged data (a query sent into a dead network) fails after
-            # this long instead of the kernel's ~15 minutes.
-            tcp_user_timeout=int(max(self._statement_timeout, 10.0) * 1000),
-            options=self._options,
+            connect_timeout=self._connect_timeout,
+            statement_timeout=self._statement_timeout,
         )
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
@@ -781,24 +845,6 @@ class PostgresJournal(_SqlJournal):
                 # next call connects afresh.
                 if conn.closed:
                     self._conn = None
-
-    def _migrate(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-        with conn.transaction():
-            # Serialises nodes starting at once on a fresh database: the second
-            # waits here, then sees the first's schema_version.
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version ("
-                " version INTEGER PRIMARY KEY,"
-                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-            )
-            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-            version = int(row[0]) if row else 0
-            # A newer version (another node upgraded first) is left as it is:
-            # migrations only add, so this code keeps working on it.
-            for number, script in enumerate(POSTGRES_MIGRATIONS[version:], start=version + 1):
-                conn.execute(script.encode())  # several statements, no parameters
-                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
 
     @property
     def schema_version(self) -> int:
@@ -855,4 +901,6 @@ __all__ = [
     "JournalStore",
     "PostgresJournal",
     "SqliteJournal",
+    "connect_postgres",
+    "migrate_postgres",
 ]

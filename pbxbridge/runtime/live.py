@@ -21,7 +21,13 @@ from pbxbridge.config import ConfigError, load_rules
 from pbxbridge.config.schema import RulesFile
 from pbxbridge.core.models import Override
 from pbxbridge.core.rules import Rules
-from pbxbridge.storage.overrides import OverrideStore
+from pbxbridge.runtime.settings import redact_database_url
+from pbxbridge.storage.overrides import (
+    SQLITE,
+    OverrideStore,
+    open_override_store,
+    override_backend,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -154,22 +160,38 @@ class LiveRules:
 class LiveOverrides:
     """Manual overrides, picked up from the database within a poll interval.
 
+    The store is the one the CLI writes (:func:`open_override_store`): the
+    shared PostgreSQL database when ``database_url`` is set, else the node's
+    SQLite state file. An unreachable or broken database never stops routing:
+    the last overrides read stay in force and the error shows in health.
+
     Args:
-        path: The SQLite state file.
+        path: The SQLite state file (not used when a database URL is given).
+        database_url: PostgreSQL URL shared by the nodes, or ``""``.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, database_url: str = "") -> None:
         self.path = Path(path)
+        self.backend = override_backend(database_url)
         self.items: tuple[Override, ...] = ()
         self.error: str | None = None
+        self._url = database_url
         self._store: OverrideStore | None = None
+        # A change seen by changed() but not read yet (active() failed): read
+        # again on the next poll, even if changed() has nothing new to say.
+        self._unread = True
 
     def _poll_sync(self) -> tuple[Override, ...] | None:
+        # Runs in a worker thread, one at a time (poll() awaits it).
         if self._store is None:
-            self._store = OverrideStore(self.path)
-        if not self._store.changed():
+            self._store = open_override_store(self._url, self.path)
+        if self._store.changed():
+            self._unread = True
+        if not self._unread:
             return None
-        return tuple(self._store.active(datetime.now(UTC)))
+        fresh = tuple(self._store.active(datetime.now(UTC)))
+        self._unread = False
+        return fresh
 
     async def poll(self) -> bool:
         """Re-read the overrides if the database changed.
@@ -180,14 +202,16 @@ class LiveOverrides:
         try:
             fresh = await asyncio.to_thread(self._poll_sync)
         except Exception as exc:
-            # A locked or broken state file must not stop routing: keep the
-            # overrides we have and say so in health.
+            # A locked or broken state file, or an unreachable database, must
+            # not stop routing: keep the overrides we have and say so in health.
+            error = redact_database_url(str(exc) or type(exc).__name__, self._url)
             if self.error is None:
-                log.error("overrides.unavailable", path=str(self.path), error=str(exc))
-            self.error = str(exc)
+                log.error("overrides.unavailable", backend=self.backend, error=error,
+                          **self._where())
+            self.error = error
             return False
         if self.error is not None:
-            log.info("overrides.available", path=str(self.path))
+            log.info("overrides.available", backend=self.backend, **self._where())
             self.error = None
         if fresh is None or fresh == self.items:
             return False
@@ -205,14 +229,20 @@ class LiveOverrides:
             self._store.close()
             self._store = None
 
+    def _where(self) -> dict[str, str]:
+        # The state file's path is harmless; the database URL may hold a
+        # password and is never shown.
+        return {"path": str(self.path)} if self.backend == SQLITE else {}
+
     def health(self) -> dict[str, object]:
-        """Health view for ``/healthz``.
+        """Health view for ``/healthz`` (names the backend, never the database URL).
 
         Returns:
             A JSON-ready dict.
         """
         return {
-            "path": str(self.path),
+            "backend": self.backend,
+            "path": str(self.path) if self.backend == SQLITE else None,
             "count": len(self.items),
             "error": self.error,
             "pid": os.getpid(),

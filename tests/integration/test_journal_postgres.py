@@ -1,7 +1,8 @@
 """The call journal against the machine's PostgreSQL (127.0.0.1:5432).
 
 Each test module works in a throwaway database (``pbxbridge_test_<random>``),
-dropped at the end; tests that need a *fresh* database make their own. The
+dropped at the end; tests that need a *fresh* database make their own (both
+fixtures, and the cuttable proxy, come from :mod:`tests.postgres`). The
 store behaviours are the same :class:`StoreBehaviour` the SQLite store passes.
 On top: migrations racing from several threads, two nodes sharing one
 database, a connection killed by the server, and an outage: a TCP proxy between
@@ -16,16 +17,11 @@ skips the module (otherwise an unreachable server is an error, not a silent skip
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import secrets
-import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -35,6 +31,7 @@ from pbxbridge.journal.entry import JournalEntry
 from pbxbridge.journal.schema import SCHEMA_VERSION
 from pbxbridge.journal.store import JournalStore, PostgresJournal
 from pbxbridge.journal.writer import JournalWriter
+from tests.postgres import SERVER, Proxy, free_port, query
 from tests.unit.test_journal_store import (
     CALLER,
     StoreBehaviour,
@@ -46,49 +43,6 @@ from tests.unit.test_journal_store import (
 )
 
 pytestmark = pytest.mark.postgres
-
-SERVER = os.environ.get("PBXBRIDGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-SKIP = os.environ.get("PBXBRIDGE_SKIP_POSTGRES", "").strip().lower() in {"1", "yes", "true"}
-
-
-def admin() -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
-
-
-@contextlib.contextmanager
-def throwaway_database() -> Iterator[str]:
-    """A new, empty database; its URL. Dropped afterwards (connections and all)."""
-    name = f"pbxbridge_test_{secrets.token_hex(6)}"
-    with admin() as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield make_conninfo(SERVER, dbname=name)
-    finally:
-        with admin() as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    if SKIP:
-        pytest.skip("PBXBRIDGE_SKIP_POSTGRES=1: PostgreSQL tests skipped")
-    with throwaway_database() as url:
-        PostgresJournal(url).close()  # migrated, so tests may TRUNCATE first
-        yield url
-
-
-@pytest.fixture
-def fresh_database() -> Iterator[str]:
-    if SKIP:
-        pytest.skip("PBXBRIDGE_SKIP_POSTGRES=1: PostgreSQL tests skipped")
-    with throwaway_database() as url:
-        yield url
-
-
-def query(url: str, sql: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(sql.encode())
-        return cur.fetchall() if cur.description is not None else []
 
 
 class TestPostgresStore(StoreBehaviour):
@@ -202,85 +156,7 @@ class TestPostgresSpecifics:
 T0_NAIVE = datetime(2026, 11, 25, 9, 0)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # ------------------------------------------------------------------ outage
-
-
-class Proxy:
-    """A TCP proxy to PostgreSQL that can cut the line.
-
-    Args:
-        target: ``(host, port)`` of the real server.
-    """
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._links: set[asyncio.StreamWriter] = set()
-        self.accepted = 0
-        self.cuts = 0
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def url(self, database: str) -> str:
-        return make_conninfo(database, host="127.0.0.1", port=self.port)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.accepted += 1
-        self._links |= {writer, up_writer}
-        try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-        finally:
-            self._links -= {writer, up_writer}
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.transport.abort()
-
-    async def cut(self, seconds: float) -> None:
-        """Reset every connection and refuse new ones for ``seconds``."""
-        assert self._server is not None
-        self.cuts += 1
-        self._server.close()  # the port refuses connections now
-        for link in list(self._links):
-            link.transport.abort()  # RST: like a firewall dropping the session
-        await asyncio.sleep(seconds)
-        await self.start()
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for link in list(self._links):
-            link.transport.abort()
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[Proxy]:
-    info = psycopg.conninfo.conninfo_to_dict(SERVER)
-    p = Proxy((str(info.get("host", "127.0.0.1")), int(str(info.get("port", 5432)))))
-    await p.start()
-    yield p
-    await p.close()
 
 
 def final(call: int, node: str = "n1") -> JournalEntry:

@@ -45,6 +45,10 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "state"
     monkeypatch.setenv("STATE_DIRECTORY", str(path))
     monkeypatch.delenv("PBXBRIDGE_CONFIG", raising=False)
+    # No shared database: overrides and journal in the state directory (the
+    # PostgreSQL case is tests/integration/test_overrides_postgres.py).
+    for name in ("PBXBRIDGE_DATABASE_URL", "PBXBRIDGE_DATABASE_URL_FILE", "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
     return path
 
 
@@ -84,6 +88,10 @@ def explain(run: Run, config: Path, *args: str, did: str = WARDENBURG) -> dict[s
     result = ok(run("explain", "-c", config, "--did", did, "--json", *args))
     data: dict[str, Any] = json.loads(result.stdout)
     return data
+
+
+def explain_result(run: Run, config: Path, *args: str) -> Result:
+    return run("explain", "-c", config, "--did", WARDENBURG, "--json", *args)
 
 
 def set_override(run: Run, config: Path, *args: str) -> Result:
@@ -513,6 +521,24 @@ class TestOverrideRoundTrip:
         monkeypatch.delenv("STATE_DIRECTORY")
         ok(set_override(run, config, "--all", "--closed", "--reason", "x"))
         assert (config.parent / "var" / "pbxbridge.sqlite").is_file()
+
+    def test_explain_does_not_create_the_state_file(
+        self, run: Run, config: Path, state_dir: Path
+    ) -> None:
+        assert explain(run, config, "--at", "2026-11-25T10:00")["action"] == "queue"
+        assert not state_dir.exists()
+
+    def test_unreadable_database_url_file_is_a_clean_error(
+        self, run: Run, config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # A URL is configured but cannot be read: fail, never fall back to the
+        # local file (this node would silently stop sharing overrides).
+        monkeypatch.setenv("PBXBRIDGE_DATABASE_URL_FILE", str(tmp_path / "missing"))
+        failed(set_override(run, config, "--all", "--closed", "--reason", "x"),
+               "PBXBRIDGE_DATABASE_URL_FILE: cannot read")
+        failed(run("override", "list", "-c", config), "PBXBRIDGE_DATABASE_URL_FILE")
+        failed(explain_result(run, config), "PBXBRIDGE_DATABASE_URL_FILE")
+        assert not (tmp_path / "state").exists()
 
 
 class TestOverrideExpiry:

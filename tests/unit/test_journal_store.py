@@ -327,17 +327,23 @@ class StoreBehaviour:
         old = versions("old", arrived=at(-91 * 86400))[-1]
         new = versions("new", arrived=at(-89 * 86400))[-1]
         store.upsert([old, new])
-        store.set_disposition("n1", "old", "callback", "a1", "note", "+4944170000",
-                              at(-90 * 86400), at(-91 * 86400 + 100))
+        store.set_disposition("n1", "old", "callback", "a1", "Frau Meyer, Hauptstr. 1",
+                              "+4944170000", at(-90 * 86400), at(-91 * 86400 + 100))
+        store.set_disposition("n1", "new", "resolved", "a1", "Herr Kühn", None, None,
+                              at(-89 * 86400 + 100))
         assert store.purge(at(-90 * 86400), at(0)) == 1
         rows = {r.call_id: r for r in store.calls_between(at(-1e8), at(1))}
         purged = rows["old"]
         assert purged.caller is None and purged.callback_number is None
+        # the note is free text and may name the caller: it goes too
+        assert purged.disposition_note is None
         assert purged.purged_at == at(0)
         # everything the reports need stays
         assert replace(lifecycle_of(purged), caller=CALLER) == old
         assert (purged.disposition, purged.callback_due_at) == ("callback", at(-90 * 86400))
+        assert (purged.disposition_by, purged.disposition_at) == ("a1", at(-91 * 86400 + 100))
         assert rows["new"].caller == CALLER and rows["new"].purged_at is None
+        assert rows["new"].disposition_note == "Herr Kühn"
         assert store.repeat_count(CALLER, at(-1e8)) == 1
         # idempotent: the first purge time stays
         assert store.purge(at(-90 * 86400), at(10)) == 0
@@ -350,9 +356,12 @@ class StoreBehaviour:
         store.upsert([vs[3]])
         store.purge(at(-90 * 86400), at(0))
         store.upsert([vs[4]])  # e.g. a spool replayed late
-        store.set_disposition("n1", "c1", "callback", "a1", "", CALLER, at(60), at(1))
+        store.set_disposition("n1", "c1", "callback", "a1", "ruft wegen Ausweis an", CALLER,
+                              at(60), at(1))
         (row,) = store.calls_between(at(-1e8), at(1))
         assert row.caller is None and row.callback_number is None
+        assert row.disposition_note is None
+        assert (row.disposition, row.disposition_by) == ("callback", "a1")
         assert row.talk_s == 60.0  # the lifecycle update itself was applied
 
     def test_nodes_are_part_of_the_key(self, store: JournalStore) -> None:

@@ -1,10 +1,17 @@
-"""Tests for the SQLite override store on a real temporary database file."""
+"""The override stores: behaviours shared by SQLite and PostgreSQL, SQLite specifics.
+
+Store behaviours live in :class:`OverrideStoreBehaviour`, run here against an
+SQLite file in a temporary directory and, by
+``tests/integration/test_overrides_postgres.py``, against the machine's
+PostgreSQL: both stores must mean the same thing, so that the CLI and the daemon
+behave alike whichever one a node is configured with.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,30 +19,42 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pbxbridge.core.models import ALL_TENANTS, Override, OverrideState
-from pbxbridge.storage.overrides import OverrideStore
+from pbxbridge.storage.overrides import (
+    OverrideStore,
+    SqliteOverrideStore,
+    open_override_store,
+    override_backend,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=BERLIN)
 OPEN = OverrideState.OPEN
 CLOSED = OverrideState.CLOSED
 
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "pbxbridge.sqlite"
-
-
-@pytest.fixture
-def store(db_path: Path) -> Iterator[OverrideStore]:
-    with OverrideStore(db_path) as s:
-        yield s
+OpenStore = Callable[[], OverrideStore]
+"""Opens another store on the same database (another process, another node)."""
 
 
 def ids(items: list[Override]) -> list[int]:
     return [o.id for o in items]
 
 
-class TestSetAndActive:
+class OverrideStoreBehaviour:
+    """What every OverrideStore must do.
+
+    Subclasses provide ``open_store`` (a factory for stores on one empty
+    database) and ``backend``; ``store`` is the first store it opens.
+    """
+
+    backend = ""
+
+    @pytest.fixture
+    def store(self, open_store: OpenStore) -> Iterator[OverrideStore]:
+        with open_store() as s:
+            yield s
+
+    # -- SetAndActive ----------------------------------------
+
     def test_empty_store_has_nothing_active(self, store: OverrideStore) -> None:
         assert store.active(T0) == []
         assert store.history() == []
@@ -95,8 +114,8 @@ class TestSetAndActive:
         assert got.expires_at == expires
         assert got.expires_at is not None and got.expires_at.tzinfo == UTC
 
+    # -- Validation ----------------------------------------
 
-class TestValidation:
     @pytest.mark.parametrize(
         ("at", "expires_at"),
         [
@@ -134,8 +153,8 @@ class TestValidation:
             store.clear(at=T0, scope=scope, override_id=override_id)
         assert len(store.active(T0)) == 1
 
+    # -- Expiry ----------------------------------------
 
-class TestExpiry:
     @pytest.fixture
     def item(self, store: OverrideStore) -> Override:
         return store.set("wardenburg", CLOSED, "x", at=T0, expires_at=T0 + timedelta(hours=2))
@@ -170,8 +189,8 @@ class TestExpiry:
         assert kept == item
         assert (cleared_at, cleared_by) == (None, "")
 
+    # -- Clear ----------------------------------------
 
-class TestClear:
     def test_clear_by_scope_clears_all_live_overrides_of_that_scope(
         self, store: OverrideStore
     ) -> None:
@@ -212,8 +231,8 @@ class TestClear:
         assert store.clear(at=T0, scope=scope, override_id=override_id) == 0
         assert len(store.active(T0)) == 1
 
+    # -- History ----------------------------------------
 
-class TestHistory:
     def test_history_keeps_cleared_ones_with_who_and_when(self, store: OverrideStore) -> None:
         a = store.set("wardenburg", CLOSED, "Unwetter", at=T0, set_by="alice")
         b = store.set(ALL_TENANTS, OPEN, "Wahl", at=T0 + timedelta(minutes=1), set_by="carol")
@@ -232,81 +251,64 @@ class TestHistory:
         made = [store.set("wardenburg", CLOSED, str(i), at=T0) for i in range(5)]
         assert [h[0].id for h in store.history(limit=2)] == [made[4].id, made[3].id]
 
+    # -- validation shared by every backend ------------------------------
 
-class TestDurability:
-    def test_overrides_survive_reopening(self, db_path: Path) -> None:
-        with OverrideStore(db_path) as first:
+    @pytest.mark.parametrize(
+        ("field", "kwargs"),
+        [
+            ("scope", {"scope": "warden\x00burg"}),
+            ("reason", {"reason": "Un\x00wetter"}),
+            ("set_by", {"set_by": "al\x00ice"}),
+        ],
+    )
+    def test_nul_characters_are_rejected(
+        self, store: OverrideStore, field: str, kwargs: dict[str, str]
+    ) -> None:
+        # PostgreSQL cannot store NUL in text; SQLite could, but must refuse alike.
+        args = {"scope": "wardenburg", "reason": "x", "set_by": ""} | kwargs
+        with pytest.raises(ValueError, match=f"{field} must not contain NUL"):
+            store.set(args["scope"], CLOSED, args["reason"], at=T0, set_by=args["set_by"])
+        assert store.history() == []
+
+    def test_naive_times_are_rejected_by_clear_and_active(self, store: OverrideStore) -> None:
+        store.set("wardenburg", CLOSED, "x", at=T0)
+        naive = datetime(2026, 11, 25, 10, 0)
+        with pytest.raises(ValueError, match="timezone-aware"):
+            store.clear(at=naive, scope="wardenburg")
+        with pytest.raises(ValueError, match="timezone-aware"):
+            store.active(naive)
+        assert len(store.active(T0)) == 1
+
+    # -- durability and several stores on one database --------------------
+
+    def test_overrides_survive_reopening(self, open_store: OpenStore) -> None:
+        with open_store() as first:
             a = first.set("wardenburg", CLOSED, "Unwetter", at=T0, set_by="alice")
             b = first.set(ALL_TENANTS, OPEN, "Wahl", at=T0, expires_at=T0 + timedelta(hours=1))
             first.clear(at=T0 + timedelta(minutes=5), override_id=b.id, cleared_by="bob")
-        with OverrideStore(db_path) as second:
+        with open_store() as second:
             assert second.active(T0 + timedelta(minutes=10)) == [a]
             assert [h[0].id for h in second.history()] == [b.id, a.id]
             assert second.history()[0][2] == "bob"
             c = second.set("oldenburg", OPEN, "c", at=T0)
         assert c.id > b.id
 
-    def test_folder_is_created(self, tmp_path: Path) -> None:
-        path = tmp_path / "a" / "b" / "state.sqlite"
-        with OverrideStore(path) as s:
-            s.set("wardenburg", CLOSED, "x", at=T0)
-        assert path.is_file()
+    def test_two_stores_open_at_once(self, open_store: OpenStore) -> None:
+        with open_store() as a, open_store() as b:
+            item = a.set("wardenburg", CLOSED, "x", at=T0)
+            assert b.active(T0) == [item]
+            assert b.clear(at=T0, override_id=item.id) == 1
+            assert a.active(T0) == []
 
-    def test_visible_to_a_plain_sqlite_reader(self, store: OverrideStore, db_path: Path) -> None:
-        store.set("wardenburg", CLOSED, "x", at=T0, expires_at=T0 + timedelta(hours=1))
-        with sqlite3.connect(db_path) as raw:
-            row = raw.execute("SELECT scope, state, set_at, expires_at FROM overrides").fetchone()
-        assert row == (
-            "wardenburg",
-            "closed",
-            "2026-11-25T09:00:00.000000Z",
-            "2026-11-25T10:00:00.000000Z",
-        )
+    def test_backend_and_context_manager(self, open_store: OpenStore) -> None:
+        store = open_store()
+        with store as entered:
+            assert entered is store
+            assert store.backend == self.backend
+        store.close()  # idempotent
 
+    # -- changed() --------------------------------------------------------
 
-class TestMigration:
-    def test_new_file_gets_user_version_1_and_wal(self, db_path: Path) -> None:
-        OverrideStore(db_path).close()
-        with sqlite3.connect(db_path) as raw:
-            assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
-            assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master")}
-        assert {"overrides", "overrides_live"} <= tables
-
-    def test_reopening_an_existing_file_does_not_fail(self, db_path: Path) -> None:
-        for _ in range(3):
-            with OverrideStore(db_path) as s:
-                s.set("wardenburg", CLOSED, "x", at=T0)
-        with sqlite3.connect(db_path) as raw:
-            assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
-            assert raw.execute("SELECT COUNT(*) FROM overrides").fetchone()[0] == 3
-    def test_concurrent_first_open_of_a_fresh_file(self, tmp_path: Path) -> None:
-        errors: list[BaseException] = []
-        for attempt in range(20):
-            path = tmp_path / f"fresh-{attempt}.sqlite"
-            barrier = threading.Barrier(3)
-
-            def open_store(path: Path = path, barrier: threading.Barrier = barrier) -> None:
-                barrier.wait()
-                try:
-                    OverrideStore(path).close()
-                except Exception as exc:
-                    errors.append(exc)
-
-            threads = [threading.Thread(target=open_store) for _ in range(3)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-        assert errors == []
-
-    def test_two_stores_open_at_once(self, db_path: Path) -> None:
-        with OverrideStore(db_path) as a, OverrideStore(db_path) as b:
-            a.set("wardenburg", CLOSED, "x", at=T0)
-            assert len(b.active(T0)) == 1
-
-
-class TestChanged:
     def test_first_call_reports_a_change(self, store: OverrideStore) -> None:
         assert store.changed() is True
 
@@ -317,32 +319,139 @@ class TestChanged:
         store.history()
         assert store.changed() is False
 
-    def test_detects_writes_from_another_store(self, db_path: Path) -> None:
-        with OverrideStore(db_path) as reader, OverrideStore(db_path) as writer:
+    def test_detects_writes_from_another_store(self, open_store: OpenStore) -> None:
+        with open_store() as reader, open_store() as writer:
             assert reader.changed() is True
             assert reader.changed() is False
-            writer.set("wardenburg", CLOSED, "x", at=T0)
+            item = writer.set("wardenburg", CLOSED, "x", at=T0)
             assert reader.changed() is True
             assert reader.changed() is False
             writer.clear(at=T0, scope="wardenburg")
             assert reader.changed() is True
             assert reader.changed() is False
+            # a second override, cleared by id: each step is seen once
+            other = writer.set("oldenburg", OPEN, "y", at=T0)
+            assert reader.changed() is True
+            writer.clear(at=T0, override_id=other.id)
+            assert reader.changed() is True
+            assert reader.changed() is False
+            # clearing what is cleared already writes nothing
+            assert writer.clear(at=T0, override_id=item.id) == 0
+
+    def test_failed_write_elsewhere_is_no_change(self, open_store: OpenStore) -> None:
+        with open_store() as reader, open_store() as writer:
+            reader.changed()
+            with pytest.raises(ValueError):
+                writer.set("wardenburg", CLOSED, "x", at=T0, expires_at=T0)
+            assert writer.clear(at=T0, scope="nobody") == 0
+            assert reader.changed() is False
+
+
+class TestSqliteOverrideStore(OverrideStoreBehaviour):
+    backend = "sqlite"
+
+    @pytest.fixture
+    def open_store(self, db_path: Path) -> OpenStore:
+        return lambda: SqliteOverrideStore(db_path)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "pbxbridge.sqlite"
+
+
+@pytest.fixture
+def sqlite_store(db_path: Path) -> Iterator[SqliteOverrideStore]:
+    with SqliteOverrideStore(db_path) as s:
+        yield s
+
+
+# ------------------------------------------------------------------ choosing the backend
+
+
+class TestFactory:
+    def test_without_url_the_state_file(self, db_path: Path) -> None:
+        assert override_backend("") == "sqlite"
+        with open_override_store("", db_path) as store:
+            assert isinstance(store, SqliteOverrideStore)
+            store.set("wardenburg", CLOSED, "x", at=T0)
+        assert db_path.is_file()
+
+    def test_with_url_postgresql(self) -> None:
+        # Which class it opens is checked against a real server in
+        # tests/integration/test_overrides_postgres.py.
+        assert override_backend("postgresql://pbx@db.example/pbx") == "postgresql"
+
+
+# ------------------------------------------------------------------ SQLite specifics
+
+
+class TestSqliteFile:
+    def test_folder_is_created(self, tmp_path: Path) -> None:
+        path = tmp_path / "a" / "b" / "state.sqlite"
+        with SqliteOverrideStore(path) as s:
+            s.set("wardenburg", CLOSED, "x", at=T0)
+        assert path.is_file()
+
+    def test_visible_to_a_plain_sqlite_reader(
+        self, sqlite_store: SqliteOverrideStore, db_path: Path
+    ) -> None:
+        sqlite_store.set("wardenburg", CLOSED, "x", at=T0, expires_at=T0 + timedelta(hours=1))
+        with sqlite3.connect(db_path) as raw:
+            row = raw.execute("SELECT scope, state, set_at, expires_at FROM overrides").fetchone()
+        assert row == (
+            "wardenburg",
+            "closed",
+            "2026-11-25T09:00:00.000000Z",
+            "2026-11-25T10:00:00.000000Z",
+        )
 
     def test_detects_writes_from_a_plain_connection(
-        self, store: OverrideStore, db_path: Path
+        self, sqlite_store: SqliteOverrideStore, db_path: Path
     ) -> None:
-        store.changed()
+        sqlite_store.changed()
         with sqlite3.connect(db_path) as raw:
             raw.execute(
                 "INSERT INTO overrides (scope, state, reason, set_at) VALUES (?, ?, ?, ?)",
                 ("wardenburg", "open", "x", "2026-11-25T09:00:00.000000Z"),
             )
-        assert store.changed() is True
-        assert store.active(T0)[0].state is OPEN
+        assert sqlite_store.changed() is True
+        assert sqlite_store.active(T0)[0].state is OPEN
 
-    def test_failed_write_elsewhere_is_no_change(self, db_path: Path) -> None:
-        with OverrideStore(db_path) as reader, OverrideStore(db_path) as writer:
-            reader.changed()
-            with pytest.raises(ValueError):
-                writer.set("wardenburg", CLOSED, "x", at=T0, expires_at=T0)
-            assert reader.changed() is False
+
+class TestSqliteMigration:
+    def test_new_file_gets_user_version_1_and_wal(self, db_path: Path) -> None:
+        SqliteOverrideStore(db_path).close()
+        with sqlite3.connect(db_path) as raw:
+            assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+            assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master")}
+        assert {"overrides", "overrides_live"} <= tables
+
+    def test_reopening_an_existing_file_does_not_fail(self, db_path: Path) -> None:
+        for _ in range(3):
+            with SqliteOverrideStore(db_path) as s:
+                s.set("wardenburg", CLOSED, "x", at=T0)
+        with sqlite3.connect(db_path) as raw:
+            assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+            assert raw.execute("SELECT COUNT(*) FROM overrides").fetchone()[0] == 3
+
+    def test_concurrent_first_open_of_a_fresh_file(self, tmp_path: Path) -> None:
+        errors: list[BaseException] = []
+        for attempt in range(20):
+            path = tmp_path / f"fresh-{attempt}.sqlite"
+            barrier = threading.Barrier(3)
+
+            def open_store(path: Path = path, barrier: threading.Barrier = barrier) -> None:
+                barrier.wait()
+                try:
+                    SqliteOverrideStore(path).close()
+                except Exception as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=open_store) for _ in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert errors == []
