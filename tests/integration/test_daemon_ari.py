@@ -92,6 +92,49 @@ class TestLiveChanges:
         _, events = call(tb, WARDENBURG, hold_ms=300, caller=CALLER)
         assert trunk_vars(events)["PBXBRIDGE_QUEUE"] == "servicecenter"
 
+    @pytest.mark.postgres
+    def test_overrides_shared_by_two_nodes_through_postgresql(
+        self, tb: Testbed, tmp_path: Path, fresh_database: str, agents: AgentFactory
+    ) -> None:
+        # Two nodes with their own state directories and one database: node A
+        # owns the Stasis application and routes the real calls, node B runs
+        # beside it under another application name (a second Asterisk node in
+        # production). An operator on a third machine sets the override.
+        agents(1, "answer")
+        shared = {"PBXBRIDGE_DATABASE_URL": fresh_database, "PBXBRIDGE_AMI_ENABLED": "no"}
+        dirs = [tmp_path / name for name in ("node-a", "node-b", "operator")]
+        for d in dirs:
+            d.mkdir()
+        node_a = DaemonProcess(tb, dirs[0], extra_env=shared)
+        node_b = DaemonProcess(tb, dirs[1], extra_env={**shared, "PBXBRIDGE_ARI_APP": "node-b"})
+        operator = DaemonProcess(tb, dirs[2], extra_env=shared)
+        try:
+            node_a.start()
+            node_b.start()
+            for node in (node_a, node_b):
+                assert node.health()["overrides"]["backend"] == "postgresql"
+            out = operator.cli("override", "set", "--config", str(operator.rules_path),
+                               "--tenant", "wardenburg", "--closed", "--reason", "Unwetter")
+            assert out.returncode == 0, out.stderr
+            for node in (node_a, node_b):
+                node.wait_health(lambda h: h["overrides"]["count"] == 1, timeout=1.0)
+            _, events = call(tb, WARDENBURG, hold_ms=2000, caller=CALLER)
+            assert trunk_vars(events)["PBXBRIDGE_CLOSED_THEN"] == "hangup"
+            assert "Unwetter" in " ".join(node_a.wait_routed(1)[0]["reasons"])
+
+            out = operator.cli("override", "clear", "--config", str(operator.rules_path),
+                               "--tenant", "wardenburg")
+            assert out.returncode == 0, out.stderr
+            for node in (node_a, node_b):
+                node.wait_health(lambda h: h["overrides"]["count"] == 0, timeout=1.0)
+            _, events = call(tb, WARDENBURG, hold_ms=300, caller=CALLER)
+            assert trunk_vars(events)["PBXBRIDGE_QUEUE"] == "servicecenter"
+            # Nothing went to a node's own SQLite state file.
+            assert not list(tmp_path.rglob("*.sqlite"))
+        finally:
+            node_a.stop()
+            node_b.stop()
+
     def test_invalid_rules_under_load_fail_no_call(
         self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory
     ) -> None:
