@@ -540,7 +540,7 @@ def purge(config: str, days: int | None) -> None:
         _fail(str(exc))
     finally:
         journal.close()
-    click.echo(f"removed caller numbers from {count} call(s) older than {days} days")
+    click.echo(f"removed personal data from {count} call(s) older than {days} days")
 
 
 @cli.command()

@@ -44,6 +44,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pbxbridge.journal.entry import JournalEntry
 from pbxbridge.journal.schema import POSTGRES_MIGRATIONS, SCHEMA_VERSION, SQLITE_MIGRATIONS
+from pbxbridge.runtime.settings import redact_database_url
 
 
 class Disposition:
@@ -732,7 +733,22 @@ def connect_postgres(
 
     Raises:
         psycopg.OperationalError: If the server cannot be reached.
+        psycopg.ProgrammingError: If libpq cannot parse the URL.
+        Either carries a message without the URL's password.
     """
+    try:
+        return _connect_postgres(url, application_name, connect_timeout, statement_timeout)
+    except psycopg.Error as exc:
+        # libpq echoes pieces of a malformed URL ('unexpected spaces found in
+        # "<password>"'); every caller logs or shows this message (journal
+        # health, override health, the CLI), so it is cleaned once, here. Not
+        # chained: a logged traceback would print the original.
+        raise type(exc)(redact_database_url(str(exc), url).strip()) from None
+
+
+def _connect_postgres(
+    url: str, application_name: str, connect_timeout: float, statement_timeout: float
+) -> psycopg.Connection[tuple[Any, ...]]:
     # Keep options the URL brings (e.g. a search_path) next to ours.
     given = conninfo_to_dict(url).get("options")
     ours = f"-c statement_timeout={int(statement_timeout * 1000)}"

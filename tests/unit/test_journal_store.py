@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -43,6 +44,7 @@ from pbxbridge.journal.store import (
     MAX_NOTE_CHARS,
     CallRow,
     JournalStore,
+    PostgresJournal,
     SqliteJournal,
 )
 from pbxbridge.journal.writer import (
@@ -1077,3 +1079,23 @@ def test_writer_settings_are_checked(spool: Path) -> None:
     with pytest.raises(ValueError):
         JournalWriter(FakeStore, spool, max_batch=0)
 
+
+
+class TestPostgresConnectErrors:
+    """Connection errors never carry the URL's password (they reach logs and /healthz)."""
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            # libpq: 'unexpected spaces found in "hunter 2", use percent-encoded spaces'
+            "postgresql://pbx:hunter 2@127.0.0.1:1/journal",
+            # libpq: 'invalid sslmode value: "hunter 2"' (a secret in the wrong place)
+            "host=127.0.0.1 port=1 password='hunter 2' sslmode='hunter 2'",
+        ],
+    )
+    def test_the_password_is_redacted(self, url: str) -> None:
+        with pytest.raises(psycopg.Error) as caught:
+            PostgresJournal(url)
+        assert "hunter" not in str(caught.value)
+        assert "***" in str(caught.value)
+        assert caught.value.__cause__ is None and caught.value.__suppress_context__
