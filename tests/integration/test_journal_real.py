@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -22,14 +20,15 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.integration.daemon import DaemonProcess, install_test_sound
+from tests.postgres import throwaway_database
 from tests.testbed.sipp import ABANDON_SCENARIO, CallResult, SippAgent, place_calls
 from tests.testbed.testbed import Testbed
 
 pytestmark = [pytest.mark.asterisk]
 
-SERVER = os.environ.get("PBXBRIDGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 WARDENBURG = "+494407730"
 CALLER = "04407123456"
 
@@ -40,14 +39,8 @@ def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     if request.param == "sqlite":
         yield {}
         return
-    name = f"pbxbridge_it_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(SERVER, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield {"PBXBRIDGE_DATABASE_URL": SERVER.rsplit("/", 1)[0] + f"/{name}"}
-    finally:
-        with psycopg.connect(SERVER, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with throwaway_database() as url:
+        yield {"PBXBRIDGE_DATABASE_URL": url}
 
 
 def background(fn: Any) -> tuple[threading.Thread, list[CallResult]]:
@@ -184,11 +177,13 @@ class TestDatabaseOutage:
     ) -> None:
         tb = fresh_testbed
         install_test_sound(tb)
-        name = f"pbxbridge_it_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(SERVER, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        proxy = _Proxy(("127.0.0.1", 5432))
-        url = f"postgresql://postgres@127.0.0.1:{proxy.port}/{name}"
+        with throwaway_database() as direct:
+            self._outage(tb, tmp_path, direct)
+
+    def _outage(self, tb: Testbed, tmp_path: Path, direct: str) -> None:
+        server = conninfo_to_dict(direct)
+        proxy = _Proxy((str(server.get("host") or "127.0.0.1"), int(server.get("port") or 5432)))
+        url = make_conninfo(direct, host="127.0.0.1", port=proxy.port)
         daemon = DaemonProcess(tb, tmp_path, extra_env={"PBXBRIDGE_DATABASE_URL": url})
         daemon.start()
         try:
@@ -208,12 +203,10 @@ class TestDatabaseOutage:
                 proxy.restore()
                 daemon.wait_health(lambda h: h["journal"]["backlog"] == 0
                                    and h["screen_pops"]["following"] == 0, timeout=60)
-            with psycopg.connect(SERVER.rsplit("/", 1)[0] + f"/{name}") as conn:
+            with psycopg.connect(direct) as conn:
                 rows = conn.execute(
                     "SELECT outcome, count(*) FROM calls GROUP BY outcome").fetchall()
             assert dict(rows) == {"answered": 11}
         finally:
             daemon.stop()
             proxy.close()
-            with psycopg.connect(SERVER, autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
