@@ -55,8 +55,17 @@ GAUGE_HELP = {
     "pbxbridge_up": "1 when the connection to the component is up.",
     "pbxbridge_rules_generation": "Generation of the routing rules in force.",
     "pbxbridge_rules_reload_failures": "Rejected rule reloads since start.",
-    "pbxbridge_calls_in_routing": "Calls being routed right now (decision or 115 menu).",
-    "pbxbridge_routing_failures": "Calls whose routing failed and took the fallback.",
+    "pbxbridge_calls_in_routing": (
+        "Calls being routed right now (decision or 115 menu), by entry point."
+    ),
+    "pbxbridge_routing_failures": (
+        "Calls whose routing failed and took the fallback, by entry point."
+    ),
+    "pbxbridge_agi_connections": "Open FastAGI connections (routing or idle).",
+    "pbxbridge_agi_faults": (
+        "FastAGI connections ended by the server: protocol faults (overlong line, "
+        "malformed or slow environment ...), over capacity, idle ones evicted."
+    ),
     "pbxbridge_screenpops_dropped": "Screen pops dropped (stale or buffer overflow).",
     "pbxbridge_screenpops_queued": "Screen pops waiting for the broker.",
     "pbxbridge_journal_backlog": "Journal entries not yet in the database (pending + spooled).",
@@ -326,8 +335,26 @@ class Daemon:
         # -- end agent page --
         yield "pbxbridge_rules_reload_failures", {}, float(self.rules.reload_failures)
         if self.router is not None:
-            yield "pbxbridge_calls_in_routing", {}, float(self.router.in_progress)
-            yield "pbxbridge_routing_failures", {}, float(self.router.stats.failed)
+            entry = {"entry": "ari"}
+            yield "pbxbridge_calls_in_routing", entry, float(self.router.in_progress)
+            yield "pbxbridge_routing_failures", entry, float(self.router.stats.failed)
+        # -- FastAGI (issue 7): the same families, entry="agi", plus the server's own --
+        if self.agi is not None and self.agi_router is not None:
+            entry = {"entry": "agi"}
+            yield "pbxbridge_up", {"component": "agi"}, 1.0 if self.agi.listening else 0.0
+            yield "pbxbridge_calls_in_routing", entry, float(self.agi.in_progress)
+            yield "pbxbridge_routing_failures", entry, float(self.agi_router.stats.failed)
+            yield "pbxbridge_agi_connections", {}, float(self.agi.connections)
+            agi = self.agi.stats
+            refused = {"over_capacity": agi.over_capacity, "evicted_idle": agi.evicted}
+            for reason, count in (*refused.items(), *agi.faults.items()):
+                yield "pbxbridge_agi_faults", {"reason": reason}, float(count)
+        # -- end FastAGI --
+        if self.overrides is not None:
+            # 0 while the override store (SQLite file or shared PostgreSQL) cannot
+            # be read: routing goes on with the overrides read last.
+            readable = 0.0 if self.overrides.error else 1.0
+            yield "pbxbridge_up", {"component": "overrides"}, readable
         if self.mqtt is not None:
             status = self.mqtt.status()
             for kind, count in status.dropped_stale.items():

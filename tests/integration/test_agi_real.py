@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -168,6 +169,24 @@ class TestFaults:
         assert health["routed"] == 40 and health["failed"] == 0
         assert health["evicted"] == 0 and health["faults"] == {}
         assert agi_faults(daemon) == []
+        metrics = daemon.metrics()
+        assert metrics['pbxbridge_up{component="agi"}'] == 1
+        assert metrics['pbxbridge_calls_routed_total{action="queue",tenant="wardenburg"}'] == 40
+        assert metrics['pbxbridge_routing_failures{entry="agi"}'] == 0
+        assert metrics['pbxbridge_calls_in_routing{entry="agi"}'] == 0
+
+    def test_a_protocol_fault_shows_in_the_metrics(self, daemon: DaemonProcess) -> None:
+        # Not Asterisk: a peer that sends one 9 KB environment line (the server
+        # reads at most 8 KB per line) and is cut off.
+        with socket.create_connection(("127.0.0.1", AGI_PORT), timeout=5) as peer:
+            peer.sendall(b"agi_request: " + b"x" * 9000 + b"\n")
+            assert peer.recv(100) == b""  # closed by the server
+        daemon.wait_health(lambda h: h["agi"]["faults"] == {"line_too_long": 1}, timeout=5)
+        metrics = daemon.metrics()
+        assert metrics['pbxbridge_agi_faults{reason="line_too_long"}'] == 1
+        assert metrics['pbxbridge_agi_faults{reason="over_capacity"}'] == 0
+        assert metrics['pbxbridge_up{component="agi"}'] == 1
+        assert metrics["pbxbridge_agi_connections"] == 0
 
     def test_sigterm_finishes_the_menu_then_refuses(
         self, tb: Testbed, new_daemon: DaemonProcess, agents: AgentFactory

@@ -113,6 +113,7 @@ class TestLiveChanges:
             node_b.start()
             for node in (node_a, node_b):
                 assert node.health()["overrides"]["backend"] == "postgresql"
+                assert node.metrics()['pbxbridge_up{component="overrides"}'] == 1
             out = operator.cli("override", "set", "--config", str(operator.rules_path),
                                "--tenant", "wardenburg", "--closed", "--reason", "Unwetter")
             assert out.returncode == 0, out.stderr
