@@ -51,30 +51,32 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import contextlib
 import dataclasses
-import fcntl
 import json
 import math
 import os
 import re
 import shutil
-import signal
 import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.integration.daemon import TEST_RULES, DaemonProcess, install_test_sound
-from tests.testbed import chroot
-from tests.testbed.config import TestbedConfig, default_queues
+from tests.testbed.bench import (
+    asterisk_pid,
+    bench_config,
+    cpu_ticks,
+    exit_on_sigterm,
+    progress,
+    stop_own_sipp_children,
+)
+from tests.testbed.lock import testbed_lock
 from tests.testbed.sipp import (
     WORKDIR_ENV,
     CallResult,
@@ -91,8 +93,6 @@ CALLER = "04407123456"
 DISPLAY = "Jörg Müller"
 PURE = "pure"
 PBX = "pbxbridge"
-LOCK_ENV = "PBXBRIDGE_TESTBED_LOCK"
-DEFAULT_LOCK = "/tmp/pbxbridge-testbed.lock"
 _WHISPER = ", whisper: custom/pbxbridge-test"
 
 TARGET_FAILED = 0
@@ -100,9 +100,7 @@ TARGET_P95_RATIO = 1.2
 TARGET_CPU_MS = 1.0
 
 
-def say(msg: str) -> None:
-    """Progress to stderr (stdout carries the summary and the JSON line)."""
-    print(f"[asterisk_load] {msg}", file=sys.stderr, flush=True)
+say = progress("asterisk_load")  # stderr: stdout carries the summary and the JSON line
 
 
 # ----------------------------------------------------------------- set-up
@@ -113,94 +111,6 @@ def bench_rules() -> str:
     if _WHISPER not in TEST_RULES:
         raise RuntimeError(f"TEST_RULES changed: {_WHISPER!r} not found; update the benchmark")
     return TEST_RULES.replace(_WHISPER, "", 1)
-
-
-def bench_config() -> TestbedConfig:
-    """Quiet Asterisk; ``servicecenter`` sized for 50 calls/s on four agents.
-
-    ``ringinuse`` lets one sipp UAS take many calls at once, ``rrmemory`` spreads
-    them over the four agents; both paths use this same queue.
-    """
-    queues = tuple(
-        dataclasses.replace(q, strategy="rrmemory", ringinuse=True, timeout=4, retry=1,
-                            wrapuptime=0, autofill=True)
-        if q.name == "servicecenter" else q
-        for q in default_queues()
-    )
-    return TestbedConfig(verbose=0, queues=queues)
-
-
-@contextlib.contextmanager
-def testbed_lock() -> Iterator[None]:
-    """The pytest sessions' exclusive test bed lock, taken blocking."""
-    path = Path(os.environ.get(LOCK_ENV, DEFAULT_LOCK))
-    with path.open("w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"waiting for the test bed lock {path} (another session is using Asterisk)")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        say(f"holding the test bed lock {path}")
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
-# ----------------------------------------------------------------- /proc
-
-
-def _stat_fields(pid: int) -> list[str]:
-    """Fields of ``/proc/<pid>/stat`` from field 3 (state) on."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2 :].split()
-
-
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of a process (all its threads), in clock ticks."""
-    fields = _stat_fields(pid)
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15
-
-
-def asterisk_pid(tb: Testbed) -> int | None:
-    """The test bed's Asterisk main process (``-f``), not ``-rx`` CLI helpers."""
-    for pid in chroot.chroot_pids(tb.root):
-        try:
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if args and args[0].endswith(b"asterisk") and b"-f" in args:
-            return pid
-    return None
-
-
-def stop_own_sipp_children() -> list[int]:
-    """Kill sipp processes this process started and that are still there.
-
-    ``place_calls`` waits for its sipp; interrupted (Ctrl-C, SIGTERM) it leaves it
-    running. Only our own children named ``sipp`` are touched, by PID.
-    """
-    me = os.getpid()
-    killed: list[int] = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            ppid = int(_stat_fields(pid)[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == me and comm == "sipp":
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            killed.append(pid)
-    return killed
 
 
 # ----------------------------------------------------------------- latency
@@ -516,9 +426,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             stop_agents(agents)
         if daemon is not None:
             daemon.stop()
-        leftovers = stop_own_sipp_children()
-        if leftovers:
-            say(f"killed leftover sipp processes {leftovers}")
+        stop_own_sipp_children(say)
         tb.down()
     legs = agent_legs(agent_dirs)
     res = summarise(args, pure, pbx, routing, warmup_failed, legs,
@@ -653,12 +561,12 @@ def main() -> int:
     if args.rate <= 0 or args.seconds <= 0 or args.blocks < 1 or args.warmup < 0:
         parser.error("--rate and --seconds must be > 0, --blocks >= 1, --warmup >= 0")
 
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    exit_on_sigterm()
     workdir = Path(tempfile.mkdtemp(prefix="pbxbridge-asterisk-load-"))
     os.environ.setdefault(WORKDIR_ENV, str(workdir / "sipp"))
     keep = args.keep
     try:
-        with testbed_lock():
+        with testbed_lock(say):
             res = run(args, workdir)
         # failed calls: keep the evidence (sipp's *_errors.log, the daemon log)
         keep = keep or bool(res["failed_calls"] or res["warmup_failed"])
@@ -779,9 +687,7 @@ def run_with_agi(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             stop_agents(agents)
         if daemon is not None:
             daemon.stop()
-        leftovers = stop_own_sipp_children()
-        if leftovers:
-            say(f"killed leftover sipp processes {leftovers}")
+        stop_own_sipp_children(say)
         tb.down()
     legs = agent_legs(agent_dirs)
     res = summarise(args, pure, pbx, routing, warmup_failed, legs,

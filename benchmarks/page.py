@@ -41,21 +41,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import fcntl
 import json
 import math
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -65,6 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.browser import Chromium, Page
 from tests.integration.daemon import DaemonProcess, install_test_sound
+from tests.testbed.bench import exit_on_sigterm, progress
+from tests.testbed.lock import testbed_lock
 from tests.testbed.sipp import WORKDIR_ENV, SippAgent, place_calls
 from tests.testbed.testbed import Testbed
 from tests.unit.test_web_server import PASSWORDS, write_agents
@@ -73,8 +71,6 @@ DID = "+494407730"  # tenant wardenburg in TEST_RULES
 CALLER = "04407123456"
 MQTT_HOST = "127.0.0.1"
 MQTT_PORT = 1883
-LOCK_ENV = "PBXBRIDGE_TESTBED_LOCK"
-DEFAULT_LOCK = "/tmp/pbxbridge-testbed.lock"
 TARGET_FIRST_RENDER_MS = 200.0
 TARGET_POP_P95_MS = 100.0
 
@@ -94,29 +90,7 @@ WATCH_SCRIPT = """(() => {
 })()"""
 
 
-def say(msg: str) -> None:
-    """Progress to stderr (stdout carries the summary and the JSON line)."""
-    print(f"[page] {msg}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def testbed_lock() -> Iterator[None]:
-    """The pytest sessions' exclusive test bed lock, taken blocking."""
-    path = Path(os.environ.get(LOCK_ENV, DEFAULT_LOCK))
-    with path.open("w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"waiting for the test bed lock {path} (another session is using Asterisk)")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+say = progress("page")  # stderr: stdout carries the summary and the JSON line
 
 
 def percentile(values: Sequence[float], pct: float) -> float | None:
@@ -307,11 +281,11 @@ def main() -> int:
     args = parser.parse_args()
     if not 1 <= args.calls <= 1000 or not 0 <= args.warmup <= 100 or not 1 <= args.loads <= 500:
         parser.error("--calls 1..1000, --warmup 0..100, --loads 1..500")
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    exit_on_sigterm()
     workdir = Path(tempfile.mkdtemp(prefix="pbxbridge-page-bench-"))
     os.environ.setdefault(WORKDIR_ENV, str(workdir / "sipp"))
     try:
-        with testbed_lock():
+        with testbed_lock(say):
             measurement = asyncio.run(measure(args, workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -60,24 +60,20 @@ no missing pops.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import fcntl
 import json
 import math
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -86,8 +82,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.integration.daemon import DaemonProcess, install_test_sound
-from tests.testbed import chroot
-from tests.testbed.config import TestbedConfig, default_queues
+from tests.testbed.bench import (
+    asterisk_pid,
+    bench_config,
+    cpu_ticks,
+    exit_on_sigterm,
+    progress,
+    stop_own_sipp_children,
+)
+from tests.testbed.lock import testbed_lock
 from tests.testbed.sipp import (
     TRUNK_SCENARIO,
     WORKDIR_ENV,
@@ -105,54 +108,14 @@ MEASURED_PREFIX = "044071"  # + 5 digits: 04407100000 .. 04407199999
 WARMUP_PREFIX = "044079"
 MQTT_HOST = "127.0.0.1"
 MQTT_PORT = 1883
-LOCK_ENV = "PBXBRIDGE_TESTBED_LOCK"
-DEFAULT_LOCK = "/tmp/pbxbridge-testbed.lock"
 TARGET_P99_MS = 50.0
 WINDOW_S = 10.0
 
 
-def say(msg: str) -> None:
-    """Progress to stderr (stdout carries the summary and the JSON line)."""
-    print(f"[screenpop_latency] {msg}", file=sys.stderr, flush=True)
+say = progress("screenpop_latency")  # stderr: stdout carries the summary and the JSON line
 
 
 # ----------------------------------------------------------------- set-up
-
-
-def bench_config() -> TestbedConfig:
-    """Quiet Asterisk; ``servicecenter`` rings one agent per call, all agents in turn.
-
-    ``ringinuse`` lets one sipp UAS take many calls at once, ``rrmemory`` spreads
-    them over the four agents.
-    """
-    queues = tuple(
-        dataclasses.replace(q, strategy="rrmemory", ringinuse=True, timeout=4, retry=1,
-                            wrapuptime=0, autofill=True)
-        if q.name == "servicecenter" else q
-        for q in default_queues()
-    )
-    return TestbedConfig(verbose=0, queues=queues)
-
-
-@contextlib.contextmanager
-def testbed_lock() -> Iterator[None]:
-    """The pytest sessions' exclusive test bed lock, taken blocking."""
-    path = Path(os.environ.get(LOCK_ENV, DEFAULT_LOCK))
-    with path.open("w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"waiting for the test bed lock {path} (another session is using Asterisk)")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        say(f"holding the test bed lock {path}")
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 def callers(prefix: str, count: int) -> list[str]:
@@ -186,41 +149,12 @@ def injection_file(path: Path, numbers: Sequence[str]) -> Path:
 # ----------------------------------------------------------------- /proc
 
 
-def _stat_fields(pid: int) -> list[str]:
-    """Fields of ``/proc/<pid>/stat`` from field 3 (state) on."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2 :].split()
-
-
-def cpu_ticks(pid: int | None) -> int:
-    """utime + stime of a process (all its threads), in clock ticks (0: none)."""
-    if pid is None:
-        return 0
-    try:
-        fields = _stat_fields(pid)
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15
-
-
 def host_ticks() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs from ``/proc/stat``."""
     first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     values = [int(v) for v in first[:8]]  # user nice system idle iowait irq softirq steal
     idle = values[3] + values[4]
     return sum(values) - idle, sum(values)
-
-
-def asterisk_pid(tb: Testbed) -> int | None:
-    """The test bed's Asterisk main process (``-f``), not ``-rx`` CLI helpers."""
-    for pid in chroot.chroot_pids(tb.root):
-        try:
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if args and args[0].endswith(b"asterisk") and b"-f" in args:
-            return pid
-    return None
 
 
 class HostCpuSampler:
@@ -246,31 +180,6 @@ class HostCpuSampler:
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def stop_own_sipp_children() -> list[int]:
-    """Kill sipp processes this process started and that are still there.
-
-    ``place_calls`` waits for its sipp; interrupted (Ctrl-C, SIGTERM) it leaves it
-    running. Only our own children named ``sipp`` are touched, by PID.
-    """
-    me = os.getpid()
-    killed: list[int] = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            ppid = int(_stat_fields(pid)[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == me and comm == "sipp":
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            killed.append(pid)
-    return killed
 
 
 # ----------------------------------------------------------------- the subscriber
@@ -584,9 +493,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Measurement:
             stop_agents(agents)
         if daemon is not None:
             daemon.stop()
-        leftovers = stop_own_sipp_children()
-        if leftovers:
-            say(f"killed leftover sipp processes {leftovers}")
+        stop_own_sipp_children(say)
         tb.down()
 
 
@@ -748,12 +655,12 @@ def main() -> int:
     # the parser alike, so no DST fold can shift a stamp.
     os.environ["TZ"] = "UTC"
     time.tzset()
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    exit_on_sigterm()
     workdir = Path(tempfile.mkdtemp(prefix="pbxbridge-screenpop-latency-"))
     os.environ.setdefault(WORKDIR_ENV, str(workdir / "sipp"))
     keep = args.keep
     try:
-        with testbed_lock():
+        with testbed_lock(say):
             measurement = run(args, workdir)
         res = summarise(args, measurement, workdir / "samples.csv")
         keep = keep or not res["target_met"]

@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import os
 import signal
 import sys
 import time
 
 from tests.testbed.chroot import TestbedError
+from tests.testbed.lock import lock_path
 from tests.testbed.sipp import SippAgent, place_calls
 from tests.testbed.testbed import Testbed
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in {"up", "down"}:
         # pytest sessions and benchmarks hold this lock while they use Asterisk;
         # restarting it under them would fail their calls.
-        lock = open(os.environ.get("PBXBRIDGE_TESTBED_LOCK", "/tmp/pbxbridge-testbed.lock"), "w")  # noqa: SIM115
+        lock = lock_path().open("w")  # held (open) until the process ends
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -13,13 +13,12 @@ Enable with ``pytest_plugins = ["tests.testbed.fixtures"]`` in ``tests/conftest.
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 
 import pytest
 
+from tests.testbed.lock import testbed_lock
 from tests.testbed.sipp import WORKDIR_ENV, AgentBehaviour, SippAgent
 from tests.testbed.testbed import Testbed
 
@@ -49,9 +48,7 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
         pytest.skip(f"{SKIP_ENV}=1: real-Asterisk tests skipped")
     # One test bed per machine (fixed ports): a second pytest session waits for
     # the first instead of restarting its Asterisk under it.
-    lock_path = Path(os.environ.get("PBXBRIDGE_TESTBED_LOCK", "/tmp/pbxbridge-testbed.lock"))
-    with lock_path.open("w") as lock, pytest.MonkeyPatch.context() as mp:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with testbed_lock(), pytest.MonkeyPatch.context() as mp:
         if not os.environ.get(WORKDIR_ENV):
             mp.setenv(WORKDIR_ENV, str(tmp_path_factory.mktemp("sipp")))
         tb = Testbed()
