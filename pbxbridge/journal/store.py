@@ -33,7 +33,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -795,6 +795,88 @@ def migrate_postgres(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
             conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
 
 
+_PgConnection = psycopg.Connection[tuple[Any, ...]]
+
+
+class PostgresConnection:
+    """One bounded PostgreSQL connection, opened on first use and after it broke.
+
+    Shared by the journal and the override store: the call that finds the
+    connection broken raises (psycopg closes it), the next call connects
+    afresh. One user at a time: the lock is held while a caller uses it, so an
+    instance may be shared by threads.
+
+    Args:
+        url: libpq connection URL or DSN.
+        application_name: Shown in ``pg_stat_activity``; also names the user
+            in the "closed" error.
+        connect_timeout: Seconds to connect.
+        statement_timeout: Seconds any statement may run.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        application_name: str,
+        connect_timeout: float,
+        statement_timeout: float,
+    ) -> None:
+        self._url = url
+        self._name = application_name
+        self._connect_timeout = connect_timeout
+        self._statement_timeout = statement_timeout
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._closed = False
+
+    @contextmanager
+    def use(self, transaction: bool = False) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """The connection, for one statement (autocommit) or one transaction.
+
+        Args:
+            transaction: Wrap the block in a transaction (committed at its end,
+                rolled back on an exception).
+
+        Yields:
+            The open connection.
+
+        Raises:
+            psycopg.InterfaceError: After :meth:`close`.
+            psycopg.OperationalError: If the server cannot be reached.
+        """
+        with self._lock:
+            if self._closed:
+                raise psycopg.InterfaceError(f"{self._name}: the store is closed")
+            if self._conn is None or self._conn.closed:
+                self._conn = connect_postgres(
+                    self._url,
+                    application_name=self._name,
+                    connect_timeout=self._connect_timeout,
+                    statement_timeout=self._statement_timeout,
+                )
+            conn = self._conn
+            try:
+                if transaction:
+                    with conn.transaction():
+                        yield conn
+                else:  # one statement: autocommit spares the BEGIN/COMMIT round trips
+                    yield conn
+            finally:
+                # A broken connection is closed by psycopg; drop it so that the
+                # next call connects afresh.
+                if conn.closed:
+                    self._conn = None
+
+    def close(self) -> None:
+        """Close the connection; every later :meth:`use` raises."""
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
 class PostgresJournal(_SqlJournal):
     """The journal in PostgreSQL (several nodes may share one database).
 
@@ -820,47 +902,21 @@ class PostgresJournal(_SqlJournal):
         self, url: str, *, connect_timeout: float = 5.0, statement_timeout: float = 30.0
     ) -> None:
         super().__init__()
-        self._url = url
-        self._connect_timeout = connect_timeout
-        self._statement_timeout = statement_timeout
-        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._db = PostgresConnection(
+            url,
+            application_name="pbxbridge-journal",
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+        )
         try:
-            with self._lock:
-                migrate_postgres(self._connection())
+            with self._db.use() as conn:
+                migrate_postgres(conn)
         except BaseException:
             self.close()
             raise
 
-    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
-        return connect_postgres(
-            self._url,
-            application_name="pbxbridge-journal",
-            connect_timeout=self._connect_timeout,
-            statement_timeout=self._statement_timeout,
-        )
-
-    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
-        if self._closed:
-            raise psycopg.InterfaceError("the journal store is closed")
-        if self._conn is None or self._conn.closed:
-            self._conn = self._connect()
-        return self._conn
-
-    @contextmanager
-    def _use(self, transaction: bool) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-        with self._lock:
-            conn = self._connection()
-            try:
-                if transaction:
-                    with conn.transaction():
-                        yield conn
-                else:  # one statement: autocommit spares the BEGIN/COMMIT round trips
-                    yield conn
-            finally:
-                # A broken connection is closed by psycopg; drop it so that the
-                # next call connects afresh.
-                if conn.closed:
-                    self._conn = None
+    def _use(self, transaction: bool) -> AbstractContextManager[_PgConnection]:
+        return self._db.use(transaction)
 
     @property
     def schema_version(self) -> int:
@@ -894,11 +950,8 @@ class PostgresJournal(_SqlJournal):
             return conn.execute(sql, params).fetchall()
 
     def close(self) -> None:  # noqa: D102 - see base
-        with self._lock:
-            self._closed = True
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._closed = True
+        self._db.close()
 
     def is_transient(self, exc: BaseException) -> bool:  # noqa: D102 - see base
         # OperationalError covers connection loss, admin shutdown, timeouts,

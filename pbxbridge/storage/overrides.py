@@ -21,11 +21,10 @@ audit trail of who forced what, when and why.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Final, Self
@@ -33,7 +32,7 @@ from typing import Any, ClassVar, Final, Self
 import psycopg
 
 from pbxbridge.core.models import ALL_TENANTS, Override, OverrideState
-from pbxbridge.journal.store import connect_postgres, migrate_postgres
+from pbxbridge.journal.store import PostgresConnection, migrate_postgres
 
 HistoryRow = tuple[Override, datetime | None, str]
 """``(override, cleared_at, cleared_by)`` as :meth:`OverrideStore.history` returns it."""
@@ -460,44 +459,23 @@ class PostgresOverrideStore(OverrideStore):
     def __init__(
         self, url: str, *, connect_timeout: float = 5.0, statement_timeout: float = 10.0
     ) -> None:
-        self._url = url
-        self._connect_timeout = connect_timeout
-        self._statement_timeout = statement_timeout
-        self._lock = threading.Lock()
-        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
-        self._closed = False
+        self._db = PostgresConnection(
+            url,
+            application_name="pbxbridge-overrides",
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+        )
         self._seen: tuple[int, int, int] | None = None
         try:
-            with self._lock:
-                migrate_postgres(self._connection())
+            with self._db.use() as conn:
+                migrate_postgres(conn)
         except BaseException:
             self.close()
             raise
 
-    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
-        if self._closed:
-            raise psycopg.InterfaceError("the override store is closed")
-        if self._conn is None or self._conn.closed:
-            self._conn = connect_postgres(
-                self._url,
-                application_name="pbxbridge-overrides",
-                connect_timeout=self._connect_timeout,
-                statement_timeout=self._statement_timeout,
-            )
-        return self._conn
-
-    @contextmanager
-    def _use(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    def _use(self) -> AbstractContextManager[psycopg.Connection[tuple[Any, ...]]]:
         # Autocommit: every method is a single statement, atomic on its own.
-        with self._lock:
-            conn = self._connection()
-            try:
-                yield conn
-            finally:
-                # A broken connection is closed by psycopg; drop it so that the
-                # next call connects afresh.
-                if conn.closed:
-                    self._conn = None
+        return self._db.use()
 
     def _insert(
         self,
@@ -561,11 +539,7 @@ class PostgresOverrideStore(OverrideStore):
         return changed
 
     def close(self) -> None:  # noqa: D102 - see base
-        with self._lock:
-            self._closed = True
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._db.close()
 
 
 def _utc(value: Any) -> datetime | None:
