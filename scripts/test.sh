@@ -8,4 +8,12 @@ scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"; ruff check pbxbridge tests benchmarks
 echo "== mypy --strict"; mypy
+case "${PBXBRIDGE_SKIP_ASTERISK:-}" in
+  1|yes|true|on|YES|TRUE|ON) ;;
+  *)
+    # Built (or checked) here, not inside the first Asterisk test: on a new
+    # machine debootstrap takes minutes, which pytest's per-test timeout
+    # (pyproject.toml) is not meant to cover.
+    echo "== Asterisk test bed"; python -m tests.testbed ensure ;;
+esac
 echo "== pytest"; pytest "$@"
