@@ -876,6 +876,47 @@ class PostgresConnection:
                 self._conn.close()
                 self._conn = None
 
+    @classmethod
+    def migrated(
+        cls,
+        url: str,
+        *,
+        application_name: str,
+        connect_timeout: float,
+        statement_timeout: float,
+    ) -> PostgresConnection:
+        """Connect and bring the schema up to date (:func:`migrate_postgres`).
+
+        Both stores open their database this way, so whichever a node (or the
+        CLI) opens first creates the whole schema.
+
+        Args:
+            url: libpq connection URL or DSN.
+            application_name: Shown in ``pg_stat_activity``.
+            connect_timeout: Seconds to connect.
+            statement_timeout: Seconds any statement may run (also the longest
+                wait for another node's migration lock).
+
+        Returns:
+            The connection holder, connected.
+
+        Raises:
+            psycopg.OperationalError: If the server cannot be reached.
+        """
+        db = cls(
+            url,
+            application_name=application_name,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+        )
+        try:
+            with db.use() as conn:
+                migrate_postgres(conn)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
 
 class PostgresJournal(_SqlJournal):
     """The journal in PostgreSQL (several nodes may share one database).
@@ -902,18 +943,12 @@ class PostgresJournal(_SqlJournal):
         self, url: str, *, connect_timeout: float = 5.0, statement_timeout: float = 30.0
     ) -> None:
         super().__init__()
-        self._db = PostgresConnection(
+        self._db = PostgresConnection.migrated(
             url,
             application_name="pbxbridge-journal",
             connect_timeout=connect_timeout,
             statement_timeout=statement_timeout,
         )
-        try:
-            with self._db.use() as conn:
-                migrate_postgres(conn)
-        except BaseException:
-            self.close()
-            raise
 
     def _use(self, transaction: bool) -> AbstractContextManager[_PgConnection]:
         return self._db.use(transaction)

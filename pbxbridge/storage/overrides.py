@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Final, Self
 import psycopg
 
 from pbxbridge.core.models import ALL_TENANTS, Override, OverrideState
-from pbxbridge.journal.store import PostgresConnection, migrate_postgres
+from pbxbridge.journal.store import PostgresConnection
 
 HistoryRow = tuple[Override, datetime | None, str]
 """``(override, cleared_at, cleared_by)`` as :meth:`OverrideStore.history` returns it."""
@@ -459,19 +459,13 @@ class PostgresOverrideStore(OverrideStore):
     def __init__(
         self, url: str, *, connect_timeout: float = 5.0, statement_timeout: float = 10.0
     ) -> None:
-        self._db = PostgresConnection(
+        self._db = PostgresConnection.migrated(
             url,
             application_name="pbxbridge-overrides",
             connect_timeout=connect_timeout,
             statement_timeout=statement_timeout,
         )
         self._seen: tuple[int, int, int] | None = None
-        try:
-            with self._db.use() as conn:
-                migrate_postgres(conn)
-        except BaseException:
-            self.close()
-            raise
 
     def _use(self) -> AbstractContextManager[psycopg.Connection[tuple[Any, ...]]]:
         # Autocommit: every method is a single statement, atomic on its own.
