@@ -985,7 +985,6 @@ class PostgresJournal(_SqlJournal):
             return conn.execute(sql, params).fetchall()
 
     def close(self) -> None:  # noqa: D102 - see base
-        self._closed = True
         self._db.close()
 
     def is_transient(self, exc: BaseException) -> bool:  # noqa: D102 - see base

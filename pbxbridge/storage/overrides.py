@@ -80,13 +80,11 @@ class OverrideStore(ABC):
             ValueError: If times are naive, the expiry is not after ``at`` or a
                 text holds a NUL character.
         """
-        if at.tzinfo is None or (expires_at is not None and expires_at.tzinfo is None):
-            raise ValueError("override times must be timezone-aware")
-        if expires_at is not None and expires_at <= at:
+        set_at = _aware(at)
+        expires = _aware(expires_at) if expires_at is not None else None
+        if expires is not None and expires <= set_at:
             raise ValueError("the expiry must be after the start")
         _no_nul(scope=scope, reason=reason, set_by=set_by)
-        set_at = at.astimezone(UTC)
-        expires = expires_at.astimezone(UTC) if expires_at else None
         new_id = self._insert(scope, state, reason, set_at, expires, set_by)
         return Override(
             scope=scope,
