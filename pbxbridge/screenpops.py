@@ -136,6 +136,7 @@ class PopStats:
     ignored_events: int = 0
     unknown_calls: int = 0
     pruned: int = 0
+    duplicate_routed: int = 0
     by_outcome: dict[str, int] = field(default_factory=dict)
 
 
@@ -177,10 +178,21 @@ class ScreenPops:
         Called before the router continues the channel into the dialplan, so
         the queue's first event cannot arrive before the record exists.
 
+        A call id that is already followed keeps its record: a second report
+        for a live call (an injected FastAGI session naming a real channel's
+        unique id) must not replace its pop, tenant or callback number. It is
+        counted in ``duplicate_routed`` and logged.
+
         Args:
             call_id: The channel id.
             decision: The decision.
         """
+        if call_id in self.records:
+            self.stats.duplicate_routed += 1
+            log.warning("calls.duplicate_routed", call_id=call_id,
+                        kept_tenant=self.records[call_id].decision.tenant,
+                        ignored_tenant=decision.tenant)
+            return
         now = self._clock()
         record = start(call_id, decision, now)
         self.records[call_id] = record

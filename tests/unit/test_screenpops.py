@@ -165,6 +165,29 @@ class TestRobustness:
         jsonschema.validate(ringing, AGENT_SCHEMA, format_checker=CHECKER)
         assert "<" not in ringing["caller"]["name"] and "\x00" not in ringing["caller"]["name"]
 
+    def test_second_routed_for_a_live_call_is_ignored(self, rules: Rules) -> None:
+        # An injected FastAGI session naming a live call's unique id must not
+        # replace its record: pop, tenant and callback number stay the caller's.
+        observed: list[str] = []
+        pub = FakePublisher()
+        pops = ScreenPops(
+            pub, on_record=lambda rec, _ev: observed.append(rec.decision.tenant or "")
+        )
+        real = route(Call(did="04407730", caller="0441 1234567"), rules, T0)
+        fake = route(Call(did="0441 2350", caller="0171 6666666"), rules, T0)
+        pops.routed("1.1", real)
+        pops.ami_event(ev("QueueCallerJoin", Queue="servicecenter"))
+        pops.routed("1.1", fake)
+        assert pops.records["1.1"].decision is real
+        assert pops.records["1.1"].state.value == "queued"
+        assert pops.stats.duplicate_routed == 1 and pops.stats.followed == 1
+        pops.ami_event(ev("AgentCalled", MemberName="agent1"))
+        (ringing,) = pub.agent("agent1")
+        assert ringing["caller"]["number"] == "+494411234567"
+        assert ringing["tenant"]["id"] == real.tenant
+        assert real.tenant not in ("", fake.tenant)
+        assert fake.tenant not in observed  # the journal never saw the fake either
+
     def test_agent_topic_cannot_widen(self, rules: Rules) -> None:
         pops, pub, _ = setup(rules)
         pops.ami_event(ev("QueueCallerJoin", Queue="servicecenter"))
