@@ -205,7 +205,10 @@ class Daemon:
                 on_decision=self._routed,
             )
             self.agi = AgiServer(
-                self.settings.agi_host, self.settings.agi_port, {"route": self.agi_router.route}
+                self.settings.agi_host,
+                self.settings.agi_port,
+                {"route": self.agi_router.route},
+                secret=self.settings.agi_secret,
             )
         # -- end FastAGI --
         if self.settings.ami_enabled:
@@ -235,6 +238,9 @@ class Daemon:
                         agents_file=self.settings.web_agents_file,
                         secure_cookies=self.settings.web_secure_cookies,
                         session_secret=self.settings.web_session_secret,
+                        trusted_proxies=self.settings.web_trusted_proxies,
+                        # Sign-outs kept across restarts (issue 11).
+                        state_dir=str(state_path(self.rules.model, self.rules.path).parent),
                     ),
                 )
             # -- end agent page --
@@ -503,6 +509,10 @@ class Daemon:
             "state": "listening" if server.listening else "down",
             "bind": f"{server.host}:{server.port}",
             "last_error": server.last_error,
+            # Shown, not a problem of its own: FreePBX set-ups without the
+            # secret keep routing; the start-up log warns once.
+            "authentication": "shared secret" if server.authenticated
+            else "none: set credential agi-secret (any local process can inject calls)",
             "connections": server.connections,
             "in_progress": server.in_progress,
             "capacity": server.capacity,

@@ -10,6 +10,7 @@ from ``PBXBRIDGE_<NAME>_PASSWORD``.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import re
 import socket
@@ -56,16 +57,23 @@ class Settings:
             (credential ``database-url``, ``PBXBRIDGE_DATABASE_URL_FILE`` or
             ``PBXBRIDGE_DATABASE_URL``); empty: SQLite beside the state file.
         retention_days: Caller numbers are removed from the journal after this.
-        agi_enabled: Run the FastAGI server (``AGI(agi://127.0.0.1:4573/route)``).
-        agi_host: FastAGI bind address (keep it on loopback: FastAGI has no
-            authentication).
-        agi_port: FastAGI port (0: any free port, for tests).
+        agi_enabled: Run the FastAGI server (``AGI(agi://127.0.0.1:4574/route,...)``).
+        agi_host: FastAGI bind address (keep it on loopback).
+        agi_port: FastAGI port (0: any free port, for tests). Not 4573:
+            FreePBX runs its own FastAGI server there.
+        agi_secret: Shared secret every FastAGI session must pass as its first
+            argument (credential ``agi-secret``, ``PBXBRIDGE_AGI_SECRET_FILE`` or
+            ``PBXBRIDGE_AGI_SECRET``); empty: sessions are not authenticated.
         web_agents_file: Agents file of the agent page (``PBXBRIDGE_AGENTS_FILE``);
             empty: no agent page.
         web_secure_cookies: Mark the page's cookies ``Secure`` (behind a TLS
             reverse proxy; ``PBXBRIDGE_WEB_SECURE_COOKIES``).
         web_session_secret: Key of the page's session cookies (credential
-            ``web-session-password``); empty: a random key per start.
+            ``web-session-password``, ``PBXBRIDGE_WEB_SESSION_PASSWORD_FILE`` or
+            ``PBXBRIDGE_WEB_SESSION_PASSWORD``); empty: a random key per start.
+        web_trusted_proxies: Reverse proxies whose ``X-Forwarded-For`` names the
+            client (``PBXBRIDGE_WEB_TRUSTED_PROXIES``, comma-separated addresses
+            or networks); empty: the TCP peer is the client.
     """
 
     ari_url: str = "http://127.0.0.1:8088"
@@ -94,12 +102,14 @@ class Settings:
     # -- FastAGI (issue 7) --
     agi_enabled: bool = True
     agi_host: str = "127.0.0.1"
-    agi_port: int = 4573
+    agi_port: int = 4574
+    agi_secret: str = field(default="", repr=False)
     # -- end FastAGI --
     # -- agent page (issue 6) --
     web_agents_file: str = ""
     web_secure_cookies: bool = False
     web_session_secret: str = field(default="", repr=False)
+    web_trusted_proxies: tuple[str, ...] = ()
     # -- end agent page --
 
     @classmethod
@@ -120,7 +130,7 @@ class Settings:
         level = env.get("PBXBRIDGE_LOG_LEVEL", "info").lower()
         if level not in {"debug", "info", "warning", "error"}:
             raise SettingsError(f"PBXBRIDGE_LOG_LEVEL={level!r}: use debug, info, warning, error")
-        agi_host, agi_port = _bind(env.get("PBXBRIDGE_AGI_BIND", "127.0.0.1:4573"),
+        agi_host, agi_port = _bind(env.get("PBXBRIDGE_AGI_BIND", "127.0.0.1:4574"),
                                    "PBXBRIDGE_AGI_BIND")
         fmt = env.get("PBXBRIDGE_LOG_FORMAT", "json").lower()
         if fmt not in {"json", "console"}:
@@ -148,10 +158,12 @@ class Settings:
             agi_enabled=_flag(env, "PBXBRIDGE_AGI_ENABLED", default=True),
             agi_host=agi_host,
             agi_port=agi_port,
+            agi_secret=_agi_secret(env),
             # -- agent page (issue 6) --
             web_agents_file=env.get("PBXBRIDGE_AGENTS_FILE", "").strip(),
             web_secure_cookies=_flag(env, "PBXBRIDGE_WEB_SECURE_COOKIES", default=False),
             web_session_secret=read_secret("web-session", env),
+            web_trusted_proxies=_networks(env, "PBXBRIDGE_WEB_TRUSTED_PROXIES"),
             # -- end agent page --
         )
 
@@ -229,6 +241,38 @@ def _database_url(env: Mapping[str, str]) -> str:
     return env.get("PBXBRIDGE_DATABASE_URL", "").strip()
 
 
+AGI_SECRET_PATTERN = re.compile(r"[A-Za-z0-9._~-]{16,256}\Z")
+"""What a FastAGI secret may look like. WHY this alphabet: the dialplan passes it
+as an ``AGI()`` argument, where a comma would split it, quotes and backslashes
+would be eaten by the argument parser and ``$``/braces would be substituted."""
+
+
+def _agi_secret(env: Mapping[str, str]) -> str:
+    # Read like a password (credential "agi-secret", then a named file, then the
+    # variable) and never from the routing YAML, which operators edit and share.
+    value = ""
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    path = Path(cred_dir) / "agi-secret" if cred_dir else None
+    named = env.get("PBXBRIDGE_AGI_SECRET_FILE")
+    if path is not None and path.is_file():
+        value = path.read_text(encoding="utf-8").strip()
+    if not value and named:
+        try:
+            value = Path(named).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(
+                f"PBXBRIDGE_AGI_SECRET_FILE: cannot read {named}: {exc.strerror}"
+            ) from None
+    if not value:
+        value = env.get("PBXBRIDGE_AGI_SECRET", "").strip()
+    if value and not AGI_SECRET_PATTERN.match(value):
+        # The message never echoes the value.
+        raise SettingsError(
+            f"FastAGI secret ({len(value)} characters): use 16 to 256 of A-Z a-z 0-9 . _ ~ -"
+        )
+    return value
+
+
 def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     text = env.get(name, "").strip().lower()
     if not text:
@@ -260,6 +304,19 @@ def _bind(text: str, name: str = "PBXBRIDGE_HTTP_BIND") -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    items = tuple(i.strip() for i in env.get(name, "").split(",") if i.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"{name}: {item!r} is not an IP address or network (e.g. 127.0.0.1, "
+                "10.0.0.0/8, ::1)"
+            ) from None
+    return items
+
+
 def read_secret(name: str, env: Mapping[str, str] | None = None) -> str:
     """A password by name (``ari``, ``ami``, ``mqtt``), from the safest source given.
 
@@ -279,7 +336,9 @@ def read_secret(name: str, env: Mapping[str, str] | None = None) -> str:
         SettingsError: If a named file cannot be read.
     """
     env = os.environ if env is None else env
-    upper = name.upper()
+    # Credential names may have hyphens; environment names cannot (systemd's
+    # Environment= and most shells refuse them): "web-session" -> WEB_SESSION.
+    upper = name.upper().replace("-", "_")
     candidates: list[Path] = []
     cred_dir = env.get("CREDENTIALS_DIRECTORY")
     if cred_dir:

@@ -19,11 +19,20 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from pbxbridge.adapters.agi import AgiLimits, AgiServer, AgiSession
+from pbxbridge.adapters.agi import AgiLimits, AgiRouter, AgiServer, AgiSession
 from pbxbridge.adapters.agi.protocol import MAX_ENV_LINES
 from pbxbridge.config import load_rules
+from pbxbridge.core.models import Decision
 from pbxbridge.core.rules import Rules
-from tests.unit.test_agi_router import Harness, asterisk_env, harness, render_env
+from pbxbridge.runtime.settings import Settings, SettingsError
+from tests.unit.test_agi_router import (
+    WEDNESDAY_10,
+    FakeAsterisk,
+    Harness,
+    asterisk_env,
+    harness,
+    render_env,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "routing.yaml"
 FAST = AgiLimits(env_timeout_s=0.5, command_timeout_s=0.5, session_timeout_s=3.0)
@@ -374,10 +383,103 @@ class TestLifecycle:
                 assert await server.start() is False
             assert not server.listening
             assert server.last_error
-            assert logs[0]["event"] == "agi.bind_failed"
+            assert [e["event"] for e in logs if e["log_level"] == "error"] == ["agi.bind_failed"]
         try:
             await eventually(lambda: server.listening, 3)
             assert server.listening and server.port == port
             assert server.last_error is None
         finally:
             await server.stop(1)
+
+
+SECRET = "s3cret-0123456789abcdef"
+
+
+@contextlib.asynccontextmanager
+async def secured(rules: Rules, secret: str = SECRET) -> AsyncIterator[
+    tuple[AgiServer, AgiRouter, list[tuple[str, Decision]]]
+]:
+    observed: list[tuple[str, Decision]] = []
+    router = AgiRouter(lambda: rules, list, clock=lambda: WEDNESDAY_10,
+                       on_decision=lambda cid, d: observed.append((cid, d)))
+    server = AgiServer("127.0.0.1", 0, {"route": router.route}, FAST, secret=secret)
+    assert await server.start()
+    try:
+        yield server, router, observed
+    finally:
+        await server.stop(1)
+
+
+class TestSharedSecret:
+    async def test_right_secret_is_routed(self, rules: Rules) -> None:
+        async with secured(rules) as (server, router, observed):
+            fake = await FakeAsterisk(server.port, env=asterisk_env(agi_arg_1=SECRET)).call()
+        assert fake.destination == ("pbxbridge-queue", "s", "1")
+        assert router.stats.routed == 1 and len(observed) == 1
+        assert server.authenticated and not server.stats.faults
+
+    @pytest.mark.parametrize("given", [None, "", SECRET[:-1], SECRET + "x", SECRET.upper(),
+                                       "ü" * 20], ids=["none", "empty", "short", "long",
+                                                       "case", "non-ascii"])
+    async def test_wrong_secret_is_refused_before_any_command(
+        self, rules: Rules, given: str | None
+    ) -> None:
+        env = asterisk_env() if given is None else asterisk_env(agi_arg_1=given)
+        async with secured(rules) as (server, _, observed):
+            with capture_logs() as logs:
+                fake = await FakeAsterisk(server.port, env=env).call()
+                # The refusal ends only that session: the next real call is routed.
+                good = await FakeAsterisk(
+                    server.port, env=asterisk_env(uniqueid="1.2", agi_arg_1=SECRET)).call()
+        assert fake.commands == [] and fake.closed_by_server  # AGI() ends: fallback
+        assert fake.destination is None
+        assert good.destination == ("pbxbridge-queue", "s", "1")
+        assert server.stats.faults == {"bad_secret": 1}
+        assert [cid for cid, _ in observed] == ["1.2"]  # nothing recorded for the intruder
+        (fault,) = agi_events(logs)
+        assert fault["event"] == "agi.bad_secret" and fault["call_id"] == "1764099000.1"
+        assert SECRET not in repr(logs) and (not given or given not in repr(logs))
+
+    async def test_unknown_script_is_not_revealed_without_secret(self, rules: Rules) -> None:
+        async with secured(rules) as (server, _, _):
+            with capture_logs() as logs:
+                await FakeAsterisk(server.port, env=asterisk_env(script="nosuch")).call()
+        assert server.stats.faults == {"bad_secret": 1}
+        assert "route" not in repr(agi_events(logs))
+
+    async def test_no_secret_warns_at_start_and_still_routes(self, rules: Rules) -> None:
+        with capture_logs() as logs:
+            async with secured(rules, secret="") as (server, router, _):
+                await FakeAsterisk(server.port).call()
+        assert not server.authenticated
+        assert "agi.no_secret" in [e["event"] for e in logs if e["log_level"] == "warning"]
+        assert router.stats.routed == 1
+
+
+class TestSecretSettings:
+    def test_default_bind_leaves_4573_to_freepbx(self) -> None:
+        settings = Settings.from_env({})
+        assert (settings.agi_host, settings.agi_port) == ("127.0.0.1", 4574)
+        assert settings.agi_secret == ""
+
+    def test_credential_then_file_then_variable(self, tmp_path: Path) -> None:
+        creds = tmp_path / "creds"
+        creds.mkdir()
+        (creds / "agi-secret").write_text("from-credential-0123456789\n")
+        named = tmp_path / "secret"
+        named.write_text("from-file-0123456789abc\n")
+        env = {"CREDENTIALS_DIRECTORY": str(creds), "PBXBRIDGE_AGI_SECRET_FILE": str(named),
+               "PBXBRIDGE_AGI_SECRET": "from-variable-0123456789"}
+        assert Settings.from_env(env).agi_secret == "from-credential-0123456789"
+        (creds / "agi-secret").write_text("")  # the unit's empty placeholder
+        assert Settings.from_env(env).agi_secret == "from-file-0123456789abc"
+        del env["PBXBRIDGE_AGI_SECRET_FILE"]
+        assert Settings.from_env(env).agi_secret == "from-variable-0123456789"
+        assert "from-variable" not in repr(Settings.from_env(env))
+
+    @pytest.mark.parametrize("bad", ["short", "has,comma-0123456789", 'quote"0123456789ab',
+                                     "${GLOBAL(X)}-0123456789"])
+    def test_unusable_secret_is_refused_without_echo(self, bad: str) -> None:
+        with pytest.raises(SettingsError) as err:
+            Settings.from_env({"PBXBRIDGE_AGI_SECRET": bad})
+        assert bad not in str(err.value)

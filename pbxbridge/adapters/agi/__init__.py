@@ -1,4 +1,4 @@
-"""FastAGI entry point: ``AGI(agi://127.0.0.1:4573/route)`` decides a call.
+"""FastAGI entry point: ``AGI(agi://127.0.0.1:4574/route,<secret>)`` decides a call.
 
 * :mod:`.protocol` - the sans-I/O FastAGI parser and command builders;
 * :mod:`.server` - the TCP server with its limits, and the per-call session;

@@ -186,7 +186,7 @@ def parse_environment(lines: Sequence[str]) -> AgiEnv:
 def _script(raw: Mapping[str, str]) -> str:
     script = raw.get("agi_network_script")
     if script is None:
-        # Older versions only send agi_request ("agi://127.0.0.1:4573/route").
+        # Older versions only send agi_request ("agi://127.0.0.1:4574/route").
         request = raw.get("agi_request", "")
         scheme, sep, rest = request.partition("://")
         if not sep or not scheme.lower().endswith("agi"):

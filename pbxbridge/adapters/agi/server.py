@@ -1,6 +1,6 @@
 r"""A FastAGI server with hard limits, over ``asyncio.start_server``.
 
-Asterisk's ``AGI(agi://127.0.0.1:4573/route)`` opens one TCP connection per
+Asterisk's ``AGI(agi://127.0.0.1:4574/route,<secret>)`` opens one TCP connection per
 call, sends the environment and then waits for our commands; the call stays in
 ``AGI()`` until we close the connection. Whatever goes wrong here, Asterisk only
 ever sees a closed connection, and the dialplan goes on to its fallback.
@@ -34,12 +34,21 @@ the tests fuzz) and this small server, which enforces
 
 Every fault is one log line ``agi.<reason>`` (peer, phase, call id when known)
 and a counter in :attr:`AgiServer.stats`; it ends that connection only.
+
+Authentication: FastAGI has none of its own, and any local process can connect
+to a loopback port. With a secret configured, a session whose first AGI
+argument (``agi_arg_1``) is not that secret is refused before any script runs
+(fault ``bad_secret``; compared in constant time, never logged). The secret
+travels in the dialplan (``AGI(agi://127.0.0.1:4574/route,${GLOBAL(...)})``),
+which only Asterisk's own configuration can set; a peer that can read that
+configuration owns the PBX anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import itertools
 import resource
 import socket
@@ -356,9 +365,11 @@ class AgiServer:
         host: Bind address.
         port: Bind port (0: any free port, for tests).
         routes: Script name (the URL path, ``route`` for
-            ``agi://127.0.0.1:4573/route``) to handler.
+            ``agi://127.0.0.1:4574/route``) to handler.
         limits: Size, time and connection limits.
         retry_s: Pause between bind attempts when the port is taken.
+        secret: Shared secret each session must pass as its first argument
+            (``""``: no authentication; a warning at start and in ``/healthz``).
     """
 
     def __init__(
@@ -368,8 +379,10 @@ class AgiServer:
         routes: Mapping[str, AgiHandler],
         limits: AgiLimits | None = None,
         retry_s: float = 2.0,
+        secret: str = "",
     ) -> None:
         self.host = host
+        self._secret = secret.encode("utf-8")
         self.requested_port = port
         self._routes = dict(routes)
         self.limits = limits or AgiLimits()
@@ -396,6 +409,10 @@ class AgiServer:
         Returns:
             True when listening now, False when the bind failed (retrying).
         """
+        if not self._secret:
+            log.warning("agi.no_secret", reason="no FastAGI secret configured (credential "
+                        "agi-secret or PBXBRIDGE_AGI_SECRET): any local process can "
+                        "inject calls")
         if self.capacity < self.limits.max_sessions:
             log.warning("agi.capacity_reduced", max_sessions=self.limits.max_sessions,
                         capacity=self.capacity, reason="open files limit (ulimit -n)")
@@ -428,6 +445,11 @@ class AgiServer:
             await asyncio.sleep(self._retry_s)
             if not self._stopping and await self._bind():
                 return
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether sessions must present the shared secret."""
+        return bool(self._secret)
 
     @property
     def listening(self) -> bool:
@@ -550,6 +572,13 @@ class AgiServer:
         if conn.evicted:  # evicted while its last lines were still buffered
             return
         conn.call_id = env.uniqueid
+        if self._secret and not self._secret_matches(env):
+            # Before the script lookup: an unauthenticated peer learns nothing,
+            # not even which scripts exist. Closing ends AGI() and the dialplan
+            # takes its fallback.
+            self._fault(conn, "bad_secret", "first AGI argument is not the shared secret "
+                        f"({len(env.args)} arguments)")
+            return
         handler = self._routes.get(env.script)
         if handler is None:
             self._fault(conn, "unknown_script", f"no route {env.script!r}; known: "
@@ -593,6 +622,10 @@ class AgiServer:
                 f"environment incomplete after {self.limits.env_timeout_s} s "
                 f"({len(lines)} lines)") from None
         return parse_environment(lines)
+
+    def _secret_matches(self, env: AgiEnv) -> bool:
+        given = env.args[0].encode("utf-8", "replace") if env.args else b""
+        return hmac.compare_digest(given, self._secret)
 
     def _fault(self, conn: _Connection, reason: str, detail: object) -> None:
         self.stats.faults[reason] = self.stats.faults.get(reason, 0) + 1
