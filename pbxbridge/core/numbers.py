@@ -226,17 +226,49 @@ def sanitize_display_name(raw: str, limit: int = MAX_DISPLAY_NAME) -> str:
 
 
 def shorten(number: str | None) -> str:
-    """Shorten a number for info-level logs (caller numbers are personal data).
+    """Shorten a caller "number" for reasons and info-level logs (personal data).
+
+    Whatever the input, E.164 or hostile garbage (``tel:+494411234567``,
+    ``0441/1234567;cpc=x``, 300 characters of markup), the result holds at most
+    five leading and two trailing characters of it around a ``…``, so no run of
+    more than five of the caller's digits survives; an input short enough to
+    be kept whole holds at most five digits. Enough to tell area codes and
+    callers apart in a trace, not enough to call anyone back.
 
     Args:
-        number: E.164 number or ``None``.
+        number: E.164 number, the raw caller string, or ``None``.
 
     Returns:
-        The first five characters, then ``…`` and the last two digits
-        (``+4944…30``); ``"withheld"`` for ``None``.
+        ``+4944…67`` for ``+494411234567``; short codes (``115``, ``+49115``)
+        unchanged; control characters as ``?``; ``"withheld"`` for ``None``
+        or ``""``.
     """
     if not number:
         return "withheld"
-    if len(number) <= 7:
-        return number
-    return f"{number[:5]}…{number[-2:]}"
+    head = printable(number[:8], 8)
+    if len(number) <= 7 and sum(c.isdigit() for c in number) <= 5:
+        return head
+    # At least three characters stay hidden, also in six- or seven-character
+    # local numbers ("1234567" -> "12…67").
+    keep = min(5, len(number) - 5)
+    return f"{head[: max(1, keep)]}…{printable(number[-2:], 2)}"
+
+
+_DIGIT_RUN = re.compile(r"\+?\d(?:[ \-/()]?\d){5,}")
+"""Six or more digits, possibly with single separators between them (not dots,
+so that addresses such as ``127.0.0.1`` in an error message stay readable)."""
+
+
+def mask_numbers(text: str) -> str:
+    """``text`` with every number of six or more digits shortened (:func:`shorten`).
+
+    For free text that may quote a caller's number: database error messages
+    (``value "+494411234567" is out of range``), for example.
+
+    Args:
+        text: Any text.
+
+    Returns:
+        The text with such numbers replaced by their :func:`shorten` form.
+    """
+    return _DIGIT_RUN.sub(lambda m: shorten(m.group()), text)

@@ -127,7 +127,11 @@ def _caller(call: Call, region: str, reasons: list[str]) -> str | None:
         return None
     number = normalize(call.caller, region)
     if number.e164 is None:
-        reasons.append(f"caller {number.display!r} is not a phone number: treated as withheld")
+        # Reasons are logged at info level and journalled: a "number" that is
+        # not one (tel:+49…, 0441/…;cpc=x) is still the caller's, so shortened.
+        reasons.append(
+            f"caller {shorten(call.caller)!r} is not a phone number: treated as withheld"
+        )
     return number.e164
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 import phonenumbers
 import pytest
 from hypothesis import given, settings
@@ -10,6 +13,7 @@ from hypothesis import strategies as st
 from pbxbridge.core.numbers import (
     _fast_e164,
     is_withheld,
+    mask_numbers,
     normalize,
     printable,
     sanitize_display_name,
@@ -110,3 +114,45 @@ class TestShortenAndPrintable:
     def test_printable(self) -> None:
         assert printable("a\x00b\nc") == "a?b?c"
         assert printable("x" * 40) == "x" * 32 + "…"
+
+    @pytest.mark.parametrize(
+        ("raw", "short"),
+        [
+            ("tel:+494411234567", "tel:+…67"),
+            ("0441/1234567;cpc=x", "0441/…=x"),
+            ("<script>alert(1)</script>", "<scri…t>"),
+            ("1234567", "12…67"),  # a 7-digit local number keeps 3 digits hidden
+            ("123456", "1…56"),
+            ("12345", "12345"),
+            ("\x1b[31m\n", "?[31m?"),
+            ("anonymous", "anon…us"),
+        ],
+    )
+    def test_shorten_any_caller_string(self, raw: str, short: str) -> None:
+        assert shorten(raw) == short
+
+    @settings(max_examples=2000, deadline=None)
+    @given(
+        raw=st.one_of(
+            st.text(max_size=300),
+            st.from_regex(r"(tel:|sip:)?\+?[0-9 \-/();=a-z]{0,60}", fullmatch=True),
+        )
+    )
+    def test_shorten_never_keeps_six_digits_in_a_row(self, raw: str) -> None:
+        out = shorten(raw)
+        assert not re.search(r"\d{6}", out)
+        assert not any(unicodedata.category(c)[0] == "C" for c in out)
+        assert len(out) <= 8
+        digits = "".join(c for c in raw if c.isdigit())
+        if len(digits) >= 6:  # some of a real number always stays hidden
+            assert sum(c.isdigit() for c in out) < len(digits)
+
+    def test_mask_numbers_in_free_text(self) -> None:
+        text = (
+            'value "+494411234567" is out of range; Failing row contains '
+            "(n1, 0441 123-4567, 127.0.0.1, 5432)"
+        )
+        assert mask_numbers(text) == (
+            'value "+4944…67" is out of range; Failing row contains '
+            "(n1, 0441 …67, 127.0.0.1, 5432)"
+        )
