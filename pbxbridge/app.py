@@ -453,10 +453,16 @@ class Daemon:
         log.info("daemon.stopped", routed=self.router.stats.routed)
 
     def health(self) -> tuple[bool, dict[str, object]]:
-        """Health for ``/healthz``: healthy while the ARI socket is up.
+        """Health for ``/healthz``: one verdict a monitor can read.
+
+        ``status`` is ``ok`` (HTTP 200) only when the ARI socket is up and no
+        configured part has a problem; ``degraded`` (HTTP 503) while calls are
+        routed but something needs an operator (listed in ``problems``, see
+        :meth:`_problems`); ``down`` (HTTP 503) while the ARI socket is down
+        (calls take the dialplan fallback, untagged).
 
         Returns:
-            ``(healthy, body)``.
+            ``(status == "ok", body)``.
         """
         ari = self.ari.status if self.ari is not None else None
         router = self.router
@@ -490,7 +496,48 @@ class Daemon:
                 "by_action": dict(router.stats.by_action) if router else {},
             },
         }
-        return bool(ari and ari.connected), body
+        connected = bool(ari and ari.connected)
+        problems = self._problems(connected)
+        status = "down" if not connected else "degraded" if problems else "ok"
+        return status == "ok", {"status": status, "problems": problems, **body}
+
+    def _problems(self, ari_connected: bool) -> list[str]:
+        """What keeps ``/healthz`` from saying ``ok``: short texts, details in the body.
+
+        AMI and MQTT down count as degraded, not down: calls are still routed
+        and tagged, but queue events (screen pops, journal, wallboards) or pop
+        delivery are lost until they return, which an operator must see. A
+        journal that cannot write spools to disk: degraded until it catches up.
+
+        Args:
+            ari_connected: Whether the ARI socket is up.
+
+        Returns:
+            One entry per problem, empty when all is well.
+        """
+        problems: list[str] = []
+        if not ari_connected:
+            problems.append("ari: not connected")
+        if self.rules.last_error:
+            problems.append(
+                f"rules: last reload rejected ({len(self.rules.last_error)} errors), "
+                f"generation {self.rules.generation} still routing"
+            )
+        if self.agi is not None and not self.agi.listening:
+            problems.append(f"agi: not listening on {self.agi.host}:{self.agi.port}")
+        if self.overrides is not None and self.overrides.error:
+            problems.append("overrides: store unreadable, last overrides read stay in force")
+        if self.web is not None:
+            web = self.web.health()
+            if web.get("error") or web.get("agents_file_error"):
+                problems.append("web: agents file rejected, last good agents stay in force")
+        if self.ami is not None and not self.ami.connected:
+            problems.append("ami: not connected")
+        if self.mqtt is not None and not self.mqtt.status().connected:
+            problems.append("mqtt: not connected")
+        if self.journal is not None and self.journal.stats.last_error:
+            problems.append("journal: database unavailable, spooling to disk")
+        return problems
 
     # -- FastAGI (issue 7) --
     def _agi_health(self) -> dict[str, object]:

@@ -24,7 +24,8 @@ class HttpServer:
     Args:
         host: Bind address.
         port: Port (0 picks a free one; see :attr:`port` after start).
-        health: Returns ``(healthy, body)`` for ``/healthz``.
+        health: Returns ``(healthy, body)`` for ``/healthz``: HTTP 200 when
+            healthy, else 503; a ``status`` in the body is kept.
         metrics: Returns the Prometheus exposition for ``/metrics``.
     """
 
@@ -61,7 +62,9 @@ class HttpServer:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         healthy, body = self._health()
-        body = {"status": "ok" if healthy else "degraded", **body}
+        # The source's own verdict (ok/degraded/down, see Daemon.health) wins;
+        # a source that gives none is ok or down by its flag.
+        body = {"status": "ok" if healthy else "down", **body}
         return web.json_response(body, status=200 if healthy else 503)
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
