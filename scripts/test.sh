@@ -8,6 +8,7 @@ scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"; ruff check pbxbridge tests benchmarks
 echo "== mypy --strict"; mypy
+echo "== import contracts"; lint-imports --no-cache
 case "${PBXBRIDGE_SKIP_ASTERISK:-}" in
   1|yes|true|on|YES|TRUE|ON) ;;
   *)

@@ -1,0 +1,1 @@
+"""Node state kept outside the routing rules: the manual overrides store."""
