@@ -553,7 +553,7 @@ def watch(agent: str | None, tenant: str | None, as_json: bool, count: int) -> N
     import asyncio
 
     from pbxbridge.adapters.mqtt import MqttSettings, subscribe
-    from pbxbridge.core.screenpop import topic_segment
+    from pbxbridge.screenpops import agent_topic_relative, tenant_topic_relative
 
     try:
         settings = MqttSettings.from_env()
@@ -561,13 +561,16 @@ def watch(agent: str | None, tenant: str | None, as_json: bool, count: int) -> N
         _fail(str(exc))
     prefix = settings.topic_prefix.rstrip("/")
     if tenant:
-        topic = f"{prefix}/tenants/{topic_segment(tenant)}/calls"
+        topic = tenant_topic_relative(tenant)
+    elif agent:
+        topic = agent_topic_relative(agent)
     else:
-        topic = f"{prefix}/agents/{topic_segment(agent) if agent else '+'}/screenpop"
+        topic = "agents/+/screenpop"  # agent_topic_relative() with a wildcard level
 
     async def loop() -> None:
         seen = 0
-        click.echo(f"watching {topic} on {settings.host} (Ctrl-C to stop)", err=True)
+        shown = settings.full_topic(topic)
+        click.echo(f"watching {shown} on {settings.host} (Ctrl-C to stop)", err=True)
         async for topic_name, payload in subscribe(settings, topic):
             click.echo(
                 payload.decode("utf-8", "replace")
