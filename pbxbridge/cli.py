@@ -559,7 +559,8 @@ def watch(agent: str | None, tenant: str | None, as_json: bool, count: int) -> N
         settings = MqttSettings.from_env()
     except ValueError as exc:
         _fail(str(exc))
-    prefix = settings.topic_prefix.rstrip("/")
+    # Topics below the prefix, built as the daemon builds them: subscribe()
+    # adds the prefix (adding it here too subscribed to "<prefix>/<prefix>/...").
     if tenant:
         topic = tenant_topic_relative(tenant)
     elif agent:
