@@ -95,6 +95,12 @@ def parse_agents(text: str, source: str = "agents file") -> dict[str, Agent]:
         data: Any = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as exc:
         raise AgentsFileError(f"{source}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise AgentsFileError(f"{source}: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # PyYAML's constructors let these through for tagged scalars such as
+        # "!!int zz" or "!!timestamp 2020-13-45".
+        raise AgentsFileError(f"{source}: a value cannot be read: {exc}") from None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -174,6 +180,11 @@ class AgentsFile:
             agents = parse_agents(text, str(self.path))
         except (OSError, UnicodeDecodeError, AgentsFileError) as exc:
             self._fail(str(exc))
+            return
+        except Exception as exc:  # a file must never stop the daemon
+            # Whatever a hand edit does to the parser, the last good agents
+            # stay in force and the error shows in the log and /healthz.
+            self._fail(f"{self.path}: cannot be read: {type(exc).__name__}: {exc}")
             return
         if info.st_mode & stat.S_IROTH:
             log.warning(

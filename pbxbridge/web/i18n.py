@@ -31,6 +31,14 @@ LABELS: Final[dict[str, dict[str, str]]] = {
             "Bitte die Administration informieren."
         ),
         "login_missing": "Bitte Agenten-ID und Kennwort eingeben.",
+        "login_busy": (
+            "Gerade melden sich zu viele gleichzeitig an. Bitte in einigen Sekunden "
+            "erneut versuchen."
+        ),
+        "page_disabled": (
+            "Der Arbeitsplatz ist wegen eines Konfigurationsfehlers nicht verfügbar "
+            "(siehe Protokoll und /healthz). Bitte die Administration informieren."
+        ),
         "csrf_failed": (
             "Sicherheitsprüfung fehlgeschlagen (CSRF-Token fehlt oder ist ungültig). "
             "Bitte die Seite neu laden und erneut versuchen. Nichts geändert."
@@ -129,6 +137,11 @@ LABELS: Final[dict[str, dict[str, str]]] = {
             "Please tell the administrator."
         ),
         "login_missing": "Please enter your agent id and password.",
+        "login_busy": "Too many sign-ins at once. Please try again in a few seconds.",
+        "page_disabled": (
+            "The agent desk is not available because of a configuration error (see the "
+            "log and /healthz). Please tell the administrator."
+        ),
         "csrf_failed": (
             "Security check failed (CSRF token missing or invalid). Please reload the "
             "page and try again. Nothing was changed."

@@ -25,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import json
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -42,7 +44,7 @@ from pbxbridge.web.desk import AgentDesk, CallbackItem, DeskError
 from pbxbridge.web.i18n import format_local, label, language, script_labels
 from pbxbridge.web.passwords import ScryptHash, dummy_hash, verify_password
 from pbxbridge.web.render import EMPTY, Markup, join, render, tag
-from pbxbridge.web.sessions import LoginLimiter, Session, SessionManager
+from pbxbridge.web.sessions import Attempt, LoginLimiter, Session, SessionManager
 
 log = structlog.get_logger(__name__)
 
@@ -52,9 +54,18 @@ SECURE_SESSION_COOKIE: Final = "__Host-pbx_session"
 LOGIN_COOKIE: Final = "pbx_login"
 LANG_COOKIE: Final = "pbx_lang"
 KEEPALIVE_S: Final = 15.0
+SESSION_RECHECK_S: Final = 1.0
+"""An open event stream re-checks its session this often (sign-out elsewhere,
+removed agent, new password: the stream ends within about a second)."""
 MAX_FORM_BYTES: Final = 64 * 1024
 MAX_PARALLEL_VERIFY: Final = 2
 """scrypt needs 32 MiB and ~0.1 s each: bound the parallel sign-ins."""
+MAX_WAITING_VERIFY: Final = 4
+"""Sign-ins allowed to queue for a hashing slot; more are refused with 503
+(the PBX host's CPU belongs to Asterisk's audio first)."""
+BUSY_RETRY_S: Final = 5
+MIN_SESSION_SECRET_CHARS: Final = 16
+REVOCATIONS_FILE: Final = "web-revoked.json"
 
 CSP: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -86,11 +97,69 @@ class WebConfig:
         secure_cookies: Mark cookies ``Secure`` (behind TLS;
             ``PBXBRIDGE_WEB_SECURE_COOKIES``).
         session_secret: HMAC key for sessions; empty: random per start.
+            Shorter than :data:`MIN_SESSION_SECRET_CHARS`: the page refuses
+            to serve (503 and ``/healthz`` error), routing goes on.
+        trusted_proxies: Addresses/networks of reverse proxies whose
+            ``X-Forwarded-For`` is believed (``PBXBRIDGE_WEB_TRUSTED_PROXIES``).
+        state_dir: Directory for the sign-out list (kept across restarts when
+            a session secret is configured); empty: in memory only.
     """
 
     agents_file: str
     secure_cookies: bool = False
     session_secret: str = ""
+    trusted_proxies: tuple[str, ...] = ()
+    state_dir: str = ""
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(items: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in items)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # "[v6]:port"
+        text = text[1:text.index("]")]
+    elif text.count(":") == 1:  # "v4:port"
+        text = text.partition(":")[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def client_address(
+    peer: str | None, forwarded_for: list[str], trusted: tuple[Network, ...]
+) -> str:
+    """The client's address, believing ``X-Forwarded-For`` only from trusted proxies.
+
+    Each proxy appends the address it got the request from, so the right-most
+    entry that is not a trusted proxy is the client as far as anyone we trust
+    can tell; everything left of it may be made up by the client.
+
+    Args:
+        peer: The TCP peer.
+        forwarded_for: All ``X-Forwarded-For`` header values, in order.
+        trusted: Trusted proxy networks.
+
+    Returns:
+        The address used for sign-in limits and logs.
+    """
+    address = peer or "unknown"
+    peer_ip = _ip(address)
+    if peer_ip is None or not any(peer_ip in net for net in trusted):
+        return address
+    hops = [h for value in forwarded_for for h in value.split(",") if h.strip()]
+    for hop in reversed(hops):
+        ip = _ip(hop)
+        if ip is None:
+            return address  # garbage from an untrusted hop: judge the proxy's hop
+        if not any(ip in net for net in trusted):
+            return str(ip)
+    return str(_ip(hops[0])) if hops else address
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,14 +207,30 @@ class AgentPage:
         self.desk = desk
         self.agents = agents
         self.config = config
+        self.config_error: str | None = None
+        if config.session_secret and len(config.session_secret) < MIN_SESSION_SECRET_CHARS:
+            self.config_error = (
+                f"the session secret (credential web-session-password) has "
+                f"{len(config.session_secret)} characters, at least "
+                f"{MIN_SESSION_SECRET_CHARS} are needed (e.g. `head -c 32 /dev/urandom | base64`)"
+            )
         secret = (
             hashlib.sha256(config.session_secret.encode("utf-8")).digest()
             if config.session_secret
             else secrets.token_bytes(32)
         )
-        self.sessions = SessionManager(secret, clock=unix_clock)
+        # Sign-outs only need to outlive a restart when sessions do.
+        revocations = (
+            Path(config.state_dir) / REVOCATIONS_FILE
+            if config.session_secret and config.state_dir
+            else None
+        )
+        self.sessions = SessionManager(secret, clock=unix_clock, revocations=revocations)
         self.limiter = LoginLimiter()
+        self.trusted = _networks(config.trusted_proxies)
         self._verify_slots = asyncio.Semaphore(MAX_PARALLEL_VERIFY)
+        self._verifying = 0
+        self.busy_refusals = 0
         self._dummy = dummy_hash()
         self._static = _load_static()
         self.cookie_name = SECURE_SESSION_COOKIE if config.secure_cookies else SESSION_COOKIE
@@ -161,6 +246,12 @@ class AgentPage:
             app: The daemon's aiohttp application.
         """
         r = app.router
+        app.on_response_prepare.append(self._headers)
+        if self.config_error is not None:
+            # Refuse to serve a page whose sessions could be forged by guessing
+            # the key; the rest of the daemon (routing) goes on.
+            r.add_route("*", PREFIX + "{tail:.*}", self._disabled)
+            return
         r.add_get(PREFIX, self._to_desk)
         r.add_get(PREFIX + "/", self.desk_page)
         r.add_get(PREFIX + "/login", self.login_page)
@@ -172,8 +263,11 @@ class AgentPage:
         r.add_get(PREFIX + "/callbacks", self.callbacks_page)
         r.add_post(PREFIX + "/callbacks", self.callback_done)
         r.add_get(PREFIX + "/static/{name}", self.static)
-        app.on_response_prepare.append(self._headers)
         app.on_shutdown.append(self._on_shutdown)
+
+    async def _disabled(self, request: web.Request) -> web.StreamResponse:
+        text = label(self._lang(request), "page_disabled")
+        return web.Response(text=text, status=503, headers={"Retry-After": "3600"})
 
     async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
         if request.path == PREFIX or request.path.startswith(PREFIX + "/"):
@@ -228,7 +322,9 @@ class AgentPage:
         return self._dummy
 
     def _address(self, request: web.Request) -> str:
-        return request.remote or "unknown"
+        return client_address(
+            request.remote, request.headers.getall("X-Forwarded-For", []), self.trusted
+        )
 
     def _page(
         self,
@@ -412,8 +508,10 @@ class AgentPage:
                 request, message=label(lang, "login_missing"), status=400, agent=agent_id
             )
         address = self._address(request)
-        wait = self.limiter.retry_after(agent_id, address)
-        if wait > 0:
+        # Counted before any await: concurrent attempts see each other.
+        attempt = self.limiter.begin(agent_id, address)
+        if attempt is None:
+            wait = self.limiter.retry_after(agent_id, address)
             minutes = max(1, int(wait // 60 + (1 if wait % 60 else 0)))
             log.warning("web.sign_in_locked", agent=agent_id, address=address)
             return self._login_form(
@@ -423,20 +521,41 @@ class AgentPage:
                 agent=agent_id,
                 retry_after=int(wait) + 1,
             )
-        agent = self.agents.get(agent_id)
-        async with self._verify_slots:
-            # Unknown ids cost the same time as known ones (no id probing).
-            ok = await asyncio.to_thread(
-                verify_password, password, agent.password if agent else self._dummy_hash()
+        if self._verifying >= MAX_PARALLEL_VERIFY + MAX_WAITING_VERIFY:
+            self.limiter.cancel(attempt)  # not judged: not a failure
+            self.busy_refusals += 1
+            log.warning("web.sign_in_busy", agent=agent_id, address=address)
+            return self._login_form(
+                request, message=label(lang, "login_busy"), status=503, agent=agent_id,
+                retry_after=BUSY_RETRY_S,
             )
+        return await self._verify(request, attempt, password)
+
+    async def _verify(
+        self, request: web.Request, attempt: Attempt, password: str
+    ) -> web.StreamResponse:
+        lang = self._lang(request)
+        agent_id, address = attempt.agent, attempt.address
+        agent = self.agents.get(agent_id)
+        self._verifying += 1
+        try:
+            async with self._verify_slots:
+                # Unknown ids cost the same time as known ones (no id probing).
+                ok = await asyncio.to_thread(
+                    verify_password, password, agent.password if agent else self._dummy_hash()
+                )
+        finally:
+            self._verifying -= 1
         if agent is None or not ok:
-            self.limiter.failed(agent_id, address)
             self.failed_sign_ins += 1
             log.warning("web.sign_in_failed", agent=agent_id, address=address)
+            delay = self.limiter.delay(attempt)
+            if delay > 0:
+                await asyncio.sleep(delay)
             return self._login_form(
                 request, message=label(lang, "login_failed"), status=401, agent=agent_id
             )
-        self.limiter.succeeded(agent_id)
+        self.limiter.succeeded(attempt)
         session = self.sessions.issue(agent)
         self.sign_ins += 1
         log.info("web.signed_in", agent=agent.id, address=address)
@@ -490,19 +609,24 @@ class AgentPage:
         try:
             await response.prepare(request)
             await response.write(b"retry: 2000\n\n")
+            loop = asyncio.get_running_loop()
+            last_write = loop.time()
             while True:
                 try:
-                    async with asyncio.timeout(KEEPALIVE_S):
+                    async with asyncio.timeout(SESSION_RECHECK_S):
                         item = await stream.queue.get()
                 except TimeoutError:
                     if self._session(request) is None:
-                        break  # signed out elsewhere, expired, or password changed
-                    await response.write(b": keep-alive\n\n")
+                        break  # signed out elsewhere, expired, agent removed, new password
+                    if loop.time() - last_write >= KEEPALIVE_S:
+                        await response.write(b": keep-alive\n\n")
+                        last_write = loop.time()
                     continue
                 if item is None:
                     break
                 name, data = item
                 await response.write(f"event: {name}\ndata: {data}\n\n".encode())
+                last_write = loop.time()
         except (ConnectionResetError, ConnectionError):
             pass  # the browser went away
         finally:
@@ -715,16 +839,23 @@ class AgentPage:
         """The page's part of ``/healthz``.
 
         Returns:
-            Agents file state, sign-ins and the desk's counters.
+            Agents file state, sign-ins and the desk's counters; ``error``
+            (only when something is wrong: ``/healthz`` then says degraded)
+            names a page that cannot serve or an agents file that was refused.
         """
-        return {
+        out: dict[str, object] = {
             "agents_file": str(self.agents.path),
             "agents": len(self.agents.agents()),
             "agents_file_error": self.agents.error,
             "sign_ins": self.sign_ins,
             "failed_sign_ins": self.failed_sign_ins,
+            "busy_refusals": self.busy_refusals,
             **self.desk.health(),
         }
+        error = self.config_error or self.agents.error
+        if error:
+            out["error"] = error
+        return out
 
 
 def setup_web(
@@ -750,12 +881,16 @@ def setup_web(
     """
     page = AgentPage(desk, AgentsFile(config.agents_file), config, unix_clock=unix_clock)
     page.install(app)
+    if page.config_error is not None:
+        log.error("web.disabled", error=page.config_error,
+                  hint="/agent/ answers 503 until fixed; call routing is not affected")
     log.info(
         "web.enabled",
         path=PREFIX + "/",
         agents_file=config.agents_file,
         secure_cookies=config.secure_cookies,
         persistent_secret=bool(config.session_secret),
+        trusted_proxies=list(config.trusted_proxies),
     )
     return page
 

@@ -17,23 +17,35 @@ CSRF
     ``pbx_login`` cookie (no login CSRF).
 
 Rate limit
-    Failed sign-ins are counted per agent id and per client address in a
-    sliding window; over the limit, sign-ins are refused (HTTP 429) until the
-    window has passed, before any password is checked.
+    Sign-in attempts are counted per agent id and per client address in a
+    sliding window *before* the password is checked (before any ``await``), and
+    a successful attempt is refunded: concurrent attempts cannot all slip under
+    the limit while they wait for the hash. Over the limit, sign-ins are
+    refused (HTTP 429) until the window has passed. A client that signed in
+    successfully as an agent is *known* for that agent: it is judged by its own
+    failures only, so failures from elsewhere (an attacker, or everyone behind
+    one proxy address) never lock it out. Repeated failures from one client are
+    also answered ever more slowly (:meth:`LoginLimiter.delay`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
+import json
+import os
 import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
+
+import structlog
 
 from pbxbridge.web.agents import Agent
 
@@ -41,6 +53,15 @@ SESSION_LIFETIME_S: Final = 12 * 3600
 """A working day and then some: sign in again the next morning."""
 MAX_COOKIE_CHARS: Final = 512
 LOGIN_TOKEN_LIFETIME_S: Final = 3600
+MAX_REVOKED: Final = 100_000
+"""Bound on remembered sign-outs (each lives at most a session lifetime)."""
+
+log = structlog.get_logger(__name__)
+
+
+def _digits(text: str) -> bool:
+    # str.isdigit() accepts "²" and other Unicode digits that int() refuses.
+    return text.isascii() and text.isdigit()
 
 
 def _b64(data: bytes) -> str:
@@ -80,6 +101,10 @@ class SessionManager:
         secret: HMAC key (at least 16 bytes).
         lifetime_s: Longest session.
         clock: Unix time (tests inject one).
+        revocations: File that keeps sign-outs across restarts (only useful
+            with a configured secret: a random one ends every session anyway).
+            Written atomically; entries leave it when their session would
+            have expired. A missing or unreadable file counts as empty.
     """
 
     def __init__(
@@ -88,13 +113,52 @@ class SessionManager:
         *,
         lifetime_s: float = SESSION_LIFETIME_S,
         clock: Callable[[], float] = time.time,
+        revocations: Path | None = None,
     ) -> None:
         if len(secret) < 16:
             raise ValueError("the session secret needs at least 16 bytes")
         self._secret = secret
         self._lifetime = lifetime_s
         self._clock = clock
-        self._revoked: dict[str, float] = {}
+        self._revocations = revocations
+        self._revoked: dict[str, float] = self._load_revoked()
+
+    def _load_revoked(self) -> dict[str, float]:
+        if self._revocations is None:
+            return {}
+        try:
+            data = json.loads(self._revocations.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            # Fail open only as far as a lost file would: sessions still expire.
+            log.error("web.revocations_unreadable", path=str(self._revocations),
+                      error=str(exc))
+            return {}
+        now = self._clock()
+        if not isinstance(data, dict):
+            return {}
+        return {
+            str(n): float(t) for n, t in data.items()
+            if isinstance(t, (int, float)) and t > now
+        }
+
+    def _save_revoked(self) -> None:
+        path = self._revocations
+        if path is None:
+            return
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(self._revoked, out, separators=(",", ":"))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            # The sign-out still holds until the next restart.
+            log.error("web.revocations_not_saved", path=str(path), error=exc.strerror)
 
     def _mac(self, purpose: str, *parts: str | bytes) -> bytes:
         mac = hmac.new(self._secret, purpose.encode(), hashlib.sha256)
@@ -133,7 +197,7 @@ class SessionManager:
         if not token or len(token) > MAX_COOKIE_CHARS:
             return None
         parts = token.split(".")
-        if len(parts) != 5 or parts[0] != "v1" or not parts[2].isdigit():
+        if len(parts) != 5 or parts[0] != "v1" or not _digits(parts[2]):
             return None
         raw_agent, mac = _unb64(parts[1]), _unb64(parts[4])
         if raw_agent is None or mac is None:
@@ -163,6 +227,9 @@ class SessionManager:
         now = self._clock()
         self._revoked = {n: t for n, t in self._revoked.items() if t > now}
         self._revoked[session.nonce] = session.issued + self._lifetime
+        while len(self._revoked) > MAX_REVOKED:
+            del self._revoked[next(iter(self._revoked))]
+        self._save_revoked()
 
     def expires_in(self, session: Session) -> float:
         """Seconds until the session ends.
@@ -232,22 +299,44 @@ class SessionManager:
         if not nonce or not token or len(nonce) > 100 or len(token) > 100:
             return False
         stamp, _, _ = nonce.partition(".")
-        if not stamp.isdigit() or not 0 <= self._clock() - int(stamp) < LOGIN_TOKEN_LIFETIME_S:
+        if not _digits(stamp) or not 0 <= self._clock() - int(stamp) < LOGIN_TOKEN_LIFETIME_S:
             return False
         return hmac.compare_digest(
             self.login_token(nonce).encode(), token.encode("utf-8", "replace")
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One counted sign-in attempt (refunded when it succeeds).
+
+    Attributes:
+        agent: The agent id typed.
+        address: The client address.
+        keys: The counters it was added to.
+        stamp: When it was counted.
+    """
+
+    agent: str
+    address: str
+    keys: tuple[tuple[str, str], ...]
+    stamp: float
+
+
 class LoginLimiter:
-    """Counts failed sign-ins per agent id and per client address.
+    """Counts sign-in attempts per agent id and per client address.
 
     Args:
-        per_agent: Failures allowed per agent id within the window.
+        per_agent: Failures allowed per agent id (and per known client of an
+            agent) within the window.
         per_address: Failures allowed per client address within the window.
         window_s: The sliding window.
         clock: Monotonic seconds.
         max_keys: Bound on remembered ids and addresses (oldest forgotten).
+        known_s: How long a successful sign-in makes its client known.
+        delay_base_s: Answer delay after the second failure in a row from a
+            client; doubles with each further one.
+        delay_max_s: Longest answer delay.
     """
 
     def __init__(
@@ -258,12 +347,19 @@ class LoginLimiter:
         window_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         max_keys: int = 10_000,
+        known_s: float = 7 * 86400.0,
+        delay_base_s: float = 0.25,
+        delay_max_s: float = 4.0,
     ) -> None:
-        self._limits = {"agent": per_agent, "address": per_address}
+        self._limits = {"agent": per_agent, "address": per_address, "known": per_agent}
         self._window = window_s
         self._clock = clock
         self._max_keys = max_keys
+        self._known_s = known_s
+        self.delay_base_s = delay_base_s
+        self.delay_max_s = delay_max_s
         self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        self._known: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
         times = self._failures.get(key)
@@ -275,6 +371,21 @@ class LoginLimiter:
             del self._failures[key]
         return times
 
+    def _is_known(self, agent: str, address: str, now: float) -> bool:
+        until = self._known.get((agent, address))
+        if until is None:
+            return False
+        if until <= now:
+            del self._known[(agent, address)]
+            return False
+        return True
+
+    def _keys(self, agent: str, address: str, now: float) -> tuple[tuple[str, str], ...]:
+        if self._is_known(agent, address, now):
+            # "\0" cannot occur in an agent id (printable only).
+            return (("known", f"{agent}\0{address}"),)
+        return (("agent", agent), ("address", address))
+
     def retry_after(self, agent: str, address: str) -> float:
         """Seconds until a sign-in may be tried again (0: now).
 
@@ -283,26 +394,36 @@ class LoginLimiter:
             address: The client address.
 
         Returns:
-            0 when under both limits, else the seconds until the oldest
-            counted failure leaves the window.
+            0 when under the limits, else the seconds until the oldest
+            counted attempt leaves the window.
         """
         now = self._clock()
         wait = 0.0
-        for kind, value in (("agent", agent), ("address", address)):
-            times = self._recent((kind, value), now)
-            if len(times) >= self._limits[kind]:
+        for key in self._keys(agent, address, now):
+            times = self._recent(key, now)
+            if len(times) >= self._limits[key[0]]:
                 wait = max(wait, times[0] + self._window - now)
         return wait
 
-    def failed(self, agent: str, address: str) -> None:
-        """Count a failed sign-in.
+    def begin(self, agent: str, address: str) -> Attempt | None:
+        """Count an attempt now, before its password is checked.
+
+        Call without an ``await`` between the check and the count, so that
+        concurrent attempts see each other.
 
         Args:
             agent: The agent id typed.
             address: The client address.
+
+        Returns:
+            The counted attempt, or ``None`` when over a limit
+            (see :meth:`retry_after` for how long).
         """
+        if self.retry_after(agent, address) > 0:
+            return None
         now = self._clock()
-        for key in (("agent", agent), ("address", address)):
+        keys = self._keys(agent, address, now)
+        for key in keys:
             times = self._failures.setdefault(key, deque())
             self._failures.move_to_end(key)
             times.append(now)
@@ -310,11 +431,54 @@ class LoginLimiter:
                 times.popleft()
         while len(self._failures) > self._max_keys:
             self._failures.popitem(last=False)
+        return Attempt(agent, address, keys, now)
 
-    def succeeded(self, agent: str) -> None:
-        """Forget an agent's failures after a good sign-in.
+    def cancel(self, attempt: Attempt) -> None:
+        """Uncount an attempt that was never judged (e.g. refused as busy).
 
         Args:
-            agent: The agent id.
+            attempt: From :meth:`begin`.
         """
-        self._failures.pop(("agent", agent), None)
+        for key in attempt.keys:
+            times = self._failures.get(key)
+            if times is not None:
+                with contextlib.suppress(ValueError):
+                    times.remove(attempt.stamp)
+                if not times:
+                    del self._failures[key]
+
+    def succeeded(self, attempt: Attempt) -> None:
+        """Refund a good sign-in, forget the agent's failures, know the client.
+
+        Args:
+            attempt: From :meth:`begin`.
+        """
+        self.cancel(attempt)
+        self._failures.pop(("agent", attempt.agent), None)
+        self._failures.pop(("known", f"{attempt.agent}\0{attempt.address}"), None)
+        key = (attempt.agent, attempt.address)
+        self._known[key] = self._clock() + self._known_s
+        self._known.move_to_end(key)
+        while len(self._known) > self._max_keys:
+            self._known.popitem(last=False)
+
+    def delay(self, attempt: Attempt) -> float:
+        """How long to hold back the answer to a failed attempt.
+
+        Growing with the client's recent failures, so that guessing from one
+        client slows down long before the hard limit; the wait holds no
+        hashing slot.
+
+        Args:
+            attempt: The failed attempt (already counted).
+
+        Returns:
+            Seconds: 0 for a first failure, then base, 2 x base, ... up to
+            the maximum.
+        """
+        now = self._clock()
+        failures = max(len(self._recent(key, now)) for key in attempt.keys
+                       if key[0] != "agent")
+        if failures < 2 or self.delay_base_s <= 0:
+            return 0.0
+        return float(min(self.delay_max_s, self.delay_base_s * 2 ** (failures - 2)))

@@ -204,28 +204,66 @@ class TestLimiter:
         now = [0.0]
         limiter = LoginLimiter(per_agent=3, per_address=5, window_s=60, clock=lambda: now[0])
         for _ in range(3):
-            assert limiter.retry_after("agent1", "10.0.0.1") == 0
-            limiter.failed("agent1", "10.0.0.1")
+            assert limiter.begin("agent1", "10.0.0.1") is not None
+        assert limiter.begin("agent1", "10.0.0.2") is None
         assert limiter.retry_after("agent1", "10.0.0.2") == pytest.approx(60)
-        assert limiter.retry_after("agent2", "10.0.0.1") == 0
-        limiter.failed("agent2", "10.0.0.1")
-        limiter.failed("agent3", "10.0.0.1")
-        assert limiter.retry_after("agent4", "10.0.0.1") > 0  # the address is over its limit
+        assert limiter.begin("agent2", "10.0.0.1") is not None
+        assert limiter.begin("agent3", "10.0.0.1") is not None
+        assert limiter.begin("agent4", "10.0.0.1") is None  # the address is over its limit
         now[0] = 61
         assert limiter.retry_after("agent1", "10.0.0.1") == 0
 
-    def test_success_clears_agent(self) -> None:
+    def test_counted_before_the_answer(self) -> None:
+        # The old limiter counted a failure only after the hash was checked, so
+        # concurrent attempts all passed the check; now each begin() counts.
+        limiter = LoginLimiter(per_agent=5)
+        admitted = [limiter.begin("agent1", "10.0.0.1") for _ in range(40)]
+        assert sum(a is not None for a in admitted) == 5
+
+    def test_success_refunds_and_clears_agent(self) -> None:
         limiter = LoginLimiter(per_agent=2)
-        limiter.failed("agent1", "a")
-        limiter.failed("agent1", "a")
+        first = limiter.begin("agent1", "a")
+        assert first is not None
+        good = limiter.begin("agent1", "a")
+        assert good is not None
         assert limiter.retry_after("agent1", "b") > 0
-        limiter.succeeded("agent1")
+        limiter.succeeded(good)
         assert limiter.retry_after("agent1", "b") == 0
+
+    def test_cancel_uncounts(self) -> None:
+        limiter = LoginLimiter(per_agent=1)
+        attempt = limiter.begin("agent1", "a")
+        assert attempt is not None and limiter.begin("agent1", "a") is None
+        limiter.cancel(attempt)
+        assert limiter.begin("agent1", "a") is not None
+
+    def test_known_client_not_locked_out_by_others(self) -> None:
+        limiter = LoginLimiter(per_agent=5, per_address=20)
+        good = limiter.begin("agent1", "10.0.0.7")
+        assert good is not None
+        limiter.succeeded(good)
+        for i in range(30):  # an attacker elsewhere, 30 addresses
+            limiter.begin("agent1", f"192.0.2.{i}")
+        assert limiter.retry_after("agent1", "192.0.2.99") > 0  # strangers: locked
+        assert limiter.retry_after("agent1", "10.0.0.7") == 0  # the agent's own PC: not
+        # ... but the known client's own failures still count.
+        for _ in range(5):
+            assert limiter.begin("agent1", "10.0.0.7") is not None
+        assert limiter.begin("agent1", "10.0.0.7") is None
+
+    def test_growing_delay(self) -> None:
+        limiter = LoginLimiter(per_address=20, delay_base_s=0.25, delay_max_s=4.0)
+        delays = []
+        for i in range(8):
+            attempt = limiter.begin(f"agent{i}", "10.0.0.1")
+            assert attempt is not None
+            delays.append(limiter.delay(attempt))
+        assert delays == [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
 
     def test_bounded_memory(self) -> None:
         limiter = LoginLimiter(max_keys=100)
         for i in range(1000):
-            limiter.failed(f"agent{i}", f"10.0.{i // 256}.{i % 256}")
+            limiter.begin(f"agent{i}", f"10.0.{i // 256}.{i % 256}")
         assert len(limiter._failures) <= 100
 
 

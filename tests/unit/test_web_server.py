@@ -70,6 +70,7 @@ async def start_site(bench: Bench, tmp_path: Path, **config: Any) -> Site:
     app = web.Application()
     agents = write_agents(tmp_path / "agents.yaml")
     page = setup_web(app, bench.desk, WebConfig(str(agents), **config))
+    page.limiter.delay_base_s = 0.0  # the growing delay has its own tests
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     return Site(bench, page, server)
