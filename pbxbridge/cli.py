@@ -630,7 +630,11 @@ def agent_password(agent: str | None, from_stdin: bool, cost: int) -> None:
     whole line with --agent); the password itself is never stored.
     """
     from pbxbridge.web.agents import agents_file_line, valid_agent_id
-    from pbxbridge.web.passwords import MAX_PASSWORD_CHARS, hash_password
+    from pbxbridge.web.passwords import (
+        MAX_PASSWORD_CHARS,
+        MIN_AGENT_PASSWORD_CHARS,
+        hash_password,
+    )
 
     if agent is not None and not valid_agent_id(agent):
         _fail(f"--agent {agent!r}: 1-64 printable characters without surrounding spaces")
@@ -642,6 +646,11 @@ def agent_password(agent: str | None, from_stdin: bool, cost: int) -> None:
         )
     if not password:
         _fail("empty password")
+    if len(password) < MIN_AGENT_PASSWORD_CHARS:
+        _fail(
+            f"password too short: {len(password)} characters, at least "
+            f"{MIN_AGENT_PASSWORD_CHARS} needed (a passphrase of a few words is easy to type)"
+        )
     if len(password) > MAX_PASSWORD_CHARS:
         _fail(f"password longer than {MAX_PASSWORD_CHARS} characters")
     hashed = hash_password(password, ln=cost)

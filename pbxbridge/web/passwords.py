@@ -28,6 +28,9 @@ MAX_R: Final = 32
 MAX_P: Final = 16
 SALT_BYTES: Final = 16
 KEY_BYTES: Final = 32
+MIN_AGENT_PASSWORD_CHARS: Final = 10
+"""Shortest password ``pbxbridge agent-password`` hashes (the page itself
+checks whatever hash it is given; the limit is for new passwords)."""
 MAX_PASSWORD_CHARS: Final = 1024
 """Longer "passwords" are refused before hashing (cheap denial of service otherwise)."""
 

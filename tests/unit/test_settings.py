@@ -72,3 +72,29 @@ class TestReadSecret:
     def test_unreadable_file_is_an_error(self, tmp_path: Path) -> None:
         with pytest.raises(SettingsError, match="PBXBRIDGE_MQTT_PASSWORD_FILE"):
             read_secret("mqtt", {"PBXBRIDGE_MQTT_PASSWORD_FILE": str(tmp_path / "missing")})
+
+    def test_hyphenated_secret_names_use_underscores_in_env(self, tmp_path: Path) -> None:
+        # The credential keeps its name (web-session-password); the variables
+        # must be ones systemd's Environment= and a shell can set (issue 11).
+        named = tmp_path / "key"
+        named.write_text("from-file-0123456789\n")
+        env = {"PBXBRIDGE_WEB_SESSION_PASSWORD_FILE": str(named)}
+        assert read_secret("web-session", env) == "from-file-0123456789"
+        assert Settings.from_env(env).web_session_secret == "from-file-0123456789"
+        env = {"PBXBRIDGE_WEB_SESSION_PASSWORD": "from-env-0123456789"}
+        assert Settings.from_env(env).web_session_secret == "from-env-0123456789"
+        creds = tmp_path / "creds"
+        creds.mkdir()
+        (creds / "web-session-password").write_text("from-credential-0123\n")
+        env["CREDENTIALS_DIRECTORY"] = str(creds)
+        assert Settings.from_env(env).web_session_secret == "from-credential-0123"
+
+
+class TestWebTrustedProxies:
+    def test_parsed_and_checked(self) -> None:
+        settings = Settings.from_env(
+            {"PBXBRIDGE_WEB_TRUSTED_PROXIES": " 127.0.0.1, 10.0.0.0/8 ,::1,"})
+        assert settings.web_trusted_proxies == ("127.0.0.1", "10.0.0.0/8", "::1")
+        assert Settings.from_env({}).web_trusted_proxies == ()
+        with pytest.raises(SettingsError, match=r"PBXBRIDGE_WEB_TRUSTED_PROXIES.*proxy\.example"):
+            Settings.from_env({"PBXBRIDGE_WEB_TRUSTED_PROXIES": "proxy.example"})

@@ -305,3 +305,18 @@ class TestSettingsAndCli:
             input="\n", capture_output=True, text=True, cwd=REPO, check=False, timeout=60,
         )
         assert result.returncode == 1 and "empty password" in result.stderr
+
+    @pytest.mark.parametrize(("password", "ok"), [("kurz-123", False), ("123456789", False),
+                                                  ("0123456789", True)])
+    def test_agent_password_minimum_length(self, password: str, ok: bool) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "pbxbridge", "agent-password", "--stdin", "--cost",
+             str(FAST)],
+            input=password + "\n", capture_output=True, text=True, cwd=REPO, check=False,
+            timeout=60,
+        )
+        if ok:
+            assert result.returncode == 0 and result.stdout.startswith("$scrypt$")
+        else:
+            assert result.returncode == 1 and "too short" in result.stderr
+            assert "at least 10" in result.stderr and not result.stdout
