@@ -4,47 +4,68 @@ One run, on the real test bed (``tests/testbed``): the same sipp load, 50 calls/
 60 s per path by default, goes
 
 * through the pure dialplan baseline (source IP 127.0.0.4: ``Queue(servicecenter,t)``,
-  the physical floor of this machine), and
-* through pbxbridge (source IP 127.0.0.2: ``Stasis`` -> the real ``pbxbridge run``
-  daemon sets the tag variables over ARI and ``continue``s -> ``pbxbridge-queue`` ->
-  ``Queue()``),
+  the physical floor of this machine),
+* through pbxbridge over ARI (source IP 127.0.0.2: ``Stasis`` -> the real
+  ``pbxbridge run`` daemon sets the tag variables over ARI and ``continue``s ->
+  ``pbxbridge-queue`` -> ``Queue()``), and
+* through pbxbridge over FastAGI (source IP 127.0.0.5: ``[pbxbridge-agi]`` of the
+  shipped FreePBX dialplan, ``AGI(agi://...)`` to the same daemon -> ``Goto`` ->
+  ``pbxbridge-queue`` -> ``Queue()``),
 
-both answered by the same four sipp agents (``ringinuse=yes``, ``rrmemory``, 20 ms
-ring delay, calls held 500 ms). Pure runs first, then pbxbridge, each as one
-continuous run, so each path really carries the load for the whole time (pbxbridge
-second: it meets the Asterisk that has already carried a run). ``--blocks N``
-alternates the paths in N blocks each instead (pure/pbx, pbx/pure, ...), which
-cancels slow drift of the machine; both orders gave the same figures here.
+all answered by the same four sipp agents (``ringinuse=yes``, ``rrmemory``, calls
+held 500 ms). Each path runs as one continuous run (pure, ARI, AGI), so each really
+carries the load for the whole time; ``--blocks N`` runs N blocks per path and
+rotates the order per block, which cancels slow drift of the machine.
+
+The agents (``--agents``):
+
+* ``ring`` (default): they ring 20 ms (``--ring-delay-ms``) before answering. sipp
+  times that on its own tick: a 20 ms ring lasts 24 to 28 ms, depending on where
+  the INVITE falls between ticks, which hides a few milliseconds of added delay in
+  the ratio. The agents therefore trace too, and each call is split into the
+  agent's ring and Asterisk's share (``*_asterisk_*``: everything else, pbxbridge
+  included); ``p95_ratio_fixed_ring`` is the p95 ratio as if every agent rang
+  exactly ``--ring-delay-ms``.
+* ``instant``: they send 200 OK the moment the INVITE arrives
+  (``tests/testbed/sipp/agent_instant.xml``), so INVITE -> 200 OK at the carrier
+  is Asterisk's own time (and pbxbridge's): the ratios are against the real floor
+  and ``p95_extra_ms`` / ``agi_p95_extra_ms`` are the milliseconds pbxbridge adds.
 
 Latency is INVITE sent -> 200 OK received at the carrier, per Call-ID, from the
 microsecond timestamps of sipp's ``-trace_msg`` log: sipp's own response times
 (``-trace_rtt``, reported as ``*_rtt_*``) come in 4 ms steps here, too coarse for a
-ratio of two ~30 ms figures. The agents answer on sipp's timer too: a 20 ms ring
-lasts 24 to 28 ms, depending on where the INVITE falls between sipp's ticks. The agents
-therefore trace as well, and each call is split into the agent's ring and
-Asterisk's share (``*_asterisk_*``: everything else, pbxbridge included);
-``p95_ratio_fixed_ring`` is the p95 ratio as if every agent rang exactly
-``--ring-delay-ms``. ``p95_ratio`` is the plain carrier-side figure.
+ratio of two ~30 ms figures. ``p95_ratio`` (ARI over pure) and ``agi_p95_ratio``
+are the plain carrier-side figures, ``p95_extra_ms`` and ``agi_p95_extra_ms`` the
+same p95s as a difference in ms.
 
 The daemon runs with the integration tests' rules (``TEST_RULES``, DID
-``+494407730`` -> tenant ``wardenburg``, always open) minus wardenburg's whisper:
-the whisper is a 0.3 s prompt played to the agent before the bridge, which the
-pure path does not have, so it would measure the prompt, not pbxbridge. It logs at
-``info`` (one ``call.routed`` line per call is part of the real cost) and, by
-default, routes only: AMI and MQTT are off (``--daemon full`` turns them on). Its CPU
-time (utime + stime from ``/proc/<pid>/stat``) over the measured pbxbridge calls,
-divided by the calls it routed (``/healthz``), is ``cpu_ms_per_call``.
+``+494407730`` -> tenant ``wardenburg``, always open) minus wardenburg's whisper
+(``--whisper none``): the whisper is a 0.3 s prompt played to the agent before the
+bridge, which the pure path does not have, so it would measure the prompt, not
+pbxbridge. ``--whisper missing`` names a sound file that does not exist instead:
+nothing is played, yet app_queue still puts the caller into autoservice around
+the (skipped) announcement, and leaving autoservice waits for the autoservice
+thread to go round its loop, which sleeps 10 ms when it finds no channel to
+watch (``main/autoservice.c``): about 10 ms per call that the pure path does not
+pay. The daemon logs at ``info`` (one ``call.routed`` line per call is part of
+the real cost) and, by default, routes only: AMI and MQTT are off (``--daemon
+full`` turns them on). Its CPU time (utime + stime from ``/proc/<pid>/stat``)
+over a path's measured calls, divided by the calls it routed on that entry point
+(``/healthz``), is ``cpu_ms_per_call`` (ARI) and ``agi_cpu_ms_per_call``.
 
 The test bed is exclusive per machine: the run holds the pytest sessions' lock
 (``/tmp/pbxbridge-testbed.lock``, ``PBXBRIDGE_TESTBED_LOCK``) from before
-``Testbed.up()`` until Asterisk is down again, and stops everything it started.
+``Testbed.up()`` until Asterisk is down again, and stops everything it started
+(SIGTERM included).
 
 Usage: ``python benchmarks/asterisk_load.py [--rate 50] [--seconds 60] [--blocks 1]
-[--daemon routing|full] [--keep]``
+[--agents ring|instant] [--whisper none|missing] [--daemon routing|full] [--keep]``
 (root: the test bed needs ``chroot``). The last line of output is JSON with
-``failed_calls``, p50/p95/p99 INVITE -> 200 OK of both paths, ``p95_ratio``
-(pbxbridge over pure) and ``cpu_ms_per_call``.
-Targets: 0 failed calls, p95_ratio <= 1.2, cpu_ms_per_call <= 1.
+``failed_calls`` (pure + ARI) and ``agi_failed_calls``, p50/p95/p99 INVITE -> 200 OK
+of the three paths, ``p95_ratio`` / ``p95_extra_ms`` (ARI over pure),
+``agi_p95_ratio`` / ``agi_p95_extra_ms``, ``cpu_ms_per_call``,
+``agi_cpu_ms_per_call`` and ``daemon_connections`` (``/healthz`` states after the
+last call). Targets: 0 failed calls, p95 ratios <= 1.2, cpu_ms_per_call <= 1.
 """
 
 from __future__ import annotations
@@ -79,6 +100,7 @@ from tests.testbed.bench import (
 from tests.testbed.lock import testbed_lock
 from tests.testbed.sipp import (
     WORKDIR_ENV,
+    AgentBehaviour,
     CallResult,
     SippAgent,
     SippStats,
@@ -93,7 +115,10 @@ CALLER = "04407123456"
 DISPLAY = "Jörg Müller"
 PURE = "pure"
 PBX = "pbxbridge"
+AGI = "agi"
 _WHISPER = ", whisper: custom/pbxbridge-test"
+#: A whisper whose sound file does not exist (``--whisper missing``).
+MISSING_WHISPER = "custom/pbxbridge-no-such-sound"
 
 TARGET_FAILED = 0
 TARGET_P95_RATIO = 1.2
@@ -106,11 +131,21 @@ say = progress("asterisk_load")  # stderr: stdout carries the summary and the JS
 # ----------------------------------------------------------------- set-up
 
 
-def bench_rules() -> str:
-    """TEST_RULES without wardenburg's whisper (see the module docstring)."""
+def bench_rules(whisper: str = "none") -> str:
+    """TEST_RULES without wardenburg's whisper, or with one whose file is missing.
+
+    Args:
+        whisper: ``none`` (the module docstring says why) or ``missing``: the
+            whisper names a sound that does not exist, so nothing is played and
+            only app_queue's announcement handling is left (see ``--whisper``).
+
+    Returns:
+        The rules text.
+    """
     if _WHISPER not in TEST_RULES:
         raise RuntimeError(f"TEST_RULES changed: {_WHISPER!r} not found; update the benchmark")
-    return TEST_RULES.replace(_WHISPER, "", 1)
+    replacement = f", whisper: {MISSING_WHISPER}" if whisper == "missing" else ""
+    return TEST_RULES.replace(_WHISPER, replacement, 1)
 
 
 # ----------------------------------------------------------------- latency
@@ -211,6 +246,17 @@ def split_at_agent(calls: list[tuple[float, float]], legs: list[tuple[float, flo
     return shares, rings
 
 
+def agent_gap_s(args: argparse.Namespace) -> float:
+    """The longest agent 200 OK -> carrier 200 OK gap :func:`split_at_agent` accepts.
+
+    Without a whisper Asterisk answers the carrier about a millisecond after the
+    agent's 200 OK (10 ms is ample). With ``--whisper missing`` app_queue first
+    takes the caller through autoservice, which adds about 10 ms after the
+    agent's answer: with the 10 ms window half the calls found no leg.
+    """
+    return 0.030 if args.whisper == "missing" else 0.010
+
+
 # ----------------------------------------------------------------- running
 
 
@@ -259,7 +305,7 @@ class Bench:
     def source_ip(self, path: str) -> str:
         """The carrier address that selects the path."""
         cfg = self.tb.config
-        return cfg.trunk_ip if path == PBX else cfg.pure_trunk_ip
+        return {PBX: cfg.trunk_ip, AGI: cfg.agi_trunk_ip}.get(path, cfg.pure_trunk_ip)
 
     def calls(self, path: str, count: int) -> CallResult:
         """Place ``count`` calls on ``path`` at the benchmark rate (blocking)."""
@@ -278,10 +324,14 @@ class Bench:
             trace_messages=True,
         )
 
-    def routed_so_far(self) -> tuple[int, int]:
-        """``calls.routed`` and ``calls.failed`` from the daemon's ``/healthz``."""
-        calls = self.daemon.health()["calls"]
-        return int(calls["routed"]), int(calls["failed"])
+    def routed_so_far(self, path: str) -> tuple[int, int]:
+        """Routed and failed calls of the path's entry point, from ``/healthz``.
+
+        ``/healthz`` keeps the ARI router's counters under ``calls`` and the
+        FastAGI router's under ``agi``.
+        """
+        counters = self.daemon.health()["agi" if path == AGI else "calls"]
+        return int(counters["routed"]), int(counters["failed"])
 
     def warm_up(self, path: str, count: int) -> int:
         """Unmeasured calls; returns how many did not complete."""
@@ -300,7 +350,7 @@ class Bench:
         say(f"{path}: {count} calls at {self.rate:g}/s")
         daemon_pid = self.daemon.proc.pid if self.daemon.proc else None
         ast_pid = asterisk_pid(self.tb)
-        routed0, failed0 = self.routed_so_far()
+        routed0, failed0 = self.routed_so_far(path)
         d0 = cpu_ticks(daemon_pid) if daemon_pid else 0
         a0 = cpu_ticks(ast_pid) if ast_pid else 0
         started = time.monotonic()
@@ -310,7 +360,7 @@ class Bench:
             stats.asterisk_ticks += cpu_ticks(ast_pid) - a0
         if daemon_pid:
             stats.daemon_ticks += cpu_ticks(daemon_pid) - d0
-        routed1, failed1 = self.routed_so_far()
+        routed1, failed1 = self.routed_so_far(path)
         stats.routed += routed1 - routed0
         stats.route_failed += failed1 - failed0
         stats.routed_ranges.append((routed0, routed1))
@@ -369,27 +419,48 @@ def block_sizes(total: int, blocks: int) -> list[int]:
     return [base + (1 if i < rest else 0) for i in range(blocks)]
 
 
-def routing_ms(daemon: DaemonProcess, ranges: list[tuple[int, int]]) -> list[float]:
-    """The daemon's own ``call.routed`` ``ms`` of the measured calls.
+def routing_ms(daemon: DaemonProcess, ranges: list[tuple[int, int]],
+               entry: str) -> list[float]:
+    """The daemon's own ``call.routed`` ``ms`` of one entry point's measured calls.
 
-    The n-th ``call.routed`` line is logged right after the counter reached n
-    (same task, no await in between), so counter ranges select the lines.
+    The n-th ``call.routed`` line of an entry point is logged right after its
+    router's counter reached n (same task, no await in between), so counter
+    ranges select the lines. With both entry points in one daemon the lines
+    interleave: AGI lines carry ``entry: agi``, ARI lines no ``entry`` or
+    ``entry: ari``.
     """
-    routed = daemon.routed()
+    routed = [e for e in daemon.routed() if e.get("entry", "ari") == entry]
     out: list[float] = []
     for lo, hi in ranges:
         out.extend(float(e.get("ms", math.nan)) for e in routed[lo:hi])
     return out
 
 
+def start_agents(args: argparse.Namespace, tb: Testbed) -> list[SippAgent]:
+    """The four tracing sipp agents: ringing ``--ring-delay-ms``, or answering at once."""
+    behaviour: AgentBehaviour = "instant" if args.agents == "instant" else "answer"
+    agents: list[SippAgent] = []
+    try:
+        for n in range(1, tb.config.agent_count + 1):
+            agent = SippAgent.for_agent(n, behaviour, args.ring_delay_ms, tb.config,
+                                        trace_messages=True)
+            agents.append(agent)
+            agent.start()
+    except BaseException:
+        stop_agents(agents)
+        raise
+    return agents
+
+
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Bring up the bed, the agents and the daemon; run both paths; tear down."""
+    """Bring up the bed, the agents and the daemon; run the three paths; tear down."""
     tb = Testbed(config=bench_config())
     agents: list[SippAgent] = []
     daemon: DaemonProcess | None = None
-    pure, pbx = PathStats(PURE), PathStats(PBX)
-    warmup_failed = 0
+    pure, pbx, agi = PathStats(PURE), PathStats(PBX), PathStats(AGI)
+    warmup_failed = agi_warmup_failed = 0
     routing: list[float] = []
+    agi_routing: list[float] = []
     agent_stats: dict[str, SippStats] = {}
     agent_dirs: list[Path] = []
     connections: dict[str, str] = {}
@@ -397,30 +468,32 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     try:
         tb.up()
         install_test_sound(tb)  # other tenants of TEST_RULES refer to it
-        for n in range(1, tb.config.agent_count + 1):
-            agent = SippAgent.for_agent(n, "answer", args.ring_delay_ms, tb.config,
-                                        trace_messages=True)
-            agents.append(agent)  # before start(): stopped in any case
-            agent.start()
+        agents = start_agents(args, tb)
         (workdir / "daemon").mkdir()
         daemon_env, features = daemon_env_for(args.daemon, tb)
-        daemon = DaemonProcess(tb, workdir / "daemon", rules=bench_rules(), extra_env=daemon_env)
+        daemon = DaemonProcess(tb, workdir / "daemon", rules=bench_rules(args.whisper),
+                               extra_env=daemon_env)
         daemon.start()
+        daemon.wait_health(lambda h: h["agi"]["state"] == "listening", timeout=10)
         bench = Bench(tb, daemon, args.rate, args.hold_ms)
         warmup_failed += bench.warm_up(PURE, args.warmup)
         warmup_failed += bench.warm_up(PBX, args.warmup)
+        agi_warmup_failed = bench.warm_up(AGI, args.warmup)
         total = round(args.rate * args.seconds)
+        paths = (pure, pbx, agi)
         for i, count in enumerate(block_sizes(total, args.blocks)):
-            order = (pure, pbx) if i % 2 == 0 else (pbx, pure)
-            for stats in order:
+            # Rotate the order per block, so no path always runs first or last.
+            for stats in paths[i % 3:] + paths[:i % 3]:
                 bench.block(stats, count)
         health = daemon.health()
-        connections = {k: str((health.get(k) or {}).get("state")) for k in ("ari", "ami", "mqtt")}
+        connections = {k: str((health.get(k) or {}).get("state"))
+                       for k in ("ari", "ami", "mqtt", "agi")}
         agent_dirs = [a.workdir for a in agents]
         agent_stats = stop_agents(agents)
         agents = []
         daemon.stop()
-        routing = routing_ms(daemon, pbx.routed_ranges)
+        routing = routing_ms(daemon, pbx.routed_ranges, "ari")
+        agi_routing = routing_ms(daemon, agi.routed_ranges, AGI)
     finally:
         if agents:
             stop_agents(agents)
@@ -431,8 +504,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     legs = agent_legs(agent_dirs)
     res = summarise(args, pure, pbx, routing, warmup_failed, legs,
                     {k: dataclasses.asdict(v) for k, v in agent_stats.items()})
-    res["daemon_features"] = features
+    res["daemon_features"] = [*features, "agi"]
     res["daemon_connections"] = connections  # /healthz states after the last call
+    res.update(summarise_agi(args, pure, agi, agi_routing, agi_warmup_failed, legs))
+    res["targets_met"]["agi_failed_calls"] = res["agi_failed_calls"] <= TARGET_FAILED
+    ratio = res["agi_p95_ratio"]
+    res["targets_met"]["agi_p95_ratio"] = ratio is not None and ratio <= TARGET_P95_RATIO
     return res
 
 
@@ -457,7 +534,9 @@ def summarise(args: argparse.Namespace, pure: PathStats, pbx: PathStats,
         "calls_per_path": round(args.rate * args.seconds),
         "warmup_calls_per_path": args.warmup,
         "hold_ms": args.hold_ms,
+        "agent_mode": args.agents,
         "ring_delay_ms": args.ring_delay_ms,
+        "whisper": args.whisper if args.whisper == "none" else MISSING_WHISPER,
         "failed_calls": pure.failed + pbx.failed,
         "failed_pbxbridge": pbx.failed,
         "failed_pure": pure.failed,
@@ -490,7 +569,7 @@ def summarise(args: argparse.Namespace, pure: PathStats, pbx: PathStats,
     # every agent answered exactly --ring-delay-ms after the INVITE.
     shares: dict[str, list[float]] = {}
     for stats in (pure, pbx):
-        share, rings = split_at_agent(stats.calls, legs)
+        share, rings = split_at_agent(stats.calls, legs, max_gap_s=agent_gap_s(args))
         shares[stats.name] = share
         for p in (50, 95, 99):
             out[f"{stats.name}_asterisk_p{p}_ms"] = _r(percentile(share, p))
@@ -510,194 +589,6 @@ def summarise(args: argparse.Namespace, pure: PathStats, pbx: PathStats,
         "cpu_ms_per_call": not math.isnan(cpu_per_call) and cpu_per_call <= TARGET_CPU_MS,
     }
     return out
-
-
-def print_summary(res: dict[str, Any]) -> None:
-    """Human-readable lines (stdout, before the JSON)."""
-    print(f"asterisk_load: {res['calls_per_path']} calls per path at {res['rate']:g}/s "
-          f"({res['blocks']} block(s) each), hold {res['hold_ms']} ms, "
-          f"ring {res['ring_delay_ms']} ms")
-    print("INVITE -> 200 OK (ms)        p50      p95      p99      max   failed")
-    for name in (PURE, PBX):
-        cells = [res[f"{name}_p{p}_ms"] for p in (50, 95, 99)] + [res[f"{name}_max_ms"]]
-        text = "".join(f"{c:9.2f}" if c is not None else "      n/a" for c in cells)
-        print(f"  {name:<25}{text}{res[f'failed_{name}']:9d}")
-    print(f"p95 ratio {res['p95_ratio']} (target <= {TARGET_P95_RATIO}), "
-          f"+{res['p95_extra_ms']} ms at p95; p50 ratio {res['p50_ratio']}")
-    print(f"Asterisk's share (without the agent's ring) p50/p95/p99: pure "
-          f"{res['pure_asterisk_p50_ms']}/{res['pure_asterisk_p95_ms']}/"
-          f"{res['pure_asterisk_p99_ms']} ms, pbxbridge {res['pbxbridge_asterisk_p50_ms']}/"
-          f"{res['pbxbridge_asterisk_p95_ms']}/{res['pbxbridge_asterisk_p99_ms']} ms; "
-          f"p95 ratio with an exact {res['ring_delay_ms']} ms ring {res['p95_ratio_fixed_ring']}")
-    print(f"agent ring time p50/p95 (sipp timer): pure {res['pure_agent_ring_p50_ms']}/"
-          f"{res['pure_agent_ring_p95_ms']} ms, pbxbridge {res['pbxbridge_agent_ring_p50_ms']}/"
-          f"{res['pbxbridge_agent_ring_p95_ms']} ms")
-    print(f"daemon ({'+'.join(res['daemon_features'])}) CPU {res['cpu_ms_per_call']} ms "
-          f"per routed call (target <= {TARGET_CPU_MS}), "
-          f"{res['routed']} routed, {res['route_failed']} routing failures; daemon routing time "
-          f"p50/p95/p99 {res['routing_p50_ms']}/{res['routing_p95_ms']}/{res['routing_p99_ms']} ms")
-    print(f"Asterisk CPU per call: pure {res['asterisk_cpu_ms_per_call_pure']} ms, "
-          f"pbxbridge {res['asterisk_cpu_ms_per_call_pbxbridge']} ms")
-    print(f"sipp RTT (whole ms) p95: pure {res['pure_rtt_p95_ms']}, "
-          f"pbxbridge {res['pbxbridge_rtt_p95_ms']}")
-    print(f"targets met: {res['targets_met']}")
-
-
-def main() -> int:
-    """Entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=50.0, help="calls per second (50)")
-    parser.add_argument("--seconds", type=float, default=60.0, help="seconds per path (60)")
-    parser.add_argument("--blocks", type=int, default=1,
-                        help="alternate the paths in this many blocks each (1: pure, then pbx)")
-    parser.add_argument("--warmup", type=int, default=50, help="unmeasured calls per path (50)")
-    parser.add_argument("--hold-ms", type=int, default=500, help="call hold after 200 OK (500)")
-    parser.add_argument("--ring-delay-ms", type=int, default=20, help="agent ring time (20)")
-    parser.add_argument("--daemon", choices=("routing", "full"), default="routing",
-                        help="routing: ARI only (default); full: also AMI and MQTT")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the work directory (sipp traces, daemon log)")
-    args = parser.parse_args()
-    if args.rate <= 0 or args.seconds <= 0 or args.blocks < 1 or args.warmup < 0:
-        parser.error("--rate and --seconds must be > 0, --blocks >= 1, --warmup >= 0")
-
-    exit_on_sigterm()
-    workdir = Path(tempfile.mkdtemp(prefix="pbxbridge-asterisk-load-"))
-    os.environ.setdefault(WORKDIR_ENV, str(workdir / "sipp"))
-    keep = args.keep
-    try:
-        with testbed_lock(say):
-            res = run(args, workdir)
-        # failed calls: keep the evidence (sipp's *_errors.log, the daemon log)
-        keep = keep or bool(res["failed_calls"] or res["warmup_failed"])
-    except BaseException:
-        keep = True
-        raise
-    finally:
-        if keep and any(workdir.iterdir()):
-            say(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print_summary(res)
-    print(json.dumps(res, ensure_ascii=False))
-    return 0
-
-
-
-# =============================================================================
-# AGI phase (issue 7: FastAGI entry point) - appended; everything above is the
-# two-path benchmark unchanged. The same run now measures three paths on the
-# same Asterisk, agents and daemon, in blocks that rotate their order:
-#
-#   pure       127.0.0.4  Queue(servicecenter,t) in the dialplan
-#   pbxbridge  127.0.0.2  Stasis -> daemon over ARI -> continue -> Queue()
-#   agi        127.0.0.5  AGI(agi://127.0.0.1:4573/route) -> daemon -> Goto -> Queue()
-#
-# The JSON keeps every key above (pure vs ARI) and adds agi_failed_calls,
-# agi_p50/p95/p99_ms, agi_p95_ratio (AGI over pure), agi_p95_ratio_fixed_ring,
-# agi_cpu_ms_per_call, agi_routed, agi_route_failed, agi_routing_p*_ms and
-# targets_met.agi_failed_calls / agi_p95_ratio (targets: 0 failed, <= 1.2).
-# `failed_calls` still counts pure + ARI only, as before.
-# =============================================================================
-
-AGI = "agi"
-TARGET_AGI_P95_RATIO = 1.2
-
-
-class ThreePathBench(Bench):
-    """:class:`Bench` that also knows the FastAGI path and its counters."""
-
-    current: str = PURE
-
-    def source_ip(self, path: str) -> str:
-        if path == AGI:
-            return self.tb.config.agi_trunk_ip
-        return super().source_ip(path)
-
-    def routed_so_far(self) -> tuple[int, int]:
-        # block() reads the counters of the path it measures: /healthz keeps
-        # the ARI router's under "calls" and the AGI router's under "agi".
-        if self.current == AGI:
-            agi = self.daemon.health()["agi"]
-            return int(agi["routed"]), int(agi["failed"])
-        return super().routed_so_far()
-
-    def block(self, stats: PathStats, count: int) -> None:
-        self.current = stats.name
-        super().block(stats, count)
-
-
-def routing_ms_of(daemon: DaemonProcess, ranges: list[tuple[int, int]],
-                  entry: str) -> list[float]:
-    """Like :func:`routing_ms`, counting only one entry point's ``call.routed`` lines.
-
-    With both entry points in one daemon the lines interleave; each router's
-    counter ranges index its own lines (AGI lines carry ``entry: agi``).
-    """
-    routed = [e for e in daemon.routed() if e.get("entry", "ari") == entry]
-    out: list[float] = []
-    for lo, hi in ranges:
-        out.extend(float(e.get("ms", math.nan)) for e in routed[lo:hi])
-    return out
-
-
-def run_with_agi(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """:func:`run` with the AGI path added: same set-up, three paths, then summary."""
-    tb = Testbed(config=bench_config())
-    agents: list[SippAgent] = []
-    daemon: DaemonProcess | None = None
-    pure, pbx, agi = PathStats(PURE), PathStats(PBX), PathStats(AGI)
-    warmup_failed = agi_warmup_failed = 0
-    routing: list[float] = []
-    agi_routing: list[float] = []
-    agent_stats: dict[str, SippStats] = {}
-    agent_dirs: list[Path] = []
-    features: list[str] = []
-    try:
-        tb.up()
-        install_test_sound(tb)
-        agents = [
-            SippAgent.for_agent(n, "answer", args.ring_delay_ms, tb.config,
-                                trace_messages=True).start()
-            for n in range(1, tb.config.agent_count + 1)
-        ]
-        (workdir / "daemon").mkdir()
-        daemon_env, features = daemon_env_for(args.daemon, tb)
-        daemon = DaemonProcess(tb, workdir / "daemon", rules=bench_rules(), extra_env=daemon_env)
-        daemon.start()
-        daemon.wait_health(lambda h: h["agi"]["state"] == "listening", timeout=10)
-        bench = ThreePathBench(tb, daemon, args.rate, args.hold_ms)
-        warmup_failed += bench.warm_up(PURE, args.warmup)
-        warmup_failed += bench.warm_up(PBX, args.warmup)
-        agi_warmup_failed = bench.warm_up(AGI, args.warmup)
-        total = round(args.rate * args.seconds)
-        paths = (pure, pbx, agi)
-        for i, count in enumerate(block_sizes(total, args.blocks)):
-            # Rotate the order per block, so no path always runs first or last.
-            for stats in paths[i % 3:] + paths[:i % 3]:
-                bench.block(stats, count)
-        agent_dirs = [a.workdir for a in agents]
-        agent_stats = stop_agents(agents)
-        agents = []
-        daemon.stop()
-        routing = routing_ms_of(daemon, pbx.routed_ranges, "ari")
-        agi_routing = routing_ms_of(daemon, agi.routed_ranges, AGI)
-    finally:
-        if agents:
-            stop_agents(agents)
-        if daemon is not None:
-            daemon.stop()
-        stop_own_sipp_children(say)
-        tb.down()
-    legs = agent_legs(agent_dirs)
-    res = summarise(args, pure, pbx, routing, warmup_failed, legs,
-                    {k: dataclasses.asdict(v) for k, v in agent_stats.items()})
-    res["daemon_features"] = [*features, "agi"]
-    res.update(summarise_agi(args, pure, agi, agi_routing, agi_warmup_failed, legs))
-    res["targets_met"]["agi_failed_calls"] = res["agi_failed_calls"] <= TARGET_FAILED
-    ratio = res["agi_p95_ratio"]
-    res["targets_met"]["agi_p95_ratio"] = ratio is not None and ratio <= TARGET_AGI_P95_RATIO
-    return res
 
 
 def summarise_agi(args: argparse.Namespace, pure: PathStats, agi: PathStats,
@@ -727,8 +618,8 @@ def summarise_agi(args: argparse.Namespace, pure: PathStats, agi: PathStats,
     out["asterisk_cpu_ms_per_call_agi"] = (
         _r(agi.asterisk_ticks * tick_ms / agi.requested) if agi.requested else None)
     out["agi_wall_s"] = _r(agi.wall_s, 1)
-    pure_share, _ = split_at_agent(pure.calls, legs)
-    share, rings = split_at_agent(agi.calls, legs)
+    pure_share, _ = split_at_agent(pure.calls, legs, max_gap_s=agent_gap_s(args))
+    share, rings = split_at_agent(agi.calls, legs, max_gap_s=agent_gap_s(args))
     for p in (50, 95, 99):
         out[f"agi_asterisk_p{p}_ms"] = _r(percentile(share, p))
     out["agi_asterisk_samples"] = len(share)
@@ -741,25 +632,99 @@ def summarise_agi(args: argparse.Namespace, pure: PathStats, agi: PathStats,
     return out
 
 
-def print_summary_with_agi(res: dict[str, Any]) -> None:
-    """:func:`print_summary`, then the AGI path's lines."""
-    _print_summary_two_paths(res)
-    cells = [res[f"agi_p{p}_ms"] for p in (50, 95, 99)] + [res["agi_max_ms"]]
-    text = "".join(f"{c:9.2f}" if c is not None else "      n/a" for c in cells)
-    print(f"  {'agi (FastAGI)':<25}{text}{res['agi_failed_calls']:9d}")
-    print(f"AGI p95 ratio {res['agi_p95_ratio']} (target <= {TARGET_AGI_P95_RATIO}), "
-          f"+{res['agi_p95_extra_ms']} ms at p95; with an exact ring "
-          f"{res['agi_p95_ratio_fixed_ring']}; daemon CPU {res['agi_cpu_ms_per_call']} ms/call, "
-          f"routing p50/p95/p99 {res['agi_routing_p50_ms']}/{res['agi_routing_p95_ms']}/"
-          f"{res['agi_routing_p99_ms']} ms, {res['agi_routed']} routed, "
-          f"{res['agi_route_failed']} failures")
+def print_summary(res: dict[str, Any]) -> None:
+    """Human-readable lines (stdout, before the JSON)."""
+    ring = "agents answer at once" if res["agent_mode"] == "instant" else (
+        f"ring {res['ring_delay_ms']} ms")
+    print(f"asterisk_load: {res['calls_per_path']} calls per path at {res['rate']:g}/s "
+          f"({res['blocks']} block(s) each), hold {res['hold_ms']} ms, {ring}, "
+          f"whisper {res['whisper']}")
+    print("INVITE -> 200 OK (ms)        p50      p95      p99      max   failed")
+    for name, label in ((PURE, PURE), (PBX, PBX), (AGI, "agi (FastAGI)")):
+        prefix = "agi_" if name == AGI else f"{name}_"
+        cells = [res[f"{prefix}p{p}_ms"] for p in (50, 95, 99)] + [res[f"{prefix}max_ms"]]
+        text = "".join(f"{c:9.2f}" if c is not None else "      n/a" for c in cells)
+        failed = res["agi_failed_calls"] if name == AGI else res[f"failed_{name}"]
+        print(f"  {label:<25}{text}{failed:9d}")
+    print(f"ARI: p95 ratio {res['p95_ratio']} (target <= {TARGET_P95_RATIO}), "
+          f"+{res['p95_extra_ms']} ms at p95; p50 ratio {res['p50_ratio']}")
+    print(f"AGI: p95 ratio {res['agi_p95_ratio']} (target <= {TARGET_P95_RATIO}), "
+          f"+{res['agi_p95_extra_ms']} ms at p95; p50 ratio {res['agi_p50_ratio']}")
+    print(f"Asterisk's share (without the agent's ring) p50/p95/p99: pure "
+          f"{res['pure_asterisk_p50_ms']}/{res['pure_asterisk_p95_ms']}/"
+          f"{res['pure_asterisk_p99_ms']} ms, pbxbridge {res['pbxbridge_asterisk_p50_ms']}/"
+          f"{res['pbxbridge_asterisk_p95_ms']}/{res['pbxbridge_asterisk_p99_ms']} ms, agi "
+          f"{res['agi_asterisk_p50_ms']}/{res['agi_asterisk_p95_ms']}/"
+          f"{res['agi_asterisk_p99_ms']} ms; p95 ratio with an exact {res['ring_delay_ms']} ms "
+          f"ring: ARI {res['p95_ratio_fixed_ring']}, AGI {res['agi_p95_ratio_fixed_ring']}")
+    print(f"agent ring time p50/p95 (sipp timer): pure {res['pure_agent_ring_p50_ms']}/"
+          f"{res['pure_agent_ring_p95_ms']} ms, pbxbridge {res['pbxbridge_agent_ring_p50_ms']}/"
+          f"{res['pbxbridge_agent_ring_p95_ms']} ms")
+    print(f"daemon ({'+'.join(res['daemon_features'])}) CPU per routed call: ARI "
+          f"{res['cpu_ms_per_call']} ms, AGI {res['agi_cpu_ms_per_call']} ms "
+          f"(target <= {TARGET_CPU_MS}); {res['routed']} + {res['agi_routed']} routed, "
+          f"{res['route_failed']} + {res['agi_route_failed']} routing failures; "
+          f"routing time p50/p95/p99 ARI {res['routing_p50_ms']}/{res['routing_p95_ms']}/"
+          f"{res['routing_p99_ms']} ms, AGI {res['agi_routing_p50_ms']}/"
+          f"{res['agi_routing_p95_ms']}/{res['agi_routing_p99_ms']} ms")
+    print(f"Asterisk CPU per call: pure {res['asterisk_cpu_ms_per_call_pure']} ms, "
+          f"pbxbridge {res['asterisk_cpu_ms_per_call_pbxbridge']} ms, "
+          f"agi {res['asterisk_cpu_ms_per_call_agi']} ms")
+    print(f"sipp RTT (whole ms) p95: pure {res['pure_rtt_p95_ms']}, "
+          f"pbxbridge {res['pbxbridge_rtt_p95_ms']}, agi {res['agi_rtt_p95_ms']}")
+    print(f"daemon connections after the last call: {res['daemon_connections']}")
+    print(f"targets met: {res['targets_met']}")
 
 
-# main() looks these names up when it runs: from here on it runs three paths.
-_print_summary_two_paths = print_summary
-run = run_with_agi  # noqa: F811 - deliberate: main() (above, unchanged) runs three paths
-print_summary = print_summary_with_agi
-# ============================ end of the AGI phase ============================
+def main() -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=50.0, help="calls per second (50)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="seconds per path (60)")
+    parser.add_argument("--blocks", type=int, default=1,
+                        help="rotate the paths in this many blocks each (1: pure, ARI, AGI)")
+    parser.add_argument("--warmup", type=int, default=50, help="unmeasured calls per path (50)")
+    parser.add_argument("--hold-ms", type=int, default=500, help="call hold after 200 OK (500)")
+    parser.add_argument("--agents", choices=("ring", "instant"), default="ring",
+                        help="ring: agents ring --ring-delay-ms before answering (default); "
+                             "instant: they answer at once")
+    parser.add_argument("--ring-delay-ms", type=int, default=20,
+                        help="agent ring time with --agents ring (20)")
+    parser.add_argument("--whisper", choices=("none", "missing"), default="none",
+                        help="none: no whisper (default); missing: wardenburg's whisper names "
+                             "a sound file that does not exist")
+    parser.add_argument("--daemon", choices=("routing", "full"), default="routing",
+                        help="routing: ARI and AGI only (default); full: also AMI and MQTT")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directory (sipp traces, daemon log)")
+    args = parser.parse_args()
+    if args.rate <= 0 or args.seconds <= 0 or args.blocks < 1 or args.warmup < 0:
+        parser.error("--rate and --seconds must be > 0, --blocks >= 1, --warmup >= 0")
+    if args.agents == "instant":
+        args.ring_delay_ms = 0  # what the agents add; the "fixed ring" figures use it
+
+    exit_on_sigterm()
+    workdir = Path(tempfile.mkdtemp(prefix="pbxbridge-asterisk-load-"))
+    os.environ.setdefault(WORKDIR_ENV, str(workdir / "sipp"))
+    keep = args.keep
+    try:
+        with testbed_lock(say):
+            res = run(args, workdir)
+        # failed calls: keep the evidence (sipp's *_errors.log, the daemon log)
+        keep = keep or bool(res["failed_calls"] or res["warmup_failed"]
+                            or res["agi_failed_calls"] or res["agi_warmup_failed"])
+    except BaseException:
+        keep = True
+        raise
+    finally:
+        stop_own_sipp_children(say)
+        if keep and any(workdir.iterdir()):
+            say(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print_summary(res)
+    print(json.dumps(res, ensure_ascii=False))
+    return 0
 
 
 if __name__ == "__main__":

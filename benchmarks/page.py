@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.browser import Chromium, Page
 from tests.integration.daemon import DaemonProcess, install_test_sound
-from tests.testbed.bench import exit_on_sigterm, progress
+from tests.testbed.bench import exit_on_sigterm, progress, stop_own_sipp_children
 from tests.testbed.lock import testbed_lock
 from tests.testbed.sipp import WORKDIR_ENV, SippAgent, place_calls
 from tests.testbed.testbed import Testbed
@@ -237,6 +237,10 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             collector.close()
         if agent is not None:
             agent.stop()
+        # Interrupted (SIGTERM, Ctrl-C) while place_calls waits for its sipp in a
+        # worker thread: asyncio.run waits for that thread at exit, which takes
+        # until sipp's own timeout (minutes) unless sipp goes now.
+        stop_own_sipp_children(say)
         if daemon is not None:
             await asyncio.to_thread(daemon.stop)
         await asyncio.to_thread(tb.down)
@@ -288,6 +292,7 @@ def main() -> int:
         with testbed_lock(say):
             measurement = asyncio.run(measure(args, workdir))
     finally:
+        stop_own_sipp_children(say)
         shutil.rmtree(workdir, ignore_errors=True)
     res = summarise(args, measurement)
     for error in measurement["page_errors"]:

@@ -46,8 +46,10 @@ AGENT_SCENARIOS: dict[str, Path] = {
     "answer": SCENARIO_DIR / "agent_answer.xml",
     "noanswer": SCENARIO_DIR / "agent_noanswer.xml",
     "reject": SCENARIO_DIR / "agent_reject.xml",
+    # 200 OK at once, no ring (ring_delay_ms is ignored): Asterisk's own time
+    "instant": SCENARIO_DIR / "agent_instant.xml",
 }
-AgentBehaviour = Literal["answer", "noanswer", "reject"]
+AgentBehaviour = Literal["answer", "noanswer", "reject", "instant"]
 
 #: Parent directory of all sipp working directories (override with
 #: ``PBXBRIDGE_SIPP_WORKDIR``; defaults to the system temp dir).
