@@ -1,11 +1,11 @@
 """Plumbing shared by the benchmarks that run on the real test bed.
 
 ``benchmarks/asterisk_load.py``, ``benchmarks/screenpop_latency.py`` and
-``benchmarks/page.py`` each bring up Asterisk under the test bed lock
-(:func:`tests.testbed.lock.testbed_lock`), place sipp calls and measure. What
-they share lives here: progress lines on stderr, ending on SIGTERM like on
-Ctrl-C, CPU time from ``/proc``, clean-up of sipp processes an interrupted run
-left behind, and the queue set-up of the load benchmarks.
+``benchmarks/page.py`` and ``benchmarks/soak.py`` each bring up Asterisk under
+the test bed lock (:func:`tests.testbed.lock.testbed_lock`), place sipp calls and
+measure. What they share lives here: progress lines on stderr, ending on SIGTERM
+like on Ctrl-C, CPU time and memory from ``/proc``, clean-up of sipp processes an
+interrupted run left behind, and the queue set-up of the load benchmarks.
 """
 
 from __future__ import annotations
@@ -102,6 +102,27 @@ def cpu_ticks(pid: int | None) -> int:
     except OSError:
         return 0
     return int(fields[11]) + int(fields[12])  # fields 14 and 15
+
+
+def rss_kib(pid: int | None) -> int | None:
+    """Resident set size of a process (``VmRSS`` in ``/proc/<pid>/status``).
+
+    Args:
+        pid: The process, or ``None``.
+
+    Returns:
+        KiB; ``None`` for ``None`` or a process that is gone.
+    """
+    if pid is None:
+        return None
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return None
 
 
 def asterisk_pid(tb: Testbed) -> int | None:
