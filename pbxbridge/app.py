@@ -264,7 +264,8 @@ class Daemon:
         if self.journal is not None:
             self._spawn(self.journal.run(), "journal")
             self._spawn(
-                retention_loop(self._journal_opener(), days=self.settings.retention_days),
+                retention_loop(self._journal_opener(), days=self.settings.retention_days,
+                               spool_dir=self.journal.spool_dir),
                 "retention",
             )
         self._spawn(self._watch_rules(), "rules-watch")

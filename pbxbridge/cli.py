@@ -526,7 +526,8 @@ def report(
 def purge(config: str, days: int | None) -> None:
     """Remove personal data (caller and callback numbers, agents' notes) after the retention period.
 
-    Counts, times and outcomes stay for the reports.
+    Counts, times and outcomes stay for the reports. Entries of such calls in
+    the journal spool's rejected.jsonl are removed too.
     """
     from pbxbridge.journal.retention import purge_older_than
     from pbxbridge.runtime.settings import Settings
@@ -535,7 +536,9 @@ def purge(config: str, days: int | None) -> None:
     days = days if days is not None else Settings.from_env().retention_days
     journal = _open_journal(config, model)
     try:
-        count = purge_older_than(journal, days=days, now=_now())
+        # The daemon's spool directory (beside the state file, as in app.py).
+        spool = state_path(model, config).with_name("journal-spool")
+        count = purge_older_than(journal, days=days, now=_now(), spool_dir=spool)
     except ValueError as exc:
         _fail(str(exc))
     finally:

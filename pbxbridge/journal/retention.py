@@ -4,8 +4,11 @@ The journal keeps every call for the statistics, but the caller's number, a
 callback number an agent noted and the agent's free-text disposition note (which
 may name the caller or their matter) are personal data that may only be kept as
 long as needed. :func:`purge_older_than` removes them from calls older than the
-retention period and stamps ``purged_at``; tenant, times, outcome, disposition,
-agent, waiting and talking times stay, so reports over any period still add up.
+retention period (and empties the routing trace, which names the caller) and
+stamps ``purged_at``; tenant, times, outcome, disposition, agent, waiting and
+talking times stay, so reports over any period still add up. The same run ages
+out the journal writer's ``rejected.jsonl`` (entries the database refused,
+numbers included) with the same cut-off.
 
 The default period is :data:`DEFAULT_RETENTION_DAYS` (90 days). The daemon runs
 the purge once a day (:func:`retention_loop`); operators can run it by hand with
@@ -18,11 +21,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Final
 
 import structlog
 
 from pbxbridge.journal.store import JournalStore
+from pbxbridge.journal.writer import age_rejected
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +36,10 @@ DEFAULT_RETENTION_DAYS: Final = 90
 
 
 def purge_older_than(
-    store: JournalStore, days: int = DEFAULT_RETENTION_DAYS, now: datetime | None = None
+    store: JournalStore,
+    days: int = DEFAULT_RETENTION_DAYS,
+    now: datetime | None = None,
+    spool_dir: Path | None = None,
 ) -> int:
     """Remove the personal data of calls that arrived more than ``days`` ago.
 
@@ -40,6 +48,8 @@ def purge_older_than(
         days: The retention period in days (at least 1; a mistaken 0 must not
             wipe today's callback numbers).
         now: The current instant (aware); defaults to the system clock.
+        spool_dir: The journal writer's spool directory: its ``rejected.jsonl``
+            loses the entries of calls older than the retention too.
 
     Returns:
         How many calls were purged by this run.
@@ -52,8 +62,10 @@ def purge_older_than(
     at = datetime.now(UTC) if now is None else now
     if at.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
-    purged = store.purge(at - timedelta(days=days), at)
-    log.info("journal.purged", calls=purged, days=days)
+    before = at - timedelta(days=days)
+    purged = store.purge(before, at)
+    rejected = 0 if spool_dir is None else age_rejected(spool_dir, before)
+    log.info("journal.purged", calls=purged, rejected_entries=rejected, days=days)
     return purged
 
 
@@ -61,6 +73,7 @@ async def retention_loop(
     store_factory: Callable[[], JournalStore],
     *,
     days: int = DEFAULT_RETENTION_DAYS,
+    spool_dir: Path | None = None,
     interval_s: float = 86_400.0,
     retry_s: float = 3_600.0,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -74,6 +87,8 @@ async def retention_loop(
     Args:
         store_factory: Opens the journal store.
         days: The retention period in days.
+        spool_dir: The journal writer's spool directory (its ``rejected.jsonl``
+            ages out in the same run).
         interval_s: Seconds between runs.
         retry_s: Seconds until the next try after a failure.
         clock: "now" (tests inject one).
@@ -83,7 +98,7 @@ async def retention_loop(
 
     def once() -> int:
         with store_factory() as store:
-            return purge_older_than(store, days, clock())
+            return purge_older_than(store, days, clock(), spool_dir)
 
     while True:
         try:

@@ -7,11 +7,18 @@ writer, the reports and the CLI never care which one they talk to:
   update and overwritten in place afterwards. Only the *lifecycle* columns are
   overwritten (the ones :class:`~pbxbridge.journal.entry.JournalEntry` carries);
   the disposition columns belong to the agents and are never touched by it.
-* Reading is by arrival time (half-open ``[start, end)``), by caller (repeat
-  calls) and by open callback.
+* Reading is by arrival time (half-open ``[start, end)``), by callback deadline
+  (reports), by caller (repeat calls) and by open callback.
 * :meth:`JournalStore.purge` is the retention step: it removes the personal data
-  (caller and callback numbers, the agent's free-text note) of old calls and
-  keeps everything the aggregates need.
+  (caller and callback numbers, the agent's free-text note, the routing trace)
+  of old calls and keeps everything the aggregates need. It works in batches
+  of :data:`PURGE_BATCH` rows, each its own short transaction, so that a large
+  backlog neither hits PostgreSQL's statement timeout nor holds up the writer.
+
+Errors from PostgreSQL carry no row data: the server's ``DETAIL`` ("Failing
+row contains (…)", "Key (…)=(…)") and the statement excerpt are dropped and
+numbers in the rest are shortened, in :class:`PostgresConnection`, the one
+place every statement of both stores passes (see :func:`redact_database_error`).
 
 Both stores are synchronous and meant to be called from a worker thread
 (``asyncio.to_thread``). One instance serialises its own calls with a lock, but
@@ -42,6 +49,7 @@ from typing import Any, Final, Self
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from pbxbridge.core.numbers import mask_numbers
 from pbxbridge.journal.entry import JournalEntry
 from pbxbridge.journal.schema import POSTGRES_MIGRATIONS, SCHEMA_VERSION, SQLITE_MIGRATIONS
 from pbxbridge.runtime.settings import redact_database_url
@@ -101,6 +109,8 @@ ALL_COLUMNS: Final = ENTRY_COLUMNS + DISPOSITION_COLUMNS
 _ARRIVED: Final = ALL_COLUMNS.index("arrived_at")
 _PAGE: Final = 2000
 """Rows fetched per query when iterating (bounded memory for 90-day reports)."""
+PURGE_BATCH: Final = 10_000
+"""Calls purged per statement (and transaction): ~0.2 s each on PostgreSQL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +221,28 @@ class JournalStore(ABC):
         """
 
     @abstractmethod
+    def callbacks_due_between(
+        self, start: datetime, end: datetime, tenant: str | None = None
+    ) -> Iterator[CallRow]:
+        """Calls with a callback whose deadline falls in ``[start, end)``, done or not.
+
+        However long ago the call arrived: reports count callbacks by their
+        deadline, and deadlines may lie weeks after the call (working days
+        across long closures).
+
+        Args:
+            start: Inclusive lower bound on ``callback_due_at`` (aware).
+            end: Exclusive upper bound on ``callback_due_at`` (aware).
+            tenant: Only this tenant; ``None``: all.
+
+        Returns:
+            The rows, ordered by ``(arrived_at, node, call_id)``.
+
+        Raises:
+            ValueError: If a bound is naive.
+        """
+
+    @abstractmethod
     def repeat_count(self, caller: str, since: datetime) -> int:
         """How many calls from ``caller`` arrived at or after ``since`` (all nodes).
 
@@ -285,9 +317,13 @@ class JournalStore(ABC):
         """Remove the personal data of calls that arrived before ``before``.
 
         Sets ``caller``, ``callback_number`` and ``disposition_note`` (free
-        text that may name the caller) to ``NULL`` and stamps ``purged_at``;
-        every other column stays for the aggregates. Calls purged
-        earlier are left alone (their ``purged_at`` stays the first purge).
+        text that may name the caller) to ``NULL``, empties ``reasons`` (the
+        routing trace names the caller, and older versions wrote it whole) and
+        stamps ``purged_at``; every other column stays for the aggregates.
+        Calls purged earlier are left alone (their ``purged_at`` stays the
+        first purge). Works in batches of :data:`PURGE_BATCH` calls, each
+        committed on its own: an interrupted purge keeps what it did, and the
+        next run goes on from there.
 
         Args:
             before: Calls with ``arrived_at < before`` are purged (aware).
@@ -371,6 +407,9 @@ _UPSERT = (
         # not bring back a number retention has removed.
         "caller = CASE WHEN calls.purged_at IS NULL THEN excluded.caller END"
         if column == "caller"
+        else "reasons = CASE WHEN calls.purged_at IS NULL THEN excluded.reasons"
+        " ELSE calls.reasons END"
+        if column == "reasons"
         else f"{column} = excluded.{column}"
         for column in LIFECYCLE_COLUMNS
     )
@@ -393,11 +432,20 @@ _OPEN_CALLBACKS = (
     # The exact predicate of the partial index calls_callbacks, so it is used.
     " WHERE disposition = 'callback' AND callback_done_at IS NULL"
 )
+_CALLBACKS_DUE = (
+    # The predicate of the partial index calls_callback_due (migration 2).
+    " WHERE disposition = 'callback' AND callback_due_at >= ? AND callback_due_at < ?"
+)
 _PURGE = (
-    # The note is free text an agent typed: it may well name the caller.
+    # The note is free text an agent typed: it may well name the caller; the
+    # reasons carry the (shortened, before 0.x: whole) caller string.
     "UPDATE calls SET caller = NULL, callback_number = NULL, disposition_note = NULL,"
-    " purged_at = ?"
-    " WHERE arrived_at < ? AND purged_at IS NULL"
+    " reasons = '[]', purged_at = ?"
+    " WHERE purged_at IS NULL AND (node, call_id) IN ("
+    # One batch, found through the partial index calls_unpurged (migration 2),
+    # which holds only the calls not purged yet: each batch starts where the
+    # last one ended instead of scanning the purged ones again.
+    " SELECT node, call_id FROM calls WHERE arrived_at < ? AND purged_at IS NULL LIMIT ?)"
 )
 
 
@@ -522,6 +570,16 @@ class _SqlJournal(JournalStore):
             last = raw[-1]
             raw = self._read(after, [*bounds, last[_ARRIVED], last[0], last[1], _PAGE])
 
+    def callbacks_due_between(
+        self, start: datetime, end: datetime, tenant: str | None = None
+    ) -> Iterator[CallRow]:
+        bounds = [self._time(_aware(start, "start")), self._time(_aware(end, "end"))]
+        where = _CALLBACKS_DUE
+        if tenant is not None:
+            where += " AND tenant = ?"
+            bounds.append(tenant)
+        return self._pages(where, bounds)
+
     def repeat_count(self, caller: str, since: datetime) -> int:
         if not caller:
             return 0
@@ -582,11 +640,21 @@ class _SqlJournal(JournalStore):
         sql += " ORDER BY callback_due_at, arrived_at, node, call_id"
         return [self._row(r) for r in self._read(self._sql(sql), params)]
 
+    _purge_batch = PURGE_BATCH
+
     def purge(self, before: datetime, at: datetime) -> int:
-        return self._write(
-            self._sql(_PURGE),
-            (self._time(_aware(at, "at")), self._time(_aware(before, "before"))),
-        )
+        params = (self._time(_aware(at, "at")), self._time(_aware(before, "before")))
+        sql = self._sql(_PURGE)
+        total = 0
+        while True:
+            # Each batch is its own transaction (and statement, under the
+            # statement timeout): the journal writer gets the table between two.
+            count = self._write(sql, (*params, self._purge_batch))
+            total += count
+            # Fewer than a batch: nothing left (or another node purges the
+            # rest at the same moment).
+            if count < self._purge_batch:
+                return total
 
 
 # ------------------------------------------------------------------ SQLite
@@ -798,6 +866,28 @@ def migrate_postgres(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
 _PgConnection = psycopg.Connection[tuple[Any, ...]]
 
 
+def redact_database_error(exc: psycopg.Error) -> psycopg.Error:
+    """The same error (same class, so the same sqlstate) without row data.
+
+    The server's full text carries the values of the statement: ``DETAIL:
+    Failing row contains (…, +494411234567, …)``, ``Key (…)=(…)``, the
+    statement excerpt after ``LINE 1:``. Logs, ``/healthz`` and the writer's
+    ``last_error`` show this text, so only the primary message is kept, with
+    numbers in it shortened (``value "+4944…67" is out of range``).
+    Client-side errors (connecting) have no primary message and keep their
+    text, also number-shortened.
+
+    Args:
+        exc: An error psycopg raised.
+
+    Returns:
+        A new exception of the same class with the redacted message.
+    """
+    primary = exc.diag.message_primary
+    return type(exc)(mask_numbers(primary or str(exc)).strip())
+
+
+
 class PostgresConnection:
     """One bounded PostgreSQL connection, opened on first use and after it broke.
 
@@ -862,6 +952,11 @@ class PostgresConnection:
                         yield conn
                 else:  # one statement: autocommit spares the BEGIN/COMMIT round trips
                     yield conn
+            except psycopg.Error as exc:
+                # Every statement of both stores passes here: the one place
+                # where row data is cut out of error texts. Not chained: a
+                # logged traceback would print the original.
+                raise redact_database_error(exc) from None
             finally:
                 # A broken connection is closed by psycopg; drop it so that the
                 # next call connects afresh.
@@ -1006,4 +1101,5 @@ __all__ = [
     "SqliteJournal",
     "connect_postgres",
     "migrate_postgres",
+    "redact_database_error",
 ]

@@ -30,7 +30,9 @@ A batch the database *refuses* (not a connection problem but the data, see
 :meth:`~pbxbridge.journal.store.JournalStore.is_transient`) would block the
 journal forever if it were retried as it is: it is retried entry by entry, and
 the entries still refused go to ``rejected.jsonl`` beside the spool for an
-operator to look at.
+operator to look at. They hold callers' numbers, so they age out with the
+retention: the purge run removes the entries of calls older than the retention
+period (:func:`age_rejected`).
 
 Only one writer may use a spool directory at a time (one per node).
 """
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import json
 import os
@@ -46,11 +49,11 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import structlog
 
@@ -320,7 +323,8 @@ class _Spool:
         Args:
             entries: The refused entries.
         """
-        with self._lock, (self.dir / REJECTED_FILE).open("ab") as f:
+        with self._lock, _locked(self.dir / REJECTED_FILE, "ab") as f:
+            assert f is not None  # "ab" creates the file
             f.write(_encode(entries))
             f.flush()
             os.fsync(f.fileno())
@@ -330,6 +334,77 @@ class _Spool:
         """The segment files, oldest first."""
         with self._lock:
             return [p for p, _ in self._segments]
+
+
+@contextlib.contextmanager
+def _locked(path: Path, mode: str) -> Iterator[BinaryIO | None]:
+    """``path`` opened and locked (``flock``), ``None`` if it does not exist.
+
+    :func:`age_rejected` replaces the file (possibly from another process: the
+    ``purge`` command): whoever waited for the lock on the old file opens the
+    new one and locks again, so no append lands in a file already replaced.
+    """
+    while True:
+        try:
+            f = path.open(mode)
+        except FileNotFoundError:
+            yield None
+            return
+        with f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                current = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                yield f  # type: ignore[misc]
+                return
+
+
+def age_rejected(spool_dir: Path, before: datetime) -> int:
+    """Remove the entries of calls that arrived before ``before`` from ``rejected.jsonl``.
+
+    Rejected entries are whole journal entries, the caller's number included;
+    the retention run calls this with its cut-off, so they are kept no longer
+    than the journal keeps the number. Lines that cannot be read (a torn write)
+    cannot be dated and are removed too. The file is rewritten atomically
+    (temporary file, ``fsync``, rename); a writer appending meanwhile waits for
+    the lock and appends to the new file.
+
+    Args:
+        spool_dir: The journal writer's spool directory.
+        before: Entries with ``arrived_at < before`` go (aware).
+
+    Returns:
+        How many entries were removed.
+    """
+    path = spool_dir / REJECTED_FILE
+    with _locked(path, "rb") as f:
+        if f is None:
+            return 0
+        kept: list[bytes] = []
+        removed = 0
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                arrived = _time_value(json.loads(line)["arrived_at"])
+                young = arrived is not None and arrived >= before
+            except (ValueError, KeyError, TypeError):
+                young = False
+            if young:
+                kept.append(line if line.endswith(b"\n") else line + b"\n")
+            else:
+                removed += 1
+        if removed:
+            temporary = path.with_name(path.name + ".tmp")
+            with temporary.open("wb") as out:
+                out.writelines(kept)
+                out.flush()
+                os.fsync(out.fileno())
+            temporary.replace(path)
+            _fsync_dir(spool_dir)
+    return removed
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -773,6 +848,7 @@ __all__ = [
     "REJECTED_FILE",
     "JournalWriter",
     "WriterStats",
+    "age_rejected",
     "coalesce",
     "entry_from_json",
     "entry_to_json",

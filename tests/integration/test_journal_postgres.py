@@ -17,10 +17,11 @@ skips the module (otherwise an unreachable server is an error, not a silent skip
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -28,9 +29,10 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from pbxbridge.journal.entry import JournalEntry
-from pbxbridge.journal.schema import SCHEMA_VERSION
-from pbxbridge.journal.store import JournalStore, PostgresJournal
+from pbxbridge.journal.schema import POSTGRES_MIGRATIONS, SCHEMA_VERSION
+from pbxbridge.journal.store import JournalStore, PostgresConnection, PostgresJournal
 from pbxbridge.journal.writer import JournalWriter
+from tests.journal_fill import due_for_purge, fill_journal
 from tests.postgres import SERVER, Proxy, free_port, query
 from tests.unit.test_journal_store import (
     CALLER,
@@ -86,7 +88,8 @@ class TestPostgresSpecifics:
         for t in threads:
             t.join()
         assert errors == []
-        assert query(fresh_database, "SELECT version FROM schema_version") == [(1,)]
+        assert query(fresh_database, "SELECT version FROM schema_version") == [
+            (v,) for v in range(1, SCHEMA_VERSION + 1)]
         assert query(fresh_database, "SELECT count(*) FROM calls") == [(6,)]
 
     def test_times_are_stored_as_instants(self, database: str) -> None:
@@ -154,6 +157,92 @@ class TestPostgresSpecifics:
 
 
 T0_NAIVE = datetime(2026, 11, 25, 9, 0)
+
+
+class TestPersonalData:
+    def test_database_errors_carry_no_row_data(self, fresh_database: str) -> None:
+        # What reaches logs, /healthz and the writer's last_error: the server's
+        # DETAIL ("Failing row contains (…, +494411234567, …)") must not.
+        with PostgresJournal(fresh_database) as store:
+            query(fresh_database, "ALTER TABLE calls ADD CONSTRAINT no_test_numbers"
+                                  " CHECK (caller <> '+494411234567')")
+            with pytest.raises(psycopg.errors.CheckViolation) as caught:
+                store.upsert([entry("c1", caller="+494411234567")])
+            text = str(caught.value)
+            assert "no_test_numbers" in text and "494411234567" not in text
+            assert "DETAIL" not in text and "Failing row" not in text
+            assert not store.is_transient(caught.value)  # refused data, as before
+            assert caught.value.__cause__ is None and caught.value.__suppress_context__
+            store.upsert([entry("c2", caller="+4944170000")])  # the connection still works
+        db = PostgresConnection(fresh_database, application_name="test",
+                                connect_timeout=5, statement_timeout=5)
+        try:
+            with pytest.raises(psycopg.errors.NumericValueOutOfRange) as out_of_range, \
+                    db.use() as conn:
+                conn.execute("SELECT '+494411234567'::int")
+            assert "494411234567" not in str(out_of_range.value)
+            assert "+4944…67" in str(out_of_range.value)  # the primary message, shortened
+        finally:
+            db.close()
+
+    def test_an_applied_migration_is_upgraded(self, fresh_database: str) -> None:
+        # A database at schema 1 (released): rows survive, migration 2 adds
+        # the purge's and the report's indexes.
+        with psycopg.connect(fresh_database, autocommit=True) as conn:
+            conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY,"
+                         " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            conn.execute(POSTGRES_MIGRATIONS[0].encode())
+            conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        with PostgresJournal(fresh_database) as store:
+            pass
+        with psycopg.connect(fresh_database, autocommit=True) as conn:
+            conn.execute("INSERT INTO calls (node, call_id, tenant, did, via_115, action,"
+                         " reasons, arrived_at, outcome, agent, queue, rings) VALUES"
+                         " ('n1', 'c1', 't', 'd', false, 'queue', '[]', now(), 'answered',"
+                         " '', '', '[]')")
+        with PostgresJournal(fresh_database) as store:
+            assert store.schema_version == SCHEMA_VERSION == 2
+            assert len(list(store.calls_between(at(-1e10), at(1e10)))) == 1
+        names = {r[0] for r in query(fresh_database, "SELECT indexname FROM pg_indexes"
+                                                     " WHERE tablename = 'calls'")}
+        assert {"calls_unpurged", "calls_callback_due"} <= names
+
+    def test_purge_of_a_million_calls(self, fresh_database: str) -> None:
+        """The daily purge on a large backlog: batched, indexed, well inside the timeout.
+
+        A million calls over 400 days, 775,000 of them older than 90 days (a
+        journal whose purge never ran). The store runs with a 5 s statement
+        timeout (the default is 30 s): each batch of 10,000 must fit.
+        """
+        rows, days = 1_000_000, 400
+        now = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+        PostgresJournal(fresh_database).close()
+        started = time.perf_counter()
+        fill_journal(fresh_database, rows, now, days)
+        filled = time.perf_counter() - started
+        with PostgresJournal(fresh_database, statement_timeout=5.0) as store:
+            started = time.perf_counter()
+            purged = store.purge(now - timedelta(days=90), now)
+            took = time.perf_counter() - started
+            # The next day's run only looks at the index of unpurged calls.
+            started = time.perf_counter()
+            again = store.purge(now - timedelta(days=89), now + timedelta(days=1))
+            next_day = time.perf_counter() - started
+        print(f"\nfill {rows:,} rows: {filled:.1f} s; purge {purged:,} calls: {took:.1f} s; "
+              f"next day's purge ({again:,} calls): {next_day * 1000:.0f} ms")
+        expected = due_for_purge(rows, days, 90)
+        assert purged == expected
+        assert again == due_for_purge(rows, days, 89) - expected
+        left = query(fresh_database,
+                     "SELECT count(*) FROM calls WHERE purged_at IS NOT NULL AND ("
+                     " caller IS NOT NULL OR callback_number IS NOT NULL"
+                     " OR disposition_note IS NOT NULL OR reasons <> '[]')")
+        assert left == [(0,)]
+        kept = query(fresh_database, "SELECT count(*), min(reasons) FROM calls"
+                                     " WHERE purged_at IS NULL AND caller IS NOT NULL")
+        assert kept[0][0] == rows - expected - again
+        assert "+49441" in json.loads(kept[0][1])[1]
+        assert took < 300  # 68 s measured on the 2-core CI machine, shared
 
 
 # ------------------------------------------------------------------ outage

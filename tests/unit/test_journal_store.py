@@ -51,6 +51,8 @@ from pbxbridge.journal.store import (
 from pbxbridge.journal.writer import (
     REJECTED_FILE,
     JournalWriter,
+    _Spool,
+    age_rejected,
     entry_from_json,
     entry_to_json,
 )
@@ -340,13 +342,17 @@ class StoreBehaviour:
         assert purged.caller is None and purged.callback_number is None
         # the note is free text and may name the caller: it goes too
         assert purged.disposition_note is None
+        # the routing trace names the caller (whole, in journals written
+        # before callers were shortened in reasons): emptied
+        assert purged.reasons == ()
         assert purged.purged_at == at(0)
         # everything the reports need stays
-        assert replace(lifecycle_of(purged), caller=CALLER) == old
+        assert replace(lifecycle_of(purged), caller=CALLER, reasons=old.reasons) == old
         assert (purged.disposition, purged.callback_due_at) == ("callback", at(-90 * 86400))
         assert (purged.disposition_by, purged.disposition_at) == ("a1", at(-91 * 86400 + 100))
         assert rows["new"].caller == CALLER and rows["new"].purged_at is None
         assert rows["new"].disposition_note == "Herr Kühn"
+        assert rows["new"].reasons == new.reasons
         assert store.repeat_count(CALLER, at(-1e8)) == 1
         # idempotent: the first purge time stays
         assert store.purge(at(-90 * 86400), at(10)) == 0
@@ -363,9 +369,57 @@ class StoreBehaviour:
                               at(60), at(1))
         (row,) = store.calls_between(at(-1e8), at(1))
         assert row.caller is None and row.callback_number is None
-        assert row.disposition_note is None
+        assert row.disposition_note is None and row.reasons == ()
         assert (row.disposition, row.disposition_by) == ("callback", "a1")
         assert row.talk_s == 60.0  # the lifecycle update itself was applied
+
+    def test_purge_works_in_batches(self, store: JournalStore,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+        store.upsert([entry(f"old{i}", arrived_at=at(-100 * 86400 + i)) for i in range(10)])
+        store.upsert([entry("new", arrived_at=at(-10 * 86400))])
+        monkeypatch.setattr(store, "_purge_batch", 3)
+        statements: list[str] = []
+        write = store._write  # type: ignore[attr-defined]
+
+        def counted(sql: str, params: Sequence[object]) -> int:
+            statements.append(sql)
+            return int(write(sql, params))
+
+        monkeypatch.setattr(store, "_write", counted)
+        assert store.purge(at(-90 * 86400), at(0)) == 10
+        assert len(statements) == 4  # 3 + 3 + 3 + 1, each its own transaction
+        rows = {r.call_id: r for r in store.calls_between(at(-1e8), at(1))}
+        assert all(rows[f"old{i}"].purged_at == at(0) for i in range(10))
+        assert rows["new"].purged_at is None and rows["new"].caller == CALLER
+        statements.clear()
+        assert store.purge(at(-90 * 86400), at(5)) == 0
+        assert len(statements) == 1
+
+    def test_callbacks_due_between_by_deadline_not_arrival(self, store: JournalStore) -> None:
+        day = 86400
+        store.upsert([
+            entry("long_ago", arrived_at=at(-60 * day)),
+            entry("done", arrived_at=at(-40 * day)),
+            entry("other", arrived_at=at(-40 * day), tenant="oldenburg"),
+            entry("later", arrived_at=at(-1 * day)),
+            entry("resolved", arrived_at=at(-50 * day)),
+        ])
+        store.set_disposition("n1", "long_ago", "callback", "a", "", CALLER, at(2 * day),
+                              at(-60 * day))
+        store.set_disposition("n1", "done", "callback", "a", "", CALLER, at(0), at(-40 * day))
+        store.mark_callback_done("n1", "done", at(-1))
+        store.set_disposition("n1", "other", "callback", "a", "", CALLER, at(5 * day),
+                              at(-40 * day))
+        store.set_disposition("n1", "later", "callback", "a", "", CALLER, at(10 * day),
+                              at(-1 * day))
+        store.set_disposition("n1", "resolved", "resolved", "a", "", None, None, at(-50 * day))
+        got = store.callbacks_due_between(at(0), at(10 * day))  # [start, end)
+        assert [r.call_id for r in got] == ["long_ago", "done", "other"]
+        got = store.callbacks_due_between(at(0), at(10 * day), "wardenburg")
+        assert [r.call_id for r in got] == ["long_ago", "done"]
+        assert list(store.callbacks_due_between(at(-1e8), at(0))) == []
+        with pytest.raises(ValueError, match="aware"):
+            store.callbacks_due_between(datetime(2026, 1, 1), at(0))
 
     def test_nodes_are_part_of_the_key(self, store: JournalStore) -> None:
         store.upsert([entry("c1", node="n1"), entry("c1", node="n2", agent="x")])
@@ -552,6 +606,62 @@ class TestRetention:
             (row,) = store.calls_between(at(-1e8), at(1))
         assert row.caller is None
 
+    def test_rejected_entries_age_out_with_the_retention(self, tmp_path: Path) -> None:
+        spool = tmp_path / "journal-spool"
+        spool.mkdir()
+        rejected = _Spool(spool, 10)
+        rejected.reject([entry("old", arrived_at=at(-90 * 86400 - 1)),
+                         entry("kept", arrived_at=at(-90 * 86400))])
+        with (spool / REJECTED_FILE).open("ab") as f:
+            f.write(b'{"v": 1, "caller": "+4944112' + b"\n")  # torn: cannot be dated
+        with SqliteJournal(tmp_path / "j.sqlite") as store:
+            assert purge_older_than(store, now=T0, spool_dir=spool) == 0
+        lines = (spool / REJECTED_FILE).read_bytes().splitlines()
+        assert [entry_from_json(json.loads(line)).call_id for line in lines] == ["kept"]
+        # appending goes on in the rewritten file; nothing left to remove
+        rejected.reject([entry("new")])
+        assert age_rejected(spool, at(-90 * 86400)) == 0
+        assert len((spool / REJECTED_FILE).read_bytes().splitlines()) == 2
+        assert age_rejected(tmp_path / "nowhere", T0) == 0
+        assert not list(spool.glob("*.tmp"))
+
+    async def test_the_retention_loop_ages_rejected_entries(self, tmp_path: Path) -> None:
+        spool = tmp_path / "journal-spool"
+        spool.mkdir()
+        _Spool(spool, 10).reject([entry("old", arrived_at=at(-100 * 86400))])
+        task = asyncio.create_task(retention_loop(
+            lambda: SqliteJournal(tmp_path / "j.sqlite"), spool_dir=spool, interval_s=60,
+            clock=lambda: T0))
+        await until(lambda: (spool / REJECTED_FILE).read_bytes() == b"")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    def test_appends_while_aging_are_not_lost(self, tmp_path: Path) -> None:
+        # The writer appends (daemon) while a purge rewrites the file (the
+        # daemon's retention task, or the purge command in another process).
+        spool = tmp_path / "journal-spool"
+        spool.mkdir()
+        rejected = _Spool(spool, 10)
+        done = threading.Event()
+
+        def append() -> None:
+            for i in range(300):
+                rejected.reject([entry(f"c{i}")])
+            done.set()
+
+        thread = threading.Thread(target=append)
+        thread.start()
+        rewrites = 0
+        while not done.is_set():
+            rejected.reject([entry("old", arrived_at=at(-100 * 86400))])
+            rewrites += age_rejected(spool, at(-90 * 86400))
+        thread.join()
+        lines = (spool / REJECTED_FILE).read_bytes().splitlines()
+        assert sorted(entry_from_json(json.loads(x)).call_id for x in lines) == sorted(
+            f"c{i}" for i in range(300))
+        assert rewrites > 10
+
 
 # ------------------------------------------------------------------ the writer
 
@@ -624,6 +734,10 @@ class FakeStore(JournalStore):
         raise NotImplementedError
 
     def open_callbacks(self, tenant: str | None = None) -> list[CallRow]:
+        raise NotImplementedError
+
+    def callbacks_due_between(self, start: datetime, end: datetime,
+                              tenant: str | None = None) -> Iterator[CallRow]:
         raise NotImplementedError
 
     def purge(self, before: datetime, at: datetime) -> int:
