@@ -61,6 +61,10 @@ GAUGE_HELP = {
     "pbxbridge_routing_failures": (
         "Calls whose routing failed and took the fallback, by entry point."
     ),
+    "pbxbridge_stasis_timeouts": (
+        "Calls the Stasis guard continued to pbxbridge-unrouted because they were in "
+        "the application longer than PBXBRIDGE_STASIS_MAX_S (counter since start)."
+    ),
     "pbxbridge_agi_connections": "Open FastAGI connections (routing or idle).",
     "pbxbridge_agi_faults": (
         "FastAGI connections ended by the server: protocol faults (overlong line, "
@@ -196,6 +200,7 @@ class Daemon:
             lambda: self.rules.rules,
             lambda: overrides.items,
             on_decision=self._routed,
+            stasis_max_s=self.settings.stasis_max_s,
         )
         # -- FastAGI entry point (issue 7): same core, rules, overrides and observer --
         if self.settings.agi_enabled:
@@ -203,6 +208,7 @@ class Daemon:
                 lambda: self.rules.rules,
                 lambda: overrides.items,
                 on_decision=self._routed,
+                menu_max_s=self.settings.stasis_max_s,
             )
             self.agi = AgiServer(
                 self.settings.agi_host,
@@ -345,6 +351,7 @@ class Daemon:
             entry = {"entry": "ari"}
             yield "pbxbridge_calls_in_routing", entry, float(self.router.in_progress)
             yield "pbxbridge_routing_failures", entry, float(self.router.stats.failed)
+            yield "pbxbridge_stasis_timeouts", {}, float(self.router.stats.stasis_timeouts)
         # -- FastAGI (issue 7): the same families, entry="agi", plus the server's own --
         if self.agi is not None and self.agi_router is not None:
             entry = {"entry": "agi"}
@@ -493,6 +500,7 @@ class Daemon:
                 "gone": router.stats.gone if router else 0,
                 "menus": router.stats.menus if router else 0,
                 "resynced": router.stats.resynced if router else 0,
+                "stasis_timeouts": router.stats.stasis_timeouts if router else 0,
                 "in_progress": router.in_progress if router else 0,
                 "by_action": dict(router.stats.by_action) if router else {},
             },

@@ -44,6 +44,10 @@ class Settings:
         ari_backoff_max_s: Cap of the ARI reconnect backoff. Asterisk is on
             loopback and a restart takes about a second: a low cap gets calls
             routed again quickly without hammering anything.
+        stasis_max_s: Longest time a channel may stay in the Stasis
+            application (``PBXBRIDGE_STASIS_MAX_S``, 2-120 s): after it, the call
+            is continued to ``pbxbridge-unrouted`` whatever it waits for. The
+            115 menu's digit timeout is clamped to fit inside it.
         ami_enabled: Follow app_queue over AMI (screen pops, call journal).
         ami_host: AMI host.
         ami_port: AMI port.
@@ -87,6 +91,7 @@ class Settings:
     rules_poll_s: float = 1.0
     overrides_poll_s: float = 0.5
     ari_backoff_max_s: float = 1.0
+    stasis_max_s: float = 10.0
     ami_enabled: bool = True
     ami_host: str = "127.0.0.1"
     ami_port: int = 5038
@@ -145,6 +150,7 @@ class Settings:
             log_level=level,
             log_format=fmt,
             ari_backoff_max_s=_positive(env, "PBXBRIDGE_ARI_BACKOFF_MAX", cls.ari_backoff_max_s),
+            stasis_max_s=_stasis_max(env),
             ami_enabled=_flag(env, "PBXBRIDGE_AMI_ENABLED", default=True),
             ami_host=env.get("PBXBRIDGE_AMI_HOST", cls.ami_host),
             ami_port=int(_positive(env, "PBXBRIDGE_AMI_PORT", cls.ami_port)),
@@ -294,6 +300,15 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name}={text!r}: expected seconds") from None
     if not 0 < value <= 65535:
         raise SettingsError(f"{name}={text!r}: expected a positive number up to 65535")
+    return value
+
+
+def _stasis_max(env: Mapping[str, str]) -> float:
+    # Below 2 s even an ordinary routing hiccup would send calls untagged; above
+    # 120 s a caller would hear silence for minutes, which the bound exists to stop.
+    value = _positive(env, "PBXBRIDGE_STASIS_MAX_S", Settings.stasis_max_s)
+    if not 2 <= value <= 120:
+        raise SettingsError(f"PBXBRIDGE_STASIS_MAX_S={value:g}: expected 2 to 120 seconds")
     return value
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon import DaemonProcess, install_test_sound, running_daemon
+from tests.integration.daemon import (
+    TEST_RULES,
+    DaemonProcess,
+    install_test_sound,
+    running_daemon,
+)
 from tests.testbed.fixtures import AgentFactory
 from tests.testbed.sipp import CallResult, place_calls
 from tests.testbed.testbed import Testbed
@@ -279,3 +286,154 @@ class TestFaults:
         cdr = tb.wait_for_cdr(lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
         assert cdr["accountcode"] == "unrouted"
         del status
+
+
+# -- No call is ever left in Stasis (issue 11) ------------------------------
+
+FAULTY_RUN = """\
+import sys
+import pbxbridge.core.routing as routing
+real = routing.route
+def faulty(call, *args, **kw):
+    # An injected bug: the core raises for one DID, like a rules edge case would.
+    if "666" in call.did:
+        raise RuntimeError("injected fault")
+    return real(call, *args, **kw)
+routing.route = faulty  # before the adapters import it
+from pbxbridge.cli import main
+sys.exit(main())
+"""
+
+
+class FaultyDaemon(DaemonProcess):
+    """The real daemon process with a core that raises for DIDs containing 666."""
+
+    def start(self, wait_connected: bool = True) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", FAULTY_RUN, "run", "--config", str(self.rules_path)],
+            cwd=self.workdir, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        if wait_connected:
+            self.wait_health(lambda h: h["ari"]["state"] == "connected", timeout=15)
+
+
+def install_long_sound(tb: Testbed, seconds: int) -> str:
+    """A prompt of ``seconds`` of silence (mu-law); returns its sound name."""
+    sounds = tb.root / "usr/share/asterisk/sounds/custom"
+    sounds.mkdir(parents=True, exist_ok=True)
+    (sounds / f"pbxbridge-long{seconds}.ulaw").write_bytes(b"\xff" * 8000 * seconds)
+    return f"custom/pbxbridge-long{seconds}"
+
+
+def menu_rules(prompt: str) -> str:
+    return TEST_RULES.replace("prompt: custom/pbxbridge-test", f"prompt: {prompt}")
+
+
+def agent_cdrs(tb: Testbed, mark: int, count: int, timeout: float) -> list[dict[str, str]]:
+    """The first ``count`` CDRs after ``mark`` of calls that reached an agent."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cdrs = [c for c in tb.cdrs()[mark:] if c["dstchannel"].startswith("PJSIP/agent")]
+        if len(cdrs) >= count or time.monotonic() > deadline:
+            return cdrs
+        time.sleep(0.2)
+
+
+class TestNoCallLeftInStasis:
+    def test_unexpected_exception_sends_the_call_to_the_fallback(
+        self, tb: Testbed, tmp_path: Path, agents: AgentFactory
+    ) -> None:
+        # Before: a non-ARI exception in the first decision killed the routing
+        # task and the caller sat in Stasis in silence until they hung up.
+        agents(1, "answer")
+        d = FaultyDaemon(tb, tmp_path)
+        d.start()
+        try:
+            mark = tb.cdr_mark()
+            result, _ = call(tb, "0442166600", hold_ms=1500, caller=CALLER)
+            assert result.ok, result.describe()
+            cdr = tb.wait_for_cdr(
+                lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
+            assert cdr["accountcode"] == "unrouted", d.log_tail()
+            health = d.health()
+            assert health["calls"]["failed"] == 1
+            assert d.metrics()['pbxbridge_routing_failures{entry="ari"}'] == 1
+            (failed,) = [e for e in d.logs() if e.get("event") == "call.route_failed"]
+            assert "injected fault" in failed["error"]
+            # The next call (no fault) is routed as usual.
+            _, events = call(tb, WARDENBURG, hold_ms=300, caller=CALLER)
+            assert trunk_vars(events)["PBXBRIDGE_TENANT"] == "wardenburg"
+        finally:
+            d.stop()
+
+    def test_stasis_guard_sends_a_long_menu_to_the_fallback(
+        self, tb: Testbed, tmp_path: Path, agents: AgentFactory
+    ) -> None:
+        # No bug at all: a prompt longer than the bound. The guard continues the
+        # call to pbxbridge-unrouted at the bound (3 s), counted and logged.
+        agents(1, "answer")
+        prompt = install_long_sound(tb, 8)
+        d = DaemonProcess(tb, tmp_path, rules=menu_rules(prompt),
+                          extra_env={"PBXBRIDGE_STASIS_MAX_S": "3"})
+        d.start()
+        try:
+            mark = tb.cdr_mark()
+            started = time.monotonic()
+            result, _ = call(tb, "115", hold_ms=6000, caller="anonymous")
+            assert result.ok, result.describe()
+            cdr = tb.wait_for_cdr(
+                lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
+            assert cdr["accountcode"] == "unrouted", d.log_tail()
+            # The agent was reached ~3 s into the call, not after the 8 s prompt:
+            # billsec (agent talk time) is most of the 6 s hold.
+            assert int(cdr["billsec"]) >= 2, cdr
+            assert time.monotonic() - started < 15
+            (timeout,) = [e for e in d.logs() if e.get("event") == "call.stasis_timeout"]
+            assert timeout["level"] == "warning" and timeout["in_menu"] is True
+            assert d.metrics()["pbxbridge_stasis_timeouts"] == 1
+            assert d.health()["calls"]["stasis_timeouts"] == 1
+        finally:
+            d.stop()
+
+    @pytest.mark.parametrize("prompt_s", [0, 3], ids=["waiting-for-digit", "prompt-playing"])
+    def test_kill9_while_callers_are_in_the_menu_then_restarted(
+        self, tb: Testbed, tmp_path: Path, agents: AgentFactory, prompt_s: int
+    ) -> None:
+        # Withheld 115 callers answered by the daemon - the prompt playing, or
+        # played and a digit awaited - when the daemon is killed; one of them
+        # presses 2 only after the restart. The new process must route all.
+        for n in (1, 2, 3):
+            agents(n, "answer")
+        prompt = install_long_sound(tb, prompt_s) if prompt_s else "custom/pbxbridge-test"
+        d = DaemonProcess(tb, tmp_path, rules=menu_rules(prompt))
+        d.start()
+        mark = tb.cdr_mark()
+        results: list[CallResult] = []
+        callers = [
+            threading.Thread(target=lambda: results.append(place_calls(
+                "115", count=2, rate=10, hold_ms=12000, caller="anonymous", timeout_s=60))),
+            threading.Thread(target=lambda: results.append(place_calls(
+                "115", count=1, hold_ms=12000, caller="anonymous", dtmf="2",
+                dtmf_delay_ms=(prompt_s + 3) * 1000, timeout_s=60))),
+        ]
+        for caller in callers:
+            caller.start()
+        try:
+            d.wait_health(lambda h: h["calls"]["menus"] == 3, timeout=10)
+            time.sleep(0.5)  # answered; the prompt playing or a digit awaited
+            d.kill9()
+            d.start()
+            cdrs = agent_cdrs(tb, mark, 3, timeout=40)
+            assert len(cdrs) == 3, d.log_tail(60)
+            # Routed by the menu (the default, or the digit pressed after the
+            # restart), neither left in Stasis nor sent on untagged.
+            assert {c["accountcode"] for c in cdrs} <= {"oldenburg", "wardenburg"}, cdrs
+            health = d.health()
+            assert health["calls"]["resynced"] == 3
+            assert health["calls"]["routed"] == 3
+        finally:
+            for caller in callers:
+                caller.join(60)
+            d.stop()

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from structlog.testing import capture_logs
 
-from pbxbridge.adapters import dialplan
+from pbxbridge.adapters import callflow, dialplan
 from pbxbridge.adapters.agi import AgiLimits, AgiRouter, AgiServer
 from pbxbridge.adapters.agi import router as agi_router
 from pbxbridge.adapters.agi.router import tag_variables
@@ -462,7 +462,7 @@ class TestDestination:
     async def test_unusual_destination_falls_back_to_set_variable(
         self, agi: Harness, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(agi_router, "destination", lambda d: ("odd,context", "s", 1))
+        monkeypatch.setattr(callflow, "destination", lambda d: ("odd,context", "s", 1))
         fake = await agi.fake().call()
         assert not any(c.startswith("EXEC MSet") for c in fake.commands)
         assert fake.destination == ("odd,context", "s", "1")
@@ -525,3 +525,53 @@ class TestFailures:
         assert all(f.destination == ("pbxbridge-queue", "s", "1") for f in fakes)
         assert agi.router.stats.routed == 200
         assert {cid for cid, _ in agi.observed} == {f"1764099000.{n}" for n in range(200)}
+
+
+class TestSharedCallFlow:
+    """The shared procedure's safety, seen from the FastAGI side: a fault in any
+    step closes the session without a destination (the dialplan's fallback)."""
+
+    async def test_packing_raises(self, agi: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+        def broken(decision: Decision) -> dict[str, str]:
+            raise ValueError("cannot pack")
+
+        monkeypatch.setattr(agi_router, "tag_variables", broken)
+        fake = await agi.fake().call()
+        assert fake.destination is None and fake.closed_by_server
+        assert agi.router.stats.failed == 1
+        assert not agi.observed
+
+    async def test_rules_raise_only_after_the_menu(self, rules: Rules) -> None:
+        reads = 0
+
+        def second_fails() -> Rules:
+            nonlocal reads
+            reads += 1
+            if reads > 1:
+                raise KeyError("menu option")
+            return rules
+
+        async with harness(rules, rules_source=second_fails) as h:
+            fake = h.fake(env=asterisk_env(extension="115", callerid="0171 1234567"),
+                          digits="1")
+            await fake.call()
+            assert fake.set == {} and fake.closed_by_server
+            assert h.router.stats.failed == 1 and h.router.stats.menus == 1
+
+    async def test_menu_timeout_is_cut_to_fit_the_bound(self, rules: Rules) -> None:
+        menu_rules = load_rules(EXAMPLE)[0]
+        svc = menu_rules.service_115
+        assert svc is not None and svc.otherwise_menu is not None
+        object.__setattr__(svc.otherwise_menu, "timeout", 30.0)
+        async with harness(menu_rules) as h:
+            fake = await h.fake(env=asterisk_env(extension="115", callerid="0171 1234567")).call()
+        (get_data,) = [c for c in fake.commands if c.startswith("GET DATA")]
+        # 10 s bound, 1 s kept for tagging: the rules' 30 s become 9 s.
+        assert asterisk_parse_args(get_data)[2:] == ["custom/115-choose", "9000", "1"]
+        assert fake.tags["PBXBRIDGE_TENANT"] == "oldenburg"
+
+    async def test_same_counters_as_the_stasis_router(self, agi: Harness) -> None:
+        fake_ari = FakeAri()
+        stasis = StasisRouter(cast(AriClient, fake_ari), lambda: load_rules(EXAMPLE)[0],
+                              lambda: [])
+        assert type(agi.router.stats) is type(stasis.stats)

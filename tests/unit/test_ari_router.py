@@ -4,12 +4,13 @@ Asterisk path is covered in tests/integration)."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import pytest
+from structlog.testing import capture_logs
 
 from pbxbridge.adapters.ari.client import AriClient
 from pbxbridge.adapters.ari.errors import AriError, AriNotFound, AriVariableNotFound
@@ -32,9 +33,23 @@ class FakeAri:
         self.fail_set: BaseException | None = None
         self.app_channels: list[str] = []
         self.channels: dict[str, dict[str, Any]] = {}
+        # Method name -> exception raised by it (first request only for
+        # "continue", so the fallback's continue can succeed).
+        self.fail: dict[str, BaseException] = {}
+        self.hang: set[str] = set()  # methods that never answer
+
+    async def _maybe_fail(self, method: str) -> None:
+        if method in self.hang:
+            await asyncio.Event().wait()
+        exc = self.fail.get(method)
+        if exc is not None:
+            if method == "continue":
+                del self.fail[method]
+            raise exc
 
     async def set_variable(self, channel_id: str, name: str, value: str) -> None:
         self.calls.append(("set", (channel_id, name, value)))
+        await self._maybe_fail("set")
         if self.fail_set is not None:
             raise self.fail_set
         variables = self.variables.setdefault(channel_id, {})
@@ -54,13 +69,16 @@ class FakeAri:
     async def continue_in_dialplan(self, channel_id: str, context: str, extension: str,
                                    priority: int = 1, label: str | None = None) -> None:
         self.calls.append(("continue", (channel_id, context, extension, priority)))
+        await self._maybe_fail("continue")
 
     async def answer(self, channel_id: str) -> None:
         self.calls.append(("answer", (channel_id,)))
+        await self._maybe_fail("answer")
 
     async def play(self, channel_id: str, media: str, playback_id: str | None = None
                    ) -> dict[str, Any]:
         self.calls.append(("play", (channel_id, media, playback_id)))
+        await self._maybe_fail("play")
         return {"id": playback_id}
 
     async def stop_playback(self, playback_id: str) -> None:
@@ -82,6 +100,17 @@ class FakeAri:
             if kind == "continue" and args[0] == channel_id:
                 return args[1], args[2], args[3]
         return None
+
+    def last_continue(self, channel_id: str) -> tuple[str, str, int] | None:
+        found = None
+        for kind, args in self.calls:
+            if kind == "continue" and args[0] == channel_id:
+                found = args[1], args[2], args[3]
+        return found
+
+    def playback_id(self, channel_id: str) -> str:
+        (pid,) = [a[2] for k, a in self.calls if k == "play" and a[0] == channel_id]
+        return str(pid)
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +245,8 @@ class TestMenu:
         await router.handle(start("m2", "115", ["allowed", "115"], number=""))
         await asyncio.sleep(0.05)
         await router.handle({"type": "PlaybackFinished",
-                             "playback": {"target_uri": "channel:m2"}})
+                             "playback": {"id": fake.playback_id("m2"),
+                                          "target_uri": "channel:m2"}})
         assert await router.drain(2)
         assert fake.variables["m2"]["PBXBRIDGE_TENANT"] == "oldenburg"
 
@@ -270,3 +300,224 @@ class TestResync:
         # A StasisStart for an already resynced channel arriving later is ignored
         # while it is being handled; once handled, it would be a new entry.
         assert fake.continued("r1") == ("pbxbridge-queue", "s", 1)
+
+
+UNROUTED = ("pbxbridge-unrouted", "s", 1)
+QUEUE = ("pbxbridge-queue", "s", 1)
+
+
+def make_with(rules_source: Any, fake: FakeAri, **kw: Any) -> StasisRouter:
+    return StasisRouter(cast(AriClient, fake), rules_source, lambda: [],
+                        clock=lambda: WEDNESDAY_10, **kw)
+
+
+class TestNoCallLeftInStasis:
+    """Whatever step fails, the call is continued to the fallback and counted."""
+
+    async def test_malformed_channel_snapshot(self, rules: Rules) -> None:
+        # Building the Call raised outside any protection before: the routing
+        # task died and the caller stayed in Stasis.
+        fake = FakeAri()
+        router = make(rules, fake)
+        event = start("f1", "044077300")
+        event["channel"]["caller"] = "not an object"
+        await router.handle(event)
+        assert await router.drain(2)
+        assert fake.continued("f1") == UNROUTED
+        assert router.stats.failed == 1
+
+    async def test_rules_raise_in_the_first_decision(self, rules: Rules) -> None:
+        def broken() -> Rules:
+            raise RuntimeError("rules edge case")
+
+        fake = FakeAri()
+        router = make_with(broken, fake)
+        with capture_logs() as logs:
+            await router.handle(start("f2", "044077300"))
+            assert await router.drain(2)
+        assert fake.continued("f2") == UNROUTED
+        assert router.stats.failed == 1
+        (failed,) = [e for e in logs if e["event"] == "call.route_failed"]
+        assert failed["entry"] == "ari" and "RuntimeError" in failed["error"]
+
+    async def test_rules_raise_only_after_the_menu(self, rules: Rules) -> None:
+        calls = 0
+
+        def second_fails() -> Rules:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                raise KeyError("menu option")
+            return rules
+
+        fake = FakeAri()
+        router = make_with(second_fails, fake)
+        await router.handle(start("f3", "115", ["allowed", "115"], number=""))
+        await asyncio.sleep(0.05)
+        await router.handle({"type": "ChannelDtmfReceived", "digit": "1",
+                             "channel": {"id": "f3"}})
+        assert await router.drain(2)
+        assert fake.continued("f3") == UNROUTED
+        assert router.stats.failed == 1 and router.stats.menus == 1
+
+    @pytest.mark.parametrize("step", ["answer", "play"])
+    async def test_menu_step_raises_a_bug(self, rules: Rules, step: str) -> None:
+        fake = FakeAri()
+        fake.fail[step] = TypeError("bug in the menu")
+        router = make(rules, fake)
+        await router.handle(start("f4", "115", ["allowed", "115"], number=""))
+        assert await router.drain(2)
+        assert fake.continued("f4") == UNROUTED
+        assert router.stats.failed == 1
+
+    async def test_packing_raises(self, rules: Rules, monkeypatch: pytest.MonkeyPatch) -> None:
+        def broken(decision: object) -> str:
+            raise ValueError("cannot pack")
+
+        monkeypatch.setattr("pbxbridge.adapters.ari.router.pack_decision", broken)
+        fake = FakeAri()
+        router = make(rules, fake)
+        await router.handle(start("f5", "044077300"))
+        assert await router.drain(2)
+        assert fake.continued("f5") == UNROUTED
+        assert router.stats.failed == 1
+
+    async def test_observer_raises_call_still_routed(self, rules: Rules) -> None:
+        def explode(call_id: str, decision: object) -> None:
+            raise RuntimeError("pop broker gone")
+
+        fake = FakeAri()
+        router = StasisRouter(cast(AriClient, fake), lambda: rules, lambda: [],
+                              clock=lambda: WEDNESDAY_10, on_decision=explode)
+        with capture_logs() as logs:
+            await router.handle(start("f6", "044077300"))
+            assert await router.drain(2)
+        assert fake.continued("f6") == QUEUE
+        assert router.stats.routed == 1
+        assert any(e["event"] == "call.observer_failed" for e in logs)
+
+    async def test_continue_raises_a_bug(self, rules: Rules) -> None:
+        fake = FakeAri()
+        fake.fail["continue"] = RuntimeError("bug")
+        router = make(rules, fake)
+        await router.handle(start("f7", "044077300"))
+        assert await router.drain(2)
+        assert fake.continued("f7") == QUEUE  # tried first, raised
+        assert fake.last_continue("f7") == UNROUTED
+        assert router.stats.failed == 1
+
+    async def test_fallback_failing_too_is_logged_not_raised(self, rules: Rules) -> None:
+        fake = FakeAri()
+        fake.fail["set"] = RuntimeError("bug")
+        fake.fail["continue"] = AriError(500, "down")
+        router = make(rules, fake)
+        with capture_logs() as logs:
+            await router.handle(start("f8", "044077300"))
+            assert await router.drain(2)
+        assert any(e["event"] == "call.unroutable" for e in logs)
+        assert router.stats.failed == 1
+
+
+class TestStasisGuard:
+    async def test_prompt_longer_than_the_bound(self, rules: Rules) -> None:
+        fake = FakeAri()
+        router = make_with(lambda: rules, fake, stasis_max_s=0.3)
+        with capture_logs() as logs:
+            await router.handle(start("g1", "115", ["allowed", "115"], number=""))
+            # No PlaybackFinished, no digit: the prompt "plays" for ever.
+            assert await router.drain(2)
+        assert fake.continued("g1") == UNROUTED
+        assert ("stop_playback", (fake.playback_id("g1"),)) in fake.calls
+        assert router.stats.stasis_timeouts == 1
+        assert router.stats.failed == 0
+        (warning,) = [e for e in logs if e["event"] == "call.stasis_timeout"]
+        assert warning["log_level"] == "warning" and warning["call_id"] == "g1"
+
+    async def test_request_that_never_answers(self, rules: Rules) -> None:
+        fake = FakeAri()
+        fake.hang.add("set")
+        router = make_with(lambda: rules, fake, stasis_max_s=0.2)
+        await router.handle(start("g2", "044077300"))
+        assert await router.drain(2)
+        assert fake.continued("g2") == UNROUTED
+        assert router.stats.stasis_timeouts == 1
+
+    async def test_menu_timeout_is_cut_to_fit_the_bound(self) -> None:
+        menu_rules = load_rules(EXAMPLE)[0]
+        svc = menu_rules.service_115
+        assert svc is not None and svc.otherwise_menu is not None
+        object.__setattr__(svc.otherwise_menu, "timeout", 30.0)
+        fake = FakeAri()
+        router = make_with(lambda: menu_rules, fake, stasis_max_s=1.5)
+        await router.handle(start("g3", "115", ["allowed", "115"], number=""))
+        await asyncio.sleep(0.05)
+        await router.handle({"type": "PlaybackFinished",
+                             "playback": {"id": fake.playback_id("g3"),
+                                          "target_uri": "channel:g3"}})
+        # The default is taken ~0.5 s later, before the guard (1.5 s) fires.
+        assert await router.drain(1.3)
+        assert fake.variables["g3"]["PBXBRIDGE_TENANT"] == "oldenburg"
+        assert fake.continued("g3") == QUEUE
+        assert router.stats.stasis_timeouts == 0
+
+    async def test_routed_call_cancels_its_guard(self, rules: Rules) -> None:
+        fake = FakeAri()
+        router = make_with(lambda: rules, fake, stasis_max_s=0.2)
+        await router.handle(start("g4", "044077300"))
+        assert await router.drain(2)
+        await asyncio.sleep(0.3)
+        assert [c for c in fake.calls if c[0] == "continue"] == [
+            ("continue", ("g4", *QUEUE))]
+        assert router.stats.stasis_timeouts == 0
+
+
+class TestResyncWhateverTheState:
+    async def test_arguments_come_back_from_the_channel(self, rules: Rules) -> None:
+        # A withheld caller in the menu when the previous process died: the
+        # presentation comes back from the snapshot's app_data, the menu is
+        # played again after stopping the old prompt.
+        fake = FakeAri()
+        snapshot = channel("w1", "115", number="0171 1234567")
+        snapshot["state"] = "Up"
+        snapshot["dialplan"].update(app_name="Stasis", app_data="pbxbridge,prohib,115")
+        fake.app_channels = ["w1"]
+        fake.channels = {"w1": snapshot}
+        router = make(rules, fake)
+        await router.resync()
+        await asyncio.sleep(0.05)
+        assert ("stop_playback", ("pbxbridge-menu-w1",)) in fake.calls
+        assert ("answer", ("w1",)) in fake.calls
+        await router.handle({"type": "ChannelDtmfReceived", "digit": "2",
+                             "channel": {"id": "w1"}})
+        assert await router.drain(2)
+        assert fake.variables["w1"]["PBXBRIDGE_TENANT"] == "wardenburg"
+        assert fake.variables["w1"]["PBXBRIDGE_CALLER"] == ""  # still withheld
+        assert router.stats.resynced == 1
+
+    async def test_a_stale_prompt_ending_does_not_end_ours(self, rules: Rules) -> None:
+        fake = FakeAri()
+        router = make(rules, fake)
+        await router.handle(start("w2", "115", ["allowed", "115"], number=""))
+        await asyncio.sleep(0.05)
+        await router.handle({"type": "PlaybackFinished",
+                             "playback": {"id": "pbxbridge-menu-w2",
+                                          "target_uri": "channel:w2"}})
+        await asyncio.sleep(0.1)
+        assert router.in_progress == 1  # still waiting for our own prompt
+
+    async def test_channel_older_than_the_bound_goes_to_the_fallback(
+        self, rules: Rules
+    ) -> None:
+        fake = FakeAri()
+        snapshot = channel("w3", "044077300")
+        snapshot["creationtime"] = (
+            datetime.now(ZoneInfo("UTC")) - timedelta(seconds=30)
+        ).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+        fake.hang.add("set")
+        fake.app_channels = ["w3"]
+        fake.channels = {"w3": snapshot}
+        router = make(rules, fake)
+        await router.resync()
+        assert await router.drain(1)
+        assert fake.continued("w3") == UNROUTED
+        assert router.stats.stasis_timeouts == 1

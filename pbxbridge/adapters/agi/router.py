@@ -30,32 +30,28 @@ destination behind.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
 
 from pbxbridge.adapters.agi.protocol import ABSENT, AgiError, AgiHangup, sanitised
 from pbxbridge.adapters.agi.server import AgiSession
+from pbxbridge.adapters.callflow import CallFlow, RoutingStats, Target, menu_wait
 from pbxbridge.adapters.dialplan import (
     PACKED_VARIABLE,
     decision_variables,
-    destination,
     pack_decision,
 )
-from pbxbridge.core.models import Action, Call, Decision, Override
-from pbxbridge.core.numbers import shorten
-from pbxbridge.core.routing import route
+from pbxbridge.core.models import Call, Decision, Menu, Override
 from pbxbridge.core.rules import Rules
 
 log = structlog.get_logger(__name__)
 
-MENU_MAX_SECONDS = 60.0
-"""Cap on the 115 menu's ``GET DATA`` (prompt and wait), as on the Stasis path."""
+MENU_MAX_SECONDS = 10.0
+"""Default cap on the 115 menu's ``GET DATA`` (prompt and wait): the same
+bound as a channel's time in Stasis (``PBXBRIDGE_STASIS_MAX_S``)."""
 
 DEST_CONTEXT = "PBXBRIDGE_DEST_CONTEXT"
 DEST_EXTEN = "PBXBRIDGE_DEST_EXTEN"
@@ -95,15 +91,54 @@ def tag_variables(decision: Decision) -> dict[str, str]:
     return decision_variables(decision)
 
 
-@dataclass
-class AgiRouterStats:
-    """Counters for health and metrics (same meaning as the Stasis router's)."""
+AgiRouterStats = RoutingStats
+"""The FastAGI router's counters (the shared :class:`RoutingStats`)."""
 
-    routed: int = 0
-    failed: int = 0
-    gone: int = 0
-    menus: int = 0
-    by_action: dict[str, int] = field(default_factory=dict)
+
+class _AgiCall:
+    """One FastAGI session, as :class:`CallFlow` drives it."""
+
+    entry = "agi"
+
+    def __init__(self, router: AgiRouter, session: AgiSession) -> None:
+        self._router = router
+        self._session = session
+        self.call_id = session.env.uniqueid
+        self.error: Exception | None = None
+
+    async def facts(self) -> Call:
+        return await self._router._call(self._session)
+
+    async def run_menu(self, menu: Menu) -> str:
+        cap = self._router.menu_max_s
+        await self._session.answer()
+        digits = await self._session.get_data(
+            menu.prompt,
+            # The prompt's length is unknown here: the digit timeout alone is
+            # cut so that it fits inside the bound, GET DATA as a whole is capped.
+            timeout_ms=max(1, round(menu_wait(menu.timeout, cap) * 1000)),
+            max_digits=1,
+            timeout_s=cap,
+        )
+        return digits
+
+    async def tag(self, decision: Decision, target: Target) -> None:
+        await self._router._apply(self._session, target, decision)
+
+    async def proceed(self, target: Target) -> None:
+        """Nothing to do: closing the session lets the dialplan go on to the destination."""
+
+    async def fallback(self, error: Exception | None) -> None:
+        # Closing without PBXBRIDGE_DEST_CONTEXT is the fallback (the dialplan
+        # takes pbxbridge-unrouted). A protocol fault is re-raised afterwards
+        # so that the server logs and counts it as agi.<reason>.
+        self.error = error
+
+    def gone(self, exc: Exception) -> bool:
+        return isinstance(exc, AgiHangup)
+
+    def expected(self, exc: Exception) -> bool:
+        return isinstance(exc, AgiError | OSError)
 
 
 class AgiRouter:
@@ -115,6 +150,8 @@ class AgiRouter:
         clock: Returns "now" (tests inject a fixed time).
         on_decision: Observer called with ``(uniqueid, decision)`` once the
             call is tagged, before the dialplan continues (screen pops, journal).
+        menu_max_s: Cap on the 115 menu (the Stasis bound on the other entry
+            point); the menu's digit timeout is cut to fit inside it.
     """
 
     def __init__(
@@ -124,15 +161,17 @@ class AgiRouter:
         *,
         clock: Clock = _utcnow,
         on_decision: Observer | None = None,
+        menu_max_s: float = MENU_MAX_SECONDS,
     ) -> None:
-        self._rules = rules
-        self._overrides = overrides
-        self._clock = clock
-        self._on_decision = on_decision
-        self.stats = AgiRouterStats()
+        self.menu_max_s = menu_max_s
+        self.stats = RoutingStats()
+        self._flow = CallFlow(rules, overrides, clock, on_decision, self.stats)
 
     async def route(self, session: AgiSession) -> None:
         """Decide one call and tag its channel (the ``route`` script).
+
+        Every failure ends the session without a destination (the dialplan's
+        fallback), counted in ``stats.failed``; see :mod:`pbxbridge.adapters.callflow`.
 
         Args:
             session: The FastAGI session.
@@ -141,56 +180,10 @@ class AgiRouter:
             AgiError: Protocol faults other than a hangup (the server logs
                 them as ``agi.<reason>``); the call takes the fallback.
         """
-        call_id = session.env.uniqueid
-        started = time.perf_counter()
-        decision: Decision | None = None
-        try:
-            call = await self._call(session)
-            decision = self._decide(call)
-            if decision.action is Action.MENU and decision.menu is not None:
-                self.stats.menus += 1
-                menu = decision.menu
-                await session.answer()
-                digits = await session.get_data(
-                    menu.prompt,
-                    timeout_ms=max(1, round(menu.timeout * 1000)),
-                    max_digits=1,
-                    timeout_s=MENU_MAX_SECONDS,
-                )
-                decision = self._decide(dataclasses.replace(call, menu_digit=digits[:1]))
-            await self._apply(session, call_id, decision)
-        except AgiHangup:
-            self.stats.gone += 1
-            log.info("call.gone", call_id=call_id, entry="agi")
-            return
-        except AgiError:
-            self.stats.failed += 1
-            raise
-        except Exception as exc:
-            # A bug or a decision without destination: never leave the call
-            # waiting; closing without PBXBRIDGE_DEST_CONTEXT is the fallback.
-            self.stats.failed += 1
-            log.exception("call.route_failed", call_id=call_id, entry="agi", error=str(exc),
-                          tenant=decision.tenant if decision else None)
-            return
-        self.stats.routed += 1
-        action = decision.action.value
-        self.stats.by_action[action] = self.stats.by_action.get(action, 0) + 1
-        log.info(
-            "call.routed",
-            call_id=call_id,
-            entry="agi",
-            tenant=decision.tenant,
-            action=action,
-            did=decision.did,
-            caller=shorten(decision.caller),
-            via_115=decision.via_115,
-            ms=round((time.perf_counter() - started) * 1000, 2),
-            reasons=list(decision.reasons),
-        )
-
-    def _decide(self, call: Call) -> Decision:
-        return route(call, self._rules(), self._clock(), self._overrides())
+        call = _AgiCall(self, session)
+        await self._flow.route(call)
+        if isinstance(call.error, AgiError):
+            raise call.error
 
     async def _call(self, session: AgiSession) -> Call:
         """The core's Call, as the Stasis router builds it.
@@ -217,8 +210,8 @@ class AgiRouter:
             restricted=presentation.startswith("prohib"),
         )
 
-    async def _apply(self, session: AgiSession, call_id: str, decision: Decision) -> None:
-        context, exten, priority = destination(decision)  # ValueError for a menu
+    async def _apply(self, session: AgiSession, target: Target, decision: Decision) -> None:
+        context, exten, priority = target
         for name, value in tag_variables(decision).items():
             await session.set_variable(name, value)
         # The context last: the dialplan goes to the fallback unless it is set.
@@ -232,8 +225,3 @@ class AgiRouter:
         else:
             for name, value in dest:
                 await session.set_variable(name, value)
-        if self._on_decision is not None:
-            try:
-                self._on_decision(call_id, decision)
-            except Exception:
-                log.exception("call.observer_failed", call_id=call_id, entry="agi")
