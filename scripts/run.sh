@@ -5,9 +5,15 @@
 # Ctrl-C stops the daemon; `.venv/bin/python -m tests.testbed down` stops Asterisk.
 # Screen pops go to the local mosquitto (127.0.0.1:1883): `pbxbridge watch`.
 #
+# The agent page: demo logins for the test bed's agent phones (agent1..agent4)
+# are written to $STATE_DIRECTORY/agents.yaml with fresh random passwords on
+# every run (hashed with `pbxbridge agent-password`), printed below with the
+# URL to open. PBXBRIDGE_AGENTS_FILE set beforehand is used as it is.
+#
 # Then, in another shell, place a call to Wardenburg's number:
 #   .venv/bin/python -m tests.testbed call --did 044077300 --caller 04407123456
-# and watch the daemon's log line "call.routed" and `curl -s 127.0.0.1:8090/healthz`.
+# and watch it pop on agent1's page, the daemon's log line "call.routed" and
+# `curl -s 127.0.0.1:8090/healthz`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -20,6 +26,43 @@ export PBXBRIDGE_AMI_USER=$(printf "%s" "$info" | python -c "import json,sys; pr
 export PBXBRIDGE_AMI_PASSWORD=$(printf "%s" "$info" | python -c "import json,sys; print(json.load(sys.stdin)['ami_password'])")
 export PBXBRIDGE_LOG_FORMAT=${PBXBRIDGE_LOG_FORMAT:-console}
 export STATE_DIRECTORY=${STATE_DIRECTORY:-$PWD/var}
+
+# -- demo logins (tests/unit/test_web_hardening.py runs this block alone) --
+mkdir -p "$STATE_DIRECTORY"
+DEMO_AGENTS="agent1 agent2 agent3 agent4"  # the PJSIP endpoints of tests/testbed/config.py
+
+# One "agent: hash" line per demo agent to fd 3; the passwords to stdout only.
+demo_agent_logins() {
+    local agent password
+    for agent in $DEMO_AGENTS; do
+        password=$(python -c 'import secrets; print(secrets.token_urlsafe(12))')
+        printf '%s\n' "$password" | pbxbridge agent-password --stdin --agent "$agent" >&3
+        printf '  %-12s %s\n' "$agent" "$password"
+    done
+}
+
+# Hook: once the page has a supervisor view, add its demo login here (an
+# agents-file entry with "supervisor: true", see docs/agent-page.md).
+demo_supervisor_logins() {
+    :
+}
+
+http_bind=${PBXBRIDGE_HTTP_BIND:-127.0.0.1:8090}
+if [ -z "${PBXBRIDGE_AGENTS_FILE:-}" ]; then
+    export PBXBRIDGE_AGENTS_FILE="$STATE_DIRECTORY/agents.yaml"
+    umask_before=$(umask)
+    umask 077  # hashes only, but private all the same
+    logins=$( { demo_agent_logins; demo_supervisor_logins; } 3>"$PBXBRIDGE_AGENTS_FILE.new")
+    mv "$PBXBRIDGE_AGENTS_FILE.new" "$PBXBRIDGE_AGENTS_FILE"
+    umask "$umask_before"
+    printf '\nAgent page: http://%s/agent/\n' "$http_bind"
+    printf 'Demo logins (new passwords on every run; agents file %s):\n%s\n\n' \
+        "$PBXBRIDGE_AGENTS_FILE" "$logins"
+else
+    printf '\nAgent page: http://%s/agent/ (agents file %s)\n\n' "$http_bind" \
+        "$PBXBRIDGE_AGENTS_FILE"
+fi
+# -- end demo logins --
 python -m tests.testbed agents &
 agents=$!
 trap 'kill $agents 2>/dev/null || true' EXIT

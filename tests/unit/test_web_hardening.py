@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -21,7 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from pbxbridge.web import server as web_server
-from pbxbridge.web.agents import agents_file_line
+from pbxbridge.web.agents import agents_file_line, parse_agents
 from pbxbridge.web.passwords import hash_password, verify_password
 from pbxbridge.web.server import MAX_PARALLEL_VERIFY, MAX_WAITING_VERIFY, client_address
 from tests.unit.test_web_desk import Bench
@@ -405,3 +407,51 @@ class TestSecrets:
         finally:
             await s.server.close()
 
+
+
+# ------------------------------------------------------------------ the main job
+
+
+def run_sh_demo_logins(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the demo-logins block of scripts/run.sh on its own (the whole script
+    builds and starts the Asterisk test bed)."""
+    text = (REPO / "scripts/run.sh").read_text(encoding="utf-8")
+    block = text[text.index("# -- demo logins"):text.index("# -- end demo logins --")]
+    return subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + block + 'echo "FILE=$PBXBRIDGE_AGENTS_FILE"'],
+        env={"PATH": f"{REPO / '.venv/bin'}:{os.environ['PATH']}",
+             "STATE_DIRECTORY": str(tmp_path / "var"), **env},
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+    )
+
+
+def test_run_sh_prints_working_demo_logins(tmp_path: Path) -> None:
+    result = run_sh_demo_logins(tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Agent page: http://127.0.0.1:8090/agent/" in out
+    logins = dict(re.findall(r"^  (agent\d)\s+(\S+)$", out, re.M))
+    assert set(logins) == {"agent1", "agent2", "agent3", "agent4"}
+    path = Path(out.split("FILE=")[1].strip())
+    assert path == tmp_path / "var" / "agents.yaml"
+    assert path.stat().st_mode & 0o077 == 0
+    text = path.read_text(encoding="utf-8")
+    assert not any(p in text for p in logins.values())  # hashes only
+    agents = parse_agents(text)
+    assert all(verify_password(logins[a], agents[a].password) for a in logins)
+    # An agents file given by the user is used as it is.
+    mine = run_sh_demo_logins(tmp_path, PBXBRIDGE_AGENTS_FILE="/etc/x.yaml",
+                              PBXBRIDGE_HTTP_BIND="127.0.0.1:9000")
+    assert "Agent page: http://127.0.0.1:9000/agent/ (agents file /etc/x.yaml)" in mine.stdout
+
+
+def test_docs_proxy_example_and_variable_names() -> None:
+    text = (REPO / "docs/agent-page.md").read_text(encoding="utf-8")
+    # Only /agent/ goes through the proxy: /healthz and /metrics stay on loopback.
+    passes = re.findall(r"proxy_pass\s+(\S+);", text)
+    assert passes and all(p.endswith(":8090/agent/") for p in passes)
+    assert "X-Forwarded-For $proxy_add_x_forwarded_for" in text
+    assert "PBXBRIDGE_WEB_TRUSTED_PROXIES" in text
+    for doc in ("docs/agent-page.md", "systemd/pbxbridge.env.example", "README.md"):
+        names = re.findall(r"PBXBRIDGE_[A-Za-z0-9_-]+", (REPO / doc).read_text(encoding="utf-8"))
+        assert not [n for n in names if "-" in n], doc  # systemd cannot set those
