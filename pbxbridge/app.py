@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from pbxbridge import __version__
 from pbxbridge.adapters.agi import AgiRouter, AgiServer
 from pbxbridge.adapters.ami.client import AmiClient, AmiConfig
+from pbxbridge.adapters.ami.errors import AmiActionFailed
 from pbxbridge.adapters.ari.client import AriClient, AriConfig
 from pbxbridge.adapters.ari.router import StasisRouter
 from pbxbridge.adapters.http.server import HttpServer
@@ -82,6 +83,9 @@ GAUGE_HELP = {
 
 DRAIN_SECONDS = 15.0
 """How long a graceful stop waits for calls being routed (a 115 menu included)."""
+RESYNC_TRIES = 6
+RESYNC_BACKOFF_S = 0.25
+"""AMI resync refused (app_queue still loading): retry after 0.25, 0.5 … 4 s (~7.75 s)."""
 
 
 class Daemon:
@@ -392,8 +396,25 @@ class Daemon:
         # AMI does not replay what happened while we were away: ask app_queue
         # which callers wait now, so their records are queued, not stuck routed.
         assert self.ami is not None and self.pops is not None
-        snapshot = await self.ami.queue_status()
-        self.pops.resync({e.uniqueid: e.queue for e in snapshot.entries})
+        for attempt in range(1, RESYNC_TRIES + 1):
+            try:
+                snapshot = await self.ami.queue_status()
+            except AmiActionFailed as exc:
+                # Right after an Asterisk restart the manager accepts logins
+                # before app_queue is loaded ("QueueStatus: unknown command"):
+                # wait for it quietly instead of failing the session.
+                log.debug("ami.resync_refused", attempt=attempt, error=exc.message)
+                if attempt == RESYNC_TRIES:
+                    # Without app_queue nobody waits in a queue: nothing to
+                    # resync. Events flow; the next login resyncs again.
+                    log.warning("ami.resync_skipped", tries=attempt, error=exc.message)
+                    return
+                await asyncio.sleep(RESYNC_BACKOFF_S * 2 ** (attempt - 1))
+                continue
+            if attempt > 1:
+                log.warning("ami.resync_retried", tries=attempt)
+            self.pops.resync({e.uniqueid: e.queue for e in snapshot.entries})
+            return
 
     def _on_sighup(self) -> None:
         self._spawn(self._reload("SIGHUP"), "reload")

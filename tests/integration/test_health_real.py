@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -44,3 +46,52 @@ def test_rejected_reload_is_degraded_until_fixed(tb: Testbed, tmp_path: Path) ->
         daemon.wait_health(lambda h: h["rules"]["generation"] == 2, timeout=5)
         code, body = healthz(daemon.port)
         assert (code, body["status"], body["problems"]) == (200, "ok", []), body
+
+
+def test_asterisk_restart_resyncs_ami_without_a_traceback(tb: Testbed, tmp_path: Path) -> None:
+    env = {"PBXBRIDGE_AGI_BIND": f"127.0.0.1:{free_port()}"}
+    with running_daemon(tb, tmp_path, extra_env=env) as daemon:
+        daemon.wait_health(lambda h: h["status"] == "ok", timeout=15)
+        tb.cli("core restart now")
+        daemon.wait_health(lambda h: h["ami"]["state"] != "connected", timeout=10)
+        # Back to ok: ARI and AMI logged in again and the AMI resync went through.
+        daemon.wait_health(lambda h: h["status"] == "ok", timeout=40)
+        ami = [e for e in daemon.logs() if str(e.get("event", "")).startswith("ami.")]
+        assert not [e for e in ami if e["event"] in ("ami.resync_failed", "ami.session_crashed")]
+        assert not [e for e in ami if "exception" in e or "exc_info" in e], ami
+        retries = [e for e in ami if e["event"] in ("ami.resync_retried", "ami.resync_skipped")]
+        assert len(retries) <= 1, retries  # one warning line at most per login
+        assert any(e["event"] == "ami.connected" for e in ami)
+
+
+def test_ami_resync_waits_quietly_for_app_queue(tb: Testbed, tmp_path: Path) -> None:
+    """What a restart does by chance, made certain: AMI logs in while app_queue is not loaded."""
+    env = {"PBXBRIDGE_AGI_BIND": f"127.0.0.1:{free_port()}"}
+    with running_daemon(tb, tmp_path, extra_env=env) as daemon:
+        daemon.wait_health(lambda h: h["status"] == "ok", timeout=15)
+        tb.cli("module unload app_queue.so")
+        try:
+            connected = tb.cli("manager show connected")
+            fds = re.findall(rf"^\s*{re.escape(tb.ami_user)}\s+\S+\s+\d+\s+\d+\s+(\d+)",
+                             connected, re.MULTILINE)
+            assert fds, connected
+            for fd in fds:
+                tb.cli(f"manager kick session {fd}")
+            # The daemon logs in again (backoff <= 2 s) and finds no QueueStatus.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not any(
+                e.get("event") in ("ami.resync_refused", "ami.resync_failed")
+                for e in daemon.logs()
+            ):
+                time.sleep(0.1)
+            time.sleep(1.0)
+        finally:
+            tb.cli("module load app_queue.so")
+        daemon.wait_health(lambda h: h["status"] == "ok", timeout=20)
+        ami = [e for e in daemon.logs() if str(e.get("event", "")).startswith("ami.")]
+        events = [e["event"] for e in ami]
+        assert "ami.resync_refused" in events, events
+        assert "ami.resync_failed" not in events and "ami.session_crashed" not in events
+        assert not [e for e in ami if "exception" in e or "exc_info" in e], ami
+        warnings = [e for e in ami if e["event"] in ("ami.resync_retried", "ami.resync_skipped")]
+        assert [e["event"] for e in warnings] == ["ami.resync_retried"], warnings

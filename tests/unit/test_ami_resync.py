@@ -1,0 +1,90 @@
+"""The daemon's AMI resync waits quietly for app_queue after an Asterisk restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import structlog
+
+from pbxbridge import app
+from pbxbridge.adapters.ami.errors import AmiActionFailed, AmiUnavailable
+from pbxbridge.app import Daemon
+from pbxbridge.runtime.settings import Settings
+
+UNKNOWN = AmiActionFailed(
+    "QueueStatus",
+    "Invalid/unknown command: QueueStatus. Use Action: ListCommands to show available commands.",
+)
+
+
+class FakeAmi:
+    """queue_status() raises the given errors in turn, then answers one waiting caller."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def queue_status(self) -> Any:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        entry = SimpleNamespace(uniqueid="1700000000.1", queue="servicecenter")
+        return SimpleNamespace(entries=(entry,))
+
+
+class FakePops:
+    def __init__(self) -> None:
+        self.resyncs: list[dict[str, str]] = []
+
+    def resync(self, waiting: dict[str, str]) -> None:
+        self.resyncs.append(dict(waiting))
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Daemon:
+    monkeypatch.setattr(app, "RESYNC_BACKOFF_S", 0.001)
+    d = Daemon(tmp_path / "routing.yaml", Settings.from_env({}))
+    d.pops = FakePops()  # type: ignore[assignment]
+    return d
+
+
+async def test_unknown_command_is_retried_with_one_warning(daemon: Daemon) -> None:
+    daemon.ami = ami = FakeAmi(UNKNOWN, UNKNOWN, UNKNOWN)  # type: ignore[assignment]
+    with structlog.testing.capture_logs() as logs:
+        await daemon._ami_resync()
+    assert ami.calls == 4
+    assert daemon.pops.resyncs == [{"1700000000.1": "servicecenter"}]  # type: ignore[union-attr]
+    warnings = [e for e in logs if e["log_level"] in ("warning", "error", "critical")]
+    assert [e["event"] for e in warnings] == ["ami.resync_retried"]
+    assert not any("exc_info" in e for e in logs)
+
+
+async def test_gives_up_after_the_tries_with_one_warning_and_no_exception(
+    daemon: Daemon,
+) -> None:
+    daemon.ami = ami = FakeAmi(*[UNKNOWN] * app.RESYNC_TRIES)  # type: ignore[assignment]
+    with structlog.testing.capture_logs() as logs:
+        await daemon._ami_resync()  # returns: the session goes on delivering events
+    assert ami.calls == app.RESYNC_TRIES
+    assert daemon.pops.resyncs == []  # type: ignore[union-attr]
+    warnings = [e for e in logs if e["log_level"] in ("warning", "error", "critical")]
+    assert [e["event"] for e in warnings] == ["ami.resync_skipped"]
+    assert not any("exc_info" in e for e in logs)
+
+
+async def test_first_answer_resyncs_without_a_warning(daemon: Daemon) -> None:
+    daemon.ami = FakeAmi()  # type: ignore[assignment]
+    with structlog.testing.capture_logs() as logs:
+        await daemon._ami_resync()
+    assert daemon.pops.resyncs == [{"1700000000.1": "servicecenter"}]  # type: ignore[union-attr]
+    assert not [e for e in logs if e["log_level"] != "debug" and e["event"] != "calls.resync"]
+
+
+async def test_a_lost_connection_still_ends_the_session(daemon: Daemon) -> None:
+    # Not app_queue loading: the client reconnects and resyncs after the next login.
+    daemon.ami = FakeAmi(AmiUnavailable("connection lost"))  # type: ignore[assignment]
+    with pytest.raises(AmiUnavailable):
+        await daemon._ami_resync()
