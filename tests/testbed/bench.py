@@ -1,6 +1,6 @@
 """Plumbing shared by the benchmarks that run on the real test bed.
 
-``benchmarks/asterisk_load.py``, ``benchmarks/screenpop_latency.py`` and
+``benchmarks/asterisk_load.py``, ``benchmarks/screenpop_latency.py``,
 ``benchmarks/page.py`` and ``benchmarks/soak.py`` each bring up Asterisk under
 the test bed lock (:func:`tests.testbed.lock.testbed_lock`), place sipp calls and
 measure. What they share lives here: progress lines on stderr, ending on SIGTERM
