@@ -12,9 +12,10 @@ resolved, 14 % callback (85 % done in time, 10 % late, 5 % open), 8 % without
 disposition; personal data purged after 90 days.
 
 Then the timed part, what ``pbxbridge report`` does for one month (March 2026,
-with the DST switch) and all tenants: fetch the rows by arrival (the month plus
-the callback look-back of :func:`pbxbridge.journal.report.fetch_range`, through
-the ``calls_arrived`` index), :func:`build_report` by day, and render the CSV
+with the DST switch) and all tenants: fetch the rows as the CLI does
+(:func:`pbxbridge.journal.report.report_rows`: the month's calls through the
+``calls_arrived`` index, then the callbacks due in the month by deadline,
+through ``calls_callback_due``), :func:`build_report` by day, and render the CSV
 and one invoice CSV per tenant. The rows come from
 ``SqliteJournal.calls_between`` when :mod:`pbxbridge.journal.store` provides it
 (the real path), else from a plain ``SELECT ... WHERE arrived_at >= ? AND
@@ -51,11 +52,11 @@ from pbxbridge.journal.report import (
     ReportRow,
     RowSource,
     build_report,
-    fetch_range,
     format_csv,
     month_range,
     monthly_invoice_csv,
     period_range,
+    report_rows,
 )
 from pbxbridge.journal.schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
 
@@ -242,6 +243,9 @@ class SelectJournal:
         "talk_s, via_115, action, disposition, callback_due_at, callback_done_at "
         "FROM calls WHERE arrived_at >= ? AND arrived_at < ?"
     )
+    _DUE_SQL = _SQL.split(" WHERE ")[0] + (
+        " WHERE disposition = 'callback' AND callback_due_at >= ? AND callback_due_at < ?"
+    )
 
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(path)
@@ -250,7 +254,17 @@ class SelectJournal:
         self, start: datetime, end: datetime, tenant: str | None = None
     ) -> Iterator[SelectRow]:
         """Rows with ``start <= arrived_at < end``."""
-        sql = self._SQL
+        return self._rows(self._SQL, start, end, tenant)
+
+    def callbacks_due_between(
+        self, start: datetime, end: datetime, tenant: str | None = None
+    ) -> Iterator[SelectRow]:
+        """Callbacks with ``start <= callback_due_at < end``."""
+        return self._rows(self._DUE_SQL, start, end, tenant)
+
+    def _rows(
+        self, sql: str, start: datetime, end: datetime, tenant: str | None
+    ) -> Iterator[SelectRow]:
         params: list[Any] = [start.timestamp(), end.timestamp()]
         if tenant is not None:
             sql += " AND tenant = ?"
@@ -309,7 +323,7 @@ def time_report(open_journal: Callable[[], Any]) -> Timing:
                 yield row
 
         report = build_report(
-            counted(source.calls_between(*fetch_range(start, end, TZ))),
+            counted(report_rows(source, start, end, TZ)),
             start=start,
             end=end,
             tz=TZ,

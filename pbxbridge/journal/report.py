@@ -68,8 +68,11 @@ Percentages are ``None`` when their denominator is zero, and are *truncated*
 promise as met (79.996 % is shown as 79.99, not 80.00); the counts are always
 there to recompute exact ratios.
 
-Because callback deadlines lie after the arrival, a report's rows must reach
-back before the period: :func:`fetch_range` gives the UTC range to load.
+Because callback deadlines lie after the arrival, a report needs the calls that
+arrived in the period *and* the callbacks due in it, however long before the
+period those calls arrived (deadlines are working days after the call: up to
+10 of them, across closures of up to a year): :func:`report_rows` loads both,
+the second set by deadline (``callbacks_due_between``), not by a fixed window.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, Protocol
@@ -94,14 +97,6 @@ ALL = "*"
 """Tenant column value of the all-tenants totals row in CSV."""
 TOTAL = "total"
 """Bucket column value of totals rows in CSV and JSON."""
-
-CALLBACK_LOOKBACK = timedelta(days=21)
-"""How far before the period :func:`fetch_range` reaches for callback deadlines.
-
-A callback is due at the end of the tenant's N-th working day after the call
-(N = ``callback_working_days``, 1 by default). Even across Christmas and New
-Year (24th to 1st mostly closed) with N up to 5 that is well under three weeks.
-"""
 
 CSV_ENCODING = "utf-8-sig"
 """Encoding for CSV files: UTF-8 with BOM, so German Excel shows umlauts right."""
@@ -168,12 +163,18 @@ class ReportRow(Protocol):
 
 
 class RowSource(Protocol):
-    """A journal that can list calls by arrival (``SqliteJournal`` and friends)."""
+    """A journal that lists calls by arrival and by callback deadline (``SqliteJournal``…)."""
 
     def calls_between(
         self, start: datetime, end: datetime, tenant: str | None = None
     ) -> Iterable[ReportRow]:
         """Calls with ``start <= arrived_at < end`` (aware datetimes), optionally one tenant's."""
+        ...
+
+    def callbacks_due_between(
+        self, start: datetime, end: datetime, tenant: str | None = None
+    ) -> Iterable[ReportRow]:
+        """Calls with a callback due in ``[start, end)``, whenever they arrived."""
         ...
 
 
@@ -425,26 +426,31 @@ def period_range(start: date, end: date, tz: ZoneInfo) -> tuple[datetime, dateti
     return first, after
 
 
-def fetch_range(
-    start: date, end: date, tz: ZoneInfo, lookback: timedelta = CALLBACK_LOOKBACK
-) -> tuple[datetime, datetime]:
-    """The UTC arrival range of rows a report for ``[start, end]`` needs.
+def report_rows(
+    journal: RowSource, start: date, end: date, tz: ZoneInfo, tenant: str | None = None
+) -> Iterator[ReportRow]:
+    """Every row a report for ``[start, end]`` needs, each once.
 
-    The period itself, plus ``lookback`` before it: calls from just before the
-    period may have callbacks due inside it. :func:`build_report` ignores the
-    extra rows for everything else.
+    The calls that arrived in the period, then the callbacks due in it of calls
+    that arrived before it (found by their deadline, however far back: a
+    fixed look-back window would miss deadlines set weeks after the call).
 
     Args:
+        journal: The journal store.
         start: First local date.
         end: Last local date (inclusive).
         tz: The local time zone.
-        lookback: How far to reach back.
+        tenant: Only this tenant, or ``None`` for all.
 
     Returns:
-        ``(from, to)``, UTC, half-open.
+        The rows, lazily (page by page from the store).
     """
     first, after = period_range(start, end, tz)
-    return first - lookback, after
+    yield from journal.calls_between(first, after, tenant)
+    for row in journal.callbacks_due_between(first, after, tenant):
+        # Arrived in the period: already yielded above.
+        if row.arrived_at < first:
+            yield row
 
 
 def month_range(year: int, month: int) -> tuple[date, date]:
@@ -575,7 +581,7 @@ def build_report(
 
     Rows outside the period are ignored (those arriving before it still count
     for callback deadlines inside it), so any superset of the needed rows will
-    do; see :func:`fetch_range`.
+    do, each row once; see :func:`report_rows`.
 
     Args:
         rows: Journal rows.
@@ -1122,7 +1128,7 @@ def run_report_cli(
 ) -> str:
     """Everything ``pbxbridge report`` does except parsing options and printing.
 
-    Loads the rows (:func:`fetch_range`: the period plus the callback lookback),
+    Loads the rows (:func:`report_rows`: the period's calls and the callbacks due in it),
     builds the report in the rules' time zone with every tenant of the rules
     listed (zeros for tenants without calls) and renders it.
 
@@ -1157,9 +1163,8 @@ def run_report_cli(
     if end < start:
         raise ValueError(f"the period ends ({end}) before it starts ({start})")
     tz = rules.timezone
-    first, after = fetch_range(start, end, tz)
     report = build_report(
-        journal.calls_between(first, after, tenant),
+        report_rows(journal, start, end, tz, tenant),
         start=start,
         end=end,
         tz=tz,

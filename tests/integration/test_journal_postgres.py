@@ -43,6 +43,7 @@ from tests.unit.test_journal_store import (
     until,
     versions,
 )
+from tests.unit.test_report import far_callback_report
 
 pytestmark = pytest.mark.postgres
 
@@ -157,6 +158,13 @@ class TestPostgresSpecifics:
 
 
 T0_NAIVE = datetime(2026, 11, 25, 9, 0)
+
+
+def test_a_callback_due_long_after_the_call(database: str) -> None:
+    # Reports select callbacks by deadline in PostgreSQL too (issue 11).
+    with PostgresJournal(database) as store:
+        query(database, "TRUNCATE calls")
+        far_callback_report(store)
 
 
 class TestPersonalData:

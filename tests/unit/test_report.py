@@ -23,7 +23,6 @@ from pbxbridge.journal.report import (
     Report,
     ReportRow,
     build_report,
-    fetch_range,
     format_csv,
     format_json,
     format_table,
@@ -31,8 +30,11 @@ from pbxbridge.journal.report import (
     monthly_invoice_csv,
     percentile_nearest_rank,
     period_range,
+    report_rows,
     run_report_cli,
 )
+from pbxbridge.journal.store import JournalStore, SqliteJournal
+from tests.unit.test_journal_store import entry
 
 BERLIN = ZoneInfo("Europe/Berlin")
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "routing.yaml"
@@ -725,19 +727,20 @@ class TestRendering:
         assert doc["tenants"][0]["buckets"][9]["bucket"] == "2026-03-10"
 
 
-def test_month_range_and_fetch_range() -> None:
+def test_month_range_and_period_range() -> None:
     assert month_range(2026, 2) == (date(2026, 2, 1), date(2026, 2, 28))
     assert month_range(2028, 2) == (date(2028, 2, 1), date(2028, 2, 29))
     assert month_range(2026, 12) == (date(2026, 12, 1), date(2026, 12, 31))
-    first, after = fetch_range(date(2026, 3, 1), date(2026, 3, 31), BERLIN)
+    first, after = period_range(date(2026, 3, 1), date(2026, 3, 31), BERLIN)
     assert after == datetime(2026, 3, 31, 22, 0, tzinfo=UTC)
-    assert first == datetime(2026, 2, 28, 23, 0, tzinfo=UTC) - timedelta(days=21)
+    assert first == datetime(2026, 2, 28, 23, 0, tzinfo=UTC)
 
 
 class FakeJournal:
     def __init__(self, rows: list[Row]) -> None:
         self.rows = rows
         self.asked: list[tuple[datetime, datetime, str | None]] = []
+        self.asked_due: list[tuple[datetime, datetime, str | None]] = []
 
     def calls_between(self, start: datetime, end: datetime, tenant: str | None = None) -> list[Row]:
         self.asked.append((start, end, tenant))
@@ -746,6 +749,25 @@ class FakeJournal:
             for r in self.rows
             if start <= r.arrived_at < end and (tenant is None or r.tenant == tenant)
         ]
+
+    def callbacks_due_between(self, start: datetime, end: datetime,
+                              tenant: str | None = None) -> list[Row]:
+        self.asked_due.append((start, end, tenant))
+        return [
+            r
+            for r in self.rows
+            if r.disposition == "callback" and r.callback_due_at is not None
+            and start <= r.callback_due_at < end and (tenant is None or r.tenant == tenant)
+        ]
+
+
+def test_report_rows_gives_each_row_once() -> None:
+    march = FakeJournal([*MIXED, *TestCallbacks.ROWS])
+    rows = list(report_rows(march, date(2026, 3, 1), date(2026, 3, 31), BERLIN))
+    arrived = [r for r in march.rows if date(2026, 3, 1) <= r.arrived_at.date() < date(2026, 4, 1)]
+    # March's calls (a-d with deadlines in March among them) once, plus e (February's)
+    assert len(rows) == len(arrived) + 1
+    assert rows[-1].arrived_at == TestCallbacks.ROWS[4].arrived_at
 
 
 class TestCli:
@@ -769,15 +791,11 @@ class TestCli:
             "wardenburg",
             "wilhelmshaven",
         ]
-        # February's call (callback due 2 March) is fetched thanks to the lookback
+        # February's call (callback due 2 March) is fetched by its deadline
         assert doc["tenants"][4]["total"]["callbacks_due"] == 3
-        assert journal.asked == [
-            (
-                datetime(2026, 2, 28, 23, 0, tzinfo=UTC) - timedelta(days=21),
-                datetime(2026, 3, 31, 22, 0, tzinfo=UTC),
-                None,
-            )
-        ]
+        march = (datetime(2026, 2, 28, 23, 0, tzinfo=UTC),
+                 datetime(2026, 3, 31, 22, 0, tzinfo=UTC), None)
+        assert journal.asked == journal.asked_due == [march]
 
     def test_invoice(self, journal: FakeJournal) -> None:
         text = self.run(journal, fmt="invoice", tenant=T, by="day")
@@ -803,3 +821,74 @@ class TestCli:
     def test_errors(self, journal: FakeJournal, kw: dict[str, Any], message: str) -> None:
         with pytest.raises(ValueError, match=message):
             self.run(journal, **kw)
+
+
+# ------------------------------------------------------- callbacks due long after the call
+
+FAR_RULES = """
+timezone: Europe/Berlin
+calendars:
+  town:
+    hours: {mon-fri: ["08:00-16:00"]}
+    # a year-long closure (the longest the rules allow), e.g. a town hall rebuilt
+    closed: ["2026-03-02..2027-03-02"]
+queues:
+  sc: {queue: servicecenter}
+tenants:
+  wardenburg:
+    name: Gemeinde Wardenburg
+    dids: ["+49 4407 73-0"]
+    calendar: town
+    open: {queue: sc}
+    callback: {working_days: 10}
+unknown_did: {reject: {}}
+"""
+
+
+def far_callback_report(store: JournalStore) -> None:
+    """A callback due more than a year after the call counts in its deadline's month.
+
+    Called on Fri 27 Feb 2026; ten working days after it, with the town hall
+    closed from 2 March 2026 to 2 March 2027, is Tue 16 March 2027. A report
+    for March 2027 (starting a year after the call: far beyond any fixed
+    look-back) lists it as due and, at ``now`` after the deadline, overdue;
+    one for February 2026 counts the request.
+    """
+    from pbxbridge.config import parse_rules
+
+    rules = parse_rules(FAR_RULES, "far.yaml")[0]
+    town = rules.tenants[T]
+    arrived = utc(2026, 2, 27, 11, 0)
+    due = town.calendar.end_of_working_day(date(2026, 2, 27), 10, rules.timezone)
+    assert due == datetime(2027, 3, 16, 16, 0, tzinfo=BERLIN)
+    store.upsert([entry("far", tenant=T, arrived_at=arrived, queued_at=arrived,
+                        answered_at=arrived + timedelta(seconds=5), outcome="answered",
+                        wait_s=5.0)])
+    store.upsert([entry("near", tenant=T, arrived_at=utc(2027, 3, 3, 9, 0))])
+    assert store.set_disposition("n1", "far", "callback", "agent1", "", "+4944170000", due,
+                                 arrived + timedelta(minutes=2))
+    now = datetime(2027, 3, 20, 12, 0, tzinfo=BERLIN)
+
+    def totals(month: tuple[date, date], **kw: Any) -> dict[str, Any]:
+        text = run_report_cli(store, rules, start=month[0], end=month[1], fmt="json",
+                              now=now, **kw)
+        (tenant,) = json.loads(text)["tenants"]
+        return dict(tenant["total"])
+
+    march = totals(month_range(2027, 3))
+    assert (march["calls"], march["callbacks_due"], march["callbacks_overdue"]) == (1, 1, 1)
+    assert march["callbacks_requested"] == 0  # requested in February 2026
+    assert totals(month_range(2027, 3), tenant=T)["callbacks_overdue"] == 1
+    february = totals(month_range(2026, 2))
+    assert (february["calls"], february["callbacks_requested"],
+            february["callbacks_due"]) == (1, 1, 0)
+    # done late: on time 0, late 1 in March 2027
+    assert store.mark_callback_done("n1", "far", datetime(2027, 3, 18, 9, 0, tzinfo=BERLIN))
+    march = totals(month_range(2027, 3))
+    assert (march["callbacks_due"], march["callbacks_late"], march["callbacks_on_time"]) == (
+        0, 1, 0)
+
+
+def test_a_callback_due_long_after_the_call_sqlite(tmp_path: Path) -> None:
+    with SqliteJournal(tmp_path / "journal.sqlite") as store:
+        far_callback_report(store)
