@@ -24,7 +24,7 @@ from pbxbridge.adapters.agi import AgiRouter, AgiServer
 from pbxbridge.adapters.ami.client import AmiClient, AmiConfig
 from pbxbridge.adapters.ami.errors import AmiActionFailed
 from pbxbridge.adapters.ari.client import AriClient, AriConfig
-from pbxbridge.adapters.ari.router import StasisRouter
+from pbxbridge.adapters.ari.router import StasisRouter, routing_alive
 from pbxbridge.adapters.http.server import HttpServer
 from pbxbridge.adapters.mqtt.publisher import MqttPublisher
 from pbxbridge.adapters.mqtt.settings import MqttSettings
@@ -267,6 +267,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
 
         self._spawn(self.ari.run(self.router.handle, on_connected=self.router.resync), "ari")
+        ari, ari_task = self.ari, self._tasks[-1]
         if self.ami is not None:
             self._spawn(self.ami.run(self._ami_event, on_connected=self._ami_resync), "ami")
         if self.mqtt is not None:
@@ -281,7 +282,9 @@ class Daemon:
         self._spawn(self._watch_rules(), "rules-watch")
         self._spawn(self._watch_overrides(), "overrides-watch")
         self._spawn(self.desk.run(), "callback-figures")  # agent page (issue 6)
-        self._spawn(watchdog_loop(self.notifier, lambda: True), "watchdog")
+        # Fed only while the loop turns and the ARI supervisor is alive (see
+        # routing_alive; Asterisk down still counts as alive).
+        self._spawn(watchdog_loop(self.notifier, lambda: routing_alive(ari, ari_task)), "watchdog")
         self.notifier.ready(status=f"routing with rules generation {self.rules.generation}")
         log.info("daemon.ready", http_port=self.http.port if self.http else None)
 

@@ -15,7 +15,7 @@ Typical use in the daemon::
     notifier = SystemdNotifier()
     ...  # connect to ARI, load routing table
     notifier.ready("routing 12 tenants")
-    watchdog = asyncio.create_task(watchdog_loop(notifier, lambda: ari.connected))
+    watchdog = asyncio.create_task(watchdog_loop(notifier, lambda: routing_alive(ari, task)))
     ...  # on SIGHUP
     notifier.reloading()
     ...  # reload
@@ -25,6 +25,25 @@ Typical use in the daemon::
 
 Every method is a cheap no-op returning ``False`` when the process was not started
 by systemd (no ``$NOTIFY_SOCKET``), so the daemon calls them unconditionally.
+
+What the watchdog promises. pbxbridge is fed to the watchdog (``WATCHDOG=1``) only
+while both hold:
+
+* the event loop turns - the pings come from a coroutine on it, so a frozen
+  process (``SIGSTOP``, a blocked loop, a deadlock) sends none;
+* the routing machinery is alive - the daemon passes
+  :func:`pbxbridge.adapters.ari.router.routing_alive`: the ARI connection
+  supervisor task is running and the client is connected or actively getting
+  connected (connecting, backing off, or resyncing for less than 10 s).
+
+A dead ARI task, a closed client or a resync that hangs stops the pings and
+systemd restarts the daemon after ``WatchdogSec=``; the new process resyncs the
+calls waiting in Stasis. **Asterisk itself down keeps the pings going**: the
+supervisor is reconnecting, calls take the dialplan fallback meanwhile, and
+restarting pbxbridge cannot bring Asterisk back - it would only add restarts
+(and ``StartLimitBurst=`` could end with pbxbridge stopped for good when
+Asterisk returns). Calls stuck in Stasis while the loop turns are the Stasis
+guard's job (``PBXBRIDGE_STASIS_MAX_S``), not the watchdog's.
 """
 
 from __future__ import annotations
@@ -276,7 +295,8 @@ async def watchdog_loop(
     The ping is skipped whenever ``healthy()`` returns false (or raises): then
     systemd sees no ``WATCHDOG=1`` for ``WatchdogSec=`` and restarts the service.
     That is the point - a daemon whose event loop still runs but which can no
-    longer route calls (e.g. ARI wedged) gets restarted, and one whose event loop is
+    longer route calls (the ARI supervisor task dead, a resync hanging; see the
+    module docstring for what counts) gets restarted, and one whose event loop is
     blocked cannot run this coroutine at all. Run it as a background task and cancel
     it on shutdown.
 

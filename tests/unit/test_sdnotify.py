@@ -6,14 +6,19 @@ import asyncio
 import os
 import socket
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 from structlog.testing import capture_logs
 
+from pbxbridge.adapters.ari.client import AriClient, AriConfig, AriConnectionStatus, AriState
+from pbxbridge.adapters.ari.router import routing_alive
 from pbxbridge.sdnotify import SystemdNotifier, watchdog_loop
 
 RECV_TIMEOUT = 2.0
@@ -428,3 +433,145 @@ class TestWatchdogLoop:
 
     async def test_returns_immediately_when_not_under_systemd(self) -> None:
         await asyncio.wait_for(watchdog_loop(SystemdNotifier({}), lambda: True), timeout=1)
+
+
+# -- what feeds the watchdog (issue 11) ------------------------------------
+
+
+class Pings:
+    """Collects WATCHDOG=1 datagrams with their arrival time, in a thread (so a
+    blocked event loop does not block the collecting)."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.times: list[float] = []
+        self._sock = receiver.sock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self._sock.settimeout(0.02)
+        while not self._stop.is_set():
+            try:
+                data = self._sock.recv(4096)
+            except TimeoutError:
+                continue
+            if b"WATCHDOG=1" in data.split(b"\n"):
+                self.times.append(time.monotonic())
+
+    def __enter__(self) -> Pings:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def between(self, start: float, end: float) -> int:
+        return sum(1 for t in self.times if start <= t <= end)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def ari_down() -> AsyncIterator[AriClient]:
+    """A real ARI client whose Asterisk is down (nothing listens on the port)."""
+    client = AriClient(AriConfig(base_url=f"http://127.0.0.1:{closed_port()}",
+                                 username="u", password="p", app="pbxbridge",
+                                 backoff_initial=0.05, backoff_max=0.1))
+    yield client
+    await client.close()
+
+
+async def nothing(event: dict[str, object]) -> None:
+    del event
+
+
+class TestWatchdogFedWhileRoutingAlive:
+    """The daemon feeds the watchdog with routing_alive(ari, ari_task)."""
+
+    async def test_asterisk_down_keeps_feeding_then_a_dead_ari_task_stops_it(
+        self, path_receiver: Receiver, ari_down: AriClient
+    ) -> None:
+        ari_task = asyncio.create_task(ari_down.run(nothing))
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": path_receiver.env_value,
+                                    "WATCHDOG_USEC": "100000"})
+        with Pings(path_receiver) as pings:
+            watchdog = asyncio.create_task(
+                watchdog_loop(notifier, lambda: routing_alive(ari_down, ari_task)))
+            await asyncio.sleep(0.5)
+            assert ari_down.status.state in (AriState.CONNECTING, AriState.DISCONNECTED)
+            # Asterisk down: reconnecting, pings go on (a restart would not help).
+            assert len(pings.times) >= 5
+            ari_task.cancel()  # the supervisor dies
+            await asyncio.gather(ari_task, return_exceptions=True)
+            died = time.monotonic()
+            await asyncio.sleep(0.5)
+            assert pings.between(died + 0.06, time.monotonic()) == 0
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+
+    async def test_blocked_loop_sends_no_ping(
+        self, path_receiver: Receiver, ari_down: AriClient
+    ) -> None:
+        ari_task = asyncio.create_task(ari_down.run(nothing))
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": path_receiver.env_value,
+                                    "WATCHDOG_USEC": "100000"})
+        with Pings(path_receiver) as pings:
+            watchdog = asyncio.create_task(
+                watchdog_loop(notifier, lambda: routing_alive(ari_down, ari_task)))
+            await asyncio.sleep(0.3)
+            blocked = time.monotonic()
+            time.sleep(0.6)  # noqa: ASYNC251 - the point: the event loop is blocked
+            unblocked = time.monotonic()
+            await asyncio.sleep(0.3)
+            assert pings.between(blocked + 0.01, unblocked - 0.01) == 0
+            assert pings.between(unblocked, time.monotonic()) >= 2  # fed again
+            watchdog.cancel()
+            ari_task.cancel()
+            await asyncio.gather(watchdog, ari_task, return_exceptions=True)
+
+
+class FakeStatusAri:
+    def __init__(self, state: AriState, since: datetime) -> None:
+        self.status = AriConnectionStatus(state, since, 0, None)
+
+
+class TestRoutingAlive:
+    NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+
+    @pytest.fixture
+    async def running(self) -> AsyncIterator[asyncio.Task[None]]:
+        async def forever() -> None:
+            await asyncio.Event().wait()
+
+        task = asyncio.create_task(forever())
+        yield task
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    def alive(self, state: AriState, seconds_in_state: float,
+              task: asyncio.Task[None] | None) -> bool:
+        ari = FakeStatusAri(state, self.NOW - timedelta(seconds=seconds_in_state))
+        return routing_alive(cast(AriClient, ari), task, now=lambda: self.NOW)
+
+    @pytest.mark.parametrize("state", [AriState.CONNECTED, AriState.CONNECTING,
+                                       AriState.DISCONNECTED])
+    async def test_connected_or_getting_connected(
+        self, running: asyncio.Task[None], state: AriState
+    ) -> None:
+        assert self.alive(state, 3600, running)
+
+    async def test_no_supervisor_task(self) -> None:
+        assert not self.alive(AriState.CONNECTED, 0, None)
+
+    @pytest.mark.parametrize("state", [AriState.IDLE, AriState.CLOSED])
+    async def test_idle_or_closed(self, running: asyncio.Task[None], state: AriState) -> None:
+        assert not self.alive(state, 0, running)
+
+    async def test_resync_hanging(self, running: asyncio.Task[None]) -> None:
+        assert self.alive(AriState.RESYNCING, 2, running)
+        assert not self.alive(AriState.RESYNCING, 11, running)

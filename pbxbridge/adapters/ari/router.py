@@ -37,7 +37,7 @@ from typing import Any
 
 import structlog
 
-from pbxbridge.adapters.ari.client import AriClient
+from pbxbridge.adapters.ari.client import AriClient, AriState
 from pbxbridge.adapters.ari.errors import (
     AriConflict,
     AriError,
@@ -69,6 +69,10 @@ UNROUTED = ("pbxbridge-unrouted", "s", 1)
 RulesSource = Callable[[], Rules]
 OverridesSource = Callable[[], Sequence[Override]]
 Clock = Callable[[], datetime]
+
+RESYNC_STUCK_S = 10.0
+"""A resync (``on_connected``) running longer than this counts as stuck: its
+requests time out after a few seconds each, so only a bug keeps it going."""
 
 RouterStats = RoutingStats
 """The Stasis router's counters (the shared :class:`RoutingStats`)."""
@@ -367,6 +371,40 @@ class StasisRouter:
             return await self._ari.get_variable(channel_id, name)
         except AriVariableNotFound:
             return ""
+
+
+def routing_alive(
+    ari: AriClient,
+    supervisor: asyncio.Task[Any] | None,
+    *,
+    now: Callable[[], datetime] = _utcnow,
+) -> bool:
+    """Whether the Stasis routing machinery is alive (what feeds the watchdog).
+
+    Alive means: the task running :meth:`AriClient.run` (the connection
+    supervisor) has not ended, and the client is either connected or busy
+    getting connected (connecting, backing off between attempts, or resyncing
+    for less than :data:`RESYNC_STUCK_S`). Asterisk being down therefore
+    counts as alive: the supervisor keeps trying, and a restart of pbxbridge
+    would not bring Asterisk back. Dead: the supervisor task ended (crashed or
+    cancelled), the client is idle or closed, or a resync hangs.
+
+    Args:
+        ari: The ARI client.
+        supervisor: The task running ``ari.run(...)``.
+        now: Returns the current UTC time (tests).
+
+    Returns:
+        True while routing can go on or come back by itself.
+    """
+    if supervisor is None or supervisor.done():
+        return False
+    status = ari.status
+    if status.state in (AriState.IDLE, AriState.CLOSED):
+        return False
+    if status.state is AriState.RESYNCING:
+        return (now() - status.since).total_seconds() < RESYNC_STUCK_S
+    return True
 
 
 def _channel_id(event: dict[str, Any]) -> str:
