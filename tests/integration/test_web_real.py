@@ -182,6 +182,45 @@ class TestDaemonProcess:
             await asyncio.to_thread(daemon.stop)
 
 
+    async def test_bad_agents_file_at_start_routing_goes_on(
+        self, tb: Testbed, tmp_path: Path, agents: AgentFactory
+    ) -> None:
+        """Issue 11: a malformed agents file at start-up used to stop the daemon
+        before ARI connected. Now it starts, routes real calls, shows the error in
+        /healthz and lets agents sign in as soon as a good file is written."""
+        agents_file = tmp_path / "agents.yaml"
+        agents_file.write_text("agent1: !!int zz\n", encoding="utf-8")
+        daemon = DaemonProcess(tb, tmp_path, extra_env={
+            **BASE_ENV, "PBXBRIDGE_AGENTS_FILE": str(agents_file)})
+        await asyncio.to_thread(daemon.start)  # waits for ARI: the daemon is up
+        try:
+            health = daemon.health()
+            assert health["status"] == "degraded"
+            assert "invalid literal for int()" in health["web"]["error"]
+            base = f"http://127.0.0.1:{daemon.port}/agent/"
+            async with aiohttp.ClientSession() as http, http.get(base + "login") as resp:
+                assert resp.status == 503
+            agents(1, "answer")
+            result = await call_in_background(hold_ms=300)
+            assert result.ok, result.describe()
+            routed = 'pbxbridge_calls_routed_total{action="queue",tenant="wardenburg"}'
+            assert daemon.metrics()[routed] == 1
+            write_agents(agents_file)
+            await asyncio.to_thread(
+                daemon.wait_health, lambda h: "error" not in h["web"], 5)
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+                async with http.get(base + "login") as resp:
+                    assert resp.status == 200
+                    token = re.search(r'name="csrf" value="([^"]+)"', await resp.text())
+                assert token is not None
+                async with http.post(base + "login", allow_redirects=False, data={
+                        "agent": "agent1", "password": PASSWORDS["agent1"],
+                        "csrf": token.group(1)}) as resp:
+                    assert resp.status == 303
+        finally:
+            await asyncio.to_thread(daemon.stop)
+
+
 # ------------------------------------------------------------------ in-process, with a journal
 
 
