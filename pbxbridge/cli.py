@@ -70,18 +70,20 @@ def _overrides(config: str, model: RulesFile) -> Iterator[OverrideStore]:
         _fail(f"overrides database: {redact_database_url(str(exc), url).strip()}")
 
 
-def _parse_at(text: str | None, rules: Rules) -> datetime:
+def _parse_at(text: str | None, rules: Rules) -> tuple[datetime, str]:
+    """The instant of ``--at`` and, for a wall-clock time skipped or repeated by DST, a note."""
+    from pbxbridge.core.calendar import resolve_wall_clock
+
     if text is None:
-        return _now()
+        return _now(), ""
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
         _fail(f"--at {text!r}: expected ISO 8601, e.g. 2026-11-25T10:00 or 2026-11-25T10:00+01:00")
     if value.tzinfo is None:
-        # A wall-clock time means the rules' local time; for a time that occurs
-        # twice (the hour after the switch to winter time) the first is taken.
-        value = value.replace(tzinfo=rules.timezone)
-    return value
+        # A wall-clock time means the rules' local time, read as one instant.
+        return resolve_wall_clock(value, rules.timezone)
+    return value, ""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,7 +130,7 @@ def explain(
 ) -> None:
     """Show where a call would go, and why."""
     rules, model = _load(config)
-    at = _parse_at(at_text, rules)
+    at, at_note = _parse_at(at_text, rules)
     overrides = []
     # Without a database URL, a state file nobody has written yet holds no
     # overrides: don't create one just to look.
@@ -146,8 +148,12 @@ def explain(
     if as_json:
         out = decision.as_dict()
         out["at"] = at.isoformat()
+        if at_note:
+            out["at_note"] = at_note
         click.echo(json.dumps(out, ensure_ascii=False, indent=2))
         return
+    if at_note:
+        click.echo(f"note:       --at {at_note}")
     click.echo(_describe(decision, rules))
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import holidays as holidays_lib
@@ -306,6 +306,7 @@ class Calendar:
         Returns:
             The state and one sentence explaining it.
         """
+        local = normalise(local)
         day = local.date()
         second = local.hour * 3600 + local.minute * 60 + local.second
         intervals, why, holiday = self.state_on(day)
@@ -406,6 +407,59 @@ def holidays_for_year(country: str, subdivision: str, year: int) -> dict[date, s
     except NotImplementedError:  # no German names for this country: use its default
         table = holidays_lib.country_holidays(country, subdiv=subdiv, years=year)
     return {d: str(n) for d, n in table.items()}
+
+
+def normalise(local: datetime) -> datetime:
+    """The wall-clock reading of an aware datetime's instant, through UTC.
+
+    ``astimezone`` into a datetime's own zone returns it unchanged, so a time
+    in the hour skipped in spring (``2026-03-29 02:30`` Europe/Berlin) would
+    be read literally; its instant is ``01:30 UTC``, i.e. ``03:30 CEST``.
+    Going through UTC gives one instant one reading however it was written.
+
+    Args:
+        local: An aware datetime (a naive one is returned unchanged).
+
+    Returns:
+        The same instant in the same zone, as its clock shows it.
+    """
+    if local.tzinfo is None:
+        return local
+    return local.astimezone(UTC).astimezone(local.tzinfo)
+
+
+def resolve_wall_clock(naive: datetime, tz: ZoneInfo) -> tuple[datetime, str]:
+    """Read a wall-clock time written without an offset as one instant in ``tz``.
+
+    zoneinfo's ``fold=0`` decides, as PEP 495 defines it: a time that occurs
+    twice (the hour before the switch to winter time) is the first one, a time
+    that does not exist (the hour skipped in spring) is read with the offset
+    before the switch, i.e. as the time that far after it (``02:30`` → ``03:30
+    CEST``); the result is normalised through UTC (see :func:`normalise`).
+
+    Args:
+        naive: The wall-clock time (its ``tzinfo`` is ignored).
+        tz: The rules' time zone.
+
+    Returns:
+        The aware, normalised datetime and a sentence for the operator when the
+        wall-clock time was ambiguous or did not exist (else ``""``).
+    """
+    naive = naive.replace(tzinfo=None)
+    first = naive.replace(tzinfo=tz, fold=0)
+    resolved = normalise(first)
+    written = f"{naive:%Y-%m-%d %H:%M}" + (f":{naive.second:02d}" if naive.second else "")
+    if resolved.replace(tzinfo=None) != naive:
+        return resolved, (
+            f"{written} does not exist in {tz.key} (clocks skip that hour): "
+            f"read as {format_local(resolved)} ({resolved.astimezone(UTC):%H:%M} UTC)"
+        )
+    if first.utcoffset() != naive.replace(tzinfo=tz, fold=1).utcoffset():
+        return resolved, (
+            f"{written} occurs twice in {tz.key}: the first is taken, "
+            f"{format_local(resolved)} ({resolved.astimezone(UTC):%H:%M} UTC)"
+        )
+    return resolved, ""
 
 
 def format_local(local: datetime) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,6 +16,7 @@ from pbxbridge.core.calendar import (
     parse_days,
     parse_interval,
     parse_time,
+    resolve_wall_clock,
 )
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -107,3 +108,89 @@ class TestEndOfWorkingDay:
         cal = Calendar(name="never", weekly=((),) * 7)
         with pytest.raises(ValueError, match="no working day"):
             cal.end_of_working_day(date(2026, 1, 1), 1, BERLIN)
+
+
+# -- one instant, one answer across the DST switches (issue 11) --------------
+
+
+def night_calendar() -> Calendar:
+    """Open 02:00-03:00 and 03:00-03:30 every day: the hours the switches move."""
+    night = (Interval(2 * 3600, 3 * 3600, "night"), Interval(3 * 3600, 3 * 3600 + 1800, "late"))
+    return Calendar(name="night", weekly=(night,) * 7)
+
+
+# Written by hand from the switch rules (EU: last Sunday of March 01:00 UTC to
+# CEST, last Sunday of October 01:00 UTC back to CET), not computed.
+DST_TABLE = [
+    # --at as written, the instant in UTC, the wall clock it is, open?
+    # spring 2026-03-29: 02:00 CET -> 03:00 CEST; 02:00-02:59 does not exist
+    ("2026-03-29T01:59", "2026-03-29T00:59", "01:59 CET", False),
+    ("2026-03-29T02:00", "2026-03-29T01:00", "03:00 CEST", True),
+    ("2026-03-29T02:30", "2026-03-29T01:30", "03:30 CEST", False),
+    ("2026-03-29T02:15", "2026-03-29T01:15", "03:15 CEST", True),
+    ("2026-03-29T03:00", "2026-03-29T01:00", "03:00 CEST", True),
+    ("2026-03-29T03:30", "2026-03-29T01:30", "03:30 CEST", False),
+    # autumn 2026-10-25: 03:00 CEST -> 02:00 CET; 02:00-02:59 occurs twice
+    ("2026-10-25T01:59", "2026-10-24T23:59", "01:59 CEST", False),
+    ("2026-10-25T02:30", "2026-10-25T00:30", "02:30 CEST", True),
+    ("2026-10-25T03:00", "2026-10-25T02:00", "03:00 CET", True),
+    ("2026-10-25T03:30", "2026-10-25T02:30", "03:30 CET", False),
+]
+
+
+@pytest.mark.parametrize(("written", "utc", "clock", "is_open"), DST_TABLE)
+def test_wall_clock_resolves_to_one_instant(
+    written: str, utc: str, clock: str, is_open: bool
+) -> None:
+    resolved, _ = resolve_wall_clock(datetime.fromisoformat(written), BERLIN)
+    instant = datetime.fromisoformat(utc).replace(tzinfo=UTC)
+    # (PEP 495: a time in the fold never compares equal across zones: compare in UTC.)
+    assert resolved.astimezone(UTC) == instant
+    assert f"{resolved:%H:%M} {resolved.tzname()}" == clock
+    cal = night_calendar()
+    # However the instant is written, the calendar gives one answer.
+    forms = [
+        resolved,
+        instant,
+        instant.astimezone(BERLIN),
+        instant.astimezone(timezone(timedelta(hours=5))),
+        datetime.fromisoformat(written).replace(tzinfo=BERLIN),  # read literally before
+    ]
+    answers = {cal.state_at(form.astimezone(BERLIN)).is_open for form in forms[:4]}
+    assert answers == {is_open}
+    if resolved.astimezone(UTC) == forms[4].astimezone(UTC):  # literal = same instant
+        assert cal.state_at(forms[4]).is_open is is_open
+
+
+@pytest.mark.parametrize(
+    ("written", "note"),
+    [
+        ("2026-03-29T02:30", "does not exist in Europe/Berlin"),
+        ("2026-10-25T02:30", "occurs twice in Europe/Berlin: the first is taken"),
+        ("2026-03-29T03:30", ""),
+        ("2026-11-25T10:00", ""),
+    ],
+)
+def test_wall_clock_note(written: str, note: str) -> None:
+    _, text = resolve_wall_clock(datetime.fromisoformat(written), BERLIN)
+    assert (note in text) if note else text == ""
+
+
+def test_the_skipped_hour_is_not_read_literally() -> None:
+    # The review's case: 02:30 local on 29 March with a calendar open 02:00-03:00.
+    literal = datetime(2026, 3, 29, 2, 30, tzinfo=BERLIN)
+    assert literal.astimezone(BERLIN) is literal  # why astimezone alone did not help
+    assert night_calendar().state_at(literal).is_open is False
+    assert "03:30 CEST" in night_calendar().state_at(literal).reason
+
+
+def test_every_wall_clock_minute_of_both_switch_nights_gets_its_instants_answer() -> None:
+    cal = night_calendar()
+    for night in (datetime(2026, 3, 29), datetime(2026, 10, 25)):
+        for minute in range(0, 5 * 60, 5):
+            wall = night + timedelta(minutes=minute)
+            for fold in (0, 1):
+                written = wall.replace(tzinfo=BERLIN, fold=fold)
+                # The same instant, reached from UTC: what the clock really shows.
+                actual = written.astimezone(UTC).astimezone(BERLIN)
+                assert cal.state_at(written).is_open is cal.state_at(actual).is_open, written

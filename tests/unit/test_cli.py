@@ -799,3 +799,50 @@ class TestCommandLine:
         assert proc.returncode == 0, proc.stderr
         data = json.loads(proc.stdout)
         assert (data["tenant"], data["action"]) == ("wardenburg", "queue")
+
+
+# -- issue 11: a wall-clock --at in a DST switch is one instant ---------------
+
+NIGHT_RULES = """\
+timezone: Europe/Berlin
+calendars:
+  night: {hours: {daily: ["02:00-03:00"]}}
+queues:
+  servicecenter: {queue: servicecenter}
+tenants:
+  wardenburg:
+    name: Gemeinde Wardenburg
+    dids: ["+49 4407 73-0"]
+    calendar: night
+    open: {queue: servicecenter}
+    closed: {then: hangup}
+unknown_did: {tenant: wardenburg}
+"""
+
+
+@pytest.mark.parametrize(
+    ("at", "action", "instant", "note"),
+    [
+        # spring: 02:30 does not exist; it is 01:30 UTC = 03:30 CEST, closed
+        ("2026-03-29T02:30", "closed", "2026-03-29T03:30:00+02:00", "does not exist"),
+        ("2026-03-29T01:30Z", "closed", "2026-03-29T01:30:00+00:00", ""),
+        ("2026-03-29T02:30+01:00", "closed", "2026-03-29T02:30:00+01:00", ""),
+        ("2026-03-29T01:30", "closed", "2026-03-29T01:30:00+01:00", ""),
+        # autumn: 02:30 occurs twice, the first (CEST) is taken; both are open
+        ("2026-10-25T02:30", "queue", "2026-10-25T02:30:00+02:00", "occurs twice"),
+        ("2026-10-25T00:30Z", "queue", "2026-10-25T00:30:00+00:00", ""),
+        ("2026-10-25T01:30Z", "queue", "2026-10-25T01:30:00+00:00", ""),
+        ("2026-10-25T02:00Z", "closed", "2026-10-25T02:00:00+00:00", ""),
+    ],
+)
+def test_explain_at_in_a_dst_switch_is_one_instant(
+    run: Run, tmp_path: Path, state_dir: Path, at: str, action: str, instant: str, note: str
+) -> None:
+    config = tmp_path / "night.yaml"
+    config.write_text(NIGHT_RULES, encoding="utf-8")
+    data = explain(run, config, "--no-overrides", "--at", at)
+    assert data["action"] == action, data["reasons"]
+    assert data["at"] == instant
+    assert (note in data["at_note"]) if note else "at_note" not in data
+    text = ok(run("explain", "-c", config, "--did", WARDENBURG, "--no-overrides", "--at", at))
+    assert ("note:       --at" in text.stdout) is bool(note)
