@@ -25,9 +25,12 @@ Figures (JSON on the last line):
   calls the daemon could not route (``/healthz``).
 * ``missing_pops``: for every call the journal has as answered by an agent,
   the ``ringing``, ``answered`` and ``ended`` pops on that agent's topic that
-  the subscriber never received (target 0); ``journal_missing``: routed calls
-  without a journal row. ``sse_missing``: pops of agent1 and agent2 that reached
-  the MQTT subscriber but not the agent's event stream.
+  the subscriber never received (target 0); ``mqtt_dropped_overflow``: messages
+  the daemon's publisher dropped because its buffer was full;
+  ``journal_missing``: routed calls without a journal row. ``sse_missing``: pops
+  of agent1 and agent2 that reached the MQTT subscriber but not the agent's
+  event stream; ``page_delivered``: pops the agent page's desk took (of
+  ``pops_published``).
 * ``rss_first_mib``: the daemon's resident memory (``VmRSS``) when it had routed
   ``--first`` calls (2,000); ``rss_end_mib``: after the last call ended and the
   journal and the pops were drained; ``rss_growth_mib`` their difference
@@ -492,7 +495,9 @@ def summarise(args: argparse.Namespace, result: CallResult, watch: Watch,
         "mqtt_messages_received": subscriber.received(),
         "mqtt_other_topics": dict(subscriber.other),
         "mqtt_bad_payloads": subscriber.bad,
+        "mqtt_dropped_overflow": mqtt_health.get("dropped_overflow"),
         "mqtt_publisher": {k: v for k, v in mqtt_health.items() if not isinstance(v, dict)},
+        "page_delivered": (health.get("web") or {}).get("delivered"),
         "sse_missing": sse_missing,
         "sse": sse,
         "first_calls": watch.routed_at_first or args.first,
@@ -530,8 +535,11 @@ def print_summary(res: dict[str, Any]) -> None:
     print(f"journal: {res['journal_rows']} rows ({res['journal_missing']} routed calls missing), "
           f"outcomes {res['journal_outcomes']}")
     print(f"pops: {res['pops_received']} of {res['pops_expected']} expected received, "
-          f"{res['missing_pops']} missing {res['missing_pops_by_kind']}; "
-          f"agent page streams: {res['sse_missing']} pops missing")
+          f"{res['missing_pops']} missing {res['missing_pops_by_kind']}; publisher: "
+          f"{res['pops_published']} agent pops made, {res['mqtt_dropped_overflow']} messages "
+          f"dropped (buffer full)")
+    print(f"agent page: {res['page_delivered']} of {res['pops_published']} pops taken by the "
+          f"desk, {res['sse_missing']} pops of agent1/agent2 missing on their event streams")
     print(f"daemon RSS: {res['rss_first_mib']} MiB after {res['first_calls']} calls, "
           f"{res['rss_end_mib']} MiB after the run: {res['rss_growth_mib']:+} MiB "
           f"(target within {TARGET_RSS_GROWTH_MIB:g})"
