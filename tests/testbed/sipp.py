@@ -417,7 +417,7 @@ class SippAgent:
         name: Label (e.g. ``agent1``).
         ip: Listen address.
         port: SIP port.
-        behaviour: ``answer``, ``noanswer`` or ``reject``.
+        behaviour: ``answer``, ``noanswer``, ``reject`` or ``instant``.
         ring_delay_ms: For ``answer``: ringing time before the 200 OK.
         workdir: sipp's working directory.
     """
