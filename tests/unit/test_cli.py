@@ -125,7 +125,7 @@ class TestCheck:
     def test_example_is_ok(self, run: Run) -> None:
         result = ok(run("check", EXAMPLE))
         assert result.stdout == (
-            f"{EXAMPLE}: OK (5 tenants, 5 numbers, 1 number blocks, 7 115 area codes)\n"
+            f"{EXAMPLE}: OK (5 tenants, 5 numbers, 1 number blocks, 16 115 area codes)\n"
         )
         assert result.stderr == ""
 
