@@ -3,18 +3,21 @@
 A throwaway database on the machine's PostgreSQL (``tests/postgres.py``;
 ``PBXBRIDGE_TEST_POSTGRES`` overrides the server) is filled server-side with
 ``--rows`` calls spread over 400 days (``tests/journal_fill.py``), 77.5 % of
-them older than the 90-day retention: a journal whose purge never ran. Then
+them older than the 90-day retention: a journal whose purge never ran, written
+under schema 1 and then migrated (``migrate_s``: migration 2 builds the purge's
+index on the full table, which blocks journal writes meanwhile). Then
 ``PostgresJournal.purge`` runs as the daemon runs it, each batch of
 ``PURGE_BATCH`` calls its own statement under the store's statement timeout
 (``--statement-timeout``, default 30 s as in production); every batch is timed.
 ``next_day_ms`` is the following day's run (a day's worth of calls).
 
 ``--single`` also times what the purge used to be, one ``UPDATE`` for the whole
-backlog under the same timeout, on a second copy (``null`` when it timed out).
+backlog under the same timeout, on a second copy at schema 1 (``null`` when it
+timed out).
 
 Usage: ``python benchmarks/purge.py [--rows 1000000] [--single]``. The last line
 of output is JSON with ``rows``, ``purged``, ``purge_s``, ``batches``,
-``max_batch_s``, ``next_day_ms``, ``fill_s`` and ``single_update_s``.
+``max_batch_s``, ``next_day_ms``, ``fill_s``, ``migrate_s`` and ``single_update_s``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pbxbridge.journal.store import PostgresJournal
-from tests.journal_fill import fill_journal
+from tests.journal_fill import create_schema, fill_journal
 from tests.postgres import throwaway_database
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -94,17 +97,21 @@ def main() -> None:
 
     single_s: float | None = None
     with throwaway_database() as url:
-        PostgresJournal(url).close()  # migrated
+        create_schema(url, 1)
         started = time.perf_counter()
         fill_journal(url, args.rows, NOW, DAYS)
         fill_s = time.perf_counter() - started
-        print(f"filled {args.rows:,} calls in {fill_s:.1f} s", flush=True)
+        started = time.perf_counter()
+        PostgresJournal(url).close()  # migrates to the current schema
+        migrate_s = time.perf_counter() - started
+        print(f"filled {args.rows:,} calls in {fill_s:.1f} s; migrated in {migrate_s:.1f} s",
+              flush=True)
         purged, purge_s, batches, next_day_ms = timed_purge(url, args.statement_timeout)
         print(f"purged {purged:,} calls in {purge_s:.1f} s, {len(batches)} batches, "
               f"slowest {max(batches):.2f} s; next day {next_day_ms:.0f} ms", flush=True)
     if args.single:
         with throwaway_database() as url:
-            PostgresJournal(url).close()
+            create_schema(url, 1)  # the schema the old purge ran on
             fill_journal(url, args.rows, NOW, DAYS)
             single_s = single_update(url, args.statement_timeout)
             print("single UPDATE: " + ("timed out" if single_s is None else f"{single_s:.1f} s"))
@@ -116,6 +123,7 @@ def main() -> None:
         "max_batch_s": round(max(batches), 2),
         "next_day_ms": round(next_day_ms),
         "fill_s": round(fill_s, 1),
+        "migrate_s": round(migrate_s, 1),
         "statement_timeout_s": args.statement_timeout,
         "single_update_s": None if single_s is None else round(single_s, 1),
     }))

@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 
 import psycopg
 
+from pbxbridge.journal.schema import POSTGRES_MIGRATIONS
+
 FILL_SQL = """
 INSERT INTO calls (node, call_id, tenant, did, caller, via_115, action, reasons,
                    arrived_at, queued_at, answered_at, ended_at, outcome, agent, queue,
@@ -34,6 +36,21 @@ SELECT 'n' || (i %% 3), 'c' || i, 't' || lpad((i %% 40)::text, 3, '0'),
 FROM generate_series(0, %(rows)s - 1) AS i,
      LATERAL (SELECT %(now)s - %(step)s * i AS t) AS arrival
 """
+
+
+def create_schema(url: str, version: int) -> None:
+    """Bring an empty database to schema ``version`` only, as an older release left it.
+
+    Args:
+        url: An empty database.
+        version: How many migrations to apply.
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY,"
+                     " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        for number, script in enumerate(POSTGRES_MIGRATIONS[:version], start=1):
+            conn.execute(script.encode())
+            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
 
 
 def fill_journal(url: str, rows: int, now: datetime, days: float = 400) -> None:
