@@ -39,7 +39,7 @@ from pbxbridge.journal.retention import (
     purge_older_than,
     retention_loop,
 )
-from pbxbridge.journal.schema import SCHEMA_VERSION
+from pbxbridge.journal.schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
 from pbxbridge.journal.store import (
     ALL_COLUMNS,
     MAX_NOTE_CHARS,
@@ -470,6 +470,30 @@ class TestSqliteMigrations:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"calls", "overrides"} <= tables
         db.close()
+
+    def test_a_file_at_schema_1_is_upgraded(self, tmp_path: Path) -> None:
+        # A journal written by the release before migration 2 (never edited).
+        path = tmp_path / "j.sqlite"
+        db = sqlite3.connect(path)
+        db.executescript(SQLITE_MIGRATIONS[0])
+        db.execute("PRAGMA user_version = 1")
+        db.execute(
+            "INSERT INTO calls (node, call_id, tenant, did, caller, via_115, action, reasons,"
+            " arrived_at, outcome, agent, queue, rings) VALUES ('n1', 'old', 't', 'd', ?, 0,"
+            " 'queue', '[\"caller 0441/1234567;cpc=x\"]', ?, 'answered', '', '', '[]')",
+            (CALLER, at(-100 * 86400).timestamp()),
+        )
+        db.commit()
+        db.close()
+        with SqliteJournal(path) as store:
+            assert store.schema_version == SCHEMA_VERSION == 2
+            assert store.purge(at(-90 * 86400), at(0)) == 1
+            (row,) = store.calls_between(at(-1e8), at(1))
+            assert row.caller is None and row.reasons == ()
+        db = sqlite3.connect(path)
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        db.close()
+        assert {"calls_unpurged", "calls_callback_due"} <= names
 
     def test_reopen_keeps_data_and_does_not_migrate_again(self, tmp_path: Path) -> None:
         path = tmp_path / "j.sqlite"
