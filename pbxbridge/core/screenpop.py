@@ -16,28 +16,62 @@ Two audiences, two topics:
 
 from __future__ import annotations
 
-import re
+import hashlib
+import string
 from datetime import datetime
 
 from pbxbridge.core.lifecycle import CallRecord, Pop, State
 
 SCHEMA_VERSION = 1
-_TOPIC_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_TOPIC_KEEP = frozenset(string.ascii_letters + string.digits + "_.-")
+SEGMENT_LIMIT = 64 * 12
+"""Longest escaped segment kept whole: any id of up to 64 characters (the agents
+file's limit) fits, even with every character escaped (4 UTF-8 bytes x ``%XX``)."""
+_DIGEST_HEX = 32
 
 
 def topic_segment(value: str) -> str:
-    """Make a value safe as one MQTT topic level.
+    """Make an id one MQTT topic level, injectively.
 
-    ``+``, ``#`` and ``/`` have meaning in MQTT topics; an agent id is ours
-    (from app_queue's member name) but must still never widen a topic.
+    ``+``, ``#`` and ``/`` have meaning in MQTT topics, and the broker's ACL
+    gives each agent its own level (``%u``): two ids must never share one, or
+    one agent reads another's pops. Letters, digits and ``_.-`` stay as they
+    are (``agent1`` stays ``agent1``); every other character becomes ``%XX``
+    per UTF-8 byte (``Jörg Müller`` → ``J%C3%B6rg%20M%C3%BCller``), which
+    decodes back to exactly one id. A segment longer than
+    :data:`SEGMENT_LIMIT` (only ids of more than 64 characters, which the
+    agents file refuses) is cut at an escape boundary and ends with ``~`` and
+    128 bits of the id's SHA-256; ``~`` itself is always escaped, so such a
+    segment cannot equal a whole one.
 
     Args:
         value: An agent or tenant id.
 
     Returns:
-        The value with anything outside ``[A-Za-z0-9_.-]`` replaced by ``_``.
+        The topic level.
+
+    Raises:
+        ValueError: For an empty id (it has no topic of its own).
     """
-    return _TOPIC_SAFE.sub("_", value)[:64] or "_"
+    if not value:
+        raise ValueError("an empty id has no topic level")
+    # surrogatepass: a lone surrogate (from a mis-decoded AMI field) still
+    # gets bytes of its own instead of an exception.
+    raw = value.encode("utf-8", "surrogatepass")
+    encoded = "".join(
+        c if c in _TOPIC_KEEP else _escape(c) for c in value
+    )
+    if len(encoded) <= SEGMENT_LIMIT:
+        return encoded
+    head = encoded[: SEGMENT_LIMIT - 1 - _DIGEST_HEX]
+    escape = head.rfind("%", len(head) - 2)
+    if escape != -1:  # do not cut inside a %XX escape
+        head = head[:escape]
+    return f"{head}~{hashlib.sha256(raw).hexdigest()[:_DIGEST_HEX]}"
+
+
+def _escape(char: str) -> str:
+    return "".join(f"%{b:02X}" for b in char.encode("utf-8", "surrogatepass"))
 
 
 def agent_topic(prefix: str, agent: str) -> str:

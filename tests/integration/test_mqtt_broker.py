@@ -470,3 +470,34 @@ async def test_a_broker_that_never_answers_leaves_no_connections_behind() -> Non
         await publisher.close(timeout=0.1)
         await task
         server.close()
+
+
+async def test_acl_example_keeps_escaped_agent_ids_apart(
+    make_broker: Callable[..., MosquittoBroker],
+    make_publisher: Callable[[MqttSettings], MqttPublisher],
+    collectors: list[Collector],
+) -> None:
+    # Both became J_rg_M_ller (one topic) before topic_segment was injective.
+    from pbxbridge.core.screenpop import topic_segment
+    from pbxbridge.screenpops import agent_topic_relative
+
+    mueller, moeller = topic_segment("Jörg Müller"), topic_segment("Jörg Möller")
+    assert mueller != moeller
+    users = {"pbxbridge": "d", mueller: "m1", moeller: "m2"}
+    broker = make_broker(users=users, acl_file=ACL_EXAMPLE)
+    one = await started(Collector(broker, "pbxbridge/v1/agents/#",
+                                  username=mueller, password="m1"), collectors)
+    two = await started(Collector(broker, "pbxbridge/v1/agents/#",
+                                  username=moeller, password="m2"), collectors)
+    daemon = make_publisher(publisher_settings(broker, username="pbxbridge", password="d"))
+    daemon.publish(agent_topic_relative("Jörg Müller"), b"for Mueller")
+    daemon.publish(agent_topic_relative("Jörg Möller"), b"for Moeller")
+    daemon.publish(agent_topic_relative("Jörg Müller"), b"end Mueller")
+    daemon.publish(agent_topic_relative("Jörg Möller"), b"end Moeller")
+    await until(lambda: b"end Mueller" in one.payloads, what="Müller's pops")
+    await until(lambda: b"end Moeller" in two.payloads, what="Möller's pops")
+    assert one.payloads == [b"for Mueller", b"end Mueller"]
+    assert two.payloads == [b"for Moeller", b"end Moeller"]
+    assert {m.topic.value for m in one.messages} == {
+        "pbxbridge/v1/agents/J%C3%B6rg%20M%C3%BCller/screenpop"
+    }

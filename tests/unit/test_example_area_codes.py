@@ -61,6 +61,7 @@ def place(area_code: str) -> str:
 
 def test_the_example_maps_exactly_the_partners_area_codes() -> None:
     _, model = load_rules(EXAMPLE)
+    assert model.service_115 is not None
     mapped = dict(model.service_115.by_area_code)
     assert mapped == {code: tenant for code, (_, tenant) in PARTNER_AREA_CODES.items()}
 

@@ -89,7 +89,9 @@ def test_each_problem_degrades(daemon: Daemon, part: str, value: Any, word: str)
     _set(daemon, part, value)
     healthy, body = daemon.health()
     assert not healthy and body["status"] == "degraded"
-    (problem,) = body["problems"]
+    problems = body["problems"]
+    assert isinstance(problems, list)
+    (problem,) = problems
     assert problem.startswith(word)
 
 
@@ -111,7 +113,9 @@ async def test_rejected_reload_degrades_until_a_good_file(daemon: Daemon) -> Non
     assert not await daemon.rules.reload("test")
     healthy, body = daemon.health()
     assert not healthy and body["status"] == "degraded"
-    (problem,) = body["problems"]
+    problems = body["problems"]
+    assert isinstance(problems, list)
+    (problem,) = problems
     assert problem.startswith("rules: last reload rejected") and "generation 1" in problem
     daemon.rules.path.write_text(good.replace("priority: 5", "priority: 6", 1), encoding="utf-8")
     assert await daemon.rules.reload("test")

@@ -193,7 +193,7 @@ class TestRobustness:
         pops.ami_event(ev("QueueCallerJoin", Queue="servicecenter"))
         pops.ami_event(ev("AgentCalled", MemberName="a+#b"))
         topics = [t for t, _, _, _ in pub.sent if t.startswith("agents/")]
-        assert topics == ["agents/a__b/screenpop"]
+        assert topics == ["agents/a%2B%23b/screenpop"]  # escaped, one level
 
 
 class TestPruning:
