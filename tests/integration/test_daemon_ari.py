@@ -437,3 +437,63 @@ class TestNoCallLeftInStasis:
             for caller in callers:
                 caller.join(60)
             d.stop()
+
+
+class TestFrozenDaemonBound:
+    def test_restart_and_resync_time(
+        self, tb: Testbed, new_daemon: DaemonProcess, agents: AgentFactory
+    ) -> None:
+        """Measures what WatchdogSec in systemd/pbxbridge.service is chosen from:
+        a frozen daemon holding calls in Stasis is killed (as systemd does on
+        the watchdog timeout) and started again; the time from the new
+        process's start to the last held call continued. Run with ``-s`` to see
+        the figure; the bound asserted leaves room on a loaded test machine."""
+        for n in (1, 2, 3):
+            agents(n, "answer")
+        d = new_daemon
+        d.extra_env["PYTHONFAULTHANDLER"] = "1"
+        d.start()
+        assert d.proc is not None
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        results: list[CallResult] = []
+        caller = threading.Thread(target=lambda: results.append(place_calls(
+            WARDENBURG, count=3, rate=10, hold_ms=300, caller=CALLER, timeout_s=60)))
+        caller.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            _, app = tb.ari_request("GET", "/applications/pbxbridge")
+            if isinstance(app, dict) and len(app.get("channel_ids", [])) == 3:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"calls did not reach Stasis: {app}")
+        # What systemd does on the watchdog timeout (WatchdogSignal=SIGABRT,
+        # followed by SIGCONT for a stopped process); PYTHONFAULTHANDLER dumps
+        # the stacks first, as under the unit.
+        aborted = time.monotonic()
+        os.kill(d.proc.pid, signal.SIGABRT)
+        os.kill(d.proc.pid, signal.SIGCONT)
+        d.proc.wait(10)
+        d.proc = None
+        abort_s = time.monotonic() - aborted
+        started = time.monotonic()
+        d.start(wait_connected=False)
+        deadline = started + 20
+        while time.monotonic() < deadline:
+            routed = [e for e in d.routed() if e.get("resynced")]
+            if len(routed) == 3:
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError(d.log_tail(60))
+        elapsed = time.monotonic() - started
+        ready = [e for e in d.logs() if e.get("event") == "daemon.ready"]
+        caller.join(60)
+        (result,) = results
+        assert result.successful == 3, result.describe()
+        print(f"\nabort: {abort_s:.2f} s from SIGABRT to exit; restart+resync: "
+              f"{elapsed:.2f} s from process start to 3 held calls continued "
+              f"({len(ready)} ready lines)")
+        assert abort_s < 2.0
+        # WatchdogSec=5 + RestartSec=1 + this must stay within ~10 s.
+        assert elapsed < 3.0
