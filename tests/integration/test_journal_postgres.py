@@ -193,6 +193,29 @@ class TestPersonalData:
         finally:
             db.close()
 
+    async def test_the_writer_logs_refusals_without_numbers(self, fresh_database: str,
+                                                            tmp_path: Path) -> None:
+        # The daemon's path: the writer retries a refused batch entry by entry
+        # and logs each refusal at error level with the database's message.
+        from structlog.testing import capture_logs
+
+        PostgresJournal(fresh_database).close()
+        query(fresh_database, "ALTER TABLE calls ADD CONSTRAINT no_test_numbers"
+                              " CHECK (caller <> '+494411234567')")
+        writer = JournalWriter(lambda: PostgresJournal(fresh_database), tmp_path / "spool",
+                               flush_interval=0.02)
+        with capture_logs() as logs:
+            task = asyncio.create_task(writer.run())
+            writer.submit(entry("bad", caller="+494411234567"))
+            writer.submit(entry("good", caller="+4944170000"))
+            await until(lambda: writer.stats.rejected == 1 and writer.stats.backlog == 0)
+            await writer.close()
+            await task
+        refused = [e for e in logs if e["event"] == "journal.entry_rejected"]
+        assert refused and "no_test_numbers" in refused[0]["error"]
+        assert "494411234567" not in repr(logs) + json.dumps(writer.stats.as_dict())
+        assert query(fresh_database, "SELECT call_id FROM calls") == [("good",)]
+
     def test_an_applied_migration_is_upgraded(self, fresh_database: str) -> None:
         # A database at schema 1 (released): rows survive, migration 2 adds
         # the purge's and the report's indexes.
