@@ -387,7 +387,7 @@ class StoreBehaviour:
 
         monkeypatch.setattr(store, "_write", counted)
         assert store.purge(at(-90 * 86400), at(0)) == 10
-        assert len(statements) == 4  # 3 + 3 + 3 + 1, each its own transaction
+        assert len(statements) == 5  # 3 + 3 + 3 + 1 + 0, each its own transaction
         rows = {r.call_id: r for r in store.calls_between(at(-1e8), at(1))}
         assert all(rows[f"old{i}"].purged_at == at(0) for i in range(10))
         assert rows["new"].purged_at is None and rows["new"].caller == CALLER
