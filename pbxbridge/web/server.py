@@ -25,13 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
 import json
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,11 +37,14 @@ from aiohttp import web
 
 from pbxbridge.journal.store import MAX_NOTE_CHARS
 from pbxbridge.web.agents import AgentsFile
-from pbxbridge.web.desk import AgentDesk, CallbackItem, DeskError
+from pbxbridge.web.config import MIN_SESSION_SECRET_CHARS, WebConfig, client_address, networks
+from pbxbridge.web.desk import AgentDesk, DeskError
 from pbxbridge.web.i18n import format_local, label, language, script_labels
 from pbxbridge.web.passwords import ScryptHash, dummy_hash, verify_password
 from pbxbridge.web.render import EMPTY, Markup, join, render, tag
 from pbxbridge.web.sessions import Attempt, LoginLimiter, Session, SessionManager
+from pbxbridge.web.static import load_static
+from pbxbridge.web.views import callback_section
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +64,6 @@ MAX_WAITING_VERIFY: Final = 4
 """Sign-ins allowed to queue for a hashing slot; more are refused with 503
 (the PBX host's CPU belongs to Asterisk's audio first)."""
 BUSY_RETRY_S: Final = 5
-MIN_SESSION_SECRET_CHARS: Final = 16
 REVOCATIONS_FILE: Final = "web-revoked.json"
 
 CSP: Final = (
@@ -81,104 +80,6 @@ SECURITY_HEADERS: Final = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
-_STATIC_TYPES: Final = {
-    ".css": "text/css; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".svg": "image/svg+xml",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class WebConfig:
-    """Settings of the agent page.
-
-    Attributes:
-        agents_file: Path of the agents file (``PBXBRIDGE_AGENTS_FILE``).
-        secure_cookies: Mark cookies ``Secure`` (behind TLS;
-            ``PBXBRIDGE_WEB_SECURE_COOKIES``).
-        session_secret: HMAC key for sessions; empty: random per start.
-            Shorter than :data:`MIN_SESSION_SECRET_CHARS`: the page refuses
-            to serve (503 and ``/healthz`` error), routing goes on.
-        trusted_proxies: Addresses/networks of reverse proxies whose
-            ``X-Forwarded-For`` is believed (``PBXBRIDGE_WEB_TRUSTED_PROXIES``).
-        state_dir: Directory for the sign-out list (kept across restarts when
-            a session secret is configured); empty: in memory only.
-    """
-
-    agents_file: str
-    secure_cookies: bool = False
-    session_secret: str = ""
-    trusted_proxies: tuple[str, ...] = ()
-    state_dir: str = ""
-
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _networks(items: tuple[str, ...]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in items)
-
-
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    text = text.strip()
-    if text.startswith("[") and "]" in text:  # "[v6]:port"
-        text = text[1:text.index("]")]
-    elif text.count(":") == 1:  # "v4:port"
-        text = text.partition(":")[0]
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
-def client_address(
-    peer: str | None, forwarded_for: list[str], trusted: tuple[Network, ...]
-) -> str:
-    """The client's address, believing ``X-Forwarded-For`` only from trusted proxies.
-
-    Each proxy appends the address it got the request from, so the right-most
-    entry that is not a trusted proxy is the client as far as anyone we trust
-    can tell; everything left of it may be made up by the client.
-
-    Args:
-        peer: The TCP peer.
-        forwarded_for: All ``X-Forwarded-For`` header values, in order.
-        trusted: Trusted proxy networks.
-
-    Returns:
-        The address used for sign-in limits and logs.
-    """
-    address = peer or "unknown"
-    peer_ip = _ip(address)
-    if peer_ip is None or not any(peer_ip in net for net in trusted):
-        return address
-    hops = [h for value in forwarded_for for h in value.split(",") if h.strip()]
-    for hop in reversed(hops):
-        ip = _ip(hop)
-        if ip is None:
-            return address  # garbage from an untrusted hop: judge the proxy's hop
-        if not any(ip in net for net in trusted):
-            return str(ip)
-    return str(_ip(hops[0])) if hops else address
-
-
-@dataclass(frozen=True, slots=True)
-class _Static:
-    body: bytes
-    content_type: str
-    etag: str
-
-
-def _load_static() -> dict[str, _Static]:
-    out: dict[str, _Static] = {}
-    folder = resources.files("pbxbridge.web").joinpath("static")
-    for entry in folder.iterdir():
-        suffix = "." + entry.name.rsplit(".", 1)[-1]
-        if entry.is_file() and suffix in _STATIC_TYPES:
-            body = entry.read_bytes()
-            etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
-            out[entry.name] = _Static(body, _STATIC_TYPES[suffix], etag)
-    return out
 
 
 def _field(form: Mapping[str, Any], name: str) -> str:
@@ -227,12 +128,12 @@ class AgentPage:
         )
         self.sessions = SessionManager(secret, clock=unix_clock, revocations=revocations)
         self.limiter = LoginLimiter()
-        self.trusted = _networks(config.trusted_proxies)
+        self.trusted = networks(config.trusted_proxies)
         self._verify_slots = asyncio.Semaphore(MAX_PARALLEL_VERIFY)
         self._verifying = 0
         self.busy_refusals = 0
         self._dummy = dummy_hash()
-        self._static = _load_static()
+        self._static = load_static()
         self.cookie_name = SECURE_SESSION_COOKIE if config.secure_cookies else SESSION_COOKIE
         self.sign_ins = 0
         self.failed_sign_ins = 0
@@ -731,7 +632,10 @@ class AgentPage:
                     parts.append(tag("ul", join(counts), class_="team"))
                 for bucket in ("overdue", "due_today", "open_later"):
                     items = [i for i in view.items if i.bucket == bucket]
-                    parts.append(self._callback_section(lang, session, bucket, items, tenant))
+                    tenants = self.desk.rules().tenants
+                    parts.append(
+                        callback_section(tenants, lang, session, bucket, items, tenant)
+                    )
         main = join([tag("h1", label(lang, "callbacks_title")), *parts])
         return self._page(
             request,
@@ -741,50 +645,6 @@ class AgentPage:
             status=status,
             body_class="callbacks",
         )
-
-    def _callback_section(
-        self, lang: str, session: Session, bucket: str, items: list[CallbackItem],
-        tenant: str | None,
-    ) -> Markup:
-        tenants = self.desk.rules().tenants
-        heading = tag("h2", f"{label(lang, bucket)} ({len(items)})")
-        if not items:
-            return tag("section", heading, tag("p", label(lang, "none_open"), class_="empty"),
-                       id=bucket, class_=f"bucket {bucket}")
-        head = tag("tr", *(tag("th", label(lang, k), scope="col") for k in (
-            "col_due", "col_tenant", "col_number", "col_note", "col_recorded", "col_agent")),
-            tag("th", "", scope="col"))
-        rows: list[Markup] = []
-        for item in items:
-            row = item.row
-            done = EMPTY
-            if item.mine or session.agent.supervisor:
-                done = tag(
-                    "form",
-                    tag("input", type="hidden", name="csrf", value=session.csrf),
-                    tag("input", type="hidden", name="node", value=row.node),
-                    tag("input", type="hidden", name="call_id", value=row.call_id),
-                    tag("input", type="hidden", name="tenant", value=tenant or ""),
-                    tag("button", label(lang, "mark_done"), type="submit"),
-                    method="post",
-                    action="callbacks",
-                )
-            number = row.callback_number or ""
-            rows.append(tag(
-                "tr",
-                tag("td", format_local(item.due_local, lang), class_="due"),
-                tag("td", tenants[row.tenant].name if row.tenant in tenants else row.tenant),
-                tag("td", tag("a", number, href=f"tel:{number}") if number else "–",
-                    class_="number"),
-                tag("td", row.disposition_note or "", class_="note"),
-                tag("td", format_local(item.recorded_local, lang)),
-                tag("td", row.disposition_by or ""),
-                tag("td", done),
-                data_call_id=row.call_id,
-                data_node=row.node,
-            ))
-        table = tag("table", tag("thead", head), tag("tbody", join(rows)))
-        return tag("section", heading, table, id=bucket, class_=f"bucket {bucket}")
 
     async def callback_done(self, request: web.Request) -> web.StreamResponse:
         """Mark one of the agent's open callbacks done."""

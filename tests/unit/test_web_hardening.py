@@ -24,8 +24,9 @@ from aiohttp.test_utils import TestServer
 
 from pbxbridge.web import server as web_server
 from pbxbridge.web.agents import agents_file_line, parse_agents
+from pbxbridge.web.config import WebConfig, client_address, networks
 from pbxbridge.web.passwords import hash_password, verify_password
-from pbxbridge.web.server import MAX_PARALLEL_VERIFY, MAX_WAITING_VERIFY, client_address
+from pbxbridge.web.server import MAX_PARALLEL_VERIFY, MAX_WAITING_VERIFY
 from tests.unit.test_web_desk import Bench
 from tests.unit.test_web_server import (
     FAST,
@@ -139,7 +140,7 @@ class TestRace:
 
 
 class TestClientAddress:
-    trusted = web_server._networks(("127.0.0.1", "10.0.0.0/8"))
+    trusted = networks(("127.0.0.1", "10.0.0.0/8"))
 
     def test_peer_not_a_proxy_ignores_the_header(self) -> None:
         assert client_address("192.0.2.7", ["203.0.113.9"], self.trusted) == "192.0.2.7"
@@ -237,7 +238,7 @@ class TestAgentsFile:
         await s.server.close()
         touch(s.page.agents.path, text)
         app = web.Application()
-        page = web_server.setup_web(app, bench.desk, web_server.WebConfig(
+        page = web_server.setup_web(app, bench.desk, WebConfig(
             str(s.page.agents.path)))
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
