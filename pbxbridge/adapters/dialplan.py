@@ -24,6 +24,12 @@ UNROUTED_TENANT = "unrouted"
 """Tag the dialplan fallback uses when the daemon is not registered."""
 UNKNOWN_TENANT = "unknown"
 """Tag for rejected calls that belong to no tenant."""
+NO_NUMBER = "anonymous"
+"""``CALLERID(num)`` for a caller without a usable number (withheld, absent or
+not a phone number): the word Asterisk and SIP phones use, never caller data."""
+INVALID_NUMBER = "ungültige Nummer"
+"""Appended to the caller-ID name when the caller sent a "number" that is none,
+so the agent knows the missing number is not a withheld one."""
 
 
 def dialplan_safe(value: str, limit: int = 80) -> str:
@@ -49,8 +55,12 @@ def decision_variables(decision: Decision) -> dict[str, str]:
     Returns:
         Variable name (or dialplan function) to value. Empty values are kept on
         purpose where the dialplan tests them (``PBXBRIDGE_WHISPER``), and
-        ``CALLERID(name)`` is always set so the caller's original (possibly
-        hostile) name never reaches an agent's phone.
+        ``CALLERID(name)`` and ``CALLERID(num)`` are always set so the caller's
+        original (possibly hostile) name and number never reach an agent's
+        phone: the number becomes the normalised E.164 one, or
+        :data:`NO_NUMBER` when there is none (withheld, absent, or not a phone
+        number, e.g. ``<script>`` or ``$(reboot)``; then the name ends in
+        :data:`INVALID_NUMBER`: "WAR ungültige Nummer").
     """
     tenant = decision.tenant or UNKNOWN_TENANT
     variables = {
@@ -62,7 +72,8 @@ def decision_variables(decision: Decision) -> dict[str, str]:
         # CHANNEL(accountcode) feeds the CDR's accountcode; writing
         # CDR(accountcode) does the same but logs a deprecation warning per call.
         "CHANNEL(accountcode)": tenant,
-        "CALLERID(name)": dialplan_safe(decision.callerid_name),
+        "CALLERID(name)": _shown_name(decision),
+        "CALLERID(num)": decision.caller or NO_NUMBER,
     }
     queue = decision.queue
     if queue is not None:
@@ -78,6 +89,14 @@ def decision_variables(decision: Decision) -> dict[str, str]:
     if decision.reject is not None:
         variables["PBXBRIDGE_REJECT_ANNOUNCE"] = decision.reject.announce
     return variables
+
+
+def _shown_name(decision: Decision) -> str:
+    if not decision.caller_invalid:
+        return dialplan_safe(decision.callerid_name)
+    # Cut the name, never the marker.
+    name = dialplan_safe(decision.callerid_name, 80 - len(INVALID_NUMBER) - 1)
+    return f"{name} {INVALID_NUMBER}".lstrip()
 
 
 PACKED_VARIABLE = "PBXBRIDGE_DECISION"
@@ -100,10 +119,12 @@ PACKED_FIELDS = (
     "PBXBRIDGE_CLOSED_THEN",
     "PBXBRIDGE_CLOSED_TARGET",
     "PBXBRIDGE_REJECT_ANNOUNCE",
+    "CALLERID(num)",
 )
 """Field order after the version: field n+2 of the packed value is ``PACKED_FIELDS[n]``.
 
-``[pbxbridge-tags]`` in ``dialplans/pbxbridge.conf`` unpacks in this order."""
+``[pbxbridge-tags]`` in ``dialplans/pbxbridge.conf`` unpacks in this order. New
+fields go at the end: a dialplan that knows fewer fields ignores them."""
 
 
 def pack_decision(decision: Decision) -> str:

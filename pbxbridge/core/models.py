@@ -189,6 +189,8 @@ class Decision:
         caller: The caller in E.164, or ``None`` when withheld/absent/unparsable.
         caller_name: Sanitised caller-ID name (without our prefix).
         callerid_name: The caller-ID name to set on the channel (prefix applied).
+        caller_invalid: The caller sent a "number" that is none (``<script>``,
+            ``$(reboot)``, 300 digits): not withheld, not shown either.
         via_115: The call came in on a 115 number.
         queue: Queue target for ``QUEUE``.
         closed: Closed handling for ``CLOSED``.
@@ -206,6 +208,7 @@ class Decision:
     caller: str | None = None
     caller_name: str = ""
     callerid_name: str = ""
+    caller_invalid: bool = False
     via_115: bool = False
     queue: QueueTarget | None = None
     closed: ClosedHandling | None = None

@@ -18,6 +18,7 @@ Order of steps:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from pbxbridge.core.calendar import format_local
@@ -74,6 +75,7 @@ def route(
     via_115 = False
     if did.e164 is None:
         reasons.append(f"DID {did.display!r} is not a phone number")
+    caller_invalid = caller is None and not call.restricted and not is_withheld(call.caller)
         reasons.extend(caller_reasons)
     elif rules.service_115 is not None and did.e164 in rules.service_115.dids:
         via_115 = True
@@ -90,6 +92,7 @@ def route(
                 callerid_name=caller_name,
                 via_115=True,
                 menu=menu_decision,
+                caller_invalid=caller_invalid,
                 reasons=tuple(reasons),
             )
     else:
@@ -109,13 +112,15 @@ def route(
                 callerid_name=caller_name,
                 reject=unknown.reject,
                 reasons=tuple(reasons),
+                caller_invalid=caller_invalid,
             )
         tenant_id = unknown.tenant
         reasons.append(f"unknown DID: routed as tenant {tenant_id} (unknown_did.tenant)")
 
     tenant = rules.tenants[tenant_id]
     is_open = _is_open(tenant, rules, at, overrides, reasons)
-    return _decision(tenant, is_open, did, caller, caller_name, via_115, reasons)
+    decision = _decision(tenant, is_open, did, caller, caller_name, via_115, reasons)
+    return replace(decision, caller_invalid=caller_invalid) if caller_invalid else decision
 
 
 def _caller(call: Call, region: str, reasons: list[str]) -> str | None:

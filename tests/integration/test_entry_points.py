@@ -12,6 +12,7 @@ what is ARI-only.
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 from tests.integration.daemon import DaemonProcess, running_daemon
 from tests.integration.test_daemon_ari import CALLER, WARDENBURG, trunk_vars
 from tests.testbed.fixtures import AgentFactory
-from tests.testbed.sipp import CallResult, place_calls
+from tests.testbed.sipp import CallResult, SippAgent, place_calls
 from tests.testbed.testbed import Testbed
 
 pytestmark = pytest.mark.asterisk
@@ -108,7 +109,8 @@ class TestOpenHours:
 
         cdr = tb.wait_for_cdr(lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
         assert cdr["accountcode"] == "wardenburg"
-        assert cdr["clid"] == '"WAR: Jörg Müller" <04407123456>'
+        # The agent's phone (and so the CDR) shows the normalised number (issue 11).
+        assert cdr["clid"] == '"WAR: Jörg Müller" <+494407123456>'
         assert cdr["disposition"] == "ANSWERED"
         assert cdr["lastapp"] == "Queue"
         assert cdr["lastdata"].split(",")[3] == "custom/pbxbridge-test"
@@ -246,3 +248,70 @@ class TestHostileCallerId:
         assert tags.get("PBXBRIDGE_TENANT") == "wardenburg"
         assert tags["PBXBRIDGE_CALLER"] == ""
         assert "PBX_INJECTED" not in tags
+
+
+# -- issue 11: what the agent's phone shows for a caller "number" that is none --
+
+HOSTILE_NUMBERS = [
+    "%3Cscript%3E",  # <script>, escaped as a SIP URI user part must be
+    "$(reboot)",
+    "9" * 300,
+]
+"""Caller "numbers" that are no phone number (pjsip decodes %XX in the From user)."""
+
+
+def _invite_to_agent(agent: SippAgent) -> str:
+    """The INVITE the agent's sipp received (its -trace_msg log)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for log in agent.workdir.glob("*_messages.log"):
+            text = log.read_text(encoding="utf-8", errors="replace")
+            start = text.find("INVITE sip:")
+            if start != -1:
+                end = text.find("\n\n", start)
+                return text[start:end if end != -1 else None]
+        time.sleep(0.1)
+    raise AssertionError(f"agent received no INVITE: {list(agent.workdir.iterdir())}")
+
+
+def _header(invite: str, name: str) -> str:
+    for line in invite.splitlines():
+        if line.lower().startswith(name.lower() + ":"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+class TestCallerShownToAgent:
+    """The agent's phone gets the E.164 number, or "anonymous" and a word why."""
+
+    @pytest.mark.parametrize("caller", HOSTILE_NUMBERS, ids=range(len(HOSTILE_NUMBERS)))
+    def test_invalid_number_never_reaches_the_phone(
+        self, entry: Entry, tb: Testbed, daemon: DaemonProcess, caller: str
+    ) -> None:
+        agent = SippAgent.for_agent(1, "answer", 50, tb.config, trace_messages=True).start()
+        try:
+            result, _ = entry.call(tb, WARDENBURG, hold_ms=300, caller=caller, display="")
+            assert result.ok, (result.describe(), daemon.log_tail())
+            invite = _invite_to_agent(agent)
+        finally:
+            agent.stop()
+        sent = urllib.parse.unquote(caller)
+        for name in ("From", "P-Asserted-Identity", "Remote-Party-ID"):
+            assert sent not in _header(invite, name), (name, invite)
+        assert "reboot" not in invite and "script" not in invite and "9" * 30 not in invite
+        from_ = _header(invite, "From")
+        assert from_.startswith('"WAR ungültige Nummer" <sip:anonymous@'), invite
+
+    def test_valid_number_reaches_the_phone_in_e164(
+        self, entry: Entry, tb: Testbed, daemon: DaemonProcess
+    ) -> None:
+        agent = SippAgent.for_agent(1, "answer", 50, tb.config, trace_messages=True).start()
+        try:
+            result, _ = entry.call(tb, WARDENBURG, hold_ms=300, caller="04411234567",
+                                   display="Jörg Müller")
+            assert result.ok, (result.describe(), daemon.log_tail())
+            invite = _invite_to_agent(agent)
+        finally:
+            agent.stop()
+        from_ = _header(invite, "From")
+        assert from_.startswith('"WAR: Jörg Müller" <sip:+494411234567@'), invite

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pbxbridge.adapters.dialplan import (
+    INVALID_NUMBER,
+    NO_NUMBER,
     PACKED_FIELDS,
     decision_variables,
     destination,
@@ -35,6 +38,10 @@ class TestPackDecision:
     def test_dialplan_unpacks_every_field(self) -> None:
         text = (Path(__file__).resolve().parents[2] / "dialplans" / "pbxbridge.conf").read_text()
         for n, name in enumerate(PACKED_FIELDS, start=2):
+            if name == "CALLERID(num)":  # kept when an older daemon sends no such field
+                assert f"Set(PBXBRIDGE_CALLERID_NUM=${{CUT(PBXBRIDGE_DECISION,|,{n})}})" in text
+                assert "?Set(CALLERID(num)=${PBXBRIDGE_CALLERID_NUM})" in text
+                continue
             assert f"Set({name}=${{CUT(PBXBRIDGE_DECISION,|,{n})}})" in text, name
 
     @settings(max_examples=300, deadline=None)
@@ -44,3 +51,56 @@ class TestPackDecision:
         packed = pack_decision(d)
         assert len(packed.split("|")) == len(PACKED_FIELDS) + 1
         assert not set(packed) & set(',;"$\\{}\n\r\x00')
+
+
+class TestCallerShownToAgents:
+    """What the agent's phone shows: the E.164 number, or none and a word why."""
+
+    def test_valid_number_is_shown_normalised(self) -> None:
+        d = route(Call(did="04407730", caller="0441 1234567", caller_name="Jörg Müller"),
+                  RULES, WEDNESDAY)
+        shown = decision_variables(d)
+        assert (shown["CALLERID(num)"], shown["CALLERID(name)"]) == (
+            "+494411234567", "WAR: Jörg Müller")
+
+    @pytest.mark.parametrize(
+        ("caller", "name", "expected_name"),
+        [
+            ("<script>", "", "WAR ungültige Nummer"),
+            ("$(reboot)", "", "WAR ungültige Nummer"),
+            ("1" * 300, "", "WAR ungültige Nummer"),
+            ("tel:+494411234567", "", "WAR ungültige Nummer"),
+            ("0441/1234567;cpc=x", "Jörg", "WAR: Jörg ungültige Nummer"),
+            ("$(reboot)", "x" * 300, None),  # a long name is cut, the marker stays
+        ],
+    )
+    def test_invalid_number_is_replaced_and_named(
+        self, caller: str, name: str, expected_name: str | None
+    ) -> None:
+        d = route(Call(did="04407730", caller=caller, caller_name=name), RULES, WEDNESDAY)
+        assert d.caller is None and d.caller_invalid
+        shown = decision_variables(d)
+        assert shown["CALLERID(num)"] == NO_NUMBER
+        if expected_name is not None:
+            assert shown["CALLERID(name)"] == expected_name
+        assert shown["CALLERID(name)"].endswith(INVALID_NUMBER)
+        assert len(shown["CALLERID(name)"]) <= 80
+        packed = dict(zip(PACKED_FIELDS, pack_decision(d).split("|")[1:], strict=True))
+        assert packed["CALLERID(num)"] == NO_NUMBER
+        assert packed["CALLERID(name)"] == shown["CALLERID(name)"]
+
+    @pytest.mark.parametrize(
+        ("caller", "restricted"), [("anonymous", False), ("", False), ("04411234567", True)]
+    )
+    def test_withheld_shows_no_number_and_no_marker(self, caller: str, restricted: bool) -> None:
+        d = route(Call(did="04407730", caller=caller, restricted=restricted), RULES, WEDNESDAY)
+        assert not d.caller_invalid
+        shown = decision_variables(d)
+        assert (shown["CALLERID(num)"], shown["CALLERID(name)"]) == (NO_NUMBER, "WAR")
+
+    @settings(max_examples=300, deadline=None)
+    @given(caller=st.text(max_size=300))
+    def test_the_phone_never_gets_the_callers_text(self, caller: str) -> None:
+        d = route(Call(did="04407730", caller=caller), RULES, WEDNESDAY)
+        number = decision_variables(d)["CALLERID(num)"]
+        assert number == NO_NUMBER or (number.startswith("+") and number[1:].isdigit())
