@@ -397,7 +397,10 @@ class TestNoCallLeftInStasis:
         finally:
             d.stop()
 
-    @pytest.mark.parametrize("prompt_s", [0, 3], ids=["waiting-for-digit", "prompt-playing"])
+    # prompt-playing failed before: the new process's prompt queued up behind
+    # the old one, whose PlaybackFinished was taken for the end of the new
+    # one; the continue then waited behind the new prompt (~10 s in all).
+    @pytest.mark.parametrize("prompt_s", [0, 6], ids=["waiting-for-digit", "prompt-playing"])
     def test_kill9_while_callers_are_in_the_menu_then_restarted(
         self, tb: Testbed, tmp_path: Path, agents: AgentFactory, prompt_s: int
     ) -> None:
@@ -425,6 +428,11 @@ class TestNoCallLeftInStasis:
             time.sleep(0.5)  # answered; the prompt playing or a digit awaited
             d.kill9()
             d.start()
+            restarted = time.monotonic()
+            routed = d.wait_routed(3, timeout=15)
+            # Within the Stasis bound from the calls' start (10 s), not held
+            # behind stale prompts.
+            assert time.monotonic() - restarted < 10, routed
             cdrs = agent_cdrs(tb, mark, 3, timeout=40)
             assert len(cdrs) == 3, d.log_tail(60)
             # Routed by the menu (the default, or the digit pressed after the

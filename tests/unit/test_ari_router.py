@@ -482,17 +482,34 @@ class TestResyncWhateverTheState:
         snapshot["dialplan"].update(app_name="Stasis", app_data="pbxbridge,prohib,115")
         fake.app_channels = ["w1"]
         fake.channels = {"w1": snapshot}
+        fake.variables = {"w1": {"PBXBRIDGE_MENU_PLAYBACK": "pbxbridge-menu-w1-0ld"}}
         router = make(rules, fake)
         await router.resync()
         await asyncio.sleep(0.05)
-        assert ("stop_playback", ("pbxbridge-menu-w1",)) in fake.calls
-        assert ("answer", ("w1",)) in fake.calls
+        stop = fake.calls.index(("stop_playback", ("pbxbridge-menu-w1-0ld",)))
+        assert stop < fake.calls.index(("answer", ("w1",)))
+        # The new prompt has its own id, written on the channel first.
+        new_id = fake.playback_id("w1")
+        assert new_id != "pbxbridge-menu-w1-0ld"
+        assert ("set", ("w1", "PBXBRIDGE_MENU_PLAYBACK", new_id)) in fake.calls
         await router.handle({"type": "ChannelDtmfReceived", "digit": "2",
                              "channel": {"id": "w1"}})
         assert await router.drain(2)
         assert fake.variables["w1"]["PBXBRIDGE_TENANT"] == "wardenburg"
         assert fake.variables["w1"]["PBXBRIDGE_CALLER"] == ""  # still withheld
         assert router.stats.resynced == 1
+
+    async def test_prompt_of_a_release_with_fixed_ids_is_stopped(self, rules: Rules) -> None:
+        fake = FakeAri()
+        snapshot = channel("w4", "115", number="")
+        fake.app_channels = ["w4"]
+        fake.channels = {"w4": snapshot}
+        router = make(rules, fake)
+        await router.resync()
+        await asyncio.sleep(0.05)
+        assert ("stop_playback", ("pbxbridge-menu-w4",)) in fake.calls
+        await router.handle({"type": "StasisEnd", "channel": {"id": "w4"}})
+        assert await router.drain(2)
 
     async def test_a_stale_prompt_ending_does_not_end_ours(self, rules: Rules) -> None:
         fake = FakeAri()

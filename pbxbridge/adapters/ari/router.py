@@ -66,6 +66,10 @@ STASIS_MAX_SECONDS = 10.0
 UNROUTED = ("pbxbridge-unrouted", "s", 1)
 """The fallback: queued untagged by the shipped dialplan."""
 
+MENU_PLAYBACK_VARIABLE = "PBXBRIDGE_MENU_PLAYBACK"
+"""Channel variable naming the menu prompt's playback, so that a process that
+resyncs the channel after a restart can stop a prompt an earlier one started."""
+
 RulesSource = Callable[[], Rules]
 OverridesSource = Callable[[], Sequence[Override]]
 Clock = Callable[[], datetime]
@@ -95,15 +99,24 @@ class _StasisCall:
     entry = "ari"
 
     def __init__(
-        self, router: StasisRouter, channel: dict[str, Any], args: list[str], deadline: float
+        self,
+        router: StasisRouter,
+        channel: dict[str, Any],
+        args: list[str],
+        deadline: float,
+        *,
+        resynced: bool,
     ) -> None:
         self._router = router
         self._channel = channel
         self._args = args
         self.deadline = deadline
+        self.resynced = resynced
         self.call_id = str(channel.get("id", ""))
 
     async def facts(self) -> Call:
+        if self.resynced:
+            await self._router._stop_stale_prompt(self.call_id)
         return _call_from_channel(self._channel, self._args)
 
     async def run_menu(self, menu: Menu) -> str:
@@ -270,19 +283,27 @@ class StasisRouter:
             return  # seen already (resync and StasisStart both reported it)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, self._stasis_max_s - age)
-        call = _StasisCall(self, channel, args, deadline)
+        call = _StasisCall(self, channel, args, deadline, resynced=resynced)
         # Routed in its own task, not in the event handler: the client delivers
         # a channel's events one after another, and the 115 menu waits for this
         # channel's DTMF events, which would otherwise queue up behind it.
-        self._spawn(channel_id, self._route(call, resynced))
+        self._spawn(channel_id, self._route(call))
         self._guards[channel_id] = loop.call_at(deadline, self._expire, call)
 
-    async def _route(self, call: _StasisCall, resynced: bool) -> None:
-        if resynced:
-            # A prompt an earlier process started may still be playing; ours
-            # would queue up behind it.
-            await self._stop_playback(f"pbxbridge-menu-{call.call_id}")
-        await self._flow.route(call, resynced=resynced)
+    async def _route(self, call: _StasisCall) -> None:
+        await self._flow.route(call, resynced=call.resynced)
+
+    async def _stop_stale_prompt(self, channel_id: str) -> None:
+        """Stop the menu prompt an earlier process may have left playing.
+
+        WHY: Asterisk runs a channel's ARI commands one after another, so
+        while that prompt plays, our own prompt - and even the ``continue`` to
+        the call's destination - waits behind it (a 6 s prompt held a resynced
+        call ~10 s). Releases before issue 11 used a fixed id, tried when the
+        variable is not set.
+        """
+        previous = await self._variable(channel_id, MENU_PLAYBACK_VARIABLE)
+        await self._stop_playback(previous or f"pbxbridge-menu-{channel_id}")
 
     def _spawn(self, channel_id: str, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro, name=f"route:{channel_id}")
@@ -323,14 +344,16 @@ class StasisRouter:
         await self._flow.fallback(call, None)
 
     async def _run_menu(self, channel_id: str, menu: Menu, deadline: float) -> str:
-        # A fresh id per menu: after a restart the previous process's playback
-        # may still exist under the old id (a second one would be refused).
+        # A fresh id per menu, written on the channel before the prompt starts:
+        # after a restart, the new process stops this prompt by that id, and its
+        # PlaybackFinished cannot be taken for the end of the new prompt.
         session = _MenuSession(
             playback_id=f"pbxbridge-menu-{channel_id}-{secrets.token_hex(4)}"
         )
         self._menus[channel_id] = session
         try:
             await self._ari.answer(channel_id)
+            await self._ari.set_variable(channel_id, MENU_PLAYBACK_VARIABLE, session.playback_id)
             await self._ari.play(channel_id, f"sound:{menu.prompt}", session.playback_id)
             return await self._collect_digit(session, menu, deadline)
         finally:
