@@ -436,6 +436,18 @@ def routing_ms(daemon: DaemonProcess, ranges: list[tuple[int, int]],
     return out
 
 
+def connection_states(health: dict[str, Any]) -> dict[str, str]:
+    """``/healthz``'s state per connection (the MQTT part has ``connected``, no state)."""
+    out: dict[str, str] = {}
+    for name in ("ari", "ami", "mqtt", "agi"):
+        part = health.get(name) or {}
+        state = part.get("state")
+        if state is None and "connected" in part:
+            state = "connected" if part["connected"] else "disconnected"
+        out[name] = str(state)
+    return out
+
+
 def start_agents(args: argparse.Namespace, tb: Testbed) -> list[SippAgent]:
     """The four tracing sipp agents: ringing ``--ring-delay-ms``, or answering at once."""
     behaviour: AgentBehaviour = "instant" if args.agents == "instant" else "answer"
@@ -485,9 +497,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             # Rotate the order per block, so no path always runs first or last.
             for stats in paths[i % 3:] + paths[:i % 3]:
                 bench.block(stats, count)
-        health = daemon.health()
-        connections = {k: str((health.get(k) or {}).get("state"))
-                       for k in ("ari", "ami", "mqtt", "agi")}
+        connections = connection_states(daemon.health())
         agent_dirs = [a.workdir for a in agents]
         agent_stats = stop_agents(agents)
         agents = []
