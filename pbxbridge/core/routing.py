@@ -73,9 +73,9 @@ def route(
 
     tenant_id: str | None = None
     via_115 = False
+    caller_invalid = caller is None and not call.restricted and not is_withheld(call.caller)
     if did.e164 is None:
         reasons.append(f"DID {did.display!r} is not a phone number")
-    caller_invalid = caller is None and not call.restricted and not is_withheld(call.caller)
         reasons.extend(caller_reasons)
     elif rules.service_115 is not None and did.e164 in rules.service_115.dids:
         via_115 = True
@@ -90,9 +90,9 @@ def route(
                 caller=caller,
                 caller_name=caller_name,
                 callerid_name=caller_name,
+                caller_invalid=caller_invalid,
                 via_115=True,
                 menu=menu_decision,
-                caller_invalid=caller_invalid,
                 reasons=tuple(reasons),
             )
     else:
@@ -110,9 +110,9 @@ def route(
                 caller=caller,
                 caller_name=caller_name,
                 callerid_name=caller_name,
+                caller_invalid=caller_invalid,
                 reject=unknown.reject,
                 reasons=tuple(reasons),
-                caller_invalid=caller_invalid,
             )
         tenant_id = unknown.tenant
         reasons.append(f"unknown DID: routed as tenant {tenant_id} (unknown_did.tenant)")
