@@ -69,7 +69,9 @@ def route(
     did = normalize(call.did, rules.region)
     caller_reasons: list[str] = []
     caller = _caller(call, rules.region, caller_reasons)
-    caller_name = sanitize_display_name(call.caller_name)
+    # A withheld caller's name is withheld too. It may even be the number:
+    # FreePBX's inbound routes copy the number into an empty name.
+    caller_name = "" if call.restricted else sanitize_display_name(call.caller_name)
 
     tenant_id: str | None = None
     via_115 = False

@@ -8,25 +8,34 @@ ARI path are in ``test_entry_points.py``.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pbxbridge.runtime.settings import Settings
 from tests.integration.daemon import DaemonProcess, running_daemon
-from tests.integration.test_daemon_ari import CALLER, WARDENBURG, trunk_vars
+from tests.integration.test_daemon_ari import CALLER, WARDENBURG, FaultyDaemon, trunk_vars
+from tests.integration.test_screenpops_real import Subscriber
+from tests.testbed.config import AGI_SECRET
 from tests.testbed.fixtures import AgentFactory
 from tests.testbed.sipp import CallResult, place_calls
 from tests.testbed.testbed import Testbed
+from tests.unit.test_agi_router import FakeAsterisk, asterisk_env
 
 pytestmark = pytest.mark.asterisk
 
 AGI_TRUNK = "127.0.0.5"
-AGI_PORT = 4573  # the shipped dialplan's agi://127.0.0.1:4573/route
+AGI_PORT = Settings().agi_port  # the shipped dialplan's agi://127.0.0.1:4574/route
+NOT_FAULTS = ("agi.listening", "agi.no_secret")
 
 
 
@@ -49,7 +58,7 @@ def agi_call(tb: Testbed, did: str, **kw: object) -> tuple[CallResult, list[dict
 
 def agi_faults(daemon: DaemonProcess) -> list[dict[str, object]]:
     return [e for e in daemon.logs()
-            if str(e.get("event", "")).startswith("agi.") and e["event"] != "agi.listening"]
+            if str(e.get("event", "")).startswith("agi.") and e["event"] not in NOT_FAULTS]
 
 
 def place_in_thread(did: str, **kw: object) -> tuple[threading.Thread, list[CallResult]]:
@@ -248,3 +257,134 @@ class TestProtocolFacts:
         assert seen["first"] == b"200 result=1 (04407123456)\n"
         assert seen["second"] is None, seen
         assert seen["after_nudge"] == b"200 result=1 (allowed_not_screened)\n"
+
+
+def healthz(daemon: DaemonProcess) -> tuple[int, dict[str, Any]]:
+    """``/healthz`` with its HTTP status (DaemonProcess.health hides the status)."""
+    url = f"http://127.0.0.1:{daemon.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status, dict(json.load(resp))
+    except urllib.error.HTTPError as err:
+        return err.code, dict(json.load(err))
+
+
+class TestPortTaken:
+    def test_healthz_is_degraded_while_fastagi_cannot_listen(
+        self, tb: Testbed, tmp_path: Path
+    ) -> None:
+        # FreePBX's FastAGI server (or anything else) holds the port first.
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        daemon = DaemonProcess(tb, tmp_path, extra_env={"PBXBRIDGE_AGI_BIND": f"127.0.0.1:{port}"})
+        try:
+            daemon.start()  # ARI connected: calls are routed, only FastAGI is missing
+            code, body = healthz(daemon)
+            assert body["agi"]["state"] == "down"
+            assert "in use" in str(body["agi"]["last_error"]).lower()
+            # H5's status mechanism: "degraded" with HTTP 503, the AGI problem named.
+            assert (code, body.get("status")) == (503, "degraded"), body
+            assert any("agi" in problem for problem in body.get("problems", [])), body
+            blocker.close()  # the port comes free: the 2 s bind retry takes it
+            daemon.wait_health(lambda h: h["agi"]["state"] == "listening", timeout=10)
+            _, body = healthz(daemon)
+            assert not any("agi" in p for p in body.get("problems", [])), body
+        finally:
+            blocker.close()
+            daemon.stop()
+
+
+class TestSharedSecret:
+    def test_right_secret_routes_wrong_secret_falls_back(
+        self, tb: Testbed, tmp_path: Path, agents: AgentFactory
+    ) -> None:
+        agents(1, "answer")
+        (tmp_path / "right").mkdir()
+        (tmp_path / "wrong").mkdir()
+        # The test bed's [globals] hold PBXBRIDGE_AGI_SECRET, which the shipped
+        # [pbxbridge-agi] passes as the first AGI argument.
+        with running_daemon(tb, tmp_path / "right",
+                            extra_env={"PBXBRIDGE_AGI_SECRET": AGI_SECRET}) as d:
+            d.wait_health(lambda h: h["agi"]["state"] == "listening", timeout=10)
+            assert d.health()["agi"]["authentication"] == "shared secret"
+            result, events = agi_call(tb, WARDENBURG, hold_ms=300, caller=CALLER)
+            assert result.ok, result.describe()
+            assert trunk_vars(events)["PBXBRIDGE_TENANT"] == "wardenburg"
+            assert d.health()["agi"]["faults"] == {}
+            assert AGI_SECRET not in d.log_path.read_text(errors="replace")
+        other = "another-secret-0123456789"
+        with running_daemon(tb, tmp_path / "wrong", extra_env={"PBXBRIDGE_AGI_SECRET": other}) as d:
+            d.wait_health(lambda h: h["agi"]["state"] == "listening", timeout=10)
+            mark = tb.cdr_mark()
+            result, events = agi_call(tb, WARDENBURG, hold_ms=300, caller=CALLER)
+            assert result.ok, result.describe()
+            tags = trunk_vars(events)
+            assert tags["PBXBRIDGE_TENANT"] == "unrouted"  # the dialplan's fallback
+            assert tags.get("PBXBRIDGE_DEST_CONTEXT", "") == ""
+            cdr = tb.wait_for_cdr(lambda c: c["dstchannel"].startswith("PJSIP/agent1"),
+                                  since=mark)
+            assert cdr["accountcode"] == "unrouted"
+            assert d.health()["agi"]["faults"] == {"bad_secret": 1}
+            assert d.health()["agi"]["routed"] == 0
+            log = d.log_path.read_text(errors="replace")
+            assert "agi.bad_secret" in log
+            assert AGI_SECRET not in log and other not in log
+
+
+class TestInjectedSession:
+    @pytest.mark.mosquitto
+    def test_cannot_replace_a_live_calls_pop(
+        self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory
+    ) -> None:
+        # Any local process can speak FastAGI when no secret is set. It names a
+        # live call's unique id and another tenant's DID: the live call keeps
+        # its record, pop and callback number.
+        pops = Subscriber(1883, daemon.topic_prefix)
+        thread, results = place_in_thread(WARDENBURG, count=1, hold_ms=4000, caller=CALLER)
+        (routed,) = daemon.wait_routed(1)
+        call_id = routed["call_id"]
+        fake = asyncio.run(FakeAsterisk(
+            AGI_PORT, env=asterisk_env(uniqueid=call_id, extension="+494412350",
+                                       callerid="01716666666")).call())
+        assert fake.destination is not None  # the router itself answered the intruder
+        daemon.wait_health(lambda h: h["screen_pops"]["duplicate_routed"] == 1, timeout=5)
+        agents(1, "answer", ring_delay_ms=200)  # now the queue rings agent1
+        deadline = time.monotonic() + 10
+        while not pops.agent("agent1") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        thread.join(30)
+        (ringing, *_) = pops.agent("agent1")
+        assert ringing["call_id"] == call_id
+        assert ringing["tenant"]["id"] == "wardenburg"
+        assert ringing["caller"]["number"] == "+494407123456"
+        assert results[0].ok, results[0].describe()
+        assert daemon.health()["screen_pops"]["followed"] == 1
+
+
+class TestUnexpectedException:
+    """The shared route-a-call procedure over FastAGI (issue 11)."""
+
+    def test_a_bug_in_the_core_sends_the_call_to_the_fallback(
+        self, tb: Testbed, tmp_path: Path, agents: AgentFactory
+    ) -> None:
+        agents(1, "answer")
+        d = FaultyDaemon(tb, tmp_path)  # the core raises for DIDs containing 666
+        d.start()
+        try:
+            d.wait_health(lambda h: h["agi"]["state"] == "listening", timeout=10)
+            mark = tb.cdr_mark()
+            result, events = agi_call(tb, "0442166600", hold_ms=1500, caller=CALLER)
+            assert result.ok, result.describe()
+            cdr = tb.wait_for_cdr(
+                lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
+            assert cdr["accountcode"] == "unrouted", d.log_tail()
+            tags = trunk_vars(events)
+            assert tags.get("PBXBRIDGE_DEST_CONTEXT", "") == ""
+            assert d.health()["agi"]["failed"] == 1
+            assert d.metrics()['pbxbridge_routing_failures{entry="agi"}'] == 1
+            (failed,) = [e for e in d.logs() if e.get("event") == "call.route_failed"]
+            assert failed["entry"] == "agi" and "injected fault" in failed["error"]
+        finally:
+            d.stop()

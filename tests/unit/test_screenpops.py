@@ -188,6 +188,22 @@ class TestRobustness:
         assert real.tenant not in ("", fake.tenant)
         assert fake.tenant not in observed  # the journal never saw the fake either
 
+    def test_withheld_caller_named_by_freepbx_shows_no_number(self, rules: Rules) -> None:
+        # FreePBX's inbound route copies the number into an empty name before
+        # pbxbridge sees the call: a withheld caller's name is the number.
+        pub = FakePublisher()
+        pops = ScreenPops(pub, clock=Clock())
+        decision = route(Call(did="04407730", caller="04411234567", caller_name="04411234567",
+                              restricted=True), rules, T0)
+        assert "1234567" not in decision.callerid_name  # the agent's phone display
+        assert "1234567" not in decision.screen_pop_url
+        pops.routed("1.1", decision)
+        pops.ami_event(ev("QueueCallerJoin", Queue="servicecenter"))
+        pops.ami_event(ev("AgentCalled", MemberName="agent1"))
+        (ringing,) = pub.agent("agent1")
+        assert ringing["caller"] == {"number": None, "withheld": True, "name": ""}
+        assert "1234567" not in json.dumps(pub.sent)
+
     def test_agent_topic_cannot_widen(self, rules: Rules) -> None:
         pops, pub, _ = setup(rules)
         pops.ami_event(ev("QueueCallerJoin", Queue="servicecenter"))
