@@ -1,0 +1,160 @@
+"""Journal schema and its versioned migrations (SQLite and PostgreSQL).
+
+One table row per call (``calls``), updated in place as the call goes on
+(upsert on ``(node, call_id)``). Times are stored as UTC: SQLite as REAL Unix
+seconds (fast range scans and arithmetic), PostgreSQL as ``timestamptz``.
+Migrations are numbered; ``schema_version`` holds the applied number. Overrides
+(previously only in the SQLite state file) get a table here too, so several
+nodes sharing a PostgreSQL database share one set of overrides.
+
+Columns:
+
+====================  ======================================================
+node, call_id         primary key (several Asterisk nodes share one journal)
+tenant                tenant id ("" for rejected calls without tenant)
+did                   dialled number, E.164 where possible
+caller                E.164 or NULL (withheld, or removed by retention)
+via_115               arrived on a 115 number
+action                routing action: queue, closed, reject
+reasons               JSON list of the decision's trace ("[]" once purged)
+arrived_at            routed (the call's arrival at pbxbridge)
+queued_at             joined the queue
+answered_at           an agent answered
+ended_at              ended (hangup, abandon)
+outcome               in_progress, answered, abandoned, closed, rejected, unanswered
+agent                 who answered (or was last rung)
+queue                 queue joined
+wait_s                seconds waited until answer or abandon
+talk_s                seconds of conversation
+rings                 JSON list of ring attempts
+disposition           NULL, "resolved" (first contact) or "callback"
+disposition_at        when the agent recorded it
+disposition_by        the agent
+disposition_note      short note (max 500 characters; free text, purged)
+callback_number       number to call back (E.164; personal data, purged)
+callback_due_at       end of the next working day (tenant's calendar)
+callback_done_at      when the callback was marked done
+purged_at             when retention removed the personal data
+====================  ======================================================
+
+A migration, once released, is never edited: databases out there have applied
+it. Changes go into a new one, appended to both tuples.
+"""
+
+from __future__ import annotations
+
+SQLITE_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE calls (
+        node TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        did TEXT NOT NULL,
+        caller TEXT,
+        via_115 INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        reasons TEXT NOT NULL,
+        arrived_at REAL NOT NULL,
+        queued_at REAL,
+        answered_at REAL,
+        ended_at REAL,
+        outcome TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        wait_s REAL,
+        talk_s REAL,
+        rings TEXT NOT NULL,
+        disposition TEXT,
+        disposition_at REAL,
+        disposition_by TEXT,
+        disposition_note TEXT,
+        callback_number TEXT,
+        callback_due_at REAL,
+        callback_done_at REAL,
+        purged_at REAL,
+        PRIMARY KEY (node, call_id)
+    );
+    CREATE INDEX calls_arrived ON calls (arrived_at, tenant);
+    CREATE INDEX calls_caller ON calls (caller, arrived_at) WHERE caller IS NOT NULL;
+    CREATE INDEX calls_callbacks ON calls (tenant, callback_due_at)
+        WHERE disposition = 'callback' AND callback_done_at IS NULL;
+    CREATE TABLE overrides (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        scope TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('open', 'closed')),
+        reason TEXT NOT NULL,
+        set_at REAL NOT NULL,
+        expires_at REAL,
+        set_by TEXT NOT NULL DEFAULT '',
+        cleared_at REAL,
+        cleared_by TEXT
+    );
+    """,
+    # 2: the purge finds its next batch in an index of the calls not purged
+    # yet (it shrinks as they are purged, so batches stay cheap on any
+    # backlog); reports find callbacks by deadline, however old the call.
+    """
+    CREATE INDEX calls_unpurged ON calls (arrived_at) WHERE purged_at IS NULL;
+    CREATE INDEX calls_callback_due ON calls (callback_due_at, tenant)
+        WHERE disposition = 'callback';
+    """,
+)
+
+POSTGRES_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE calls (
+        node TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        did TEXT NOT NULL,
+        caller TEXT,
+        via_115 BOOLEAN NOT NULL,
+        action TEXT NOT NULL,
+        reasons TEXT NOT NULL,
+        arrived_at TIMESTAMPTZ NOT NULL,
+        queued_at TIMESTAMPTZ,
+        answered_at TIMESTAMPTZ,
+        ended_at TIMESTAMPTZ,
+        outcome TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        wait_s DOUBLE PRECISION,
+        talk_s DOUBLE PRECISION,
+        rings TEXT NOT NULL,
+        disposition TEXT,
+        disposition_at TIMESTAMPTZ,
+        disposition_by TEXT,
+        disposition_note TEXT,
+        callback_number TEXT,
+        callback_due_at TIMESTAMPTZ,
+        callback_done_at TIMESTAMPTZ,
+        purged_at TIMESTAMPTZ,
+        PRIMARY KEY (node, call_id)
+    );
+    CREATE INDEX calls_arrived ON calls (arrived_at, tenant);
+    CREATE INDEX calls_caller ON calls (caller, arrived_at) WHERE caller IS NOT NULL;
+    CREATE INDEX calls_callbacks ON calls (tenant, callback_due_at)
+        WHERE disposition = 'callback' AND callback_done_at IS NULL;
+    CREATE TABLE overrides (
+        id BIGSERIAL PRIMARY KEY,
+        scope TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('open', 'closed')),
+        reason TEXT NOT NULL,
+        set_at TIMESTAMPTZ NOT NULL,
+        expires_at TIMESTAMPTZ,
+        set_by TEXT NOT NULL DEFAULT '',
+        cleared_at TIMESTAMPTZ,
+        cleared_by TEXT
+    );
+    """,
+    # 2: as SQLite's. Not CONCURRENTLY (migrations run in one transaction);
+    # both indexes are partial and built in seconds on a million calls.
+    """
+    CREATE INDEX calls_unpurged ON calls (arrived_at) WHERE purged_at IS NULL;
+    CREATE INDEX calls_callback_due ON calls (callback_due_at, tenant)
+        WHERE disposition = 'callback';
+    """,
+)
+
+SCHEMA_VERSION = len(SQLITE_MIGRATIONS)
+assert len(POSTGRES_MIGRATIONS) == SCHEMA_VERSION
