@@ -73,6 +73,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pbxbridge.web.agents import agents_file_line
+from pbxbridge.web.passwords import hash_password
 from tests.integration.daemon import TEST_RULES, DaemonProcess, install_test_sound
 from tests.testbed.bench import (
     asterisk_pid,
@@ -86,7 +88,6 @@ from tests.testbed.bench import (
 from tests.testbed.lock import testbed_lock
 from tests.testbed.sipp import WORKDIR_ENV, CallResult, SippAgent, place_calls, stop_agents
 from tests.testbed.testbed import Testbed
-from tests.unit.test_web_server import PASSWORDS, write_agents
 
 DID = "+494407730"  # tenant wardenburg in TEST_RULES
 CALLER = "04407123456"
@@ -94,6 +95,10 @@ MQTT_HOST = "127.0.0.1"
 MQTT_PORT = 1883
 #: Agents of the agents file signed in on the page (chefin is the supervisor).
 PAGE_AGENTS = ("agent1", "agent2", "chefin")
+#: Their passwords (test values; the file holds only scrypt hashes).
+PASSWORDS = {a: f"soak-{a}-Kennwort-2026" for a in PAGE_AGENTS}
+#: scrypt cost of the hashes: the cheapest allowed (sign-in speed is not measured).
+FAST_LN = 10
 POP_KINDS = ("ringing", "answered", "ended")
 RSS_SERIES_EVERY_S = 30.0
 
@@ -289,6 +294,17 @@ class Watch:
     routed_at_first: int = 0
     seconds_to_first: float | None = None
     series: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+
+def write_agents(path: Path) -> Path:
+    """The agents file: agent1 and agent2, and chefin as supervisor (mode 0600)."""
+    lines = [agents_file_line(a, hash_password(PASSWORDS[a], ln=FAST_LN))
+             for a in PAGE_AGENTS if a != "chefin"]
+    lines.append(f"chefin:\n  password: {hash_password(PASSWORDS['chefin'], ln=FAST_LN)}\n"
+                 "  name: Chefin vom Dienst\n  supervisor: true")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
 
 
 def journal_rows(daemon_dir: Path) -> list[tuple[str, str, str, float | None]]:
