@@ -173,7 +173,7 @@ class TestUnitContents:
     def test_credential_ids_match_what_the_daemon_reads(self, tmp_path: Path) -> None:
         ids = {spec.split(":", 1)[0] for spec in _directives("LoadCredential")}
         assert ids == {"ari-password", "ami-password", "mqtt-password", "database-url",
-                       "web-session-password"}
+                       "web-session-password", "agi-secret"}
         for spec in _directives("LoadCredential"):
             source = spec.split(":", 1)[1]
             assert source.startswith("/etc/pbxbridge/credentials/")
@@ -189,6 +189,7 @@ class TestUnitContents:
         assert settings.ami_password == "value-of-ami-password"
         assert settings.database_url == "value-of-database-url"
         assert settings.web_session_secret == "value-of-web-session-password"
+        assert settings.agi_secret == "value-of-agi-secret"
         mqtt = MqttSettings.from_env({**env, "PBXBRIDGE_MQTT_USER": "pbxbridge"})
         assert mqtt.password == "value-of-mqtt-password"
 
