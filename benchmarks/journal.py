@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pbxbridge.journal.entry import JournalEntry, Outcome
-from pbxbridge.journal.store import SqliteJournal
+from pbxbridge.journal.sqlite import SqliteJournal
 from pbxbridge.journal.writer import JournalWriter
 
 T0 = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)

@@ -17,7 +17,7 @@ with the DST switch) and all tenants: fetch the rows as the CLI does
 ``calls_arrived`` index, then the callbacks due in the month by deadline,
 through ``calls_callback_due``), :func:`build_report` by day, and render the CSV
 and one invoice CSV per tenant. The rows come from
-``SqliteJournal.calls_between`` when :mod:`pbxbridge.journal.store` provides it
+``SqliteJournal.calls_between`` when :mod:`pbxbridge.journal.sqlite` provides it
 (the real path), else from a plain ``SELECT ... WHERE arrived_at >= ? AND
 arrived_at < ?``; ``fetch`` in the output says which. The plain SELECT is timed
 as well for comparison (``select_report_s``).
@@ -58,7 +58,8 @@ from pbxbridge.journal.report import (
     period_range,
     report_rows,
 )
-from pbxbridge.journal.schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
+from pbxbridge.storage.schema import JOURNAL_SQLITE_MIGRATIONS as SQLITE_MIGRATIONS
+from pbxbridge.storage.schema import JOURNAL_SQLITE_VERSION as SCHEMA_VERSION
 
 TZ = ZoneInfo("Europe/Berlin")
 TENANTS = (
@@ -288,7 +289,7 @@ class SelectJournal:
 def store_journal(path: Path) -> tuple[Callable[[], Any], str]:
     """The colleague's SqliteJournal when it exists, else the plain SELECT."""
     try:
-        store = importlib.import_module("pbxbridge.journal.store")
+        store = importlib.import_module("pbxbridge.journal.sqlite")
     except ImportError:
         store = None
     cls = getattr(store, "SqliteJournal", None)

@@ -35,7 +35,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pbxbridge.journal.store import PostgresJournal
+from pbxbridge.journal.postgres import PostgresJournal
 from tests.journal_fill import create_schema, fill_journal
 from tests.postgres import throwaway_database
 

@@ -33,9 +33,11 @@ from pbxbridge.config.compile import state_path
 from pbxbridge.core.lifecycle import CallEvent, CallRecord, State
 from pbxbridge.core.models import Decision
 from pbxbridge.journal.entry import entry_from_record
+from pbxbridge.journal.postgres import PostgresJournal
 from pbxbridge.journal.repeat import RepeatCallers
 from pbxbridge.journal.retention import retention_loop
-from pbxbridge.journal.store import JournalStore, PostgresJournal, SqliteJournal
+from pbxbridge.journal.sqlite import SqliteJournal
+from pbxbridge.journal.store import JournalStore
 from pbxbridge.journal.writer import JournalWriter
 from pbxbridge.metrics import CallMetrics, LiveServiceLevel, ScrapeCollector, render
 from pbxbridge.runtime.live import LiveOverrides, LiveRules

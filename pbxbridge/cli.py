@@ -24,8 +24,9 @@ from pbxbridge.core import ALL_TENANTS, Call, Decision, OverrideState, route
 from pbxbridge.core.calendar import WEEKDAYS
 from pbxbridge.core.rules import Rules
 from pbxbridge.journal.store import JournalStore
-from pbxbridge.runtime.settings import SettingsError, database_url_from_env, redact_database_url
+from pbxbridge.runtime.settings import SettingsError, database_url_from_env
 from pbxbridge.storage.overrides import OverrideStore, open_override_store
+from pbxbridge.storage.postgres import redact_database_url
 
 CONFIG_ENV = "PBXBRIDGE_CONFIG"
 
@@ -462,7 +463,8 @@ def run(config: str, ari_url: str | None, http_bind: str | None) -> None:
 
 def _open_journal(config: str, model: RulesFile) -> JournalStore:
     """The journal the daemon writes: PostgreSQL when a URL is configured, else SQLite."""
-    from pbxbridge.journal.store import PostgresJournal, SqliteJournal
+    from pbxbridge.journal.postgres import PostgresJournal
+    from pbxbridge.journal.sqlite import SqliteJournal
 
     url = _database_url()
     if url:

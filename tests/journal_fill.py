@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
-from pbxbridge.journal.schema import POSTGRES_MIGRATIONS
+from pbxbridge.storage.schema import POSTGRES_MIGRATIONS
 
 FILL_SQL = """
 INSERT INTO calls (node, call_id, tenant, did, caller, via_115, action, reasons,

@@ -27,7 +27,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from pbxbridge.journal.store import PostgresJournal
+from pbxbridge.journal.postgres import PostgresJournal
 
 SERVER = os.environ.get("PBXBRIDGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 SKIP = os.environ.get("PBXBRIDGE_SKIP_POSTGRES", "").strip().lower() in {"1", "yes", "true"}

@@ -21,13 +21,13 @@ from pbxbridge.config import ConfigError, load_rules
 from pbxbridge.config.schema import RulesFile
 from pbxbridge.core.models import Override
 from pbxbridge.core.rules import Rules
-from pbxbridge.runtime.settings import redact_database_url
 from pbxbridge.storage.overrides import (
     SQLITE,
     OverrideStore,
     open_override_store,
     override_backend,
 )
+from pbxbridge.storage.postgres import redact_database_url
 
 log = structlog.get_logger(__name__)
 

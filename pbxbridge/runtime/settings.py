@@ -9,7 +9,6 @@ from ``PBXBRIDGE_<NAME>_PASSWORD``.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import re
@@ -17,9 +16,6 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
-
-from psycopg.conninfo import conninfo_to_dict
 
 
 class SettingsError(ValueError):
@@ -190,40 +186,6 @@ def database_url_from_env(env: Mapping[str, str] | None = None) -> str:
         SettingsError: If ``PBXBRIDGE_DATABASE_URL_FILE`` cannot be read.
     """
     return _database_url(os.environ if env is None else env)
-
-
-def redact_database_url(text: str, url: str) -> str:
-    """``text`` (an error message) without the database URL or its password.
-
-    libpq's messages name host and port, not the password; but parse errors
-    echo pieces of a malformed URL (``unexpected spaces found in "..."``,
-    ``invalid sslmode value: "..."``). Neither may reach logs, ``/healthz`` or
-    a terminal someone is sharing.
-
-    Args:
-        text: The message.
-        url: The configured URL or DSN (``""``: nothing to hide).
-
-    Returns:
-        The message with the URL and the password replaced by ``***``.
-    """
-    if not url:
-        return text
-    secrets = {url}
-    # The password as libpq reads it, as it stands in a URL (raw and decoded),
-    # and as it stands in a key=value DSN: a URL libpq cannot parse still has one.
-    with contextlib.suppress(Exception):
-        secrets.add(str(conninfo_to_dict(url).get("password") or ""))
-    with contextlib.suppress(ValueError):
-        raw = urlsplit(url).password or ""
-        secrets |= {raw, unquote(raw)}
-    if match := re.search(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", url):
-        secrets |= {match.group(1), match.group(1).strip("'")}
-    secrets.discard("")
-    # Longest first: the URL goes as a whole before the password inside it.
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 def _database_url(env: Mapping[str, str]) -> str:

@@ -11,7 +11,8 @@ state file of the node.
   table) whether anything changed since its last look, so it can poll every few
   hundred milliseconds and pick up a change within a second.
 * :class:`PostgresOverrideStore`: the ``overrides`` table of the journal's
-  database (created by the journal's migrations, :mod:`pbxbridge.journal.schema`).
+  database (created by :func:`~pbxbridge.storage.postgres.migrate_postgres`,
+  schema in :mod:`pbxbridge.storage.schema`).
 
 Both implement :class:`OverrideStore` with the same semantics. Overrides are
 never deleted: clearing one stamps ``cleared_at``, so the table doubles as the
@@ -32,7 +33,8 @@ from typing import Any, ClassVar, Final, Self
 import psycopg
 
 from pbxbridge.core.models import ALL_TENANTS, Override, OverrideState
-from pbxbridge.journal.store import PostgresConnection
+from pbxbridge.storage.postgres import PostgresConnection
+from pbxbridge.storage.schema import OVERRIDES_SQLITE_MIGRATIONS
 
 HistoryRow = tuple[Override, datetime | None, str]
 """``(override, cleared_at, cleared_by)`` as :meth:`OverrideStore.history` returns it."""
@@ -245,25 +247,6 @@ def _no_nul(**texts: str) -> None:
 
 # ------------------------------------------------------------------ SQLite
 
-_MIGRATIONS: tuple[str, ...] = (
-    # 1: initial schema
-    """
-    CREATE TABLE overrides (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
-        scope       TEXT NOT NULL,
-        state       TEXT NOT NULL CHECK (state IN ('open', 'closed')),
-        reason      TEXT NOT NULL,
-        set_at      TEXT NOT NULL,
-        expires_at  TEXT,
-        set_by      TEXT NOT NULL DEFAULT '',
-        cleared_at  TEXT,
-        cleared_by  TEXT
-    );
-    CREATE INDEX overrides_live ON overrides (cleared_at, expires_at);
-    """,
-)
-
-
 class SqliteOverrideStore(OverrideStore):
     """Overrides in the node's SQLite state file.
 
@@ -316,7 +299,8 @@ class SqliteOverrideStore(OverrideStore):
         # `override set`) must not both run migration 1.
         with self._tx() as db:
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
-            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+            pending = OVERRIDES_SQLITE_MIGRATIONS[version:]
+            for number, script in enumerate(pending, start=version + 1):
                 for statement in script.split(";"):
                     if statement.strip():
                         db.execute(statement)
@@ -435,9 +419,9 @@ class PostgresOverrideStore(OverrideStore):
     """Overrides in the journal's PostgreSQL database, shared by every node.
 
     Uses the ``overrides`` table the journal's migrations create
-    (:func:`~pbxbridge.journal.store.migrate_postgres` runs on opening, so the
+    (:func:`~pbxbridge.storage.postgres.migrate_postgres` runs on opening, so the
     CLI may be the first to touch a fresh database). Like
-    :class:`~pbxbridge.journal.store.PostgresJournal` it holds one connection,
+    :class:`~pbxbridge.journal.postgres.PostgresJournal` it holds one connection,
     bounded in time, and reconnects on the next call after it broke: the call
     that found it broken raises, the next one connects afresh. One instance may
     be used from several threads (calls are serialised).

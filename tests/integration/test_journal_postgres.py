@@ -29,9 +29,11 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from pbxbridge.journal.entry import JournalEntry
-from pbxbridge.journal.schema import SCHEMA_VERSION
-from pbxbridge.journal.store import JournalStore, PostgresConnection, PostgresJournal
+from pbxbridge.journal.postgres import PostgresJournal
+from pbxbridge.journal.store import JournalStore
 from pbxbridge.journal.writer import JournalWriter
+from pbxbridge.storage.postgres import PostgresConnection
+from pbxbridge.storage.schema import POSTGRES_VERSION as SCHEMA_VERSION
 from tests.journal_fill import create_schema, due_for_purge, fill_journal
 from tests.postgres import SERVER, Proxy, free_port, query
 from tests.unit.test_journal_store import (

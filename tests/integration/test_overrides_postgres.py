@@ -30,11 +30,11 @@ from psycopg.conninfo import make_conninfo
 
 from pbxbridge.cli import cli
 from pbxbridge.core.models import Override, OverrideState
-from pbxbridge.journal.schema import SCHEMA_VERSION
-from pbxbridge.journal.store import PostgresJournal
+from pbxbridge.journal.postgres import PostgresJournal
 from pbxbridge.runtime.live import LiveOverrides
 from pbxbridge.runtime.settings import Settings
 from pbxbridge.storage.overrides import PostgresOverrideStore, open_override_store
+from pbxbridge.storage.schema import POSTGRES_VERSION as SCHEMA_VERSION
 from tests.postgres import SERVER, Proxy, free_port, query
 from tests.unit.test_overrides_store import CLOSED, OPEN, T0, OpenStore, OverrideStoreBehaviour
 

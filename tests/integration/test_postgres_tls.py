@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pbxbridge.journal.store import PostgresJournal
+from pbxbridge.journal.postgres import PostgresJournal
 from tests.postgres import free_port
 
 pytestmark = pytest.mark.postgres

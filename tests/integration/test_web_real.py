@@ -32,7 +32,8 @@ import aiohttp
 import pytest
 
 from pbxbridge.app import Daemon
-from pbxbridge.journal.store import CallRow, SqliteJournal
+from pbxbridge.journal.sqlite import SqliteJournal
+from pbxbridge.journal.store import CallRow
 from pbxbridge.runtime.settings import Settings
 from tests.browser import CHROMIUM, Chromium, Page, chromium_available
 from tests.integration.daemon import TEST_RULES, DaemonProcess

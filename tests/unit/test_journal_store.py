@@ -34,19 +34,18 @@ from hypothesis import strategies as st
 from pbxbridge.core.lifecycle import CallEvent, EventKind, advance, start
 from pbxbridge.core.models import Action, Decision
 from pbxbridge.journal.entry import JournalEntry, Outcome, entry_from_record
+from pbxbridge.journal.postgres import PostgresJournal
 from pbxbridge.journal.retention import (
     DEFAULT_RETENTION_DAYS,
     purge_older_than,
     retention_loop,
 )
-from pbxbridge.journal.schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
+from pbxbridge.journal.sqlite import SqliteJournal
 from pbxbridge.journal.store import (
     ALL_COLUMNS,
     MAX_NOTE_CHARS,
     CallRow,
     JournalStore,
-    PostgresJournal,
-    SqliteJournal,
 )
 from pbxbridge.journal.writer import (
     REJECTED_FILE,
@@ -56,6 +55,8 @@ from pbxbridge.journal.writer import (
     entry_from_json,
     entry_to_json,
 )
+from pbxbridge.storage.schema import JOURNAL_SQLITE_MIGRATIONS as SQLITE_MIGRATIONS
+from pbxbridge.storage.schema import JOURNAL_SQLITE_VERSION as SCHEMA_VERSION
 
 BERLIN = ZoneInfo("Europe/Berlin")
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -468,8 +469,32 @@ class TestSqliteMigrations:
         db = sqlite3.connect(path)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"calls", "overrides"} <= tables
+        # Migration 1 created an "overrides" table nothing used; migration 3
+        # drops it (a node's overrides live in the state file).
+        assert "calls" in tables and "overrides" not in tables
         db.close()
+
+    def test_a_file_at_schema_2_loses_the_unused_overrides_table(self, tmp_path: Path) -> None:
+        path = tmp_path / "j.sqlite"
+        db = sqlite3.connect(path)
+        for script in SQLITE_MIGRATIONS[:2]:
+            db.executescript(script)
+        db.execute("PRAGMA user_version = 2")
+        db.execute(
+            "INSERT INTO calls (node, call_id, tenant, did, caller, via_115, action, reasons,"
+            " arrived_at, outcome, agent, queue, rings) VALUES ('n1', 'kept', 't', 'd', NULL, 0,"
+            " 'queue', '[]', ?, 'answered', '', '', '[]')",
+            (at(-10).timestamp(),),
+        )
+        db.commit()
+        db.close()
+        with SqliteJournal(path) as store:
+            assert store.schema_version == SCHEMA_VERSION == 3
+            assert [r.call_id for r in store.calls_between(at(-100), at(1))] == ["kept"]
+        db = sqlite3.connect(path)
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        db.close()
+        assert "overrides" not in tables
 
     def test_a_file_at_schema_1_is_upgraded(self, tmp_path: Path) -> None:
         # A journal written by the release before migration 2 (never edited).
@@ -486,7 +511,8 @@ class TestSqliteMigrations:
         db.commit()
         db.close()
         with SqliteJournal(path) as store:
-            assert store.schema_version == SCHEMA_VERSION == 2
+            # 3 since migration 3 (the unused overrides table dropped).
+            assert store.schema_version == SCHEMA_VERSION == 3
             assert store.purge(at(-90 * 86400), at(0)) == 1
             (row,) = store.calls_between(at(-1e8), at(1))
             assert row.caller is None and row.reasons == ()
@@ -529,7 +555,7 @@ class TestSqliteMigrations:
     def test_concurrent_fresh_open_from_processes(self, tmp_path: Path) -> None:
         path = tmp_path / "j.sqlite"
         code = (
-            "import sys; from pbxbridge.journal.store import SqliteJournal; "
+            "import sys; from pbxbridge.journal.sqlite import SqliteJournal; "
             "SqliteJournal(sys.argv[1]).close()"
         )
         procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=ROOT)

@@ -14,8 +14,8 @@ import pytest
 
 from pbxbridge.core.models import OverrideState
 from pbxbridge.runtime.live import LiveOverrides
-from pbxbridge.runtime.settings import redact_database_url
 from pbxbridge.storage.overrides import SqliteOverrideStore
+from pbxbridge.storage.postgres import redact_database_url
 from tests.postgres import free_port
 
 NOW = datetime.now(UTC)

@@ -33,7 +33,8 @@ from pbxbridge.journal.report import (
     report_rows,
     run_report_cli,
 )
-from pbxbridge.journal.store import JournalStore, SqliteJournal
+from pbxbridge.journal.sqlite import SqliteJournal
+from pbxbridge.journal.store import JournalStore
 from tests.unit.test_journal_store import entry
 
 BERLIN = ZoneInfo("Europe/Berlin")

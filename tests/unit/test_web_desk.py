@@ -23,7 +23,8 @@ from pbxbridge.config import load_rules
 from pbxbridge.core import Call, route
 from pbxbridge.core.rules import Rules
 from pbxbridge.journal.entry import entry_from_record
-from pbxbridge.journal.store import CallRow, SqliteJournal
+from pbxbridge.journal.sqlite import SqliteJournal
+from pbxbridge.journal.store import CallRow
 from pbxbridge.screenpops import ScreenPops
 from pbxbridge.web.desk import (
     MAX_CARDS_PER_AGENT,

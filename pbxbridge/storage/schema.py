@@ -1,11 +1,25 @@
-"""Journal schema and its versioned migrations (SQLite and PostgreSQL).
+"""Every table pbxbridge keeps, as versioned migrations: the one place to change a schema.
 
-One table row per call (``calls``), updated in place as the call goes on
+Three databases, three tuples of migrations:
+
+* :data:`JOURNAL_SQLITE_MIGRATIONS`: a node's journal file (``journal.sqlite``),
+  version in ``PRAGMA user_version``; run by
+  :class:`~pbxbridge.journal.sqlite.SqliteJournal`.
+* :data:`OVERRIDES_SQLITE_MIGRATIONS`: a node's overrides state file, version in
+  ``PRAGMA user_version``; run by
+  :class:`~pbxbridge.storage.overrides.SqliteOverrideStore`.
+* :data:`POSTGRES_MIGRATIONS`: the database several nodes share, journal and
+  overrides together, version in the ``schema_version`` table; run by
+  :func:`~pbxbridge.storage.postgres.migrate_postgres` whichever store opens it
+  first.
+
+The journal's ``calls`` table:
+
+One table row per call, updated in place as the call goes on
 (upsert on ``(node, call_id)``). Times are stored as UTC: SQLite as REAL Unix
 seconds (fast range scans and arithmetic), PostgreSQL as ``timestamptz``.
-Migrations are numbered; ``schema_version`` holds the applied number. Overrides
-(previously only in the SQLite state file) get a table here too, so several
-nodes sharing a PostgreSQL database share one set of overrides.
+Overrides in PostgreSQL get a table beside the calls, so that several nodes
+sharing the database share one set of overrides.
 
 Columns:
 
@@ -38,12 +52,12 @@ purged_at             when retention removed the personal data
 ====================  ======================================================
 
 A migration, once released, is never edited: databases out there have applied
-it. Changes go into a new one, appended to both tuples.
+it. Changes go into a new one, appended to the tuple of each database it concerns.
 """
 
 from __future__ import annotations
 
-SQLITE_MIGRATIONS: tuple[str, ...] = (
+JOURNAL_SQLITE_MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE calls (
         node TEXT NOT NULL,
@@ -97,6 +111,13 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX calls_unpurged ON calls (arrived_at) WHERE purged_at IS NULL;
     CREATE INDEX calls_callback_due ON calls (callback_due_at, tenant)
         WHERE disposition = 'callback';
+    """,
+    # 3: migration 1 created an ``overrides`` table here that nothing ever
+    # read or wrote: a node's SQLite overrides live in the state file
+    # (OVERRIDES_SQLITE_MIGRATIONS), only PostgreSQL keeps them beside the
+    # journal. Dropped, so that each backend has one definition of them.
+    """
+    DROP TABLE IF EXISTS overrides;
     """,
 )
 
@@ -156,5 +177,28 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-SCHEMA_VERSION = len(SQLITE_MIGRATIONS)
-assert len(POSTGRES_MIGRATIONS) == SCHEMA_VERSION
+
+OVERRIDES_SQLITE_MIGRATIONS: tuple[str, ...] = (
+    # 1: initial schema
+    """
+    CREATE TABLE overrides (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        scope       TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('open', 'closed')),
+        reason      TEXT NOT NULL,
+        set_at      TEXT NOT NULL,
+        expires_at  TEXT,
+        set_by      TEXT NOT NULL DEFAULT '',
+        cleared_at  TEXT,
+        cleared_by  TEXT
+    );
+    CREATE INDEX overrides_live ON overrides (cleared_at, expires_at);
+    """,
+)
+
+JOURNAL_SQLITE_VERSION = len(JOURNAL_SQLITE_MIGRATIONS)
+"""The journal file's current ``user_version``."""
+OVERRIDES_SQLITE_VERSION = len(OVERRIDES_SQLITE_MIGRATIONS)
+"""The overrides state file's current ``user_version``."""
+POSTGRES_VERSION = len(POSTGRES_MIGRATIONS)
+"""The shared database's current ``schema_version``."""

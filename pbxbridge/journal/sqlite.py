@@ -1,0 +1,128 @@
+"""The call journal in an SQLite file (one node): see :mod:`pbxbridge.journal.store`."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pbxbridge.journal.store import PURGE_BATCH_ROWS, PURGE_SET, _SqlJournal
+from pbxbridge.storage.schema import JOURNAL_SQLITE_MIGRATIONS, JOURNAL_SQLITE_VERSION
+
+
+class SqliteJournal(_SqlJournal):
+    """The journal in an SQLite file (a single node).
+
+    WAL mode lets reports read while the writer writes; ``busy_timeout`` makes a
+    writer wait for another's transaction instead of failing at once. Commits
+    are synchronous (``synchronous=FULL``): the writer commits a batch every
+    half second, so durability across power loss costs next to nothing.
+
+    Args:
+        path: The database file; its folder is created when missing.
+        busy_timeout: Seconds to wait for a lock before giving up (the writer
+            then spools and retries).
+    """
+
+    _PURGE = (
+        PURGE_SET + " WHERE purged_at IS NULL AND rowid IN (SELECT rowid" + PURGE_BATCH_ROWS + ")"
+    )
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # check_same_thread=False: asyncio.to_thread may use any pool thread.
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so that the
+        # migration's read-then-write holds the write lock throughout.
+        self._db = sqlite3.connect(
+            self.path, timeout=busy_timeout, check_same_thread=False, isolation_level=None
+        )
+        try:
+            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            self._db.execute("PRAGMA synchronous=FULL")
+            # Switching a fresh file to WAL and migrating it take locks SQLite may
+            # refuse at once (SQLITE_BUSY without the busy handler) while another
+            # process does the same: retry for a while.
+            deadline = time.monotonic() + max(busy_timeout, 1.0)
+            while True:
+                try:
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                    self._migrate()
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+        except BaseException:
+            self._db.close()
+            raise
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the file (``PRAGMA user_version``)."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        # Up to date (the usual case): no write lock needed, so opening works
+        # even while another connection holds a long write transaction.
+        if int(self._db.execute("PRAGMA user_version").fetchone()[0]) >= JOURNAL_SQLITE_VERSION:
+            return
+        # The version is read again inside the write transaction: two processes
+        # opening a fresh file at once must not both run migration 1.
+        with self._tx() as db:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            for number, script in enumerate(JOURNAL_SQLITE_MIGRATIONS[version:], start=version + 1):
+                # executescript() would COMMIT our transaction first.
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+
+    def _time(self, value: datetime) -> float:
+        return value.timestamp()
+
+    def _from_time(self, value: Any) -> datetime:
+        return datetime.fromtimestamp(float(value), UTC)
+
+    def _bool(self, value: bool) -> int:
+        return int(value)
+
+    def _write(self, sql: str, params: Sequence[Any]) -> int:
+        with self._tx() as db:
+            return db.execute(sql, params).rowcount
+
+    def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self._tx() as db:
+            db.executemany(sql, rows)
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:  # noqa: D102 - see base
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    def is_transient(self, exc: BaseException) -> bool:  # noqa: D102 - see base
+        # OperationalError: locked/busy, disk I/O, cannot open. Integrity and
+        # programming errors are about the data or the code: not transient.
+        return isinstance(exc, sqlite3.OperationalError | OSError)
