@@ -20,7 +20,7 @@ from pbxbridge import __version__
 from pbxbridge.config import ConfigError, load_rules
 from pbxbridge.config.compile import state_path
 from pbxbridge.config.schema import RulesFile
-from pbxbridge.core import ALL_TENANTS, Call, Decision, OverrideState, route
+from pbxbridge.core import ALL_TENANTS, Call, Decision, OverrideState, route, servicelevel
 from pbxbridge.core.calendar import WEEKDAYS
 from pbxbridge.core.rules import Rules
 from pbxbridge.journal.store import JournalStore
@@ -481,9 +481,10 @@ def _open_journal(config: str, model: RulesFile) -> JournalStore:
 @click.option("--by", type=click.Choice(["hour", "day", "month"]), help="Buckets.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "invoice"]),
               default="table", show_default=True)
-@click.option("--threshold", type=float, default=20.0, show_default=True,
+@click.option("--threshold", type=float, default=servicelevel.THRESHOLD_S, show_default=True,
               help="Service-level threshold in seconds.")
-@click.option("--short-abandon", type=float, default=5.0, show_default=True,
+@click.option("--short-abandon", type=float, default=servicelevel.SHORT_ABANDON_S,
+              show_default=True,
               help="Abandons shorter than this are shown apart.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file.")
 def report(

@@ -18,10 +18,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pbxbridge.core import servicelevel
 from pbxbridge.core.lifecycle import CallEvent, CallRecord, EventKind, State
 
 WAIT_BUCKETS = (5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-"""Seconds; 20 s is the service-level threshold the centre promises."""
+"""Seconds; 20 s is the service-level threshold the centre promises
+(:data:`~pbxbridge.core.servicelevel.THRESHOLD_S`) and 5 s the short-abandon limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,9 @@ class _Outcome:
 class LiveServiceLevel:
     """Service level over the last 15 minutes and the current local day.
 
+    The definitions are :mod:`pbxbridge.core.servicelevel`'s, the same as the
+    report's; "offered" here is every call answered or abandoned in the window.
+
     Args:
         tz: The time zone that defines "the day".
         threshold_s: Answered within this many seconds counts as in service level.
@@ -43,7 +48,10 @@ class LiveServiceLevel:
     """
 
     def __init__(
-        self, tz: ZoneInfo, threshold_s: float = 20.0, short_abandon_s: float = 5.0
+        self,
+        tz: ZoneInfo,
+        threshold_s: float = servicelevel.THRESHOLD_S,
+        short_abandon_s: float = servicelevel.SHORT_ABANDON_S,
     ) -> None:
         self.tz = tz
         self.threshold_s = threshold_s
@@ -82,19 +90,21 @@ class LiveServiceLevel:
             for o in self._outcomes:
                 if o.at < since:
                     continue
+                within = o.answered and servicelevel.answered_within(o.wait_s, self.threshold_s)
+                short = not o.answered and servicelevel.short_abandon(
+                    o.wait_s, self.short_abandon_s
+                )
                 for key in (o.tenant, ""):
-                    t = tally.setdefault(key, [0, 0, 0])  # in_sl, answered, offered
-                    if o.answered:
-                        t[1] += 1
-                        t[2] += 1
-                        if o.wait_s <= self.threshold_s:
-                            t[0] += 1
-                    elif o.wait_s >= self.short_abandon_s:
-                        t[2] += 1
-            for key, (in_sl, answered, offered) in tally.items():
+                    # answered_within, answered, offered, short_abandoned
+                    t = tally.setdefault(key, [0, 0, 0, 0])
+                    t[0] += within
+                    t[1] += o.answered
+                    t[2] += 1
+                    t[3] += short
+            for key, (in_sl, answered, offered, short_abandoned) in tally.items():
                 out[(key, window)] = (
-                    in_sl / answered if answered else None,
-                    in_sl / offered if offered else None,
+                    servicelevel.over_answered(in_sl, answered).ratio(),
+                    servicelevel.over_offered(in_sl, offered, short_abandoned).ratio(),
                 )
         return out
 

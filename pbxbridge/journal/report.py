@@ -44,6 +44,10 @@ time, except the callback deadlines, which go by their due time):
     counts every abandon against the service level except short abandons:
     ``answered_within / (offered - short_abandoned)``. Calls that timed out
     of the queue count against it too.
+
+    These four, and the 20 s / 5 s defaults, are
+    :mod:`pbxbridge.core.servicelevel`'s, shared with the live figure of
+    ``/metrics``.
 ``mean_wait_s`` / ``p90_wait_s``
     Of answered calls; the 90th percentile by nearest rank (the value at rank
     ``ceil(0.9 * n)`` of the sorted waits, so it is always a real wait).
@@ -80,12 +84,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
+from pbxbridge.core import servicelevel
 from pbxbridge.core.rules import Rules
 from pbxbridge.journal.entry import Outcome
 
@@ -212,35 +217,66 @@ class Figures:
     @property
     def sl_answered_pct(self) -> float | None:
         """Answered within the threshold, of answered calls (percent)."""
-        return _pct(self.answered_within, self.answered)
+        return self.fraction("sl_answered_pct").percent()
 
     @property
     def sl_offered_pct(self) -> float | None:
         """Answered within the threshold, of offered calls minus short abandons (percent)."""
-        return _pct(self.answered_within, self.offered - self.short_abandoned)
+        return self.fraction("sl_offered_pct").percent()
 
     @property
     def via_115_pct(self) -> float | None:
         """Share of offered and closed-hours calls that came via 115 (percent)."""
-        return _pct(self.via_115, self.offered + self.closed_hours)
+        return self.fraction("via_115_pct").percent()
 
     @property
     def fcr_pct(self) -> float | None:
         """First-contact resolution: resolved of resolved plus callbacks (percent)."""
-        return _pct(self.resolved, self.resolved + self.callbacks_requested)
+        return self.fraction("fcr_pct").percent()
 
     @property
     def callback_on_time_pct(self) -> float | None:
         """Callbacks done by their deadline, of those whose fate is known (percent)."""
-        return _pct(
-            self.callbacks_on_time,
-            self.callbacks_on_time + self.callbacks_late + self.callbacks_overdue,
-        )
+        return self.fraction("callback_on_time_pct").percent()
+
+    def fraction(self, name: str) -> servicelevel.Fraction:
+        """A percentage's counts, so that renderers can truncate it exactly.
+
+        Args:
+            name: One of :data:`PCT_FIELDS`.
+
+        Returns:
+            Numerator and denominator.
+
+        Raises:
+            KeyError: For an unknown name.
+        """
+        if name == "sl_answered_pct":
+            return servicelevel.over_answered(self.answered_within, self.answered)
+        if name == "sl_offered_pct":
+            return servicelevel.over_offered(
+                self.answered_within, self.offered, self.short_abandoned
+            )
+        if name == "via_115_pct":
+            return servicelevel.Fraction(self.via_115, self.offered + self.closed_hours)
+        if name == "fcr_pct":
+            return servicelevel.Fraction(self.resolved, self.resolved + self.callbacks_requested)
+        if name == "callback_on_time_pct":
+            return servicelevel.Fraction(
+                self.callbacks_on_time,
+                self.callbacks_on_time + self.callbacks_late + self.callbacks_overdue,
+            )
+        raise KeyError(name)
 
 
-def _pct(num: int, den: int) -> float | None:
-    # int / int is correctly rounded, so 57 of 100 is exactly the float 57.0.
-    return num * 100 / den if den > 0 else None
+PCT_FIELDS: tuple[str, ...] = (
+    "sl_answered_pct",
+    "sl_offered_pct",
+    "via_115_pct",
+    "fcr_pct",
+    "callback_on_time_pct",
+)
+"""The percentages of :class:`Figures`, in rendering order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,8 +609,8 @@ def build_report(
     by: Granularity | None,
     tenant: str | None,
     now: datetime,
-    threshold_s: float = 20,
-    short_abandon_s: float = 5,
+    threshold_s: float = servicelevel.THRESHOLD_S,
+    short_abandon_s: float = servicelevel.SHORT_ABANDON_S,
     tenants: Iterable[str] = (),
 ) -> Report:
     """Aggregate journal rows into a service-level report.
@@ -688,7 +724,7 @@ def _count_arrival(acc: _Acc, row: ReportRow, threshold_s: float, short_abandon_
             wait = max(0.0, (answered_at - queued_at).total_seconds())
         acc.answered += 1
         acc.waits.append(wait)
-        if wait <= threshold_s:
+        if servicelevel.answered_within(wait, threshold_s):
             acc.answered_within += 1
         if row.talk_s is not None:
             acc.talk_sum += row.talk_s
@@ -697,8 +733,7 @@ def _count_arrival(acc: _Acc, row: ReportRow, threshold_s: float, short_abandon_
         acc.abandoned += 1
         if wait is None and row.ended_at is not None:
             wait = (row.ended_at - queued_at).total_seconds()
-        # Unknown wait: not short, i.e. it counts against the service level.
-        if wait is not None and wait < short_abandon_s:
+        if servicelevel.short_abandon(wait, short_abandon_s):
             acc.short_abandoned += 1
     else:
         acc.other_offered += 1
@@ -754,39 +789,12 @@ CSV_COLUMNS: tuple[str, ...] = (
 )
 """Columns of :func:`format_csv`, in order (stable: append only)."""
 
-_PCT_FIELDS = (
-    "sl_answered_pct",
-    "sl_offered_pct",
-    "via_115_pct",
-    "fcr_pct",
-    "callback_on_time_pct",
-)
-_PCT_PARTS: Mapping[str, tuple[str, ...]] = {
-    # numerator, then the counts summed for the denominator ("-" subtracts)
-    "sl_answered_pct": ("answered_within", "answered"),
-    "sl_offered_pct": ("answered_within", "offered", "-short_abandoned"),
-    "via_115_pct": ("via_115", "offered", "closed_hours"),
-    "fcr_pct": ("resolved", "resolved", "callbacks_requested"),
-    "callback_on_time_pct": (
-        "callbacks_on_time",
-        "callbacks_on_time",
-        "callbacks_late",
-        "callbacks_overdue",
-    ),
-}
 _SECONDS_FIELDS = ("mean_wait_s", "p90_wait_s", "mean_talk_s")
 
 
 def _pct_hundredths(fig: Figures, name: str) -> int | None:
     """A percentage in hundredths of a percent, truncated, in exact integer arithmetic."""
-    parts = _PCT_PARTS[name]
-    num: int = getattr(fig, parts[0])
-    den = 0
-    for part in parts[1:]:
-        den += -getattr(fig, part[1:]) if part.startswith("-") else getattr(fig, part)
-    if den <= 0:
-        return None
-    return num * 10000 // den
+    return fig.fraction(name).hundredths()
 
 
 def _pct_text(fig: Figures, name: str, places: int = 2, decimal: str = ".") -> str:
@@ -814,7 +822,7 @@ def _figure_values(fig: Figures, decimal: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in _COUNTERS:
         out[name] = str(getattr(fig, name))
-    for name in _PCT_FIELDS:
+    for name in PCT_FIELDS:
         out[name] = _pct_text(fig, name, 2, decimal)
     for name in _SECONDS_FIELDS:
         out[name] = _seconds_text(getattr(fig, name), decimal)
@@ -983,7 +991,7 @@ def _german_label(label: str, by: Granularity | None) -> str:
 
 def _figures_json(fig: Figures) -> dict[str, Any]:
     out: dict[str, Any] = {name: getattr(fig, name) for name in _COUNTERS}
-    for name in _PCT_FIELDS:
+    for name in PCT_FIELDS:
         hundredths = _pct_hundredths(fig, name)
         out[name] = None if hundredths is None else hundredths / 100
     for name in _SECONDS_FIELDS:
@@ -1091,7 +1099,7 @@ def format_table(report: Report) -> str:
         name = "(all)" if who == ALL else (who or "(no tenant)")
         values = []
         for _, attr in _TABLE_COLUMNS:
-            if attr in _PCT_FIELDS:
+            if attr in PCT_FIELDS:
                 text = _pct_text(fig, attr, 1)
             elif attr in _SECONDS_FIELDS:
                 text = _seconds_text(getattr(fig, attr))
@@ -1123,8 +1131,8 @@ def run_report_cli(
     tenant: str | None = None,
     fmt: str = "table",
     now: datetime,
-    threshold_s: float = 20,
-    short_abandon_s: float = 5,
+    threshold_s: float = servicelevel.THRESHOLD_S,
+    short_abandon_s: float = servicelevel.SHORT_ABANDON_S,
 ) -> str:
     """Everything ``pbxbridge report`` does except parsing options and printing.
 
