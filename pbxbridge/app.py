@@ -270,6 +270,8 @@ class Daemon:
 
         self._spawn(self.ari.run(self.router.handle, on_connected=self.router.resync), "ari")
         ari, ari_task = self.ari, self._tasks[-1]
+        # Routes channels in the application that the router never heard of.
+        self._spawn(self.router.sweep(), "stasis-sweep")
         if self.ami is not None:
             self._spawn(self.ami.run(self._ami_event, on_connected=self._ami_resync), "ami")
         if self.mqtt is not None:

@@ -308,15 +308,32 @@ sys.exit(main())
 class FaultyDaemon(DaemonProcess):
     """The real daemon process with a core that raises for DIDs containing 666."""
 
+    program = FAULTY_RUN
+
     def start(self, wait_connected: bool = True) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", FAULTY_RUN, "run", "--config", str(self.rules_path)],
+            [sys.executable, "-c", self.program, "run", "--config", str(self.rules_path)],
             cwd=self.workdir, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
         if wait_connected:
             self.wait_health(lambda h: h["ari"]["state"] == "connected", timeout=15)
+
+
+LOSES_STASIS_START = """\
+import sys
+from pbxbridge.adapters.ari import router
+original = router.StasisRouter.handle
+async def handle(self, event):
+    # An injected bug: the StasisStart of DIDs containing 777 never arrives.
+    if event.get("type") == "StasisStart" and "777" in ",".join(event.get("args") or []):
+        return
+    await original(self, event)
+router.StasisRouter.handle = handle
+from pbxbridge.cli import main
+sys.exit(main())
+"""
 
 
 def install_long_sound(tb: Testbed, seconds: int) -> str:
@@ -365,6 +382,27 @@ class TestNoCallLeftInStasis:
             # The next call (no fault) is routed as usual.
             _, events = call(tb, WARDENBURG, hold_ms=300, caller=CALLER)
             assert trunk_vars(events)["PBXBRIDGE_TENANT"] == "wardenburg"
+        finally:
+            d.stop()
+
+    def test_channel_whose_stasis_start_was_lost_is_routed_by_the_sweep(
+        self, tb: Testbed, tmp_path: Path, agents: AgentFactory
+    ) -> None:
+        agents(1, "answer")
+        d = FaultyDaemon(tb, tmp_path, extra_env={"PBXBRIDGE_STASIS_MAX_S": "4"})
+        d.program = LOSES_STASIS_START
+        d.start()
+        try:
+            mark = tb.cdr_mark()
+            result, _ = call(tb, "0442177700", hold_ms=1500, caller=CALLER, timeout_s=30)
+            assert result.ok, result.describe()
+            cdr = tb.wait_for_cdr(
+                lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
+            # Found within two sweeps (2 s apart): routed, or - when found
+            # after the bound - sent to the fallback by the guard.
+            assert cdr["accountcode"] in {"oldenburg", "unrouted"}, d.log_tail()
+            assert [e for e in d.logs() if e.get("event") == "call.unknown_in_stasis"]
+            assert d.health()["calls"]["resynced"] == 1
         finally:
             d.stop()
 

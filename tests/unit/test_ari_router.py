@@ -538,3 +538,60 @@ class TestResyncWhateverTheState:
         assert await router.drain(1)
         assert fake.continued("w3") == UNROUTED
         assert router.stats.stasis_timeouts == 1
+
+
+class TestSweep:
+    async def test_channel_whose_stasis_start_was_lost_is_routed(self, rules: Rules) -> None:
+        fake = FakeAri()
+        fake.connected = True  # type: ignore[attr-defined]
+        fake.app_channels = ["lost"]
+        fake.channels = {"lost": channel("lost", "044077300")}
+        router = make_with(lambda: rules, fake, stasis_max_s=0.2)
+        sweeper = asyncio.create_task(router.sweep())
+        try:
+            # Seen in two rounds (0.1 s apart) without being routed: adopted.
+            for _ in range(50):
+                if fake.continued("lost"):
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            sweeper.cancel()
+        assert fake.continued("lost") == QUEUE
+        assert router.stats.resynced == 1
+
+    async def test_channels_being_routed_are_left_alone(self, rules: Rules) -> None:
+        fake = FakeAri()
+        fake.connected = True  # type: ignore[attr-defined]
+        fake.hang.add("set")
+        router = make_with(lambda: rules, fake, stasis_max_s=0.4)
+        await router.handle(start("busy", "044077300"))
+        fake.app_channels = ["busy"]
+        fake.channels = {"busy": channel("busy", "044077300")}
+        sweeper = asyncio.create_task(router.sweep())
+        try:
+            await asyncio.sleep(0.3)
+        finally:
+            sweeper.cancel()
+        assert router.stats.resynced == 0
+        assert len([c for c in fake.calls if c[0] == "set"]) == 1  # routed once
+
+    async def test_a_failing_round_does_not_end_the_sweep(self, rules: Rules) -> None:
+        fake = FakeAri()
+        fake.connected = True  # type: ignore[attr-defined]
+        fake.app_channels = ["x"]  # get_channel: 404 -> skipped; then a bug:
+        router = make_with(lambda: rules, fake, stasis_max_s=0.1)
+        rounds = 0
+
+        async def flaky() -> dict[str, Any]:
+            nonlocal rounds
+            rounds += 1
+            if rounds == 2:
+                raise RuntimeError("bug")
+            return {"channel_ids": ["x"]}
+
+        fake.get_application = flaky  # type: ignore[method-assign]
+        sweeper = asyncio.create_task(router.sweep())
+        await asyncio.sleep(0.3)
+        assert not sweeper.done()
+        sweeper.cancel()
+        assert rounds >= 4

@@ -240,17 +240,51 @@ class StasisRouter:
             return
         log.warning("ari.resync", waiting=len(waiting))
         for channel_id in waiting:
-            try:
-                channel = await self._ari.get_channel(channel_id)
-                args = _stasis_args(channel)
-                if args is None:
-                    did = await self._variable(channel_id, "PBXBRIDGE_DID")
-                    args = ["", did] if did else []
-            except AriNotFound:
+            await self._adopt(channel_id)
+
+    async def sweep(self) -> None:
+        """Adopt channels that sit in the application unknown to the router.
+
+        The per-channel guard covers every channel the router has seen (its
+        ``StasisStart`` or a resync). This loop covers the rest - a
+        ``StasisStart`` lost to a bug or a full buffer: every half bound it
+        lists the application's channels, and one that is not being routed in
+        two lists in a row is routed like a resynced one (counted in
+        ``stats.resynced``; older than the bound, straight to the fallback).
+        Runs until cancelled; skips rounds while ARI is not connected.
+        """
+        interval = self._stasis_max_s / 2
+        previous: set[str] = set()
+        while True:
+            await asyncio.sleep(interval)
+            if not self._ari.connected:
+                previous = set()
                 continue
-            self.stats.resynced += 1
-            # Not awaited one by one: a 115 menu must not hold up the others.
-            self._start(channel, args, age=_age(channel), resynced=True)
+            try:
+                app = await self._ari.get_application()
+                unknown = {str(c) for c in app.get("channel_ids", [])} - set(self._active)
+                for channel_id in sorted(unknown & previous):
+                    log.warning("call.unknown_in_stasis", call_id=channel_id)
+                    await self._adopt(channel_id)
+                previous = unknown - previous
+            except Exception as exc:  # the sweep must outlive any one failure
+                log.warning("ari.sweep_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _adopt(self, channel_id: str) -> None:
+        """Route a channel found in the application (resync, sweep)."""
+        if channel_id in self._active:
+            return
+        try:
+            channel = await self._ari.get_channel(channel_id)
+            args = _stasis_args(channel)
+            if args is None:
+                did = await self._variable(channel_id, "PBXBRIDGE_DID")
+                args = ["", did] if did else []
+        except AriNotFound:
+            return
+        self.stats.resynced += 1
+        # Not awaited one by one: a 115 menu must not hold up the others.
+        self._start(channel, args, age=_age(channel), resynced=True)
 
     async def drain(self, seconds: float) -> bool:
         """Wait until no call is being routed (graceful stop).
