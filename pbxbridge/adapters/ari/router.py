@@ -509,8 +509,9 @@ def _call_from_channel(channel: dict[str, Any], args: list[str]) -> Call:
     the presentation first (a fixed vocabulary), then the DID it resolved
     (``FROM_DID`` on FreePBX, else the extension). The DID comes last because
     it may contain commas, which Asterisk uses to split the arguments: we join
-    the rest back together. Without arguments (a hand-written ``Stasis(pbxbridge)``,
-    or a resync) the extension is the DID.
+    the rest back together. A resync reads the same arguments back from the
+    channel's ``dialplan.app_data`` (:func:`_stasis_args`). Without arguments (a
+    hand-written ``Stasis(pbxbridge)``) the extension is the DID.
     """
     dialplan = channel.get("dialplan") or {}
     caller = channel.get("caller") or {}
