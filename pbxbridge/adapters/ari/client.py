@@ -55,14 +55,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import enum
 import itertools
 import json
 import math
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http import HTTPStatus
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Self, cast
@@ -72,7 +69,15 @@ import aiohttp
 import structlog
 import yarl
 
-from pbxbridge.runtime.backoff import backoff_delay
+from pbxbridge.adapters.connection import (
+    ConnectionState,
+    ConnectionStatus,
+    ConnectionSupervisor,
+    SessionEnd,
+    backoff_delay,
+    describe_error,
+)
+from pbxbridge.adapters.dispatch import KeyedDispatcher
 
 from .errors import (
     AriConflict,
@@ -116,9 +121,6 @@ if TYPE_CHECKING:
 _WS_CLOSE_TIMEOUT: Final = 1.0
 # ARI events carry whole channel snapshots; 4 MiB is aiohttp's default and plenty.
 _WS_MAX_MSG_SIZE: Final = 4 * 1024 * 1024
-# Exponent cap for the backoff computation, so 2**n can never overflow a float
-# after a very long outage. Far above what any sane initial/max ratio needs.
-_MAX_BACKOFF_EXPONENT: Final = 62
 _PREVIEW_CHARS: Final = 80
 _ERROR_TEXT_CHARS: Final = 200
 # Event type of Asterisk's answers to RESTRequest frames (never handed to handlers).
@@ -195,53 +197,11 @@ class AriConfig:
 
 # ---------------------------------------------------------------------- state
 
+AriState = ConnectionState
+"""Where the event connection is: the state every supervised connection has."""
 
-class AriState(enum.StrEnum):
-    """Where the event connection is (for health checks and metrics)."""
-
-    IDLE = "idle"
-    """run() has not been started (or was cancelled)."""
-    CONNECTING = "connecting"
-    """Opening the WebSocket."""
-    RESYNCING = "resyncing"
-    """Socket is open; on_connected is running; events are being buffered."""
-    CONNECTED = "connected"
-    """on_connected succeeded; events are being delivered."""
-    DISCONNECTED = "disconnected"
-    """Waiting (backoff) before the next connection attempt."""
-    CLOSED = "closed"
-    """close() was called; the client cannot be reused."""
-
-
-@dataclass(frozen=True, slots=True)
-class AriConnectionStatus:
-    """A snapshot of the event connection's health.
-
-    Attributes:
-        state: Current state.
-        since: When ``state`` was entered (UTC).
-        consecutive_failures: Connection attempts (or short-lived connections)
-            that failed in a row; 0 once a connection has proven healthy.
-        last_error: Description of the most recent failure, if any.
-    """
-
-    state: AriState
-    since: datetime
-    consecutive_failures: int
-    last_error: str | None
-
-    @property
-    def connected(self) -> bool:
-        """Whether events are currently being delivered."""
-        return self.state is AriState.CONNECTED
-
-
-class _Outcome(enum.Enum):
-    """How one WebSocket session ended, for the backoff policy."""
-
-    HEALTHY = enum.auto()  # stayed up long enough; reset the backoff
-    FAILED = enum.auto()  # closed early or resync failed; keep backing off
-    REPLACED = enum.auto()  # another client took our app; back off to the cap
+AriConnectionStatus = ConnectionStatus
+"""A snapshot of the event connection's health (the shape shared with AMI and MQTT)."""
 
 
 # -------------------------------------------------------------------- helpers
@@ -328,9 +288,7 @@ def _query_string(params: Mapping[str, _QueryValue]) -> str:
     return "&".join(parts)
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+_describe = describe_error
 
 
 def _error_message(status: int, body: bytes) -> str:
@@ -446,16 +404,20 @@ class AriClient:
             "Authorization": "Basic " + base64.b64encode(credentials).decode("ascii"),
             "Accept": "application/json",
         }
-        self._loop_task: asyncio.Task[None] | None = None
-        self._handler_tasks: set[asyncio.Task[None]] = set()
-        self._lanes: dict[str, deque[tuple[EventHandler, AriEvent]]] = {}
-        self._closing = False
         self._closed = False
-        self._state = AriState.IDLE
-        self._since = datetime.now(UTC)
-        self._failures = 0
-        self._last_error: str | None = None
-        self._connected_event = asyncio.Event()
+        self._supervisor = ConnectionSupervisor(
+            owner="AriClient",
+            log_prefix="ari.events_",
+            log_fields={"app": config.app},
+            backoff_initial=config.backoff_initial,
+            backoff_max=config.backoff_max,
+            task_name=f"ari-events:{config.app}",
+        )
+        self._dispatcher: KeyedDispatcher[AriEvent] = KeyedDispatcher(
+            key=ordering_key,
+            failure_event="ari.handler_failed",
+            describe=lambda event: {"event_type": event.get("type")},
+        )
         # The current connection's REST-over-WebSocket state, once the probe
         # succeeded; None means "use HTTP".
         self._ws_rest: _WsRest | None = None
@@ -464,7 +426,7 @@ class AriClient:
     def __repr__(self) -> str:
         return (
             f"AriClient(base_url={self._config.base_url!r}, app={self._config.app!r}, "
-            f"state={self._state.value!r})"
+            f"state={self._supervisor.state.value!r})"
         )
 
     async def __aenter__(self) -> Self:
@@ -487,19 +449,14 @@ class AriClient:
         return self._config
 
     @property
-    def status(self) -> AriConnectionStatus:
+    def status(self) -> ConnectionStatus:
         """A snapshot of the event connection's state, for health endpoints."""
-        return AriConnectionStatus(
-            state=self._state,
-            since=self._since,
-            consecutive_failures=self._failures,
-            last_error=self._last_error,
-        )
+        return self._supervisor.status()
 
     @property
     def connected(self) -> bool:
         """Whether the event socket is up, resynced, and delivering events."""
-        return self._state is AriState.CONNECTED
+        return self._supervisor.connected
 
     @property
     def rest_over_websocket_active(self) -> bool:
@@ -514,7 +471,7 @@ class AriClient:
         closed. Wrap it in ``asyncio.timeout()`` when waiting for a bounded time,
         e.g. before reporting readiness to systemd.
         """
-        await self._connected_event.wait()
+        await self._supervisor.wait_connected()
 
     # ----------------------------------------------------------- REST calls
 
@@ -815,22 +772,7 @@ class AriClient:
             asyncio.CancelledError: If the task running ``run()`` is cancelled.
                 Returns normally when stopped by :meth:`close`.
         """
-        if self._closing:
-            raise RuntimeError("AriClient is closed")
-        if self._loop_task is not None and not self._loop_task.done():
-            raise RuntimeError("AriClient.run() is already active")
-        loop_task = asyncio.create_task(
-            self._connection_loop(handler, on_connected), name=f"ari-events:{self._config.app}"
-        )
-        self._loop_task = loop_task
-        try:
-            await loop_task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            stopped_by_close = self._closing and loop_task.cancelled()
-            if stopped_by_close and (current is None or current.cancelling() == 0):
-                return
-            raise
+        await self._supervisor.run(lambda: self._attempt(handler, on_connected))
 
     async def close(self, *, grace: float = 1.0) -> None:
         """Stop the event loop, finish or cancel handlers, release the session.
@@ -842,16 +784,11 @@ class AriClient:
         Args:
             grace: Seconds to let running handler tasks finish before cancelling.
         """
-        self._closing = True
-        loop_task = self._loop_task
-        if loop_task is not None and not loop_task.done():
-            loop_task.cancel()
-            await asyncio.wait([loop_task])
-        await self._finish_handlers(grace)
+        await self._supervisor.stop()
+        await self._dispatcher.finish(grace)
         if self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()
         self._closed = True
-        self._set_state(AriState.CLOSED)
 
     # ------------------------------------------------------------ internals
 
@@ -1030,81 +967,22 @@ class AriClient:
         data = await self._request(method, segments, params, expect="object")
         return cast(dict[str, Any], data)
 
-    def _set_state(self, state: AriState) -> None:
-        if state is self._state:
-            return
-        self._state = state
-        self._since = datetime.now(UTC)
-        if state is AriState.CONNECTED:
-            self._connected_event.set()
-        else:
-            self._connected_event.clear()
-
-    def _record_failure(self, failures: int, error: str, delay: float) -> None:
-        self._failures = failures
-        self._last_error = error
-        # At the 5 s cap a long outage would log ~720 lines an hour; log the 1st,
-        # 2nd, 4th, 8th, ... failure as a warning and the rest at debug level.
-        level = log.warning if failures & (failures - 1) == 0 else log.debug
-        level(
-            "ari.events_connection_failed",
-            app=self._config.app,
-            error=error,
-            failures=failures,
-            retry_in=round(delay, 3),
-        )
-
-    async def _connection_loop(
+    async def _attempt(
         self, handler: EventHandler, on_connected: ConnectedCallback | None
-    ) -> None:
-        failures = 0
+    ) -> SessionEnd:
+        """One connection of the supervisor's loop: open, serve, say how it ended."""
         try:
-            while True:
-                self._set_state(AriState.CONNECTING)
-                outcome = _Outcome.FAILED
-                try:
-                    ws = await self._connect()
-                except aiohttp.WSServerHandshakeError as exc:
-                    # e.g. 401 (wrong credentials) or 400 (bad app name): keep
-                    # retrying at the backoff pace; ari.conf may be fixed and
-                    # reloaded without restarting us.
-                    error = f"handshake rejected: HTTP {exc.status} {exc.message}"
-                except TimeoutError:  # before OSError: TimeoutError is an OSError
-                    error = f"no handshake within {self._config.request_timeout:g} s"
-                except (aiohttp.ClientError, OSError) as exc:
-                    error = _describe(exc)
-                else:
-                    try:
-                        outcome, error = await self._serve(ws, handler, on_connected)
-                    except Exception as exc:  # a bug must not end the loop
-                        log.exception("ari.events_session_crashed", app=self._config.app)
-                        outcome, error = _Outcome.FAILED, _describe(exc)
-
-                if outcome is _Outcome.HEALTHY:
-                    failures = 0
-                    level = 1  # a short pause even after a healthy connection
-                elif outcome is _Outcome.REPLACED:
-                    failures += 1
-                    level = _MAX_BACKOFF_EXPONENT + 1  # straight to the cap
-                else:
-                    failures += 1
-                    level = failures
-                delay = backoff_delay(level, self._config.backoff_initial, self._config.backoff_max)
-                self._set_state(AriState.DISCONNECTED)
-                if outcome is _Outcome.HEALTHY:
-                    self._failures = failures
-                    self._last_error = error
-                    log.warning(
-                        "ari.events_disconnected",
-                        app=self._config.app,
-                        reason=error,
-                        retry_in=round(delay, 3),
-                    )
-                else:
-                    self._record_failure(failures, error, delay)
-                await asyncio.sleep(delay)
-        finally:
-            self._set_state(AriState.CLOSED if self._closing else AriState.IDLE)
+            ws = await self._connect()
+        except aiohttp.WSServerHandshakeError as exc:
+            # e.g. 401 (wrong credentials) or 400 (bad app name): keep retrying at
+            # the backoff pace; ari.conf may be fixed and reloaded without
+            # restarting us.
+            return SessionEnd(f"handshake rejected: HTTP {exc.status} {exc.message}")
+        except TimeoutError:  # before OSError: TimeoutError is an OSError
+            return SessionEnd(f"no handshake within {self._config.request_timeout:g} s")
+        except (aiohttp.ClientError, OSError) as exc:
+            return SessionEnd(_describe(exc))
+        return await self._serve(ws, handler, on_connected)
 
     async def _connect(self) -> _WebSocket:
         url = self._url(
@@ -1127,7 +1005,7 @@ class AriClient:
         ws: _WebSocket,
         handler: EventHandler,
         on_connected: ConnectedCallback | None,
-    ) -> tuple[_Outcome, str]:
+    ) -> SessionEnd:
         loop = asyncio.get_running_loop()
         opened_at = loop.time()
         inbox: asyncio.Queue[AriEvent | None] = asyncio.Queue()
@@ -1143,13 +1021,14 @@ class AriClient:
         )
         try:
             if on_connected is not None:
-                self._set_state(AriState.RESYNCING)
+                self._supervisor.set_state(AriState.RESYNCING)
                 try:
                     await on_connected()
                 except Exception as exc:
                     log.exception("ari.resync_failed", app=self._config.app)
-                    return _Outcome.FAILED, f"on_connected failed: {_describe(exc)}"
-            self._set_state(AriState.CONNECTED)
+                    # Never healthy, however long the resync took.
+                    return SessionEnd(f"on_connected failed: {_describe(exc)}")
+            self._supervisor.set_state(AriState.CONNECTED)
             log.info(
                 "ari.events_connected",
                 app=self._config.app,
@@ -1161,7 +1040,7 @@ class AriClient:
                 # calls use HTTP until the probe has answered.
                 probe = asyncio.create_task(self._probe_rest(rest), name="ari-rest-probe")
             while (event := await inbox.get()) is not None:
-                self._dispatch(event, handler)
+                self._dispatcher.dispatch(event, handler)
                 if event.get("type") == "ApplicationReplaced":
                     # Asterisk allows one socket per app; the newer one wins and we
                     # silently stop receiving events. Staying "connected" would be a
@@ -1169,7 +1048,11 @@ class AriClient:
                     # at the slowest pace: two instances sharing an app name is a
                     # misconfiguration that must stay visible, not flap quickly.
                     log.error("ari.application_replaced", app=self._config.app)
-                    return _Outcome.REPLACED, "application replaced by another WebSocket"
+                    return SessionEnd(
+                        "application replaced by another WebSocket",
+                        opened_at=opened_at,
+                        replaced=True,
+                    )
         finally:
             # New requests go over HTTP from here on; those in flight are failed
             # (and retried over HTTP) by fail_all.
@@ -1187,9 +1070,7 @@ class AriClient:
                     async with asyncio.timeout(_WS_CLOSE_TIMEOUT):
                         await ws.close()
         reason = close_reason[0] if close_reason else "socket closed"
-        lived = loop.time() - opened_at
-        healthy = lived >= self._config.backoff_max
-        return (_Outcome.HEALTHY if healthy else _Outcome.FAILED), reason
+        return SessionEnd(reason, opened_at=opened_at)
 
     async def _probe_rest(self, rest: _WsRest) -> None:
         """Find out whether Asterisk answers RESTRequest frames on this socket."""
@@ -1285,51 +1166,3 @@ class AriClient:
             log.warning("ari.event_skipped", reason="not a JSON object", size=len(data))
             return None
         return value
-
-    def _dispatch(self, event: AriEvent, handler: EventHandler) -> None:
-        key = ordering_key(event)
-        if key is None:
-            self._spawn(self._invoke(handler, event, None))
-            return
-        lane = self._lanes.get(key)
-        if lane is not None:
-            # A task is already working through this channel's events; it will
-            # pick this one up after the ones before it.
-            lane.append((handler, event))
-            return
-        lane = deque([(handler, event)])
-        self._lanes[key] = lane
-        self._spawn(self._drain_lane(key, lane))
-
-    async def _drain_lane(self, key: str, lane: deque[tuple[EventHandler, AriEvent]]) -> None:
-        try:
-            while lane:
-                handler, event = lane.popleft()
-                await self._invoke(handler, event, key)
-        finally:
-            # No await between the emptiness check above and this removal, so no
-            # event can be appended to a lane that nobody drains any more.
-            if self._lanes.get(key) is lane:
-                del self._lanes[key]
-
-    async def _invoke(self, handler: EventHandler, event: AriEvent, key: str | None) -> None:
-        try:
-            await handler(event)
-        except Exception:
-            log.exception("ari.handler_failed", event_type=event.get("type"), key=key)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._handler_tasks.add(task)
-        task.add_done_callback(self._handler_tasks.discard)
-
-    async def _finish_handlers(self, grace: float) -> None:
-        current = asyncio.current_task()
-        pending = {t for t in self._handler_tasks if t is not current and not t.done()}
-        if pending and grace > 0:
-            _, pending = await asyncio.wait(pending, timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            # Bounded: a handler that swallows CancelledError must not block close().
-            await asyncio.wait(pending, timeout=_WS_CLOSE_TIMEOUT)
