@@ -49,7 +49,6 @@ from zoneinfo import ZoneInfo
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pbxbridge.journal.report import (
-    ReportRow,
     RowSource,
     build_report,
     format_csv,
@@ -58,6 +57,7 @@ from pbxbridge.journal.report import (
     period_range,
     report_rows,
 )
+from pbxbridge.journal.store import CallRow
 from pbxbridge.storage.schema import JOURNAL_SQLITE_MIGRATIONS as SQLITE_MIGRATIONS
 from pbxbridge.storage.schema import JOURNAL_SQLITE_VERSION as SCHEMA_VERSION
 
@@ -219,7 +219,11 @@ def _row(
 
 @dataclass(frozen=True, slots=True)
 class SelectRow:
-    """What the plain SELECT path builds per row (only what reports read)."""
+    """What the plain SELECT path builds per row (only what reports read).
+
+    Not a :class:`CallRow`: the comparison is with the cheapest row object.
+    Duck-typed into ``build_report``, which reads only these attributes.
+    """
 
     tenant: str
     arrived_at: datetime
@@ -316,9 +320,9 @@ def time_report(open_journal: Callable[[], Any]) -> Timing:
     journal = open_journal()
     try:
         source: RowSource = journal
-        fetched: list[ReportRow] = []
+        fetched: list[CallRow] = []
 
-        def counted(rows: Iterable[ReportRow]) -> Iterator[ReportRow]:
+        def counted(rows: Iterable[CallRow]) -> Iterator[CallRow]:
             for row in rows:
                 fetched.append(row)
                 yield row

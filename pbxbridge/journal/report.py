@@ -5,8 +5,8 @@ answered within 20 s, more than 75 % resolved at first contact, and callbacks by
 the end of the next working day. :func:`build_report` turns journal rows into
 those figures per tenant and per local hour, day or month; :func:`format_table`,
 :func:`format_csv`, :func:`format_json` and :func:`monthly_invoice_csv` render
-them. Nothing here touches a database: rows come in as any iterable of objects
-with the :class:`ReportRow` attributes (the journal store's ``CallRow``).
+them. Nothing here touches a database: rows come in as any iterable of the
+journal's :class:`~pbxbridge.journal.store.CallRow` (from a :class:`RowSource`).
 
 Definitions (each call is attributed to the bucket of its *arrival*, in local
 time, except the callback deadlines, which go by their due time):
@@ -93,6 +93,7 @@ from zoneinfo import ZoneInfo
 from pbxbridge.core import servicelevel
 from pbxbridge.core.rules import Rules
 from pbxbridge.journal.entry import Outcome
+from pbxbridge.journal.store import CallRow
 
 Granularity = Literal["hour", "day", "month"]
 GRANULARITIES: tuple[Granularity, ...] = ("hour", "day", "month")
@@ -107,78 +108,18 @@ CSV_ENCODING = "utf-8-sig"
 """Encoding for CSV files: UTF-8 with BOM, so German Excel shows umlauts right."""
 
 
-class ReportRow(Protocol):
-    """What a report needs of a journal row (the store's ``CallRow`` has it all).
-
-    Read-only properties so frozen dataclasses and named tuples qualify too.
-    All datetimes are timezone-aware (UTC).
-    """
-
-    @property
-    def tenant(self) -> str:
-        """Tenant id (``""`` for rejected calls without tenant)."""
-
-    @property
-    def arrived_at(self) -> datetime:
-        """When the call was routed."""
-
-    @property
-    def queued_at(self) -> datetime | None:
-        """When it joined the queue."""
-
-    @property
-    def answered_at(self) -> datetime | None:
-        """When an agent answered."""
-
-    @property
-    def ended_at(self) -> datetime | None:
-        """When it ended."""
-
-    @property
-    def outcome(self) -> str:
-        """One of the :class:`~pbxbridge.journal.entry.Outcome` values."""
-
-    @property
-    def wait_s(self) -> float | None:
-        """Seconds waited until answer or abandon."""
-
-    @property
-    def talk_s(self) -> float | None:
-        """Seconds of conversation."""
-
-    @property
-    def via_115(self) -> bool:
-        """Arrived on a 115 number."""
-
-    @property
-    def action(self) -> str:
-        """Routing action: queue, closed, reject."""
-
-    @property
-    def disposition(self) -> str | None:
-        """``None``, ``"resolved"`` or ``"callback"``."""
-
-    @property
-    def callback_due_at(self) -> datetime | None:
-        """Deadline of the callback."""
-
-    @property
-    def callback_done_at(self) -> datetime | None:
-        """When the callback was marked done."""
-
-
 class RowSource(Protocol):
     """A journal that lists calls by arrival and by callback deadline (``SqliteJournal``…)."""
 
     def calls_between(
         self, start: datetime, end: datetime, tenant: str | None = None
-    ) -> Iterable[ReportRow]:
+    ) -> Iterable[CallRow]:
         """Calls with ``start <= arrived_at < end`` (aware datetimes), optionally one tenant's."""
         ...
 
     def callbacks_due_between(
         self, start: datetime, end: datetime, tenant: str | None = None
-    ) -> Iterable[ReportRow]:
+    ) -> Iterable[CallRow]:
         """Calls with a callback due in ``[start, end)``, whenever they arrived."""
         ...
 
@@ -464,7 +405,7 @@ def period_range(start: date, end: date, tz: ZoneInfo) -> tuple[datetime, dateti
 
 def report_rows(
     journal: RowSource, start: date, end: date, tz: ZoneInfo, tenant: str | None = None
-) -> Iterator[ReportRow]:
+) -> Iterator[CallRow]:
     """Every row a report for ``[start, end]`` needs, each once.
 
     The calls that arrived in the period, then the callbacks due in it of calls
@@ -601,7 +542,7 @@ class _Buckets:
 
 
 def build_report(
-    rows: Iterable[ReportRow],
+    rows: Iterable[CallRow],
     *,
     start: date,
     end: date,
@@ -695,7 +636,7 @@ def build_report(
     )
 
 
-def _count_arrival(acc: _Acc, row: ReportRow, threshold_s: float, short_abandon_s: float) -> None:
+def _count_arrival(acc: _Acc, row: CallRow, threshold_s: float, short_abandon_s: float) -> None:
     acc.calls += 1
     action = row.action
     if action == "reject" or row.outcome == Outcome.REJECTED:
@@ -739,7 +680,7 @@ def _count_arrival(acc: _Acc, row: ReportRow, threshold_s: float, short_abandon_
         acc.other_offered += 1
 
 
-def _count_deadline(acc: _Acc, row: ReportRow, due: datetime, now: datetime) -> None:
+def _count_deadline(acc: _Acc, row: CallRow, due: datetime, now: datetime) -> None:
     done = row.callback_done_at
     if done is None:
         acc.callbacks_due += 1

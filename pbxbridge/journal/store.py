@@ -41,7 +41,7 @@ import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Final, Self
 
@@ -61,45 +61,6 @@ DISPOSITIONS: Final = frozenset({Disposition.RESOLVED, Disposition.CALLBACK})
 MAX_NOTE_CHARS: Final = 500
 """Longest disposition note accepted (the schema documents the limit)."""
 
-ENTRY_COLUMNS: Final[tuple[str, ...]] = (
-    "node",
-    "call_id",
-    "tenant",
-    "did",
-    "caller",
-    "via_115",
-    "action",
-    "reasons",
-    "arrived_at",
-    "queued_at",
-    "answered_at",
-    "ended_at",
-    "outcome",
-    "agent",
-    "queue",
-    "wait_s",
-    "talk_s",
-    "rings",
-)
-"""Columns written by :meth:`JournalStore.upsert`, in :class:`JournalEntry` order."""
-
-LIFECYCLE_COLUMNS: Final = ENTRY_COLUMNS[2:]
-"""Columns an upsert overwrites (the key excluded)."""
-
-DISPOSITION_COLUMNS: Final[tuple[str, ...]] = (
-    "disposition",
-    "disposition_at",
-    "disposition_by",
-    "disposition_note",
-    "callback_number",
-    "callback_due_at",
-    "callback_done_at",
-    "purged_at",
-)
-"""Columns only agents (and retention) write; an upsert never touches them."""
-
-ALL_COLUMNS: Final = ENTRY_COLUMNS + DISPOSITION_COLUMNS
-_ARRIVED: Final = ALL_COLUMNS.index("arrived_at")
 _PAGE: Final = 2000
 """Rows fetched per query when iterating (bounded memory for 90-day reports)."""
 PURGE_BATCH: Final = 10_000
@@ -107,31 +68,14 @@ PURGE_BATCH: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
-class CallRow:
+class CallRow(JournalEntry):
     """One stored call, every column (what reports and the callback list read).
 
-    Times are aware UTC datetimes. The lifecycle attributes mean what they mean
-    on :class:`~pbxbridge.journal.entry.JournalEntry`.
+    The writer's :class:`~pbxbridge.journal.entry.JournalEntry` (the lifecycle
+    columns, which mean what they mean there) plus the columns only agents and
+    retention write. Times are aware UTC datetimes.
 
     Attributes:
-        node: The node that handled the call.
-        call_id: The caller channel's unique id.
-        tenant: Tenant id (``""`` for rejected calls without tenant).
-        did: Dialled number.
-        caller: Caller in E.164, or ``None`` (withheld, or purged).
-        via_115: Arrived on a 115 number.
-        action: The routing action (queue, closed, reject).
-        reasons: The decision's trace.
-        arrived_at: When the call was routed.
-        queued_at: When it joined the queue.
-        answered_at: When an agent answered.
-        ended_at: When it ended.
-        outcome: See :class:`~pbxbridge.journal.entry.Outcome`.
-        agent: The agent who answered (or was last rung).
-        queue: The queue it joined.
-        wait_s: Seconds waited in the queue.
-        talk_s: Seconds of conversation.
-        rings: Ring attempts: ``[{"agent", "started", "ended", "outcome"}]``.
         disposition: ``None``, ``"resolved"`` or ``"callback"``.
         disposition_at: When the agent recorded it.
         disposition_by: The agent who recorded it.
@@ -142,24 +86,6 @@ class CallRow:
         purged_at: When retention removed the personal data.
     """
 
-    node: str
-    call_id: str
-    tenant: str
-    did: str
-    caller: str | None
-    via_115: bool
-    action: str
-    reasons: tuple[str, ...]
-    arrived_at: datetime
-    queued_at: datetime | None
-    answered_at: datetime | None
-    ended_at: datetime | None
-    outcome: str
-    agent: str
-    queue: str
-    wait_s: float | None
-    talk_s: float | None
-    rings: tuple[dict[str, str | None], ...]
     disposition: str | None
     disposition_at: datetime | None
     disposition_by: str | None
@@ -169,6 +95,19 @@ class CallRow:
     callback_done_at: datetime | None
     purged_at: datetime | None
 
+
+ENTRY_COLUMNS: Final = tuple(f.name for f in fields(JournalEntry))
+"""Columns written by :meth:`JournalStore.upsert`, in :class:`JournalEntry` order."""
+
+LIFECYCLE_COLUMNS: Final = ENTRY_COLUMNS[2:]
+"""Columns an upsert overwrites (the key excluded)."""
+
+ALL_COLUMNS: Final = tuple(f.name for f in fields(CallRow))
+"""Every column, in :class:`CallRow` order (the order of the SELECTs)."""
+
+DISPOSITION_COLUMNS: Final = ALL_COLUMNS[len(ENTRY_COLUMNS) :]
+"""Columns only agents (and retention) write; an upsert never touches them."""
+_ARRIVED: Final = ALL_COLUMNS.index("arrived_at")
 
 class JournalStore(ABC):
     """The journal's storage (synchronous; call it from a worker thread).

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from pbxbridge.journal.report import (
     Figures,
     Granularity,
     Report,
-    ReportRow,
     build_report,
     format_csv,
     format_json,
@@ -34,7 +33,7 @@ from pbxbridge.journal.report import (
     run_report_cli,
 )
 from pbxbridge.journal.sqlite import SqliteJournal
-from pbxbridge.journal.store import JournalStore
+from pbxbridge.journal.store import CallRow, JournalStore
 from tests.unit.test_journal_store import entry
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -44,23 +43,34 @@ T = "wardenburg"
 NOW = datetime(2026, 3, 12, 12, 0, tzinfo=BERLIN)
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """A journal row as the store returns it (only what reports read)."""
+def call_row(
+    arrived_at: datetime,
+    tenant: str = T,
+    queued_at: datetime | None = None,
+    answered_at: datetime | None = None,
+    ended_at: datetime | None = None,
+    outcome: str = "answered",
+    wait_s: float | None = None,
+    talk_s: float | None = None,
+    via_115: bool = False,
+    action: str = "queue",
+    disposition: str | None = None,
+    callback_due_at: datetime | None = None,
+    callback_done_at: datetime | None = None,
+) -> CallRow:
+    """A journal row as the store returns it (what reports read given, the rest empty)."""
+    return CallRow(
+        node="n1", call_id="c", tenant=tenant, did="", caller=None, via_115=via_115,
+        action=action, reasons=(), arrived_at=arrived_at, queued_at=queued_at,
+        answered_at=answered_at, ended_at=ended_at, outcome=outcome, agent="", queue="",
+        wait_s=wait_s, talk_s=talk_s, rings=(), disposition=disposition,
+        disposition_at=None, disposition_by=None, disposition_note=None, callback_number=None,
+        callback_due_at=callback_due_at, callback_done_at=callback_done_at, purged_at=None,
+    )  # fmt: skip
 
-    arrived_at: datetime
-    tenant: str = T
-    queued_at: datetime | None = None
-    answered_at: datetime | None = None
-    ended_at: datetime | None = None
-    outcome: str = "answered"
-    wait_s: float | None = None
-    talk_s: float | None = None
-    via_115: bool = False
-    action: str = "queue"
-    disposition: str | None = None
-    callback_due_at: datetime | None = None
-    callback_done_at: datetime | None = None
+
+Row = CallRow
+"""What the helpers below build."""
 
 
 def utc(year: int, month: int, day: int, hour: int, minute: int) -> datetime:
@@ -70,7 +80,7 @@ def utc(year: int, month: int, day: int, hour: int, minute: int) -> datetime:
 
 def answered(at: datetime, wait: float, talk: float = 60, **kw: Any) -> Row:
     ans = at + timedelta(seconds=wait)
-    return Row(
+    return call_row(
         arrived_at=at,
         queued_at=at,
         answered_at=ans,
@@ -83,7 +93,7 @@ def answered(at: datetime, wait: float, talk: float = 60, **kw: Any) -> Row:
 
 
 def abandoned(at: datetime, wait: float, **kw: Any) -> Row:
-    return Row(
+    return call_row(
         arrived_at=at,
         queued_at=at,
         ended_at=at + timedelta(seconds=wait),
@@ -94,15 +104,15 @@ def abandoned(at: datetime, wait: float, **kw: Any) -> Row:
 
 
 def closed(at: datetime, **kw: Any) -> Row:
-    return Row(arrived_at=at, action="closed", outcome="closed", ended_at=at, **kw)
+    return call_row(arrived_at=at, action="closed", outcome="closed", ended_at=at, **kw)
 
 
 def rejected(at: datetime, tenant: str = "") -> Row:
-    return Row(arrived_at=at, tenant=tenant, action="reject", outcome="rejected", ended_at=at)
+    return call_row(arrived_at=at, tenant=tenant, action="reject", outcome="rejected", ended_at=at)
 
 
 def report(
-    rows: Iterable[ReportRow],
+    rows: Iterable[CallRow],
     start: date = date(2026, 3, 1),
     end: date = date(2026, 3, 31),
     by: Granularity | None = None,
@@ -190,14 +200,14 @@ class TestFigures:
 
     def test_queue_timeout_and_menu_hangup(self) -> None:
         at = NINE
-        timed_out = Row(
+        timed_out = call_row(
             arrived_at=at,
             queued_at=at,
             ended_at=at + timedelta(seconds=300),
             outcome="unanswered",
             wait_s=300,
         )
-        menu_hangup = Row(arrived_at=at, via_115=True, outcome="unanswered", ended_at=at)
+        menu_hangup = call_row(arrived_at=at, via_115=True, outcome="unanswered", ended_at=at)
         f = report([timed_out, menu_hangup, answered(at, 5)]).tenant(T).total
         # offered = the timeout and the answered call; not queued = the menu hangup.
         assert (f.calls, f.offered, f.other_offered, f.not_queued) == (3, 2, 1, 1)
