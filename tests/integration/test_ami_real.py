@@ -131,11 +131,11 @@ async def test_login_and_ping_rtt(testbed: Testbed, ami_sessions: Callable[..., 
     session: Session = await ami_sessions()
     status = session.client.status
     assert status.state is AmiState.CONNECTED
-    assert status.ami_version  # "9.0.0" on Asterisk 22
+    assert status.details["ami_version"]  # "9.0.0" on Asterisk 22
     rtt = await session.client.ping()
     assert 0 < rtt < 500
-    assert session.client.status.last_ping_rtt_ms == rtt
-    print(f"\nAMI version {status.ami_version}, Ping RTT {rtt:.3f} ms")
+    assert session.client.status.details["last_ping_rtt_ms"] == rtt
+    print(f"\nAMI version {status.details['ami_version']}, Ping RTT {rtt:.3f} ms")
 
 
 async def test_queue_status_lists_agents(

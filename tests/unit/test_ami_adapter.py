@@ -446,7 +446,7 @@ class TestLogin:
         assert login["Events"] == "on"
         status = h.client.status
         assert status.state is AmiState.CONNECTED and status.connected
-        assert status.ami_version == "9.0.0"
+        assert status.details["ami_version"] == "9.0.0"
         assert status.failures == 0
         assert len(h.connects) == 1
         assert h.client.status.as_dict()["state"] == "connected"
@@ -807,7 +807,7 @@ class TestOriginate:
 class TestLiveness:
     async def test_unanswered_ping_triggers_reconnect(self, harness: HarnessFactory) -> None:
         h = await harness(ping_interval=0.2, ping_timeout=0.2)
-        await wait_until(lambda: h.client.status.last_ping_rtt_ms is not None)
+        await wait_until(lambda: h.client.status.details["last_ping_rtt_ms"] is not None)
         h.server.answer_pings = False
         stopped = time.monotonic()
         await wait_until(lambda: h.client.status.state is not AmiState.CONNECTED, within=2)

@@ -40,14 +40,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import fnmatch
 import math
 import re
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -55,7 +52,15 @@ import structlog
 from panoramisk import actions as pm_actions
 from panoramisk.manager import Manager
 
-from pbxbridge.runtime.backoff import backoff_delay
+from pbxbridge.adapters.connection import (
+    ConnectionState,
+    ConnectionStatus,
+    ConnectionSupervisor,
+    SessionEnd,
+    backoff_delay,
+    describe_error,
+)
+from pbxbridge.adapters.dispatch import KeyedDispatcher
 
 from .errors import AmiActionFailed, AmiError, AmiUnavailable
 from .events import AmiEvent, normalize_event, ordering_key
@@ -93,7 +98,6 @@ _ALWAYS_SERVER_EVENTS: Final = ("Shutdown", "OriginateResponse")
 # characters * and ? are allowed. Anything else could smuggle regex syntax into
 # the server-side Filter.
 _EVENT_PATTERN: Final = re.compile(r"^[A-Za-z0-9_*?]+$")
-_CLOSE_WAIT: Final = 1.0
 
 
 # --------------------------------------------------------------------------- config
@@ -174,74 +178,22 @@ class AmiConfig:
 
 # ---------------------------------------------------------------------- state
 
+AmiState = ConnectionState
+"""Where the AMI session is: the state every supervised connection has."""
 
-class AmiState(enum.StrEnum):
-    """Where the AMI session is (for health checks and metrics)."""
+AmiStatus = ConnectionStatus
+"""A snapshot of the session's health (the shape shared with ARI and MQTT).
 
-    IDLE = "idle"
-    """run() has not been started (or was cancelled)."""
-    CONNECTING = "connecting"
-    """Opening the TCP connection and logging in."""
-    RESYNCING = "resyncing"
-    """Logged in; on_connected is running; events are being buffered."""
-    CONNECTED = "connected"
-    """Logged in and delivering events."""
-    DISCONNECTED = "disconnected"
-    """Waiting (backoff) before the next connection attempt."""
-    CLOSED = "closed"
-    """close() was called; the client cannot be reused."""
-
-
-@dataclass(frozen=True, slots=True)
-class AmiStatus:
-    """A snapshot of the session's health.
-
-    Attributes:
-        state: Current state.
-        since: When ``state`` was entered (UTC).
-        failures: Connection attempts (or short-lived connections) that failed in
-            a row; 0 once a connection has proven healthy.
-        last_error: The most recent failure or disconnect reason, if any.
-        last_ping_rtt_ms: Round-trip time of the last answered ``Ping``, in
-            milliseconds; ``None`` before the first one.
-        ami_version: AMI protocol version from the banner (``9.0.0`` on Asterisk
-            22), ``None`` before the first connection.
-    """
-
-    state: AmiState
-    since: datetime
-    failures: int
-    last_error: str | None
-    last_ping_rtt_ms: float | None
-    ami_version: str | None
-
-    @property
-    def connected(self) -> bool:
-        """Whether events are currently being delivered."""
-        return self.state is AmiState.CONNECTED
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form for a health endpoint.
-
-        Returns:
-            The fields, ``since`` as ISO 8601.
-        """
-        return {
-            "state": self.state.value,
-            "since": self.since.isoformat(),
-            "failures": self.failures,
-            "last_error": self.last_error,
-            "last_ping_rtt_ms": self.last_ping_rtt_ms,
-            "ami_version": self.ami_version,
-        }
+Its ``details`` carry ``last_ping_rtt_ms`` (round trip of the last answered
+``Ping``, ``None`` before the first) and ``ami_version`` (from the banner,
+``9.0.0`` on Asterisk 22; ``None`` before the first connection).
+"""
 
 
 # -------------------------------------------------------------------- helpers
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+_describe = describe_error
 
 
 def _glob_to_posix_regex(pattern: str) -> str:
@@ -354,17 +306,21 @@ class AmiClient:
         self._handler: EventHandler | None = None
         self._gate_open = False
         self._held_events: list[AmiEvent] = []
-        self._lanes: dict[str, deque[AmiEvent]] = {}
-        self._handler_tasks: set[asyncio.Task[None]] = set()
-        self._loop_task: asyncio.Task[None] | None = None
-        self._closing = False
-        self._state = AmiState.IDLE
-        self._since = datetime.now(UTC)
-        self._failures = 0
-        self._last_error: str | None = None
         self._last_rtt_ms: float | None = None
         self._ami_version: str | None = None
-        self._connected_event = asyncio.Event()
+        self._supervisor = ConnectionSupervisor(
+            owner="AmiClient",
+            log_prefix="ami.",
+            log_fields={"host": config.host, "port": config.port},
+            backoff_initial=config.backoff_initial,
+            backoff_max=config.backoff_max,
+            task_name=f"ami:{config.host}:{config.port}",
+        )
+        self._dispatcher: KeyedDispatcher[AmiEvent] = KeyedDispatcher(
+            key=ordering_key,
+            failure_event="ami.handler_failed",
+            describe=lambda event: {"event_name": event.get("Event")},
+        )
         self._event_filter = (
             re.compile("|".join(fnmatch.translate(p) for p in config.events), re.IGNORECASE)
             if config.events
@@ -374,7 +330,7 @@ class AmiClient:
     def __repr__(self) -> str:
         return (
             f"AmiClient(host={self._config.host!r}, port={self._config.port}, "
-            f"username={self._config.username!r}, state={self._state.value!r})"
+            f"username={self._config.username!r}, state={self._supervisor.state.value!r})"
         )
 
     async def __aenter__(self) -> Self:
@@ -398,26 +354,21 @@ class AmiClient:
     @property
     def status(self) -> AmiStatus:
         """A snapshot of the session's state, for health endpoints."""
-        return AmiStatus(
-            state=self._state,
-            since=self._since,
-            failures=self._failures,
-            last_error=self._last_error,
-            last_ping_rtt_ms=self._last_rtt_ms,
-            ami_version=self._ami_version,
+        return self._supervisor.status(
+            last_ping_rtt_ms=self._last_rtt_ms, ami_version=self._ami_version
         )
 
     @property
     def connected(self) -> bool:
         """Whether the session is logged in, resynced and delivering events."""
-        return self._state is AmiState.CONNECTED
+        return self._supervisor.connected
 
     async def wait_connected(self) -> None:
         """Wait until the state is ``CONNECTED`` (returns at once if it is).
 
         Wrap it in ``asyncio.timeout()`` to wait for a bounded time.
         """
-        await self._connected_event.wait()
+        await self._supervisor.wait_connected()
 
     # ---------------------------------------------------------------- actions
 
@@ -591,24 +542,7 @@ class AmiClient:
             asyncio.CancelledError: The task running ``run()`` was cancelled.
                 Returns normally when stopped by :meth:`close`.
         """
-        if self._closing:
-            raise RuntimeError("AmiClient is closed")
-        if self._loop_task is not None and not self._loop_task.done():
-            raise RuntimeError("AmiClient.run() is already active")
-        self._handler = handler
-        loop_task = asyncio.create_task(
-            self._connection_loop(on_connected),
-            name=f"ami:{self._config.host}:{self._config.port}",
-        )
-        self._loop_task = loop_task
-        try:
-            await loop_task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            stopped_by_close = self._closing and loop_task.cancelled()
-            if stopped_by_close and (current is None or current.cancelling() == 0):
-                return
-            raise
+        await self._supervisor.run(lambda: self._attempt(handler, on_connected))
 
     def reconnect(self, reason: str = "reconnect requested") -> None:
         """Drop the current connection; :meth:`run` logs in again after a backoff.
@@ -620,7 +554,7 @@ class AmiClient:
         Args:
             reason: Recorded as ``status.last_error``.
         """
-        if self._protocol is not None and not self._closing:
+        if self._protocol is not None and not self._supervisor.closing:
             log.info("ami.reconnect_requested", reason=reason)
             self._drop_connection(reason)
 
@@ -633,96 +567,40 @@ class AmiClient:
         Args:
             grace: Seconds to let running handler tasks finish.
         """
-        self._closing = True
+        self._supervisor.request_stop()
         protocol = self._protocol
         if protocol is not None and not protocol.closed and self._logged_in:
             # Best effort, not awaited: a polite Logoff keeps Asterisk's log quiet
             # ("hung up" vs. "logged off"); the socket is closed right after.
             with contextlib.suppress(Exception):
                 protocol.transport.write(b"Action: Logoff\r\n\r\n")
-        loop_task = self._loop_task
-        if loop_task is not None and not loop_task.done():
-            loop_task.cancel()
-            await asyncio.wait([loop_task])
+        await self._supervisor.stop()
         self._teardown("client closed")
-        await self._finish_handlers(grace)
-        self._set_state(AmiState.CLOSED)
+        await self._dispatcher.finish(grace)
 
     # ------------------------------------------------------------ internals
 
-    def _set_state(self, state: AmiState) -> None:
-        if state is self._state:
-            return
-        self._state = state
-        self._since = datetime.now(UTC)
-        if state is AmiState.CONNECTED:
-            self._connected_event.set()
-        else:
-            self._connected_event.clear()
-
-    def _record_failure(self, failures: int, error: str, delay: float) -> None:
-        self._failures = failures
-        self._last_error = error
-        # With a 30 s cap a long outage would still log every attempt; log the 1st,
-        # 2nd, 4th, 8th, ... failure as a warning and the rest at debug level.
-        level = log.warning if failures & (failures - 1) == 0 else log.debug
-        level(
-            "ami.connection_failed",
-            host=self._config.host,
-            port=self._config.port,
-            error=error,
-            failures=failures,
-            retry_in=round(delay, 3),
-        )
-
-    async def _connection_loop(self, on_connected: ConnectedCallback | None) -> None:
+    async def _attempt(
+        self, handler: EventHandler, on_connected: ConnectedCallback | None
+    ) -> SessionEnd:
+        """One connection of the supervisor's loop: log in, serve, say how it ended."""
         loop = asyncio.get_running_loop()
-        failures = 0
+        self._handler = handler
         try:
-            while True:
-                self._set_state(AmiState.CONNECTING)
-                opened_at: float | None = None
-                try:
-                    lost = await self._open()
-                except AmiActionFailed as exc:
-                    # Wrong credentials or missing permissions: keep retrying at the
-                    # backoff pace; manager.conf may be fixed and reloaded.
-                    error = f"login refused: {exc.message or 'no message'}"
-                except TimeoutError:  # before OSError: TimeoutError is an OSError
-                    error = f"no connection/login within {self._config.connect_timeout:g} s"
-                except (AmiError, OSError) as exc:
-                    error = _describe(exc)
-                else:
-                    opened_at = loop.time()
-                    try:
-                        error = await self._serve(lost, on_connected)
-                    except Exception as exc:  # a bug must not end the loop
-                        log.exception("ami.session_crashed")
-                        error = _describe(exc)
-                finally:
-                    self._teardown("connection closed")
-
-                healthy = (
-                    opened_at is not None and loop.time() - opened_at >= self._config.backoff_max
-                )
-                if healthy:
-                    failures = 0
-                    level = 1  # a short pause even after a healthy connection
-                else:
-                    failures += 1
-                    level = failures
-                delay = backoff_delay(level, self._config.backoff_initial, self._config.backoff_max)
-                self._set_state(AmiState.DISCONNECTED)
-                if healthy:
-                    self._failures = 0
-                    self._last_error = error
-                    log.warning("ami.disconnected", reason=error, retry_in=round(delay, 3))
-                else:
-                    self._record_failure(failures, error, delay)
-                await asyncio.sleep(delay)
+            try:
+                lost = await self._open()
+            except AmiActionFailed as exc:
+                # Wrong credentials or missing permissions: keep retrying at the
+                # backoff pace; manager.conf may be fixed and reloaded.
+                return SessionEnd(f"login refused: {exc.message or 'no message'}")
+            except TimeoutError:  # before OSError: TimeoutError is an OSError
+                return SessionEnd(f"no connection/login within {self._config.connect_timeout:g} s")
+            except (AmiError, OSError) as exc:
+                return SessionEnd(_describe(exc))
+            opened_at = loop.time()
+            return SessionEnd(await self._serve(lost, on_connected), opened_at=opened_at)
         finally:
-            self._teardown("client stopped")
-            self._set_state(AmiState.CLOSED if self._closing else AmiState.IDLE)
+            self._teardown("connection closed")
 
     def _manager_for(self, loop: asyncio.AbstractEventLoop) -> _Manager:
         if self._manager is None or self._manager.loop is not loop:
@@ -794,7 +672,7 @@ class AmiClient:
         resync: asyncio.Task[None] | None = None
         try:
             if on_connected is not None:
-                self._set_state(AmiState.RESYNCING)
+                self._supervisor.set_state(AmiState.RESYNCING)
                 resync = asyncio.create_task(_as_coroutine(on_connected), name="ami-resync")
                 waiters: list[asyncio.Future[Any]] = [resync, lost]
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -809,7 +687,7 @@ class AmiClient:
                         exc_info=exc,
                     )
                     return f"on_connected failed: {_describe(exc) if exc else 'cancelled'}"
-            self._set_state(AmiState.CONNECTED)
+            self._supervisor.set_state(AmiState.CONNECTED)
             self._open_gate()
             log.info(
                 "ami.connected",
@@ -968,45 +846,5 @@ class AmiClient:
             self._dispatch(event)
 
     def _dispatch(self, event: AmiEvent) -> None:
-        key = ordering_key(event)
-        lane = self._lanes.get(key)
-        if lane is not None:
-            # A task is already working through this lane; it picks this up next.
-            lane.append(event)
-            return
-        lane = deque([event])
-        self._lanes[key] = lane
-        self._spawn(self._drain_lane(key, lane))
-
-    async def _drain_lane(self, key: str, lane: deque[AmiEvent]) -> None:
-        handler = self._handler
-        try:
-            while lane:
-                event = lane.popleft()
-                if handler is None:
-                    continue
-                try:
-                    await handler(event)
-                except Exception:
-                    log.exception("ami.handler_failed", event_name=event.get("Event"), key=key)
-        finally:
-            # No await between the emptiness check and this removal, so no event
-            # can be appended to a lane that nobody drains any more.
-            if self._lanes.get(key) is lane:
-                del self._lanes[key]
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._handler_tasks.add(task)
-        task.add_done_callback(self._handler_tasks.discard)
-
-    async def _finish_handlers(self, grace: float) -> None:
-        current = asyncio.current_task()
-        pending = {t for t in self._handler_tasks if t is not current and not t.done()}
-        if pending and grace > 0:
-            _, pending = await asyncio.wait(pending, timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            # Bounded: a handler that swallows CancelledError must not block close().
-            await asyncio.wait(pending, timeout=_CLOSE_WAIT)
+        if self._handler is not None:
+            self._dispatcher.dispatch(event, self._handler)
