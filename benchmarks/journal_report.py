@@ -48,12 +48,11 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pbxbridge.journal.render import format_csv, monthly_invoice_csv
 from pbxbridge.journal.report import (
     RowSource,
     build_report,
-    format_csv,
     month_range,
-    monthly_invoice_csv,
     period_range,
     report_rows,
 )

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 import psycopg
@@ -27,6 +27,9 @@ from pbxbridge.journal.store import JournalStore
 from pbxbridge.runtime.settings import SettingsError, database_url_from_env
 from pbxbridge.storage.overrides import OverrideStore, open_override_store
 from pbxbridge.storage.postgres import redact_database_url
+
+if TYPE_CHECKING:
+    from pbxbridge.journal.report import Granularity, RowSource
 
 CONFIG_ENV = "PBXBRIDGE_CONFIG"
 
@@ -472,6 +475,88 @@ def _open_journal(config: str, model: RulesFile) -> JournalStore:
     return SqliteJournal(state_path(model, config).with_name("journal.sqlite"))
 
 
+def run_report_cli(
+    journal: RowSource,
+    rules: Rules,
+    *,
+    start: date,
+    end: date,
+    by: Granularity | None = None,
+    tenant: str | None = None,
+    fmt: str = "table",
+    now: datetime,
+    threshold_s: float = servicelevel.THRESHOLD_S,
+    short_abandon_s: float = servicelevel.SHORT_ABANDON_S,
+) -> str:
+    """Everything ``pbxbridge report`` does except parsing options and printing.
+
+    Loads the rows (:func:`~pbxbridge.journal.report.report_rows`: the period's
+    calls and the callbacks due in it),
+    builds the report in the rules' time zone with every tenant of the rules
+    listed (zeros for tenants without calls) and renders it.
+
+    Args:
+        journal: The journal store.
+        rules: The loaded rules (time zone, tenants).
+        start: First local date.
+        end: Last local date (inclusive).
+        by: Granularity, or ``None`` for totals only.
+        tenant: Only this tenant (required for ``invoice``).
+        fmt: ``table``, ``csv``, ``json`` or ``invoice`` (the German per-tenant CSV).
+        now: The current instant (aware), for overdue callbacks.
+        threshold_s: Service-level threshold.
+        short_abandon_s: Short-abandon limit.
+
+    Returns:
+        The text to print or write; CSV formats start with a byte-order mark,
+        so writing the text as UTF-8 gives a file German Excel opens correctly.
+
+    Raises:
+        ValueError: Unknown tenant or format, ``invoice`` without a tenant,
+            reversed period, negative thresholds. The message is for the user.
+    """
+    from pbxbridge.journal.render import (
+        FORMATS,
+        format_csv,
+        format_json,
+        format_table,
+        monthly_invoice_csv,
+    )
+    from pbxbridge.journal.report import build_report, report_rows
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
+    if tenant is not None and tenant not in rules.tenants:
+        raise ValueError(f"unknown tenant {tenant!r} (known: {', '.join(sorted(rules.tenants))})")
+    if fmt == "invoice" and tenant is None:
+        raise ValueError("the invoice format is per tenant: give a tenant")
+    if threshold_s < 0 or short_abandon_s < 0:
+        raise ValueError("thresholds must not be negative")
+    if end < start:
+        raise ValueError(f"the period ends ({end}) before it starts ({start})")
+    tz = rules.timezone
+    report = build_report(
+        report_rows(journal, start, end, tz, tenant),
+        start=start,
+        end=end,
+        tz=tz,
+        by=by,
+        tenant=tenant,
+        now=now,
+        threshold_s=threshold_s,
+        short_abandon_s=short_abandon_s,
+        tenants=rules.tenants,
+    )
+    if fmt == "csv":
+        return format_csv(report, bom=True)
+    if fmt == "invoice":
+        assert tenant is not None
+        return monthly_invoice_csv(report, tenant, bom=True)
+    if fmt == "json":
+        return format_json(report)
+    return format_table(report)
+
+
 @cli.command()
 @click.option("-c", "--config", required=True, envvar=CONFIG_ENV, type=click.Path(dir_okay=False))
 @click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), help="First day (local).")
@@ -500,7 +585,7 @@ def report(
     output: str | None,
 ) -> None:
     """Service level per tenant from the call journal."""
-    from pbxbridge.journal.report import month_range, run_report_cli
+    from pbxbridge.journal.report import month_range
 
     rules, model = _load(config)
     if month is not None:

@@ -1,11 +1,12 @@
-"""Service-level reports from the call journal (pure aggregation plus rendering).
+"""Service-level reports from the call journal: the aggregation (pure).
 
 The partner municipalities are promised three things: more than 80 % of calls
 answered within 20 s, more than 75 % resolved at first contact, and callbacks by
 the end of the next working day. :func:`build_report` turns journal rows into
-those figures per tenant and per local hour, day or month; :func:`format_table`,
-:func:`format_csv`, :func:`format_json` and :func:`monthly_invoice_csv` render
-them. Nothing here touches a database: rows come in as any iterable of the
+those figures per tenant and per local hour, day or month;
+:mod:`pbxbridge.journal.render` turns a :class:`Report` into a table, CSV, JSON
+or the monthly invoice, and ``pbxbridge report`` (:mod:`pbxbridge.cli`) ties the
+two together. Nothing here touches a database: rows come in as any iterable of the
 journal's :class:`~pbxbridge.journal.store.CallRow` (from a :class:`RowSource`).
 
 Definitions (each call is attributed to the bucket of its *arrival*, in local
@@ -81,31 +82,20 @@ the second set by deadline (``callbacks_due_between``), not by a fixed window.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from pbxbridge.core import servicelevel
-from pbxbridge.core.rules import Rules
 from pbxbridge.journal.entry import Outcome
 from pbxbridge.journal.store import CallRow
 
 Granularity = Literal["hour", "day", "month"]
 GRANULARITIES: tuple[Granularity, ...] = ("hour", "day", "month")
-FORMATS = ("table", "csv", "json", "invoice")
-
-ALL = "*"
-"""Tenant column value of the all-tenants totals row in CSV."""
 TOTAL = "total"
-"""Bucket column value of totals rows in CSV and JSON."""
-
-CSV_ENCODING = "utf-8-sig"
-"""Encoding for CSV files: UTF-8 with BOM, so German Excel shows umlauts right."""
+"""Label of the whole-period totals (bucket column of CSV and JSON rows)."""
 
 
 class RowSource(Protocol):
@@ -331,14 +321,14 @@ class _Acc:
     waits: list[float] = field(default_factory=list)
 
     def merge(self, other: _Acc) -> None:
-        for name in _COUNTERS:
+        for name in COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.talk_sum += other.talk_sum
         self.talk_n += other.talk_n
         self.waits.extend(other.waits)
 
     def figures(self) -> Figures:
-        counts = {name: getattr(self, name) for name in _COUNTERS}
+        counts = {name: getattr(self, name) for name in COUNTERS}
         waits = self.waits
         return Figures(
             **counts,
@@ -348,7 +338,7 @@ class _Acc:
         )
 
 
-_COUNTERS = (
+COUNTERS: tuple[str, ...] = (
     "calls",
     "offered",
     "answered",
@@ -690,445 +680,3 @@ def _count_deadline(acc: _Acc, row: CallRow, due: datetime, now: datetime) -> No
         acc.callbacks_on_time += 1
     else:
         acc.callbacks_late += 1
-
-
-# --------------------------------------------------------------------------
-# Rendering
-
-CSV_COLUMNS: tuple[str, ...] = (
-    "tenant",
-    "bucket",
-    "bucket_start",
-    "bucket_end",
-    "threshold_s",
-    "short_abandon_s",
-    "calls",
-    "offered",
-    "answered",
-    "answered_within",
-    "abandoned",
-    "short_abandoned",
-    "other_offered",
-    "not_queued",
-    "closed_hours",
-    "rejected",
-    "via_115",
-    "sl_answered_pct",
-    "sl_offered_pct",
-    "mean_wait_s",
-    "p90_wait_s",
-    "mean_talk_s",
-    "via_115_pct",
-    "resolved",
-    "callbacks_requested",
-    "fcr_pct",
-    "callbacks_due",
-    "callbacks_overdue",
-    "callbacks_on_time",
-    "callbacks_late",
-    "callback_on_time_pct",
-)
-"""Columns of :func:`format_csv`, in order (stable: append only)."""
-
-_SECONDS_FIELDS = ("mean_wait_s", "p90_wait_s", "mean_talk_s")
-
-
-def _pct_hundredths(fig: Figures, name: str) -> int | None:
-    """A percentage in hundredths of a percent, truncated, in exact integer arithmetic."""
-    return fig.fraction(name).hundredths()
-
-
-def _pct_text(fig: Figures, name: str, places: int = 2, decimal: str = ".") -> str:
-    hundredths = _pct_hundredths(fig, name)
-    if hundredths is None:
-        return ""
-    whole, frac = divmod(hundredths, 100)
-    if places == 0:
-        return str(whole)
-    digits = f"{frac:02d}"[:places]
-    return f"{whole}{decimal}{digits}"
-
-
-def _seconds_text(value: float | None, decimal: str = ".", places: int = 1) -> str:
-    if value is None:
-        return ""
-    return f"{value:.{places}f}".replace(".", decimal)
-
-
-def _number_text(value: float, decimal: str) -> str:
-    return (f"{value:g}" if value != int(value) else str(int(value))).replace(".", decimal)
-
-
-def _figure_values(fig: Figures, decimal: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name in _COUNTERS:
-        out[name] = str(getattr(fig, name))
-    for name in PCT_FIELDS:
-        out[name] = _pct_text(fig, name, 2, decimal)
-    for name in _SECONDS_FIELDS:
-        out[name] = _seconds_text(getattr(fig, name), decimal)
-    return out
-
-
-def _rows_of(report: Report) -> Iterable[tuple[str, str, datetime, datetime, Figures]]:
-    """Every (tenant, bucket label, start, end, figures), totals included, in order."""
-    first, after = period_range(report.start, report.end, report.tz)
-    p_start, p_end = first.astimezone(report.tz), after.astimezone(report.tz)
-    for part in report.tenants:
-        for b in part.buckets:
-            yield part.tenant, b.label, b.start, b.end, b.figures
-        yield part.tenant, TOTAL, p_start, p_end, part.total
-    yield ALL, TOTAL, p_start, p_end, report.total
-
-
-def format_csv(
-    report: Report, *, delimiter: str = ";", decimal: str = ",", bom: bool = False
-) -> str:
-    """The report as CSV: one row per tenant and bucket, totals rows, a header.
-
-    The default suits German spreadsheet software and finance offices: ``;``
-    between fields and a decimal comma (German Excel opens such a file with
-    a double-click and reads ``85,50`` as a number). Columns are
-    :data:`CSV_COLUMNS` with stable English names; times are ISO 8601 with
-    offset; empty cells mean "not applicable" (no denominator). Each tenant's
-    buckets are followed by its ``total`` row; the last row (tenant ``*``) is
-    the total over all tenants. Write files as :data:`CSV_ENCODING`, or pass
-    ``bom=True`` when the text will be written as plain UTF-8.
-
-    Args:
-        report: The report.
-        delimiter: Field separator.
-        decimal: Decimal separator (``"."`` for machine consumers).
-        bom: Start with a byte-order mark.
-
-    Returns:
-        The CSV text (CRLF line ends, as RFC 4180 and Excel expect).
-    """
-    buf = io.StringIO()
-    if bom:
-        buf.write("\ufeff")
-    writer = csv.writer(buf, delimiter=delimiter)
-    writer.writerow(CSV_COLUMNS)
-    threshold = _number_text(report.threshold_s, decimal)
-    short = _number_text(report.short_abandon_s, decimal)
-    for who, label, b_start, b_end, fig in _rows_of(report):
-        values = _figure_values(fig, decimal)
-        values.update(
-            tenant=who,
-            bucket=label,
-            bucket_start=b_start.isoformat(),
-            bucket_end=b_end.isoformat(),
-            threshold_s=threshold,
-            short_abandon_s=short,
-        )
-        writer.writerow([values[c] for c in CSV_COLUMNS])
-    return buf.getvalue()
-
-
-INVOICE_COLUMNS: tuple[str, ...] = (
-    "Mandant",
-    "Zeitraum",
-    "Anrufe gesamt",
-    "Angeboten (Warteschlange)",
-    "Angenommen",
-    "Angenommen innerhalb Schwelle",
-    "Schwelle (s)",
-    "Servicelevel angenommen (%)",
-    "Servicelevel angeboten (%)",
-    "Aufgelegt",
-    "davon Kurzaufleger",
-    "Außerhalb Öffnungszeiten",
-    "Über 115 (%)",
-    "Mittlere Wartezeit (s)",
-    "90%-Wartezeit (s)",
-    "Mittlere Gesprächsdauer (s)",
-    "Beim Erstkontakt erledigt",
-    "Rückruf vereinbart",
-    "Erstlösungsquote (%)",
-    "Rückrufe offen fällig",
-    "Rückrufe überfällig",
-    "Rückrufe fristgerecht (%)",
-    "Abgewiesen",
-)
-"""Columns of :func:`monthly_invoice_csv`, in order (stable: append only)."""
-
-INVOICE_TOTAL = "Summe"
-"""``Zeitraum`` of the invoice CSV's totals row."""
-
-
-def monthly_invoice_csv(report: Report, tenant: str, *, bom: bool = False) -> str:
-    """One tenant's figures as a German CSV to attach to its monthly invoice.
-
-    Meant for ``build_report(start=first of month, end=last, by="day")``: one row
-    per day, then a ``Summe`` row for the month; other granularities work the
-    same way. German column names (:data:`INVOICE_COLUMNS`), ``;`` separator,
-    decimal comma, dates as ``TT.MM.JJJJ``; percentages truncated to two
-    decimals. Write as :data:`CSV_ENCODING` (or pass ``bom=True``).
-
-    Args:
-        report: The report.
-        tenant: The tenant.
-        bom: Start with a byte-order mark.
-
-    Returns:
-        The CSV text.
-
-    Raises:
-        KeyError: If the tenant is not in the report.
-    """
-    part = report.tenant(tenant)
-    buf = io.StringIO()
-    if bom:
-        buf.write("\ufeff")
-    writer = csv.writer(buf, delimiter=";")
-    writer.writerow(INVOICE_COLUMNS)
-    threshold = _number_text(report.threshold_s, ",")
-    rows = [(_german_label(b.label, report.by), b.figures) for b in part.buckets]
-    rows.append((INVOICE_TOTAL, part.total))
-    for label, fig in rows:
-        v = _figure_values(fig, ",")
-        writer.writerow(
-            [
-                tenant,
-                label,
-                v["calls"],
-                v["offered"],
-                v["answered"],
-                v["answered_within"],
-                threshold,
-                v["sl_answered_pct"],
-                v["sl_offered_pct"],
-                v["abandoned"],
-                v["short_abandoned"],
-                v["closed_hours"],
-                v["via_115_pct"],
-                v["mean_wait_s"],
-                v["p90_wait_s"],
-                v["mean_talk_s"],
-                v["resolved"],
-                v["callbacks_requested"],
-                v["fcr_pct"],
-                v["callbacks_due"],
-                v["callbacks_overdue"],
-                v["callback_on_time_pct"],
-                v["rejected"],
-            ]
-        )
-    return buf.getvalue()
-
-
-def _german_label(label: str, by: Granularity | None) -> str:
-    # 2026-03-29 -> 29.03.2026; 2026-03 -> 03.2026; hours keep their suffix.
-    if by == "day":
-        return date.fromisoformat(label).strftime("%d.%m.%Y")
-    if by == "month":
-        year, month = label.split("-")
-        return f"{month}.{year}"
-    if by == "hour":
-        day, rest = label.split(" ", 1)
-        return f"{date.fromisoformat(day).strftime('%d.%m.%Y')} {rest}"
-    return label
-
-
-def _figures_json(fig: Figures) -> dict[str, Any]:
-    out: dict[str, Any] = {name: getattr(fig, name) for name in _COUNTERS}
-    for name in PCT_FIELDS:
-        hundredths = _pct_hundredths(fig, name)
-        out[name] = None if hundredths is None else hundredths / 100
-    for name in _SECONDS_FIELDS:
-        value = getattr(fig, name)
-        out[name] = None if value is None else round(value, 2)
-    return out
-
-
-def report_dict(report: Report) -> dict[str, Any]:
-    """The report as plain JSON-ready data (what :func:`format_json` prints).
-
-    Args:
-        report: The report.
-
-    Returns:
-        ``{"period", "threshold_s", "short_abandon_s", "now", "tenants", "total"}``;
-        each tenant has ``buckets`` (``bucket``, ``start``, ``end`` and the
-        figures) and ``total``; percentages truncated to two decimals.
-    """
-    return {
-        "period": {
-            "start": report.start.isoformat(),
-            "end": report.end.isoformat(),
-            "timezone": report.tz.key,
-            "by": report.by,
-        },
-        "threshold_s": report.threshold_s,
-        "short_abandon_s": report.short_abandon_s,
-        "now": report.now.isoformat(),
-        "tenants": [
-            {
-                "tenant": part.tenant,
-                "buckets": [
-                    {
-                        "bucket": b.label,
-                        "start": b.start.isoformat(),
-                        "end": b.end.isoformat(),
-                        **_figures_json(b.figures),
-                    }
-                    for b in part.buckets
-                ],
-                "total": _figures_json(part.total),
-            }
-            for part in report.tenants
-        ],
-        "total": _figures_json(report.total),
-    }
-
-
-def format_json(report: Report) -> str:
-    """The report as one JSON document (see :func:`report_dict`).
-
-    Args:
-        report: The report.
-
-    Returns:
-        JSON text (UTF-8 characters kept as they are).
-    """
-    return json.dumps(report_dict(report), ensure_ascii=False)
-
-
-_TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
-    # (header, field); "" headers are the tenant and bucket label
-    ("calls", "calls"),
-    ("offered", "offered"),
-    ("answ", "answered"),
-    ("aband", "abandoned"),
-    ("short", "short_abandoned"),
-    ("SL ans%", "sl_answered_pct"),
-    ("SL off%", "sl_offered_pct"),
-    ("wait", "mean_wait_s"),
-    ("p90", "p90_wait_s"),
-    ("talk", "mean_talk_s"),
-    ("closed", "closed_hours"),
-    ("115%", "via_115_pct"),
-    ("FCR%", "fcr_pct"),
-    ("CB due", "callbacks_due"),
-    ("overdue", "callbacks_overdue"),
-    ("CB ok%", "callback_on_time_pct"),
-    ("rej", "rejected"),
-)
-
-
-def format_table(report: Report) -> str:
-    """The report as a plain-text table for the terminal.
-
-    Args:
-        report: The report.
-
-    Returns:
-        A heading with period and conventions, then one line per tenant and
-        bucket, each tenant's total, and the total over all tenants. ``-``
-        marks figures without a denominator.
-    """
-    heading = (
-        f"service level {report.start.isoformat()}..{report.end.isoformat()} "
-        f"({report.tz.key}, {'by ' + report.by if report.by else 'totals'}): SL = answered within "
-        f"{_number_text(report.threshold_s, '.')} s; SL off% excludes abandons under "
-        f"{_number_text(report.short_abandon_s, '.')} s from offered; "
-        f"overdue as of {report.now.astimezone(report.tz):%Y-%m-%d %H:%M}"
-    )
-    header = ["tenant", "period", *(h for h, _ in _TABLE_COLUMNS)]
-    lines: list[list[str]] = []
-    for who, label, _, _, fig in _rows_of(report):
-        name = "(all)" if who == ALL else (who or "(no tenant)")
-        values = []
-        for _, attr in _TABLE_COLUMNS:
-            if attr in PCT_FIELDS:
-                text = _pct_text(fig, attr, 1)
-            elif attr in _SECONDS_FIELDS:
-                text = _seconds_text(getattr(fig, attr))
-            else:
-                text = str(getattr(fig, attr))
-            values.append(text or "-")
-        lines.append([name, label, *values])
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-
-    def fmt(cells: list[str]) -> str:
-        head = [cells[0].ljust(widths[0]), cells[1].ljust(widths[1])]
-        rest = [c.rjust(w) for c, w in zip(cells[2:], widths[2:], strict=True)]
-        return "  ".join(head + rest).rstrip()
-
-    return "\n".join([heading, fmt(header), *(fmt(r) for r in lines)])
-
-
-# --------------------------------------------------------------------------
-# CLI glue
-
-
-def run_report_cli(
-    journal: RowSource,
-    rules: Rules,
-    *,
-    start: date,
-    end: date,
-    by: Granularity | None = None,
-    tenant: str | None = None,
-    fmt: str = "table",
-    now: datetime,
-    threshold_s: float = servicelevel.THRESHOLD_S,
-    short_abandon_s: float = servicelevel.SHORT_ABANDON_S,
-) -> str:
-    """Everything ``pbxbridge report`` does except parsing options and printing.
-
-    Loads the rows (:func:`report_rows`: the period's calls and the callbacks due in it),
-    builds the report in the rules' time zone with every tenant of the rules
-    listed (zeros for tenants without calls) and renders it.
-
-    Args:
-        journal: The journal store.
-        rules: The loaded rules (time zone, tenants).
-        start: First local date.
-        end: Last local date (inclusive).
-        by: Granularity, or ``None`` for totals only.
-        tenant: Only this tenant (required for ``invoice``).
-        fmt: ``table``, ``csv``, ``json`` or ``invoice`` (the German per-tenant CSV).
-        now: The current instant (aware), for overdue callbacks.
-        threshold_s: Service-level threshold.
-        short_abandon_s: Short-abandon limit.
-
-    Returns:
-        The text to print or write; CSV formats start with a byte-order mark,
-        so writing the text as UTF-8 gives a file German Excel opens correctly.
-
-    Raises:
-        ValueError: Unknown tenant or format, ``invoice`` without a tenant,
-            reversed period, negative thresholds. The message is for the user.
-    """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
-    if tenant is not None and tenant not in rules.tenants:
-        raise ValueError(f"unknown tenant {tenant!r} (known: {', '.join(sorted(rules.tenants))})")
-    if fmt == "invoice" and tenant is None:
-        raise ValueError("the invoice format is per tenant: give a tenant")
-    if threshold_s < 0 or short_abandon_s < 0:
-        raise ValueError("thresholds must not be negative")
-    if end < start:
-        raise ValueError(f"the period ends ({end}) before it starts ({start})")
-    tz = rules.timezone
-    report = build_report(
-        report_rows(journal, start, end, tz, tenant),
-        start=start,
-        end=end,
-        tz=tz,
-        by=by,
-        tenant=tenant,
-        now=now,
-        threshold_s=threshold_s,
-        short_abandon_s=short_abandon_s,
-        tenants=rules.tenants,
-    )
-    if fmt == "csv":
-        return format_csv(report, bom=True)
-    if fmt == "invoice":
-        assert tenant is not None
-        return monthly_invoice_csv(report, tenant, bom=True)
-    if fmt == "json":
-        return format_json(report)
-    return format_table(report)

@@ -14,23 +14,25 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from pbxbridge.cli import run_report_cli
 from pbxbridge.config import load_rules
-from pbxbridge.journal.report import (
+from pbxbridge.journal.render import (
     CSV_COLUMNS,
     INVOICE_COLUMNS,
+    format_csv,
+    format_json,
+    format_table,
+    monthly_invoice_csv,
+)
+from pbxbridge.journal.report import (
     Figures,
     Granularity,
     Report,
     build_report,
-    format_csv,
-    format_json,
-    format_table,
     month_range,
-    monthly_invoice_csv,
     percentile_nearest_rank,
     period_range,
     report_rows,
-    run_report_cli,
 )
 from pbxbridge.journal.sqlite import SqliteJournal
 from pbxbridge.journal.store import CallRow, JournalStore
