@@ -26,8 +26,8 @@ from typing import Final
 
 import structlog
 
+from pbxbridge.journal.spool import age_rejected
 from pbxbridge.journal.store import JournalStore
-from pbxbridge.journal.writer import age_rejected
 
 log = structlog.get_logger(__name__)
 

@@ -40,6 +40,13 @@ from pbxbridge.journal.retention import (
     purge_older_than,
     retention_loop,
 )
+from pbxbridge.journal.spool import (
+    REJECTED_FILE,
+    _Spool,
+    age_rejected,
+    entry_from_json,
+    entry_to_json,
+)
 from pbxbridge.journal.sqlite import SqliteJournal
 from pbxbridge.journal.store import (
     ALL_COLUMNS,
@@ -47,14 +54,7 @@ from pbxbridge.journal.store import (
     CallRow,
     JournalStore,
 )
-from pbxbridge.journal.writer import (
-    REJECTED_FILE,
-    JournalWriter,
-    _Spool,
-    age_rejected,
-    entry_from_json,
-    entry_to_json,
-)
+from pbxbridge.journal.writer import JournalWriter
 from pbxbridge.storage.schema import JOURNAL_SQLITE_MIGRATIONS as SQLITE_MIGRATIONS
 from pbxbridge.storage.schema import JOURNAL_SQLITE_VERSION as SCHEMA_VERSION
 
