@@ -50,7 +50,6 @@ from typing import Any, Final, Self
 
 import structlog
 from panoramisk import actions as pm_actions
-from panoramisk.manager import Manager
 
 from pbxbridge.adapters.connection import (
     ConnectionState,
@@ -64,6 +63,7 @@ from pbxbridge.adapters.dispatch import KeyedDispatcher
 
 from .errors import AmiActionFailed, AmiError, AmiUnavailable
 from .events import AmiEvent, normalize_event, ordering_key
+from .manager import AttachedManager, action_name, check_header
 from .protocol import Utf8AmiProtocol
 from .queue import QueueSnapshot, parse_queue_status
 
@@ -201,78 +201,9 @@ def _glob_to_posix_regex(pattern: str) -> str:
     return pattern.replace("*", ".*").replace("?", ".")
 
 
-def _check_header(key: str, value: str) -> None:
-    # Header injection guard: a caller-controlled value such as a calling name
-    # containing "\r\n\r\nAction: Originate ..." would otherwise be read by
-    # Asterisk as a second action.
-    if not key or ":" in key or any(c in key for c in "\r\n "):
-        raise ValueError(f"invalid AMI header name {key!r}")
-    if "\r" in value or "\n" in value:
-        raise ValueError(f"value of AMI header {key!r} contains a line break")
-
-
 async def _as_coroutine(callback: ConnectedCallback) -> None:
     # create_task() needs a coroutine; the callback may return any awaitable.
     await callback()
-
-
-def _action_name(fields: Mapping[str, Any]) -> str:
-    for key, value in fields.items():
-        if key.lower() == "action":
-            return str(value)
-    raise ValueError("the action has no 'Action' header")
-
-
-class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
-    """panoramisk's Manager with its own reconnect, keepalive and replay disabled.
-
-    The client opens connections itself and hands them over with :meth:`attach`;
-    Manager keeps doing what it is good at: sending actions, matching responses by
-    ``ActionID`` and dispatching events.
-    """
-
-    def __init__(self, *, on_lost: Callable[[object], None], **config: Any) -> None:
-        super().__init__(**config)
-        self._on_lost = on_lost
-
-    def attach(self, transport: asyncio.BaseTransport, protocol: Utf8AmiProtocol) -> None:
-        """Adopt an open connection (as if panoramisk had opened it itself).
-
-        Args:
-            transport: The connection's transport.
-            protocol: Its protocol instance.
-        """
-        done: asyncio.Future[tuple[asyncio.BaseTransport, Utf8AmiProtocol]]
-        done = self.loop.create_future()
-        done.set_result((transport, protocol))
-        # Manager.connection_made() wires protocol <-> manager (factory, encoding,
-        # response table). No "username" in our config, so it does not log in.
-        self.connection_made(done)
-
-    def ping(self) -> None:
-        """Do nothing.
-
-        QUIRK (panoramisk#6): the built-in pinger sends ``Ping`` without ever
-        checking for an answer, so it detects nothing. AmiClient runs its own.
-        """
-
-    def connection_lost(self, exc: object) -> None:
-        """Report the loss to the client instead of scheduling panoramisk's reconnect.
-
-        Args:
-            exc: The exception, ``None`` for a clean EOF, or the ``Shutdown`` event.
-        """
-        self._connected = False
-        self._on_lost(exc)
-
-    async def send_awaiting_actions(self, *_: Any) -> None:
-        """Drop, instead of replaying, actions that were in flight at a disconnect.
-
-        QUIRK: panoramisk re-sends them after the next ``FullyBooted``; for
-        ``Originate`` that means a second call. AmiClient has already failed
-        their futures with AmiUnavailable; the caller decides about retrying.
-        """
-        self.awaiting_actions.clear()
 
 
 # --------------------------------------------------------------------- client
@@ -298,7 +229,7 @@ class AmiClient:
         self._config = config
         # panoramisk's Manager binds to an event loop, so it is created inside the
         # running loop on the first connection, never here.
-        self._manager: _Manager | None = None
+        self._manager: AttachedManager | None = None
         self._protocol: Utf8AmiProtocol | None = None
         self._logged_in = False
         self._lost: asyncio.Future[str] | None = None
@@ -602,9 +533,9 @@ class AmiClient:
         finally:
             self._teardown("connection closed")
 
-    def _manager_for(self, loop: asyncio.AbstractEventLoop) -> _Manager:
+    def _manager_for(self, loop: asyncio.AbstractEventLoop) -> AttachedManager:
         if self._manager is None or self._manager.loop is not loop:
-            self._manager = _Manager(
+            self._manager = AttachedManager(
                 on_lost=self._on_connection_lost,
                 loop=loop,
                 host=self._config.host,
@@ -730,7 +661,7 @@ class AmiClient:
             protocol.transport.abort()
 
     def _on_connection_lost(self, exc: object) -> None:
-        # Called by _Manager.connection_lost (EOF, socket error, Shutdown event).
+        # Called by AttachedManager.connection_lost (EOF, socket error, Shutdown event).
         if isinstance(exc, Mapping):
             reason = "Asterisk shut down"
             restart = exc.get("Restart")
@@ -782,12 +713,12 @@ class AmiClient:
         as_list: bool | None = None,
         require_login: bool = True,
     ) -> AmiEvent | list[AmiEvent]:
-        name = _action_name(fields)
+        name = action_name(fields)
         headers: dict[str, str | list[str]] = {}
         for key, value in fields.items():
             values = [value] if isinstance(value, str) else list(value)
             for item in values:
-                _check_header(key, item)
+                check_header(key, item)
             headers[key] = value if isinstance(value, str) else values
         protocol = self._protocol
         manager = self._manager
