@@ -61,6 +61,7 @@ from pbxbridge.adapters.connection import (
 )
 from pbxbridge.adapters.dispatch import KeyedDispatcher
 
+from . import filter as ami_filter
 from .errors import AmiActionFailed, AmiError, AmiUnavailable
 from .events import AmiEvent, normalize_event, ordering_key
 from .manager import AttachedManager, action_name, check_header
@@ -90,10 +91,6 @@ ActionFields = Mapping[str, str | Sequence[str]]
 
 # Responses that mean "Asterisk refused the action".
 _FAILED_RESPONSES: Final = frozenset({"Error", "Failure", "Fail"})
-# Always let these through a server-side filter: "Shutdown" tells us Asterisk is
-# going away, "OriginateResponse" completes originate(wait=True); a filter that
-# dropped it would turn every such call into a timeout.
-_ALWAYS_SERVER_EVENTS: Final = ("Shutdown", "OriginateResponse")
 # Event name patterns: AMI event names are letters/digits/underscore; the glob
 # characters * and ? are allowed. Anything else could smuggle regex syntax into
 # the server-side Filter.
@@ -122,10 +119,11 @@ class AmiConfig:
             least this long counts as healthy and resets the backoff.
         events: Event name patterns (``fnmatch`` globs, case-insensitive) to
             deliver, e.g. ``("Queue*", "Agent*", "Hangup")``. Empty: all events.
-        server_side_filter: Also ask Asterisk to send only matching events (one
-            ``Filter`` action after login; needs the ``system`` write permission).
-            Saves bandwidth and CPU on busy systems; the client-side filter
-            applies either way.
+        server_side_filter: Also ask Asterisk to send only matching events (the
+            narrowest event classes at login and one ``Filter`` action per event
+            after it, see :mod:`.filter`; the filters need the ``system`` write
+            permission). Saves bandwidth and CPU on busy systems; the
+            client-side filter applies either way.
         ssl: Use TLS (AMI over TLS, usually port 5039).
     """
 
@@ -194,11 +192,6 @@ Its ``details`` carry ``last_ping_rtt_ms`` (round trip of the last answered
 
 
 _describe = describe_error
-
-
-def _glob_to_posix_regex(pattern: str) -> str:
-    # Patterns are validated to [A-Za-z0-9_*?], so only the globs need mapping.
-    return pattern.replace("*", ".*").replace("?", ".")
 
 
 async def _as_coroutine(callback: ConnectedCallback) -> None:
@@ -569,7 +562,7 @@ class AmiClient:
                 "Action": "Login",
                 "Username": self._config.username,
                 "Secret": self._config.password,
-                "Events": "on",
+                "Events": self._login_events(),
             },
             limit=self._config.connect_timeout,
             as_list=False,
@@ -580,20 +573,16 @@ class AmiClient:
         await self._install_filter()
         return lost
 
+    def _login_events(self) -> str:
+        # The narrowest event classes: see filter.py for why this matters.
+        if not self._config.server_side_filter:
+            return "on"
+        return ami_filter.login_events(self._config.events)
+
     async def _install_filter(self) -> None:
-        if not (self._config.events and self._config.server_side_filter):
-            return
-        names = (*self._config.events, *_ALWAYS_SERVER_EVENTS)
-        # Legacy filter syntax (a POSIX regex over the whole event text): one
-        # Filter action covers all patterns, so it is installed entirely or not at
-        # all, and it works on every Asterisk since 10. It may over-match (e.g.
-        # "Hangup" also passes "HangupRequest"); the client-side filter is exact.
-        regex = "Event: (" + "|".join(_glob_to_posix_regex(n) for n in names) + ")"
-        try:
-            await self._action({"Action": "Filter", "Operation": "Add", "Filter": regex})
-        except AmiActionFailed as exc:
-            # e.g. no "system" write permission: still correct, only less efficient.
-            log.warning("ami.filter_refused", error=exc.message)
+        # Filters are per session: every (re)login installs them again.
+        if self._config.events and self._config.server_side_filter:
+            await ami_filter.install(self._action, self._config.events)
 
     async def _serve(
         self, lost: asyncio.Future[str], on_connected: ConnectedCallback | None
