@@ -501,14 +501,14 @@ class Daemon:
             ``(status == "ok", body)``.
         """
         ari = self.ari.status if self.ari is not None else None
+        never_connected = {"state": "idle", "since": None, "failures": 0, "last_error": None}
         router = self.router
         body: dict[str, object] = {
             "version": __version__,
             "ari": {
-                "state": ari.state.value if ari else "idle",
-                "since": ari.since.isoformat() if ari and ari.since else None,
-                "consecutive_failures": ari.consecutive_failures if ari else 0,
-                "last_error": ari.last_error if ari else None,
+                **(ari.as_dict() if ari else never_connected),
+                # The name this key has always had for ARI (same number as "failures").
+                "consecutive_failures": ari.failures if ari else 0,
                 "app": self.settings.ari_app,
             },
             "ami": self.ami.status.as_dict() if self.ami else {"state": "disabled"},

@@ -68,7 +68,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from pbxbridge.runtime.backoff import backoff_delay
+from pbxbridge.adapters.connection import backoff_delay
 
 from .settings import MqttSettings, build_tls_context
 
