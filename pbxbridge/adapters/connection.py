@@ -24,6 +24,7 @@ like a failed attempt so that it can never end the reconnect loop).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -175,11 +176,14 @@ class SessionEnd:
             more after this time resets the backoff.
         replaced: Back off straight to the cap (another client took our place:
             a misconfiguration that must stay visible, not flap quickly).
+        final: The work is done (MQTT: closing with nothing left to send): end
+            the loop without backing off; :meth:`ConnectionSupervisor.run` returns.
     """
 
     reason: str
     opened_at: float | None = None
     replaced: bool = False
+    final: bool = False
 
 
 Session = Callable[[], Awaitable[SessionEnd]]
@@ -202,6 +206,9 @@ class ConnectionSupervisor:
         backoff_max: Cap of the reconnect delay, and how long a connection must
             stay up to count as healthy.
         task_name: Name of the task running the reconnect loop.
+        forget_error_on_connect: ``last_error`` becomes ``None`` when a
+            connection is up (MQTT's status always said so); otherwise it keeps
+            the last reason until the next one.
         rand: Uniform ``[0, 1]`` source for the backoff jitter (tests).
     """
 
@@ -214,6 +221,7 @@ class ConnectionSupervisor:
         backoff_initial: float,
         backoff_max: float,
         task_name: str,
+        forget_error_on_connect: bool = False,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._owner = owner
@@ -222,6 +230,7 @@ class ConnectionSupervisor:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._task_name = task_name
+        self._forget_error = forget_error_on_connect
         self._rand = rand
         self._state = ConnectionState.IDLE
         self._since = datetime.now(UTC)
@@ -230,6 +239,8 @@ class ConnectionSupervisor:
         self._connected_event = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        # Set by interrupt_backoff(): ends the backoff wait in progress.
+        self._interrupt = asyncio.Event()
 
     # ------------------------------------------------------------- reading
 
@@ -282,6 +293,8 @@ class ConnectionSupervisor:
         self._state = state
         self._since = datetime.now(UTC)
         if state is ConnectionState.CONNECTED:
+            if self._forget_error:
+                self._last_error = None
             self._connected_event.set()
         else:
             self._connected_event.clear()
@@ -314,6 +327,14 @@ class ConnectionSupervisor:
                 return
             raise
 
+    def interrupt_backoff(self) -> None:
+        """End the backoff wait in progress now; later ones keep their full length.
+
+        For a client that is asked to close: it no longer needs to sit out the
+        delay, but it must not hammer a refusing server while it tries to flush.
+        """
+        self._interrupt.set()
+
     def request_stop(self) -> None:
         """Mark the supervisor as stopping (no new run(); the loop ends as CLOSED)."""
         self._closing = True
@@ -338,6 +359,8 @@ class ConnectionSupervisor:
                 except Exception as exc:  # a bug must not end the loop
                     log.exception(f"{self._prefix}session_crashed", **self._fields)
                     end = SessionEnd(describe_error(exc))
+                if end.final:
+                    return
                 healthy = (
                     end.opened_at is not None
                     and not end.replaced
@@ -371,6 +394,14 @@ class ConnectionSupervisor:
                         failures=failures,
                         retry_in=round(delay, 3),
                     )
-                await asyncio.sleep(delay)
+                await self._wait(delay)
         finally:
             self.set_state(ConnectionState.CLOSED if self._closing else ConnectionState.IDLE)
+
+    async def _wait(self, delay: float) -> None:
+        if self._interrupt.is_set():
+            await asyncio.sleep(delay)  # interrupted once already: keep the pace
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._interrupt.wait()

@@ -31,7 +31,7 @@ from pbxbridge.adapters.mqtt import (
     backoff_delay,
     subscribe,
 )
-from pbxbridge.adapters.mqtt.publisher import _describe
+from pbxbridge.adapters.mqtt.transport import describe as _describe
 
 # ------------------------------------------------------------------ fakes
 

@@ -41,36 +41,45 @@ Every message given to :meth:`~MqttPublisher.publish` ends up in exactly one of
 the counters of :class:`MqttStatus` (``published``, ``dropped_*``) or is still
 ``queued``/``inflight``.
 
-The helper :func:`subscribe` (for ``pbxbridge watch``) is the reading side: its own
-client and connection, the same reconnect loop.
+The broker connection itself (aiomqtt glue, topic checks, error texts) and the
+reading side for ``pbxbridge watch``, :func:`~.transport.subscribe`, are in
+:mod:`.transport`; the reconnect loop, backoff, failure logging and the status
+shape are the ones every adapter shares (:mod:`pbxbridge.adapters.connection`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import math
 import random
-import secrets
 import time
 from collections import Counter, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Final, Protocol
+from datetime import datetime
+from typing import Final
 
 import aiomqtt
 import structlog
-from aiomqtt.exceptions import MqttConnectError
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
-from pbxbridge.adapters.connection import backoff_delay
+from pbxbridge.adapters.connection import (
+    ConnectionState,
+    ConnectionStatus,
+    ConnectionSupervisor,
+    SessionEnd,
+    backoff_delay,
+)
 
-from .settings import MqttSettings, build_tls_context
+from .settings import MqttSettings
+from .transport import (
+    ConnectFactory,
+    MqttConnection,
+    connect_aiomqtt,
+    subscribe,
+    validate_topic,
+)
+from .transport import describe as _describe
 
 __all__ = [
     "ConnectFactory",
@@ -96,52 +105,17 @@ _MAX_TOPIC_BYTES: Final = 65_535
 # mosquitto drop the connection) and dropped; otherwise it would block everything
 # behind it forever. A broker outage does not count: nothing is sent while down.
 _MAX_SENDS: Final = 5
-# CONNACK codes meaning "your credentials or rights are wrong" (MQTT 3.1.1: 4, 5;
-# MQTT 5 / paho reason codes: 134, 135): the error message says so explicitly.
-_AUTH_CODES: Final = frozenset({4, 5, 134, 135})
-
-
-class MqttConnection(Protocol):
-    """One established broker connection, as the publisher needs it.
-
-    The default implementation wraps :class:`aiomqtt.Client`; tests substitute fakes.
-    """
-
-    async def publish(
-        self, topic: str, payload: bytes, qos: int, expiry_interval: int | None
-    ) -> None:
-        """Send one message; return once the broker has acknowledged it (QoS 1).
-
-        Args:
-            topic: Full topic.
-            payload: Body.
-            qos: 0 or 1.
-            expiry_interval: Seconds the broker may keep the message for
-                subscribers (MQTT 5 Message Expiry Interval); ``None``: unlimited.
-
-        Raises:
-            aiomqtt.MqttError: The connection failed or the acknowledgement timed out.
-        """
-
-    async def wait_closed(self) -> None:
-        """Return or raise once the connection is lost.
-
-        Raises:
-            aiomqtt.MqttError: Describing why the connection was lost.
-        """
-
-
-ConnectFactory = Callable[[MqttSettings], AbstractAsyncContextManager[MqttConnection]]
-"""Opens a connection (entering the context) and closes it (leaving it)."""
 
 
 @dataclass(frozen=True)
 class MqttStatus:
-    """A snapshot of the publisher's health.
+    """A snapshot of the publisher's health: its connection plus the message counters.
 
     Attributes:
-        connected: Whether a broker connection is currently up.
-        since: When ``connected`` last changed (UTC); start-up time before that.
+        connection: The broker connection, in the shape every adapter reports
+            (``failures``: failed attempts or short-lived connections in a row,
+            0 once a connection has lasted ``backoff_max`` seconds;
+            ``last_error`` is ``None`` while connected).
         published: Messages acknowledged by the broker.
         dropped_stale: Messages dropped because their ``expires_at`` had passed,
             per ``kind``.
@@ -155,13 +129,9 @@ class MqttStatus:
         queued: Messages waiting in the buffer.
         inflight: Messages sent and awaiting acknowledgement.
         connect_attempts: Connection attempts so far.
-        consecutive_failures: Failed attempts (or short-lived connections) in a
-            row; reset once a connection has lasted ``backoff_max`` seconds.
-        last_error: Description of the most recent failure, if any.
     """
 
-    connected: bool
-    since: datetime
+    connection: ConnectionStatus
     published: int
     dropped_stale: Mapping[str, int]
     dropped_overflow: int
@@ -171,8 +141,26 @@ class MqttStatus:
     queued: int
     inflight: int
     connect_attempts: int
-    consecutive_failures: int
-    last_error: str | None
+
+    @property
+    def connected(self) -> bool:
+        """Whether a broker connection is currently up."""
+        return self.connection.connected
+
+    @property
+    def since(self) -> datetime:
+        """When the connection's state last changed (UTC)."""
+        return self.connection.since
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Failed attempts (or short-lived connections) in a row."""
+        return self.connection.failures
+
+    @property
+    def last_error(self) -> str | None:
+        """The most recent failure, ``None`` while connected."""
+        return self.connection.last_error
 
     @property
     def dropped_stale_total(self) -> int:
@@ -183,11 +171,13 @@ class MqttStatus:
         """JSON-ready form for ``/healthz``.
 
         Returns:
-            A dict of plain values (``since`` as ISO 8601).
+            The connection's fields (``since`` as ISO 8601) with ``connected`` and
+            ``consecutive_failures`` (the names ``/healthz`` has always had for
+            MQTT), then the counters.
         """
         return {
+            **self.connection.as_dict(),
             "connected": self.connected,
-            "since": self.since.isoformat(),
             "published": self.published,
             "dropped_stale": dict(self.dropped_stale),
             "dropped_overflow": self.dropped_overflow,
@@ -198,7 +188,6 @@ class MqttStatus:
             "inflight": self.inflight,
             "connect_attempts": self.connect_attempts,
             "consecutive_failures": self.consecutive_failures,
-            "last_error": self.last_error,
         }
 
 
@@ -216,155 +205,6 @@ class _Phase(enum.Enum):
 
     OPEN = enum.auto()  # accepting messages (run() may or may not be running)
     CLOSED = enum.auto()  # close() finished; publish() only counts drops
-
-
-# -------------------------------------------------------------------- helpers
-
-
-def _validate_topic(topic: str, *, wildcards: bool) -> None:
-    """Reject topics the broker would refuse, here and now, with a clear message.
-
-    A bad topic is a programming error of the caller; failing at ``publish()`` time
-    points at the culprit, while failing later in the background task could only
-    be logged.
-    """
-    if not isinstance(topic, str) or not topic:
-        raise ValueError("topic must be a non-empty string")
-    if topic.startswith("/") or "\0" in topic:
-        raise ValueError(f"invalid topic {topic!r}: leading '/' or NUL")
-    if wildcards:
-        aiomqtt.Wildcard(topic)  # raises ValueError for misplaced + / #
-    elif "+" in topic or "#" in topic:
-        raise ValueError(f"invalid topic {topic!r}: wildcards cannot be published to")
-
-
-def _describe(exc: BaseException) -> str:
-    """A one-line, operator-readable error description (never contains secrets)."""
-    if isinstance(exc, MqttConnectError):
-        code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
-        if code in _AUTH_CODES:
-            return (
-                f"broker refused the connection: {exc} "
-                "(check the MQTT user name, password and the broker's ACL)"
-            )
-        return f"broker refused the connection: {exc}"
-    text = str(exc) or type(exc).__name__
-    cause = exc.__cause__
-    if cause is not None and str(cause) and str(cause) not in text:
-        text = f"{text}: {cause}"
-    if not isinstance(exc, aiomqtt.MqttError):
-        text = f"{type(exc).__name__}: {text}"
-    return text
-
-
-# ---------------------------------------------------------- aiomqtt transport
-
-
-async def _client(settings: MqttSettings, *, identifier: str) -> aiomqtt.Client:
-    """Create (not connect) an aiomqtt client for the running loop."""
-    tls_context = None
-    if settings.tls:
-        # Reading certificates is file I/O: off the loop. Rebuilt for every attempt
-        # so renewed certificates are picked up at the next reconnect.
-        tls_context = await asyncio.to_thread(build_tls_context, settings)
-    v5 = settings.mqtt_version == "5"
-    client = aiomqtt.Client(
-        settings.host,
-        settings.effective_port,
-        username=settings.username,
-        password=settings.password,
-        identifier=identifier,
-        protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-        # A fresh session per connection: our own buffer is the source of truth
-        # for what still has to be sent, so the broker must not replay a previous
-        # session at us, nor paho re-send old packets behind our back. (MQTT 5: a
-        # new Client per connection with clean_start "first only" and no session
-        # expiry amounts to the same.)
-        clean_session=None if v5 else True,
-        keepalive=settings.keepalive,
-        # aiomqtt uses this for the CONNACK wait (and the DISCONNECT on exit);
-        # publishes pass their own timeout.
-        timeout=settings.connect_timeout,
-        tls_context=tls_context,
-        # paho queues beyond its in-flight limit; matching our window means every
-        # message we hand over is on the wire at once, in order.
-        max_inflight_messages=settings.max_inflight,
-    )
-    # aiomqtt does not expose paho's TCP/TLS connect timeout (fixed 5 s otherwise);
-    # a black-holed broker address would hold an executor thread that long.
-    client._client.connect_timeout = settings.connect_timeout
-    # aiomqtt logs a plain-text warning once more than 10 publishes are pending;
-    # our window is max_inflight by design, so that is not worth a warning.
-    client.pending_calls_threshold = settings.max_inflight
-    return client
-
-
-class _AiomqttConnection:
-    """:class:`MqttConnection` over a connected :class:`aiomqtt.Client`."""
-
-    def __init__(self, client: aiomqtt.Client, settings: MqttSettings) -> None:
-        self._client = client
-        self._publish_timeout = settings.publish_timeout
-        self._v5 = settings.mqtt_version == "5"
-
-    async def publish(
-        self, topic: str, payload: bytes, qos: int, expiry_interval: int | None
-    ) -> None:
-        properties = None
-        if self._v5 and expiry_interval is not None:
-            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            properties.MessageExpiryInterval = expiry_interval
-        await self._client.publish(
-            topic,
-            payload,
-            qos=qos,
-            retain=False,
-            properties=properties,
-            timeout=self._publish_timeout,
-        )
-
-    async def wait_closed(self) -> None:
-        # The publisher subscribes to nothing, so the message iterator never yields;
-        # it only ends, with MqttError, when the connection is lost. That is
-        # aiomqtt's one public signal for "connection gone": a pending publish
-        # would otherwise only notice at its own timeout.
-        async for _ in self._client.messages:
-            pass
-
-
-@contextlib.asynccontextmanager
-async def connect_aiomqtt(settings: MqttSettings) -> AsyncIterator[MqttConnection]:
-    """The default :data:`ConnectFactory`: one aiomqtt connection.
-
-    Args:
-        settings: Where and how to connect.
-
-    Yields:
-        The connection; a DISCONNECT is sent when the context is left.
-
-    Raises:
-        aiomqtt.MqttError: Connecting failed (refused, timeout, TLS, CONNACK).
-        OSError: The TLS files cannot be read (``ssl.SSLError`` is one).
-    """
-    client = await _client(settings, identifier=settings.client_id)
-    try:
-        async with client:
-            yield _AiomqttConnection(client, settings)
-    finally:
-        _close_socket(client)
-
-
-def _close_socket(client: aiomqtt.Client) -> None:
-    """Make sure the client's socket is closed and unregistered from the loop.
-
-    When the broker accepts the TCP (and TLS) connection but no CONNACK arrives in
-    time, aiomqtt 2.5 raises a timeout and leaves paho's socket open, still
-    registered with the event loop, and its keepalive task running. Retrying
-    forever would leak one such zombie connection per attempt. paho's
-    ``_sock_close`` is the routine that closes the socket *and* runs the
-    callbacks aiomqtt needs to unregister it; after a normal exit it is a no-op.
-    """
-    client._client._sock_close()
 
 
 # ------------------------------------------------------------------ publisher
@@ -409,8 +249,6 @@ class MqttPublisher:
         self._inflight: dict[asyncio.Task[None], _Message] = {}
         # Set on anything the pump must react to (new message, ack, loss, close).
         self._wakeup = asyncio.Event()
-        # Set once by close(): ends a backoff wait early.
-        self._close_requested = asyncio.Event()
         self._phase = _Phase.OPEN
         self._closing = False
         self._hard_stop = False
@@ -420,8 +258,16 @@ class MqttPublisher:
         self._earliest_expiry = math.inf
         self._overflow_logged = False
         # Health.
-        self._connected = False
-        self._since = datetime.now(UTC)
+        self._supervisor = ConnectionSupervisor(
+            owner="MqttPublisher",
+            log_prefix="mqtt.",
+            log_fields={"host": settings.host, "port": settings.effective_port},
+            backoff_initial=settings.backoff_initial,
+            backoff_max=settings.backoff_max,
+            task_name="mqtt-publisher",
+            forget_error_on_connect=True,
+            rand=rand,
+        )
         self._published = 0
         self._dropped_stale: Counter[str] = Counter()
         self._dropped_overflow = 0
@@ -429,8 +275,6 @@ class MqttPublisher:
         self._dropped_closed = 0
         self._requeued = 0
         self._connect_attempts = 0
-        self._failures = 0
-        self._last_error: str | None = None
 
     # ------------------------------------------------------------ public API
 
@@ -463,7 +307,7 @@ class MqttPublisher:
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
         if len(payload) > _MAX_PAYLOAD:
             raise ValueError(f"payload of {len(payload)} bytes exceeds MQTT's limit")
-        _validate_topic(topic, wildcards=False)
+        validate_topic(topic, wildcards=False)
         full = self.settings.full_topic(topic)
         if len(full.encode("utf-8")) > _MAX_TOPIC_BYTES:
             raise ValueError("topic longer than 65535 bytes")
@@ -487,8 +331,7 @@ class MqttPublisher:
             The current status.
         """
         return MqttStatus(
-            connected=self._connected,
-            since=self._since,
+            connection=self._supervisor.status(),
             published=self._published,
             dropped_stale=dict(self._dropped_stale),
             dropped_overflow=self._dropped_overflow,
@@ -498,19 +341,18 @@ class MqttPublisher:
             queued=len(self._buffer),
             inflight=len(self._inflight),
             connect_attempts=self._connect_attempts,
-            consecutive_failures=self._failures,
-            last_error=self._last_error,
         )
 
     @property
     def connected(self) -> bool:
         """Whether a broker connection is currently up."""
-        return self._connected
+        return self._supervisor.connected
 
     async def run(self) -> None:
         """Keep a broker connection and drain the buffer until :meth:`close`.
 
-        Reconnects forever with capped exponential backoff and jitter. Returns
+        Reconnects forever (:class:`~pbxbridge.adapters.connection.ConnectionSupervisor`:
+        capped exponential backoff with jitter, one logging policy). Returns
         when :meth:`close` has flushed the buffer or given up, and at once if
         :meth:`close` came first (a task created just before shutdown). Cancelling
         it from outside stops it too; the buffer is kept and ``run()`` may be
@@ -525,7 +367,7 @@ class MqttPublisher:
             raise RuntimeError("MqttPublisher.run() is already running")
         self._run_task = asyncio.current_task()
         try:
-            await self._serve()
+            await self._supervisor.run(self._attempt)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             # close() cancelled us after its timeout: that is the requested way to
@@ -551,7 +393,10 @@ class MqttPublisher:
             The number of messages left unsent (also added to ``dropped_closed``).
         """
         self._closing = True
-        self._close_requested.set()
+        # With nothing left to send there is no reason to sit out the backoff wait
+        # in progress; later waits keep the normal pace (no hammering a refusing
+        # broker), the timeout bounds the total.
+        self._supervisor.interrupt_backoff()
         self._wakeup.set()
         task = self._run_task
         if task is not None and not task.done() and task is not asyncio.current_task():
@@ -561,6 +406,7 @@ class MqttPublisher:
                 task.cancel()
                 await asyncio.wait({task}, timeout=_CANCEL_GRACE)
         self._phase = _Phase.CLOSED
+        await self._supervisor.stop()
         unsent = len(self._buffer) + len(self._inflight)
         for pending in self._inflight:
             pending.cancel()
@@ -568,7 +414,8 @@ class MqttPublisher:
         self._buffer.clear()
         self._dropped_closed += unsent
         if unsent:
-            log.warning("mqtt.closed_with_unsent", unsent=unsent, last_error=self._last_error)
+            last_error = self._supervisor.status().last_error
+            log.warning("mqtt.closed_with_unsent", unsent=unsent, last_error=last_error)
         else:
             log.info("mqtt.closed", published=self._published)
         return unsent
@@ -586,32 +433,31 @@ class MqttPublisher:
 
     # -------------------------------------------------------------- internals
 
-    async def _serve(self) -> None:
-        while True:
-            if self._closing and not self._buffer:
-                return
-            self._connect_attempts += 1
-            connected_at: float | None = None
-            try:
-                async with self._connect(self.settings) as connection:
-                    connected_at = self._clock()
-                    self._set_connected(True)
-                    try:
-                        await self._pump(connection)
-                    finally:
-                        self._requeue_inflight()
-                        self._set_connected(False)
-                # _pump() only returns when closing with nothing left to send, and
-                # the context exit has sent DISCONNECT: done.
-                return
-            except (aiomqtt.MqttError, OSError) as exc:
-                self._record_failure(exc, connected_at)
-            except Exception as exc:
-                # A bug here or in paho/aiomqtt must not end screen pops for good:
-                # log it loudly and go on reconnecting like after any failure.
-                log.exception("mqtt.unexpected_error")
-                self._record_failure(exc, connected_at)
-            await self._backoff()
+    async def _attempt(self) -> SessionEnd:
+        """One connection of the supervisor's loop: drain the buffer until it fails."""
+        if self._closing and not self._buffer:
+            return SessionEnd("closed", final=True)
+        self._connect_attempts += 1
+        opened_at: float | None = None
+        try:
+            async with self._connect(self.settings) as connection:
+                opened_at = asyncio.get_running_loop().time()
+                self._set_connected(True)
+                try:
+                    await self._pump(connection)
+                finally:
+                    self._requeue_inflight()
+                    self._set_connected(False)
+            # _pump() only returns when closing with nothing left to send, and the
+            # context exit has sent DISCONNECT: done.
+            return SessionEnd("closed", final=True)
+        except (aiomqtt.MqttError, OSError) as exc:
+            return SessionEnd(self._failure_reason(exc, opened_at), opened_at=opened_at)
+        except Exception as exc:
+            # A bug here or in paho/aiomqtt must not end screen pops for good:
+            # log it loudly and go on reconnecting like after any failure.
+            log.exception("mqtt.unexpected_error")
+            return SessionEnd(_describe(exc), opened_at=opened_at)
 
     async def _pump(self, connection: MqttConnection) -> None:
         """Send buffered messages over one connection until it fails or we close.
@@ -771,131 +617,32 @@ class MqttPublisher:
             log.warning(
                 "mqtt.buffer_full_dropping_oldest",
                 buffer_size=self.settings.buffer_size,
-                connected=self._connected,
-                last_error=self._last_error,
+                connected=self.connected,
+                last_error=self._supervisor.status().last_error,
             )
 
     def _wake(self, _: object) -> None:
         self._wakeup.set()
 
     def _set_connected(self, connected: bool) -> None:
-        self._connected = connected
-        self._since = datetime.now(UTC)
-        if connected:
-            self._last_error = None
-            log.info(
-                "mqtt.connected",
-                host=self.settings.host,
-                port=self.settings.effective_port,
-                tls=self.settings.tls,
-                queued=len(self._buffer),
-            )
-
-    def _record_failure(self, exc: BaseException, connected_at: float | None) -> None:
-        description = _describe(exc)
-        if connected_at is None and isinstance(exc, aiomqtt.MqttError) and "timed out" in str(exc):
-            # aiomqtt reports a broker that closes the socket before its CONNACK
-            # (e.g. after refusing our TLS client certificate) only as a timeout.
-            description = (
-                f"no CONNACK within {self.settings.connect_timeout:g} s: broker too slow, or "
-                "it closed the connection (TLS client certificate refused?)"
-            )
-        if connected_at is not None and self._clock() - connected_at >= self.settings.backoff_max:
-            self._failures = 1  # a healthy connection ended: start the backoff over
-        else:
-            self._failures += 1
-        repeated = description == self._last_error
-        self._last_error = description
-        # The first failure, and every new kind of failure, at warning level; the
-        # same error again and again during a long outage only at debug level.
-        level = log.debug if repeated and connected_at is None else log.warning
-        level(
-            "mqtt.disconnected" if connected_at is not None else "mqtt.connect_failed",
+        if not connected:
+            self._supervisor.set_state(ConnectionState.DISCONNECTED)
+            return
+        self._supervisor.set_state(ConnectionState.CONNECTED)
+        log.info(
+            "mqtt.connected",
             host=self.settings.host,
             port=self.settings.effective_port,
-            error=description,
-            consecutive_failures=self._failures,
+            tls=self.settings.tls,
             queued=len(self._buffer),
         )
 
-    async def _backoff(self) -> None:
-        delay = backoff_delay(
-            self._failures,
-            self.settings.backoff_initial,
-            self.settings.backoff_max,
-            rand=self._rand,
-        )
-        if self._closing:
-            # close() is waiting: keep the normal pace (no hammering a refusing
-            # broker), its timeout bounds the total.
-            await asyncio.sleep(delay)
-            return
-        # close() may arrive during the wait; with nothing left to send there is
-        # no reason to sit out the rest of the delay.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._close_requested.wait()
-
-
-# ----------------------------------------------------------------- subscriber
-
-
-async def subscribe(
-    settings: MqttSettings,
-    topic_filter: str,
-    *,
-    identifier: str | None = None,
-    rand: Callable[[], float] = random.random,
-) -> AsyncGenerator[tuple[str, bytes], None]:
-    """Yield ``(topic, payload)`` of messages matching a filter, reconnecting forever.
-
-    For ``pbxbridge watch``. Uses its own client whose identifier differs from the
-    publisher's (a shared identifier would make the broker drop the daemon's
-    connection). The session is clean: messages published while disconnected are
-    not seen, and QoS 1 may show a message twice. Close the iterator
-    (``contextlib.aclosing``) to disconnect promptly.
-
-    Args:
-        settings: Broker settings (the watch user's credentials).
-        topic_filter: Filter below :attr:`MqttSettings.topic_prefix`; ``+`` and
-            ``#`` allowed, e.g. ``agents/+/#``.
-        identifier: Client identifier (default: ``<client_id>-watch-<random>``).
-        rand: Uniform ``[0, 1]`` source for the backoff jitter.
-
-    Yields:
-        The full topic (prefix included) and the payload of each message.
-
-    Raises:
-        ValueError: Invalid topic filter.
-    """
-    _validate_topic(topic_filter, wildcards=True)
-    full_filter = settings.full_topic(topic_filter)
-    identifier = identifier or f"{settings.client_id}-watch-{secrets.token_hex(3)}"
-    failures = 0
-    while True:
-        connected_at: float | None = None
-        try:
-            client = await _client(settings, identifier=identifier)
-            try:
-                async with client:
-                    connected_at = time.monotonic()
-                    await client.subscribe(
-                        full_filter, qos=settings.qos, timeout=settings.connect_timeout
-                    )
-                    log.info("mqtt.subscribed", host=settings.host, topic_filter=full_filter)
-                    async for message in client.messages:
-                        yield message.topic.value, message.payload
-            finally:
-                _close_socket(client)
-        except (aiomqtt.MqttError, OSError) as exc:
-            lasted = time.monotonic() - connected_at if connected_at is not None else 0.0
-            failures = 1 if lasted >= settings.backoff_max else failures + 1
-            log.warning(
-                "mqtt.subscriber_disconnected",
-                host=settings.host,
-                error=_describe(exc),
-                consecutive_failures=failures,
+    def _failure_reason(self, exc: BaseException, opened_at: float | None) -> str:
+        if opened_at is None and isinstance(exc, aiomqtt.MqttError) and "timed out" in str(exc):
+            # aiomqtt reports a broker that closes the socket before its CONNACK
+            # (e.g. after refusing our TLS client certificate) only as a timeout.
+            return (
+                f"no CONNACK within {self.settings.connect_timeout:g} s: broker too slow, or "
+                "it closed the connection (TLS client certificate refused?)"
             )
-        await asyncio.sleep(
-            backoff_delay(failures, settings.backoff_initial, settings.backoff_max, rand=rand)
-        )
+        return _describe(exc)

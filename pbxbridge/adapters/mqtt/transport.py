@@ -1,0 +1,287 @@
+"""The MQTT connection itself: aiomqtt glue, topic checks, error texts, the subscriber.
+
+:class:`MqttConnection` is what the publisher needs of one established broker
+connection; :func:`connect_aiomqtt` is the real one (tests substitute fakes).
+:func:`subscribe` is the reading side for ``pbxbridge watch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import secrets
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Final, Protocol
+
+import aiomqtt
+import structlog
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from pbxbridge.adapters.connection import backoff_delay
+
+from .settings import MqttSettings, build_tls_context
+
+__all__ = [
+    "ConnectFactory",
+    "MqttConnection",
+    "connect_aiomqtt",
+    "describe",
+    "subscribe",
+    "validate_topic",
+]
+
+log = structlog.get_logger(__name__)
+
+# CONNACK codes meaning "your credentials or rights are wrong" (MQTT 3.1.1: 4, 5;
+# MQTT 5 / paho reason codes: 134, 135): the error message says so explicitly.
+_AUTH_CODES: Final = frozenset({4, 5, 134, 135})
+
+
+class MqttConnection(Protocol):
+    """One established broker connection, as the publisher needs it.
+
+    The default implementation wraps :class:`aiomqtt.Client`; tests substitute fakes.
+    """
+
+    async def publish(
+        self, topic: str, payload: bytes, qos: int, expiry_interval: int | None
+    ) -> None:
+        """Send one message; return once the broker has acknowledged it (QoS 1).
+
+        Args:
+            topic: Full topic.
+            payload: Body.
+            qos: 0 or 1.
+            expiry_interval: Seconds the broker may keep the message for
+                subscribers (MQTT 5 Message Expiry Interval); ``None``: unlimited.
+
+        Raises:
+            aiomqtt.MqttError: The connection failed or the acknowledgement timed out.
+        """
+
+    async def wait_closed(self) -> None:
+        """Return or raise once the connection is lost.
+
+        Raises:
+            aiomqtt.MqttError: Describing why the connection was lost.
+        """
+
+
+ConnectFactory = Callable[[MqttSettings], AbstractAsyncContextManager[MqttConnection]]
+"""Opens a connection (entering the context) and closes it (leaving it)."""
+
+
+def validate_topic(topic: str, *, wildcards: bool) -> None:
+    """Reject topics the broker would refuse, here and now, with a clear message.
+
+    A bad topic is a programming error of the caller; failing at ``publish()`` time
+    points at the culprit, while failing later in the background task could only
+    be logged.
+    """
+    if not isinstance(topic, str) or not topic:
+        raise ValueError("topic must be a non-empty string")
+    if topic.startswith("/") or "\0" in topic:
+        raise ValueError(f"invalid topic {topic!r}: leading '/' or NUL")
+    if wildcards:
+        aiomqtt.Wildcard(topic)  # raises ValueError for misplaced + / #
+    elif "+" in topic or "#" in topic:
+        raise ValueError(f"invalid topic {topic!r}: wildcards cannot be published to")
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line, operator-readable error description (never contains secrets)."""
+    if isinstance(exc, MqttConnectError):
+        code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
+        if code in _AUTH_CODES:
+            return (
+                f"broker refused the connection: {exc} "
+                "(check the MQTT user name, password and the broker's ACL)"
+            )
+        return f"broker refused the connection: {exc}"
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text}: {cause}"
+    if not isinstance(exc, aiomqtt.MqttError):
+        text = f"{type(exc).__name__}: {text}"
+    return text
+
+
+# ---------------------------------------------------------- aiomqtt transport
+
+
+async def _client(settings: MqttSettings, *, identifier: str) -> aiomqtt.Client:
+    """Create (not connect) an aiomqtt client for the running loop."""
+    tls_context = None
+    if settings.tls:
+        # Reading certificates is file I/O: off the loop. Rebuilt for every attempt
+        # so renewed certificates are picked up at the next reconnect.
+        tls_context = await asyncio.to_thread(build_tls_context, settings)
+    v5 = settings.mqtt_version == "5"
+    client = aiomqtt.Client(
+        settings.host,
+        settings.effective_port,
+        username=settings.username,
+        password=settings.password,
+        identifier=identifier,
+        protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+        # A fresh session per connection: our own buffer is the source of truth
+        # for what still has to be sent, so the broker must not replay a previous
+        # session at us, nor paho re-send old packets behind our back. (MQTT 5: a
+        # new Client per connection with clean_start "first only" and no session
+        # expiry amounts to the same.)
+        clean_session=None if v5 else True,
+        keepalive=settings.keepalive,
+        # aiomqtt uses this for the CONNACK wait (and the DISCONNECT on exit);
+        # publishes pass their own timeout.
+        timeout=settings.connect_timeout,
+        tls_context=tls_context,
+        # paho queues beyond its in-flight limit; matching our window means every
+        # message we hand over is on the wire at once, in order.
+        max_inflight_messages=settings.max_inflight,
+    )
+    # aiomqtt does not expose paho's TCP/TLS connect timeout (fixed 5 s otherwise);
+    # a black-holed broker address would hold an executor thread that long.
+    client._client.connect_timeout = settings.connect_timeout
+    # aiomqtt logs a plain-text warning once more than 10 publishes are pending;
+    # our window is max_inflight by design, so that is not worth a warning.
+    client.pending_calls_threshold = settings.max_inflight
+    return client
+
+
+class _AiomqttConnection:
+    """:class:`MqttConnection` over a connected :class:`aiomqtt.Client`."""
+
+    def __init__(self, client: aiomqtt.Client, settings: MqttSettings) -> None:
+        self._client = client
+        self._publish_timeout = settings.publish_timeout
+        self._v5 = settings.mqtt_version == "5"
+
+    async def publish(
+        self, topic: str, payload: bytes, qos: int, expiry_interval: int | None
+    ) -> None:
+        properties = None
+        if self._v5 and expiry_interval is not None:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = expiry_interval
+        await self._client.publish(
+            topic,
+            payload,
+            qos=qos,
+            retain=False,
+            properties=properties,
+            timeout=self._publish_timeout,
+        )
+
+    async def wait_closed(self) -> None:
+        # The publisher subscribes to nothing, so the message iterator never yields;
+        # it only ends, with MqttError, when the connection is lost. That is
+        # aiomqtt's one public signal for "connection gone": a pending publish
+        # would otherwise only notice at its own timeout.
+        async for _ in self._client.messages:
+            pass
+
+
+@contextlib.asynccontextmanager
+async def connect_aiomqtt(settings: MqttSettings) -> AsyncIterator[MqttConnection]:
+    """The default :data:`ConnectFactory`: one aiomqtt connection.
+
+    Args:
+        settings: Where and how to connect.
+
+    Yields:
+        The connection; a DISCONNECT is sent when the context is left.
+
+    Raises:
+        aiomqtt.MqttError: Connecting failed (refused, timeout, TLS, CONNACK).
+        OSError: The TLS files cannot be read (``ssl.SSLError`` is one).
+    """
+    client = await _client(settings, identifier=settings.client_id)
+    try:
+        async with client:
+            yield _AiomqttConnection(client, settings)
+    finally:
+        _close_socket(client)
+
+
+def _close_socket(client: aiomqtt.Client) -> None:
+    """Make sure the client's socket is closed and unregistered from the loop.
+
+    When the broker accepts the TCP (and TLS) connection but no CONNACK arrives in
+    time, aiomqtt 2.5 raises a timeout and leaves paho's socket open, still
+    registered with the event loop, and its keepalive task running. Retrying
+    forever would leak one such zombie connection per attempt. paho's
+    ``_sock_close`` is the routine that closes the socket *and* runs the
+    callbacks aiomqtt needs to unregister it; after a normal exit it is a no-op.
+    """
+    client._client._sock_close()
+
+
+# ----------------------------------------------------------------- subscriber
+
+
+async def subscribe(
+    settings: MqttSettings,
+    topic_filter: str,
+    *,
+    identifier: str | None = None,
+    rand: Callable[[], float] = random.random,
+) -> AsyncGenerator[tuple[str, bytes], None]:
+    """Yield ``(topic, payload)`` of messages matching a filter, reconnecting forever.
+
+    For ``pbxbridge watch``. Uses its own client whose identifier differs from the
+    publisher's (a shared identifier would make the broker drop the daemon's
+    connection). The session is clean: messages published while disconnected are
+    not seen, and QoS 1 may show a message twice. Close the iterator
+    (``contextlib.aclosing``) to disconnect promptly.
+
+    Args:
+        settings: Broker settings (the watch user's credentials).
+        topic_filter: Filter below :attr:`MqttSettings.topic_prefix`; ``+`` and
+            ``#`` allowed, e.g. ``agents/+/#``.
+        identifier: Client identifier (default: ``<client_id>-watch-<random>``).
+        rand: Uniform ``[0, 1]`` source for the backoff jitter.
+
+    Yields:
+        The full topic (prefix included) and the payload of each message.
+
+    Raises:
+        ValueError: Invalid topic filter.
+    """
+    validate_topic(topic_filter, wildcards=True)
+    full_filter = settings.full_topic(topic_filter)
+    identifier = identifier or f"{settings.client_id}-watch-{secrets.token_hex(3)}"
+    failures = 0
+    while True:
+        connected_at: float | None = None
+        try:
+            client = await _client(settings, identifier=identifier)
+            try:
+                async with client:
+                    connected_at = time.monotonic()
+                    await client.subscribe(
+                        full_filter, qos=settings.qos, timeout=settings.connect_timeout
+                    )
+                    log.info("mqtt.subscribed", host=settings.host, topic_filter=full_filter)
+                    async for message in client.messages:
+                        yield message.topic.value, message.payload
+            finally:
+                _close_socket(client)
+        except (aiomqtt.MqttError, OSError) as exc:
+            lasted = time.monotonic() - connected_at if connected_at is not None else 0.0
+            failures = 1 if lasted >= settings.backoff_max else failures + 1
+            log.warning(
+                "mqtt.subscriber_disconnected",
+                host=settings.host,
+                error=describe(exc),
+                consecutive_failures=failures,
+            )
+        await asyncio.sleep(
+            backoff_delay(failures, settings.backoff_initial, settings.backoff_max, rand=rand)
+        )
