@@ -17,8 +17,10 @@ writer, the reports and the CLI never care which one they talk to:
 
 Errors from PostgreSQL carry no row data: the server's ``DETAIL`` ("Failing
 row contains (…)", "Key (…)=(…)") and the statement excerpt are dropped and
-numbers in the rest are shortened, in :class:`PostgresConnection`, the one
-place every statement of both stores passes (see :func:`redact_database_error`).
+numbers in the rest are shortened, in
+:class:`~pbxbridge.storage.postgres.PostgresConnection`, the one place every
+statement of both stores passes (see
+:func:`~pbxbridge.storage.postgres.redact_database_error`).
 
 Both stores are synchronous and meant to be called from a worker thread
 (``asyncio.to_thread``). One instance serialises its own calls with a lock, but
