@@ -32,11 +32,10 @@ from pbxbridge.config import ConfigError
 from pbxbridge.config.compile import state_path
 from pbxbridge.core.lifecycle import CallEvent, CallRecord, State
 from pbxbridge.core.models import Decision
+from pbxbridge.journal.backend import journal_opener, spool_dir
 from pbxbridge.journal.entry import entry_from_record
-from pbxbridge.journal.postgres import PostgresJournal
 from pbxbridge.journal.repeat import RepeatCallers
 from pbxbridge.journal.retention import retention_loop
-from pbxbridge.journal.sqlite import SqliteJournal
 from pbxbridge.journal.store import JournalStore
 from pbxbridge.journal.writer import JournalWriter
 from pbxbridge.metrics import CallMetrics, LiveServiceLevel, ScrapeCollector, render
@@ -179,8 +178,8 @@ class Daemon:
         # -- call journal (issue 5): SQLite beside the state, or a shared PostgreSQL --
         if self.settings.ami_enabled:
             open_journal = self._journal_opener()
-            state_dir = state_path(self.rules.model, self.rules.path).parent
-            self.journal = JournalWriter(open_journal, state_dir / "journal-spool")
+            state_file = state_path(self.rules.model, self.rules.path)
+            self.journal = JournalWriter(open_journal, spool_dir(state_file))
             self.repeat = RepeatCallers(open_journal)
             self.journal_link = JournalLink(open=open_journal, node=self.settings.node)
         # -- end call journal --
@@ -306,11 +305,8 @@ class Daemon:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
     def _journal_opener(self) -> Callable[[], JournalStore]:
-        url = self.settings.database_url
-        if url:
-            return lambda: PostgresJournal(url)
-        path = state_path(self.rules.model, self.rules.path).with_name("journal.sqlite")
-        return lambda: SqliteJournal(path)
+        state_file = state_path(self.rules.model, self.rules.path)
+        return journal_opener(self.settings.database_url, state_file)
 
     def _routed(self, call_id: str, decision: Decision) -> None:
         """A call was decided (any entry point): follow it, look its caller up."""

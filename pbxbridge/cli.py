@@ -466,13 +466,9 @@ def run(config: str, ari_url: str | None, http_bind: str | None) -> None:
 
 def _open_journal(config: str, model: RulesFile) -> JournalStore:
     """The journal the daemon writes: PostgreSQL when a URL is configured, else SQLite."""
-    from pbxbridge.journal.postgres import PostgresJournal
-    from pbxbridge.journal.sqlite import SqliteJournal
+    from pbxbridge.journal.backend import journal_opener
 
-    url = _database_url()
-    if url:
-        return PostgresJournal(url)
-    return SqliteJournal(state_path(model, config).with_name("journal.sqlite"))
+    return journal_opener(_database_url(), state_path(model, config))()
 
 
 def run_report_cli(
@@ -623,6 +619,7 @@ def purge(config: str, days: int | None) -> None:
     Counts, times and outcomes stay for the reports. Entries of such calls in
     the journal spool's rejected.jsonl are removed too.
     """
+    from pbxbridge.journal.backend import spool_dir
     from pbxbridge.journal.retention import purge_older_than
     from pbxbridge.runtime.settings import Settings
 
@@ -630,8 +627,8 @@ def purge(config: str, days: int | None) -> None:
     days = days if days is not None else Settings.from_env().retention_days
     journal = _open_journal(config, model)
     try:
-        # The daemon's spool directory (beside the state file, as in app.py).
-        spool = state_path(model, config).with_name("journal-spool")
+        # The daemon's spool directory.
+        spool = spool_dir(state_path(model, config))
         count = purge_older_than(journal, days=days, now=_now(), spool_dir=spool)
     except ValueError as exc:
         _fail(str(exc))
