@@ -501,3 +501,41 @@ async def test_acl_example_keeps_escaped_agent_ids_apart(
     assert {m.topic.value for m in one.messages} == {
         "pbxbridge/v1/agents/J%C3%B6rg%20M%C3%BCller/screenpop"
     }
+
+
+async def test_watch_subscriber_resumes_after_a_broker_restart_and_closes_cleanly(
+    make_broker: Callable[..., MosquittoBroker],
+    make_publisher: Callable[[MqttSettings], MqttPublisher],
+) -> None:
+    """subscribe() (pbxbridge watch) runs on the shared connection supervisor."""
+    broker = make_broker()
+    publisher = make_publisher(publisher_settings(broker))
+    settings = publisher_settings(broker, backoff_initial=0.1, backoff_max=0.5)
+    received: list[bytes] = []
+
+    async def watch() -> None:
+        async with contextlib.aclosing(subscribe(settings, "agents/#")) as messages:
+            async for _, payload in messages:
+                received.append(payload)
+
+    watcher = asyncio.create_task(watch())
+    for _ in range(100):  # until the subscription is in place
+        publisher.publish("agents/a1/pop", b"before")
+        if received:
+            break
+        await asyncio.sleep(0.05)
+    assert received
+    broker.stop()
+    await until(lambda: not publisher.connected, what="the publisher to notice")
+    broker.start()
+    for _ in range(200):
+        publisher.publish("agents/a1/pop", b"after")
+        if b"after" in received:
+            break
+        await asyncio.sleep(0.05)
+    assert b"after" in received
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    # Closing the iterator stopped its reconnect loop: no task is left behind.
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "mqtt-subscriber"]

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import random
 import secrets
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Final, Protocol
@@ -23,7 +22,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from pbxbridge.adapters.connection import backoff_delay
+from pbxbridge.adapters.connection import (
+    ConnectionState,
+    ConnectionSupervisor,
+    SessionEnd,
+)
 
 from .settings import MqttSettings, build_tls_context
 
@@ -257,31 +260,44 @@ async def subscribe(
     validate_topic(topic_filter, wildcards=True)
     full_filter = settings.full_topic(topic_filter)
     identifier = identifier or f"{settings.client_id}-watch-{secrets.token_hex(3)}"
-    failures = 0
-    while True:
-        connected_at: float | None = None
+    inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    # The same reconnect loop, backoff and failure logging as the publisher's;
+    # it runs in a task that fills the inbox, and ends when the iterator is closed.
+    supervisor = ConnectionSupervisor(
+        owner="subscribe",
+        log_prefix="mqtt.subscriber_",
+        log_fields={"host": settings.host, "topic_filter": full_filter},
+        backoff_initial=settings.backoff_initial,
+        backoff_max=settings.backoff_max,
+        task_name="mqtt-subscriber",
+        forget_error_on_connect=True,
+        rand=rand,
+    )
+
+    async def session() -> SessionEnd:
+        opened_at: float | None = None
         try:
             client = await _client(settings, identifier=identifier)
             try:
                 async with client:
-                    connected_at = time.monotonic()
+                    opened_at = asyncio.get_running_loop().time()
                     await client.subscribe(
                         full_filter, qos=settings.qos, timeout=settings.connect_timeout
                     )
+                    supervisor.set_state(ConnectionState.CONNECTED)
                     log.info("mqtt.subscribed", host=settings.host, topic_filter=full_filter)
                     async for message in client.messages:
-                        yield message.topic.value, message.payload
+                        inbox.put_nowait((message.topic.value, message.payload))
             finally:
                 _close_socket(client)
         except (aiomqtt.MqttError, OSError) as exc:
-            lasted = time.monotonic() - connected_at if connected_at is not None else 0.0
-            failures = 1 if lasted >= settings.backoff_max else failures + 1
-            log.warning(
-                "mqtt.subscriber_disconnected",
-                host=settings.host,
-                error=describe(exc),
-                consecutive_failures=failures,
-            )
-        await asyncio.sleep(
-            backoff_delay(failures, settings.backoff_initial, settings.backoff_max, rand=rand)
-        )
+            return SessionEnd(describe(exc), opened_at=opened_at)
+        return SessionEnd("message stream ended", opened_at=opened_at)
+
+    runner = asyncio.create_task(supervisor.run(session), name="mqtt-subscriber")
+    try:
+        while True:
+            yield await inbox.get()
+    finally:
+        await supervisor.stop()
+        await asyncio.wait([runner])
