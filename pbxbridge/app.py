@@ -40,9 +40,9 @@ from pbxbridge.journal.store import JournalStore
 from pbxbridge.journal.writer import JournalWriter
 from pbxbridge.metrics import CallMetrics, LiveServiceLevel, ScrapeCollector, render
 from pbxbridge.runtime.live import LiveOverrides, LiveRules
+from pbxbridge.runtime.sdnotify import SystemdNotifier, watchdog_loop
 from pbxbridge.runtime.settings import Settings
 from pbxbridge.screenpops import FOLLOWED_EVENTS, ScreenPops
-from pbxbridge.sdnotify import SystemdNotifier, watchdog_loop
 from pbxbridge.web import AgentDesk, AgentPage, JournalLink, WebConfig, setup_web
 
 log = structlog.get_logger(__name__)

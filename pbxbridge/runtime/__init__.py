@@ -1,1 +1,4 @@
-"""Runtime plumbing of the daemon: settings, logging, live rules and overrides."""
+"""Runtime plumbing of the daemon.
+
+Settings, logging, live rules and overrides, and the systemd notification protocol.
+"""

@@ -1,4 +1,4 @@
-"""Tests for pbxbridge.sdnotify against real AF_UNIX datagram sockets."""
+"""Tests for pbxbridge.runtime.sdnotify against real AF_UNIX datagram sockets."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from pbxbridge.adapters.ari.client import AriClient, AriConfig, AriConnectionStatus, AriState
 from pbxbridge.adapters.ari.router import routing_alive
-from pbxbridge.sdnotify import SystemdNotifier, watchdog_loop
+from pbxbridge.runtime.sdnotify import SystemdNotifier, watchdog_loop
 
 RECV_TIMEOUT = 2.0
 
