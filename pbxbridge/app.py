@@ -42,7 +42,7 @@ from pbxbridge.metrics import CallMetrics, LiveServiceLevel, ScrapeCollector, re
 from pbxbridge.runtime.live import LiveOverrides, LiveRules
 from pbxbridge.runtime.sdnotify import SystemdNotifier, watchdog_loop
 from pbxbridge.runtime.settings import Settings
-from pbxbridge.screenpops import FOLLOWED_EVENTS, ScreenPops
+from pbxbridge.screenpops import FOLLOWED_EVENTS, WALLBOARD_EVERY_S, ScreenPops
 from pbxbridge.web import AgentDesk, AgentPage, JournalLink, WebConfig, setup_web
 
 log = structlog.get_logger(__name__)
@@ -75,11 +75,10 @@ GAUGE_HELP = {
     "pbxbridge_screenpops_dropped": "Screen pops dropped (stale or buffer overflow).",
     "pbxbridge_screenpops_queued": "Screen pops waiting for the broker.",
     "pbxbridge_journal_backlog": "Journal entries not yet in the database (pending + spooled).",
-    # -- agent page (issue 6) --
+    # Agent page: callbacks per tenant, counted from the journal.
     "pbxbridge_callbacks_open": "Callbacks recorded by agents and not done yet (journal).",
     "pbxbridge_callbacks_overdue": "Open callbacks past their deadline (journal).",
     "pbxbridge_callbacks_due_today": "Open callbacks due later today (journal).",
-    # -- end agent page --
 }
 
 DRAIN_SECONDS = 15.0
@@ -107,15 +106,10 @@ class Daemon:
         self.ami: AmiClient | None = None
         self.mqtt: MqttPublisher | None = None
         self.pops: ScreenPops | None = None
-        # -- call journal (issue 5) --
         self.journal: JournalWriter | None = None
         self.repeat: RepeatCallers | None = None
-        # -- end call journal --
-        # -- FastAGI entry point (issue 7) --
         self.agi: AgiServer | None = None
         self.agi_router: AgiRouter | None = None
-        # -- end FastAGI --
-        # -- agent page (issue 6) --
         self.desk: AgentDesk | None = None
         self.web: AgentPage | None = None
         # Set by the journal wiring: how the page opens a journal store of its
@@ -123,7 +117,6 @@ class Daemon:
         # that wrap-up is unavailable.
         self.journal_link: JournalLink | None = None
         self.web_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-        # -- end agent page --
         self.notifier = SystemdNotifier()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -175,29 +168,29 @@ class Daemon:
         )
         if self.settings.mqtt_enabled:
             self.mqtt = MqttPublisher(MqttSettings.from_env())
-        # -- call journal (issue 5): SQLite beside the state, or a shared PostgreSQL --
+        # Call journal: SQLite beside the state, or a shared PostgreSQL. It is fed
+        # by the AMI call tracking, so without AMI there is nothing to write.
         if self.settings.ami_enabled:
             open_journal = self._journal_opener()
             state_file = state_path(self.rules.model, self.rules.path)
             self.journal = JournalWriter(open_journal, spool_dir(state_file))
             self.repeat = RepeatCallers(open_journal)
             self.journal_link = JournalLink(open=open_journal, node=self.settings.node)
-        # -- end call journal --
         self.registry = CollectorRegistry()
         self.call_metrics = CallMetrics(self.registry, LiveServiceLevel(self.rules.rules.timezone))
         self.registry.register(ScrapeCollector(self._gauges, GAUGE_HELP))
-        # -- agent page (issue 6): fed by the ScreenPops local sink --
+        # Agent page: fed by the ScreenPops local sink.
         self.desk = AgentDesk(
             lambda: self.rules.rules, lambda: self.journal_link, clock=self.web_clock
         )
         web_on = bool(self.settings.web_agents_file and self.settings.http_port)
-        # -- end agent page --
         self.pops = ScreenPops(
             self.mqtt,
             ring_timeout_s=self.settings.ring_timeout_s,
             on_record=self._on_record,
             repeat_calls=self.repeat.count if self.repeat is not None else None,
-            local=self.desk.deliver if web_on else None,  # agent page (issue 6)
+            local=self.desk.deliver if web_on else None,
+            wallboard_every_s=WALLBOARD_EVERY_S,
         )
         overrides = self.overrides
         self.router = StasisRouter(
@@ -207,7 +200,7 @@ class Daemon:
             on_decision=self._routed,
             stasis_max_s=self.settings.stasis_max_s,
         )
-        # -- FastAGI entry point (issue 7): same core, rules, overrides and observer --
+        # FastAGI entry point: the same core, rules, overrides and observer as ARI.
         if self.settings.agi_enabled:
             self.agi_router = AgiRouter(
                 lambda: self.rules.rules,
@@ -221,7 +214,6 @@ class Daemon:
                 {"route": self.agi_router.route},
                 secret=self.settings.agi_secret,
             )
-        # -- end FastAGI --
         if self.settings.ami_enabled:
             self.ami = AmiClient(
                 AmiConfig(
@@ -240,7 +232,7 @@ class Daemon:
                 self.health,
                 lambda: render(self.registry),
             )
-            # -- agent page (issue 6): routes before the server starts --
+            # Agent page: its routes must be added before the server starts.
             if web_on:
                 self.web = setup_web(
                     self.http.app,
@@ -250,17 +242,15 @@ class Daemon:
                         secure_cookies=self.settings.web_secure_cookies,
                         session_secret=self.settings.web_session_secret,
                         trusted_proxies=self.settings.web_trusted_proxies,
-                        # Sign-outs kept across restarts (issue 11).
+                        # Sign-outs are kept there across restarts.
                         state_dir=str(state_path(self.rules.model, self.rules.path).parent),
                     ),
                 )
-            # -- end agent page --
             await self.http.start()
-        # -- FastAGI (issue 7): listening before READY=1; a taken port is
+        # FastAGI listens before READY=1; a taken port is
         # logged and retried in the background, ARI routing goes on meanwhile.
         if self.agi is not None:
             await self.agi.start()
-        # -- end FastAGI --
 
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop)
@@ -284,7 +274,7 @@ class Daemon:
             )
         self._spawn(self._watch_rules(), "rules-watch")
         self._spawn(self._watch_overrides(), "overrides-watch")
-        self._spawn(self.desk.run(), "callback-figures")  # agent page (issue 6)
+        self._spawn(self.desk.run(), "callback-figures")
         # Fed only while the loop turns and the ARI supervisor is alive (see
         # routing_alive; Asterisk down still counts as alive).
         self._spawn(watchdog_loop(self.notifier, lambda: routing_alive(ari, ari_task)), "watchdog")
@@ -345,21 +335,20 @@ class Daemon:
         for component, ok in up.items():
             yield "pbxbridge_up", {"component": component}, 1.0 if ok else 0.0
         yield "pbxbridge_rules_generation", {}, float(self.rules.generation)
-        # -- agent page (issue 6): counted in the background, never at scrape time --
+        # Callback figures: counted in the background, never at scrape time.
         if self.desk is not None:
             for tenant, counts in self.desk.figures.items():
                 labels = {"tenant": tenant}
                 yield "pbxbridge_callbacks_open", labels, float(counts.open)
                 yield "pbxbridge_callbacks_overdue", labels, float(counts.overdue)
                 yield "pbxbridge_callbacks_due_today", labels, float(counts.due_today)
-        # -- end agent page --
         yield "pbxbridge_rules_reload_failures", {}, float(self.rules.reload_failures)
         if self.router is not None:
             entry = {"entry": "ari"}
             yield "pbxbridge_calls_in_routing", entry, float(self.router.in_progress)
             yield "pbxbridge_routing_failures", entry, float(self.router.stats.failed)
             yield "pbxbridge_stasis_timeouts", {}, float(self.router.stats.stasis_timeouts)
-        # -- FastAGI (issue 7): the same families, entry="agi", plus the server's own --
+        # FastAGI: the same families with entry="agi", plus the server's own.
         if self.agi is not None and self.agi_router is not None:
             entry = {"entry": "agi"}
             yield "pbxbridge_up", {"component": "agi"}, 1.0 if self.agi.listening else 0.0
@@ -370,7 +359,6 @@ class Daemon:
             refused = {"over_capacity": agi.over_capacity, "evicted_idle": agi.evicted}
             for reason, count in (*refused.items(), *agi.faults.items()):
                 yield "pbxbridge_agi_faults", {"reason": reason}, float(count)
-        # -- end FastAGI --
         if self.overrides is not None:
             # 0 while the override store (SQLite file or shared PostgreSQL) cannot
             # be read: routing goes on with the overrides read last.
@@ -445,24 +433,23 @@ class Daemon:
     async def _shutdown(self, session: aiohttp.ClientSession) -> None:
         self.notifier.stopping(status="finishing calls being routed")
         assert self.router is not None and self.ari is not None
-        # -- FastAGI (issue 7): stop listening now (new AGI calls take the
+        # FastAGI: stop listening now (new AGI calls take the
         # dialplan fallback at once) and let sessions finish, alongside ARI.
         agi_stop = (
             asyncio.ensure_future(self.agi.stop(DRAIN_SECONDS)) if self.agi is not None else None
         )
-        # -- end FastAGI --
         if not await self.router.drain(DRAIN_SECONDS):
             log.warning("daemon.drain_timeout", in_progress=self.router.in_progress)
         # Closing the socket unregisters the application: from here on the
         # dialplan's Stasis() fails over to the static queue.
         await self.ari.close(grace=2.0)
         await self.router.drain(5.0)  # calls that arrived just before the close
-        # -- FastAGI (issue 7) --
         if agi_stop is not None and not await agi_stop:
             log.warning("daemon.agi_drain_timeout")
-        # -- end FastAGI --
         if self.ami is not None:
             await self.ami.close()
+        if self.pops is not None:
+            self.pops.flush_wallboard()  # the last held-back states, before MQTT closes
         if self.mqtt is not None:
             left = await self.mqtt.close(timeout=2.0)
             if left:
@@ -476,7 +463,7 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await session.close()
-        if self.desk is not None:  # agent page (issue 6): end the event streams
+        if self.desk is not None:  # ends the agent page's event streams
             await self.desk.close()
         if self.http is not None:
             await self.http.stop()
@@ -516,8 +503,8 @@ class Daemon:
             "journal": self.journal.stats.as_dict() if self.journal else {"state": "disabled"},
             "rules": self.rules.health(),
             "overrides": self.overrides.health() if self.overrides else None,
-            "agi": self._agi_health(),  # FastAGI (issue 7)
-            "web": self.web.health() if self.web else {"state": "disabled"},  # issue 6
+            "agi": self._agi_health(),
+            "web": self.web.health() if self.web else {"state": "disabled"},
             "calls": {
                 "routed": router.stats.routed if router else 0,
                 "failed": router.stats.failed if router else 0,
@@ -572,7 +559,6 @@ class Daemon:
             problems.append("journal: database unavailable, spooling to disk")
         return problems
 
-    # -- FastAGI (issue 7) --
     def _agi_health(self) -> dict[str, object]:
         """The FastAGI part of ``/healthz``.
 
@@ -605,4 +591,3 @@ class Daemon:
             "over_capacity": server.stats.over_capacity,
             "faults": dict(server.stats.faults),
         }
-    # -- end FastAGI --

@@ -13,6 +13,7 @@ per call in memory (bounded: records end with the call, or are pruned).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -50,6 +51,9 @@ _AMI_KINDS: Mapping[str, EventKind] = {
 """AMI events we follow, and the lifecycle event each one is."""
 
 FOLLOWED_EVENTS = tuple(_AMI_KINDS)
+
+WALLBOARD_EVERY_S = 1.0
+"""The daemon's wallboard window: at most one message per call per second (docs/mqtt.md)."""
 
 MAX_CALL_AGE = timedelta(hours=6)
 """Records older than this are dropped (a Hangup we never saw must not leak memory)."""
@@ -151,6 +155,13 @@ class ScreenPops:
         on_record: Optional observer of every record change (the journal).
         local: Optional in-process sink for agent pops ``(agent, message)``,
             e.g. the agent web page; called with the same messages as MQTT.
+        wallboard_every_s: ``0``: one wallboard message per state change. Else
+            at most one per call per this many seconds: the call's latest state
+            (its ``times`` carry the milestones skipped in between), sent when
+            the window ends; call :meth:`flush_wallboard` before stopping.
+            A wallboard shows the current state; a call passes routed, queued,
+            ringing and answered within milliseconds, and each message is a
+            QoS 1 round trip to the broker.
     """
 
     def __init__(
@@ -162,6 +173,7 @@ class ScreenPops:
         repeat_calls: Callable[[str], int | None] | None = None,
         on_record: Callable[[CallRecord, CallEvent | None], None] | None = None,
         local: Callable[[str, dict[str, object]], None] | None = None,
+        wallboard_every_s: float = 0.0,
     ) -> None:
         self._publisher = publisher
         self._ring_timeout_s = ring_timeout_s
@@ -169,6 +181,10 @@ class ScreenPops:
         self._repeat_calls = repeat_calls
         self._on_record = on_record
         self._local = local
+        self._wallboard_every_s = wallboard_every_s
+        # call id -> (record, when): the latest state not yet published.
+        self._wall_pending: dict[str, tuple[CallRecord, datetime]] = {}
+        self._wall_flush: asyncio.TimerHandle | None = None
         self.records: dict[str, CallRecord] = {}
         self.stats = PopStats()
 
@@ -276,7 +292,30 @@ class ScreenPops:
             )
         self.stats.pops += 1
 
+    def flush_wallboard(self) -> None:
+        """Publish every wallboard state still held back by ``wallboard_every_s``."""
+        if self._wall_flush is not None:
+            self._wall_flush.cancel()
+            self._wall_flush = None
+        pending, self._wall_pending = self._wall_pending, {}
+        for record, at in pending.values():
+            self._publish_wallboard(record, at)
+
     def _wallboard(self, record: CallRecord, at: datetime) -> None:
+        if self._publisher is None or not record.decision.tenant:
+            return
+        if self._wallboard_every_s <= 0:
+            self._publish_wallboard(record, at)
+            return
+        # pop + insert: the dict stays in order of the latest change, which is
+        # the order the held-back messages go out in.
+        self._wall_pending.pop(record.call_id, None)
+        self._wall_pending[record.call_id] = (record, at)
+        if self._wall_flush is None:
+            loop = asyncio.get_running_loop()
+            self._wall_flush = loop.call_later(self._wallboard_every_s, self.flush_wallboard)
+
+    def _publish_wallboard(self, record: CallRecord, at: datetime) -> None:
         if self._publisher is None or not record.decision.tenant:
             return
         self._publisher.publish(
