@@ -25,7 +25,7 @@ hide them. ``Shutdown`` (Asterisk is going away) and ``OriginateResponse``
 
 An administrator can set the same filter once in ``manager.conf`` instead, for
 a manager user without the ``system`` write permission the ``Filter`` action
-needs (see ``docs/operations.md``)::
+needs (see ``docs/freepbx.md``, 3.4)::
 
     [pbxbridge]
     eventfilter(action(include),name(QueueCallerJoin)) =
