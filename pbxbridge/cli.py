@@ -706,7 +706,6 @@ def _describe_pop(topic: str, payload: bytes) -> str:
     )
 
 
-# -- agent page (issue 6) --
 @cli.command("agent-password")
 @click.option("--agent", help="Print a whole 'agent: hash' line for this agent id.")
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the password from standard input.")
@@ -749,9 +748,6 @@ def agent_password(agent: str | None, from_stdin: bool, cost: int) -> None:
         _fail(f"password longer than {MAX_PASSWORD_CHARS} characters")
     hashed = hash_password(password, ln=cost)
     click.echo(agents_file_line(agent, hashed) if agent else hashed)
-
-
-# -- end agent page --
 
 
 @cli.command()

@@ -95,23 +95,20 @@ class Settings:
     ami_password: str = field(default="", repr=False)
     mqtt_enabled: bool = True
     ring_timeout_s: float = 20.0
-    # -- call journal (issue 5) --
+    # Call journal
     node: str = field(default_factory=socket.gethostname)
     database_url: str = field(default="", repr=False)
     retention_days: int = 90
-    # -- end call journal --
-    # -- FastAGI (issue 7) --
+    # FastAGI entry point
     agi_enabled: bool = True
     agi_host: str = "127.0.0.1"
     agi_port: int = 4574
     agi_secret: str = field(default="", repr=False)
-    # -- end FastAGI --
-    # -- agent page (issue 6) --
+    # Agent page
     web_agents_file: str = ""
     web_secure_cookies: bool = False
     web_session_secret: str = field(default="", repr=False)
     web_trusted_proxies: tuple[str, ...] = ()
-    # -- end agent page --
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -161,12 +158,10 @@ class Settings:
             agi_host=agi_host,
             agi_port=agi_port,
             agi_secret=_agi_secret(env),
-            # -- agent page (issue 6) --
             web_agents_file=env.get("PBXBRIDGE_AGENTS_FILE", "").strip(),
             web_secure_cookies=_flag(env, "PBXBRIDGE_WEB_SECURE_COOKIES", default=False),
             web_session_secret=read_secret("web-session", env),
             web_trusted_proxies=_networks(env, "PBXBRIDGE_WEB_TRUSTED_PROXIES"),
-            # -- end agent page --
         )
 
 

@@ -364,7 +364,7 @@ class TestInjectedSession:
 
 
 class TestUnexpectedException:
-    """The shared route-a-call procedure over FastAGI (issue 11)."""
+    """The shared route-a-call procedure over FastAGI."""
 
     def test_a_bug_in_the_core_sends_the_call_to_the_fallback(
         self, tb: Testbed, tmp_path: Path, agents: AgentFactory

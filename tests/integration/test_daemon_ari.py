@@ -288,7 +288,7 @@ class TestFaults:
         del status
 
 
-# -- No call is ever left in Stasis (issue 11) ------------------------------
+# -- No call is ever left in Stasis -----------------------------------------
 
 FAULTY_RUN = """\
 import sys

@@ -109,7 +109,7 @@ class TestOpenHours:
 
         cdr = tb.wait_for_cdr(lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
         assert cdr["accountcode"] == "wardenburg"
-        # The agent's phone (and so the CDR) shows the normalised number (issue 11).
+        # The agent's phone (and so the CDR) shows the normalised number.
         assert cdr["clid"] == '"WAR: Jörg Müller" <+494407123456>'
         assert cdr["disposition"] == "ANSWERED"
         assert cdr["lastapp"] == "Queue"
@@ -292,7 +292,7 @@ class TestRecommendedTrunkSnippet:
         assert cdr["accountcode"] == "oldenburg"
 
 
-# -- issue 11: what the agent's phone shows for a caller "number" that is none --
+# -- what the agent's phone shows for a caller "number" that is none ----------
 
 HOSTILE_NUMBERS = [
     "%3Cscript%3E",  # <script>, escaped as a SIP URI user part must be

@@ -163,7 +163,7 @@ T0_NAIVE = datetime(2026, 11, 25, 9, 0)
 
 
 def test_a_callback_due_long_after_the_call(database: str) -> None:
-    # Reports select callbacks by deadline in PostgreSQL too (issue 11).
+    # Reports select callbacks by deadline in PostgreSQL too.
     with PostgresJournal(database) as store:
         query(database, "TRUNCATE calls")
         far_callback_report(store)

@@ -186,8 +186,8 @@ class TestDaemonProcess:
     async def test_bad_agents_file_at_start_routing_goes_on(
         self, tb: Testbed, tmp_path: Path, agents: AgentFactory
     ) -> None:
-        """Issue 11: a malformed agents file at start-up used to stop the daemon
-        before ARI connected. Now it starts, routes real calls, shows the error in
+        """A malformed agents file at start-up used to stop the daemon before
+        ARI connected. Now it starts, routes real calls, shows the error in
         /healthz and lets agents sign in as soon as a good file is written."""
         agents_file = tmp_path / "agents.yaml"
         agents_file.write_text("agent1: !!int zz\n", encoding="utf-8")

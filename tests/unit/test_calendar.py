@@ -110,7 +110,7 @@ class TestEndOfWorkingDay:
             cal.end_of_working_day(date(2026, 1, 1), 1, BERLIN)
 
 
-# -- one instant, one answer across the DST switches (issue 11) --------------
+# -- one instant, one answer across the DST switches -------------------------
 
 
 def night_calendar() -> Calendar:

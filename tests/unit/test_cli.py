@@ -801,7 +801,7 @@ class TestCommandLine:
         assert (data["tenant"], data["action"]) == ("wardenburg", "queue")
 
 
-# -- issue 11: a wall-clock --at in a DST switch is one instant ---------------
+# -- a wall-clock --at in a DST switch is one instant -------------------------
 
 NIGHT_RULES = """\
 timezone: Europe/Berlin

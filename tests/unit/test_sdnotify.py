@@ -435,7 +435,7 @@ class TestWatchdogLoop:
         await asyncio.wait_for(watchdog_loop(SystemdNotifier({}), lambda: True), timeout=1)
 
 
-# -- what feeds the watchdog (issue 11) ------------------------------------
+# -- what feeds the watchdog -------------------------------------------------
 
 
 class Pings:

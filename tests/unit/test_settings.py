@@ -75,7 +75,7 @@ class TestReadSecret:
 
     def test_hyphenated_secret_names_use_underscores_in_env(self, tmp_path: Path) -> None:
         # The credential keeps its name (web-session-password); the variables
-        # must be ones systemd's Environment= and a shell can set (issue 11).
+        # must be ones systemd's Environment= and a shell can set.
         named = tmp_path / "key"
         named.write_text("from-file-0123456789\n")
         env = {"PBXBRIDGE_WEB_SESSION_PASSWORD_FILE": str(named)}

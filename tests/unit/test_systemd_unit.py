@@ -196,7 +196,7 @@ class TestUnitContents:
     def test_lifecycle(self) -> None:
         assert _directives("Type") == ["notify"]
         assert _directives("NotifyAccess") == ["main"]
-        # Chosen from the measured restart + resync time (issue 11): a frozen
+        # Chosen from the measured restart + resync time: a frozen
         # daemon's calls are continued within ~10 s.
         assert _directives("WatchdogSec") == ["5"]
         assert _directives("TimeoutAbortSec") == ["5"]

@@ -1,4 +1,4 @@
-"""Agent page hardening (issue 11): sign-in that cannot be raced, a bounded
+"""Agent page hardening: sign-in that cannot be raced, a bounded
 hashing queue, trusted proxies and known clients, agents files that never crash
 the daemon, sign-outs that survive a restart, malformed cookies, prompt ends of
 event streams, minimum secret lengths."""

@@ -5,18 +5,19 @@ call, sends the environment and then waits for our commands; the call stays in
 ``AGI()`` until we close the connection. Whatever goes wrong here, Asterisk only
 ever sees a closed connection, and the dialplan goes on to its fallback.
 
-Why not panoramisk's ``fast_agi.Application`` (the issue suggested it; its AMI
-client is used elsewhere): its handler reads the environment with
-``reader.read(100)`` until it sees ``\n\n``, with no limit on the buffer, no
+Why not panoramisk's ``fast_agi.Application`` (its AMI client is used
+elsewhere): its handler reads the environment with ``reader.read(100)``
+until it sees ``\n\n``, with no limit on the buffer, no
 timeout, and no cap on connections, so one client sending endless bytes
 grows memory without bound and thousands of idle clients each keep a task
 forever; it decodes the environment strictly outside its ``try`` (a non-UTF-8
 caller name crashes the connection handler); ``Request.send_command`` reads
 responses without a timeout, reads only one extra line of a multi-line ``520``
-and has no answer to ``HANGUP``. Those are exactly the limits issue 7 asks for,
-and they live in the reading loop, which is all that class does. So the
-protocol is ours: a pure parser (:mod:`pbxbridge.adapters.agi.protocol`, which
-the tests fuzz) and this small server, which enforces
+and has no answer to ``HANGUP``. Those are exactly the limits a server open
+to the network needs, and they live in the reading loop, which is all that
+class does. So the protocol is ours: a pure parser
+(:mod:`pbxbridge.adapters.agi.protocol`, which the tests fuzz) and this small
+server, which enforces
 
 * the line length: the ``StreamReader`` ``limit`` (8 KB); a longer line ends
   the connection;

@@ -333,8 +333,8 @@ class StasisRouter:
         WHY: Asterisk runs a channel's ARI commands one after another, so
         while that prompt plays, our own prompt - and even the ``continue`` to
         the call's destination - waits behind it (a 6 s prompt held a resynced
-        call ~10 s). Releases before issue 11 used a fixed id, tried when the
-        variable is not set.
+        call ~10 s). Older releases used a fixed id, tried when the variable is
+        not set.
         """
         previous = await self._variable(channel_id, MENU_PLAYBACK_VARIABLE)
         await self._stop_playback(previous or f"pbxbridge-menu-{channel_id}")
