@@ -82,6 +82,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -100,6 +101,7 @@ from tests.testbed.bench import (
     progress,
     stop_own_sipp_children,
 )
+from tests.testbed.config import AGI_SECRET
 from tests.testbed.lock import testbed_lock
 from tests.testbed.sipp import (
     WORKDIR_ENV,
@@ -397,7 +399,9 @@ def daemon_env_for(mode: str, tb: Testbed) -> tuple[dict[str, str], list[str]]:
     ``full``: also AMI, logged in to the test bed, and MQTT when a broker answers
     at ``PBXBRIDGE_MQTT_HOST``/``PBXBRIDGE_MQTT_PORT`` (default 127.0.0.1:1883).
     """
-    env = {"PBXBRIDGE_LOG_LEVEL": "info"}
+    # The shared secret the test bed's [pbxbridge-agi] passes: the AGI path is
+    # measured as deployed, with its session check.
+    env = {"PBXBRIDGE_LOG_LEVEL": "info", "PBXBRIDGE_AGI_SECRET": AGI_SECRET}
     if mode == "routing":
         env.update(PBXBRIDGE_AMI_ENABLED="no", PBXBRIDGE_MQTT_ENABLED="no")
         return env, ["ari"]
@@ -439,6 +443,24 @@ def routing_ms(daemon: DaemonProcess, ranges: list[tuple[int, int]],
     for lo, hi in ranges:
         out.extend(float(e.get("ms", math.nan)) for e in routed[lo:hi])
     return out
+
+
+def wait_agi_listening(daemon: DaemonProcess) -> None:
+    """Wait for the daemon's FastAGI server; name the process holding its port if not.
+
+    The test bed's ``[pbxbridge-agi]`` calls a fixed address: a daemon left
+    running by someone else there would get the AGI path's calls.
+    """
+    try:
+        daemon.wait_health(lambda h: h["agi"]["state"] == "listening", timeout=10)
+    except AssertionError:
+        agi = daemon.health().get("agi") or {}
+        bind = str(agi.get("bind", ""))
+        holder = subprocess.run(["ss", "-ltnpH", f"sport = :{bind.rpartition(':')[2]}"],
+                                capture_output=True, text=True, check=False).stdout.strip()
+        raise SystemExit(f"the daemon's FastAGI server cannot listen on {bind} "
+                         f"({agi.get('last_error')}); held by: {holder or 'unknown'}. "
+                         "Stop that process, or run with --no-agi") from None
 
 
 def connection_states(health: dict[str, Any]) -> dict[str, str]:
@@ -491,16 +513,17 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         daemon = DaemonProcess(tb, workdir / "daemon", rules=bench_rules(args.whisper),
                                extra_env=daemon_env)
         daemon.start()
-        daemon.wait_health(lambda h: h["agi"]["state"] == "listening", timeout=10)
+        if args.agi:
+            wait_agi_listening(daemon)
         bench = Bench(tb, daemon, args.rate, args.hold_ms)
         warmup_failed += bench.warm_up(PURE, args.warmup)
         warmup_failed += bench.warm_up(PBX, args.warmup)
-        agi_warmup_failed = bench.warm_up(AGI, args.warmup)
+        agi_warmup_failed = bench.warm_up(AGI, args.warmup) if args.agi else 0
         total = round(args.rate * args.seconds)
-        paths = (pure, pbx, agi)
+        paths = (pure, pbx, agi) if args.agi else (pure, pbx)
         for i, count in enumerate(block_sizes(total, args.blocks)):
             # Rotate the order per block, so no path always runs first or last.
-            for stats in paths[i % 3:] + paths[:i % 3]:
+            for stats in paths[i % len(paths):] + paths[:i % len(paths)]:
                 bench.block(stats, count)
         connections = connection_states(daemon.health())
         agent_dirs = [a.workdir for a in agents]
@@ -519,12 +542,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     legs = agent_legs(agent_dirs)
     res = summarise(args, pure, pbx, routing, warmup_failed, legs,
                     {k: dataclasses.asdict(v) for k, v in agent_stats.items()})
-    res["daemon_features"] = [*features, "agi"]
+    res["daemon_features"] = [*features, "agi"] if args.agi else features
     res["daemon_connections"] = connections  # /healthz states after the last call
     res.update(summarise_agi(args, pure, agi, agi_routing, agi_warmup_failed, legs))
-    res["targets_met"]["agi_failed_calls"] = res["agi_failed_calls"] <= TARGET_FAILED
-    ratio = res["agi_p95_ratio"]
-    res["targets_met"]["agi_p95_ratio"] = ratio is not None and ratio <= TARGET_P95_RATIO
+    if args.agi:
+        res["targets_met"]["agi_failed_calls"] = res["agi_failed_calls"] <= TARGET_FAILED
+        ratio = res["agi_p95_ratio"]
+        res["targets_met"]["agi_p95_ratio"] = ratio is not None and ratio <= TARGET_P95_RATIO
     res["daemon_cpu_over_asterisk"] = cpu_ratio(pbx)
     res["agi_daemon_cpu_over_asterisk"] = cpu_ratio(agi)
     ratio = res["daemon_cpu_over_asterisk"]
@@ -728,6 +752,9 @@ def main() -> int:
     parser.add_argument("--whisper", choices=("none", "missing"), default="none",
                         help="none: no whisper (default); missing: wardenburg's whisper names "
                              "a sound file that does not exist")
+    parser.add_argument("--no-agi", dest="agi", action="store_false",
+                        help="measure pure and ARI only (e.g. while another process holds "
+                             "the FastAGI port)")
     parser.add_argument("--daemon", choices=("routing", "full"), default="routing",
                         help="routing: ARI and AGI only (default); full: also AMI and MQTT")
     parser.add_argument("--keep", action="store_true",

@@ -85,6 +85,7 @@ from tests.testbed.bench import (
     rss_kib,
     stop_own_sipp_children,
 )
+from tests.testbed.config import AGI_SECRET
 from tests.testbed.lock import testbed_lock
 from tests.testbed.sipp import WORKDIR_ENV, CallResult, SippAgent, place_calls, stop_agents
 from tests.testbed.testbed import Testbed
@@ -406,6 +407,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                    "PBXBRIDGE_MQTT_ENABLED": "yes",
                                    "PBXBRIDGE_MQTT_HOST": MQTT_HOST,
                                    "PBXBRIDGE_AGENTS_FILE": str(agents_file),
+                                   "PBXBRIDGE_AGI_SECRET": AGI_SECRET,
                                })
         subscriber = PopSubscriber(daemon.topic_prefix)
         daemon.start()
