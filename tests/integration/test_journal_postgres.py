@@ -36,6 +36,7 @@ from pbxbridge.storage.postgres import PostgresConnection
 from pbxbridge.storage.schema import POSTGRES_VERSION as SCHEMA_VERSION
 from tests.journal_fill import create_schema, due_for_purge, fill_journal
 from tests.postgres import SERVER, Proxy, free_port, query
+from tests.unit.test_journal_report import far_callback_report
 from tests.unit.test_journal_store import (
     CALLER,
     StoreBehaviour,
@@ -45,7 +46,6 @@ from tests.unit.test_journal_store import (
     until,
     versions,
 )
-from tests.unit.test_report import far_callback_report
 
 pytestmark = pytest.mark.postgres
 

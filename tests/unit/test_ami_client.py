@@ -1,4 +1,4 @@
-"""Unit tests of the AMI adapter against a fake AMI server on 127.0.0.1.
+"""Unit tests of the AMI client (pbxbridge.adapters.ami) against a fake AMI server on 127.0.0.1.
 
 The fake speaks the AMI text protocol as Asterisk 22 does (banner
 ``Asterisk Call Manager/9.0.0``, ``Login``, ``Ping``, ``QueueStatus`` as an event
