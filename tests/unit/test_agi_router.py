@@ -14,7 +14,6 @@ import re
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import cast
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -24,7 +23,6 @@ from pbxbridge.adapters import callflow, dialplan
 from pbxbridge.adapters.agi import AgiLimits, AgiRouter, AgiServer
 from pbxbridge.adapters.agi import router as agi_router
 from pbxbridge.adapters.agi.router import tag_variables
-from pbxbridge.adapters.ari.client import AriClient
 from pbxbridge.adapters.ari.router import StasisRouter
 from pbxbridge.config import load_rules
 from pbxbridge.core import Override, OverrideState
@@ -384,7 +382,7 @@ class TestParityWithStasis:
         await fake.call()
 
         ari = FakeAri()
-        stasis = StasisRouter(cast(AriClient, ari), lambda: rules, lambda: [],
+        stasis = StasisRouter(ari, lambda: rules, lambda: [],
                               clock=lambda: WEDNESDAY_10)
         await stasis.handle({
             "type": "StasisStart", "args": [pres, did],
@@ -572,6 +570,6 @@ class TestSharedCallFlow:
 
     async def test_same_counters_as_the_stasis_router(self, agi: Harness) -> None:
         fake_ari = FakeAri()
-        stasis = StasisRouter(cast(AriClient, fake_ari), lambda: load_rules(EXAMPLE)[0],
+        stasis = StasisRouter(fake_ari, lambda: load_rules(EXAMPLE)[0],
                               lambda: [])
         assert type(agi.router.stats) is type(stasis.stats)

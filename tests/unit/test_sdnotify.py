@@ -12,7 +12,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
 
 import pytest
 from structlog.testing import capture_logs
@@ -556,7 +555,7 @@ class TestRoutingAlive:
     def alive(self, state: AriState, seconds_in_state: float,
               task: asyncio.Task[None] | None) -> bool:
         ari = FakeStatusAri(state, self.NOW - timedelta(seconds=seconds_in_state))
-        return routing_alive(cast(AriClient, ari), task, now=lambda: self.NOW)
+        return routing_alive(ari, task, now=lambda: self.NOW)
 
     @pytest.mark.parametrize("state", [AriState.CONNECTED, AriState.CONNECTING,
                                        AriState.DISCONNECTED])

@@ -33,11 +33,10 @@ import secrets
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
-from pbxbridge.adapters.ari.client import AriClient, AriState
 from pbxbridge.adapters.ari.errors import (
     AriConflict,
     AriError,
@@ -45,6 +44,7 @@ from pbxbridge.adapters.ari.errors import (
     AriVariableNotFound,
 )
 from pbxbridge.adapters.callflow import CallFlow, RoutingStats, Target, menu_wait
+from pbxbridge.adapters.connection import ConnectionState, ConnectionStatus
 from pbxbridge.adapters.dialplan import PACKED_VARIABLE, pack_decision
 from pbxbridge.core.models import Call, Decision, Menu, Override
 from pbxbridge.core.rules import Rules
@@ -73,6 +73,73 @@ resyncs the channel after a restart can stop a prompt an earlier one started."""
 RulesSource = Callable[[], Rules]
 OverridesSource = Callable[[], Sequence[Override]]
 Clock = Callable[[], datetime]
+
+
+class StasisAri(Protocol):
+    """What the router needs of ARI.
+
+    Whether the event connection is up, and the channel and application
+    requests the router makes. :class:`~pbxbridge.adapters.ari.client.AriClient`
+    is the one implementation; tests use a recording fake. Failures are the
+    client's errors (:mod:`pbxbridge.adapters.ari.errors`): ``AriNotFound`` or
+    ``AriConflict`` when the channel is gone, ``AriVariableNotFound`` for an
+    unset variable.
+    """
+
+    @property
+    def connected(self) -> bool:
+        """Whether the event connection is up and delivering events."""
+        ...
+
+    async def set_event_filter(self, allowed: Sequence[str]) -> None:
+        """Ask Asterisk to send the application only these event types."""
+        ...
+
+    async def get_application(self) -> dict[str, Any]:
+        """The application, with ``channel_ids`` of the channels in it."""
+        ...
+
+    async def get_channel(self, channel_id: str) -> dict[str, Any]:
+        """A channel snapshot."""
+        ...
+
+    async def get_variable(self, channel_id: str, name: str) -> str:
+        """A channel variable."""
+        ...
+
+    async def set_variable(self, channel_id: str, name: str, value: str) -> None:
+        """Set a channel variable."""
+        ...
+
+    async def answer(self, channel_id: str) -> None:
+        """Answer a channel."""
+        ...
+
+    async def play(
+        self, channel_id: str, media: str, playback_id: str | None = None
+    ) -> dict[str, Any]:
+        """Start playing media to a channel, under the given playback id."""
+        ...
+
+    async def stop_playback(self, playback_id: str) -> None:
+        """Stop a playback."""
+        ...
+
+    async def continue_in_dialplan(
+        self, channel_id: str, context: str, extension: str, priority: int = 1
+    ) -> None:
+        """Let a channel leave the application for the dialplan."""
+        ...
+
+
+class SupervisedConnection(Protocol):
+    """What :func:`routing_alive` reads of the ARI client: its connection status."""
+
+    @property
+    def status(self) -> ConnectionStatus:
+        """A snapshot of the event connection's state."""
+        ...
+
 
 RESYNC_STUCK_S = 10.0
 """A resync (``on_connected``) running longer than this counts as stuck: its
@@ -166,7 +233,7 @@ class StasisRouter:
 
     def __init__(
         self,
-        ari: AriClient,
+        ari: StasisAri,
         rules: RulesSource,
         overrides: OverridesSource,
         *,
@@ -431,7 +498,7 @@ class StasisRouter:
 
 
 def routing_alive(
-    ari: AriClient,
+    ari: SupervisedConnection,
     supervisor: asyncio.Task[Any] | None,
     *,
     now: Callable[[], datetime] = _utcnow,
@@ -457,9 +524,9 @@ def routing_alive(
     if supervisor is None or supervisor.done():
         return False
     status = ari.status
-    if status.state in (AriState.IDLE, AriState.CLOSED):
+    if status.state in (ConnectionState.IDLE, ConnectionState.CLOSED):
         return False
-    if status.state is AriState.RESYNCING:
+    if status.state is ConnectionState.RESYNCING:
         return (now() - status.since).total_seconds() < RESYNC_STUCK_S
     return True
 
