@@ -1,8 +1,9 @@
 """Screen-pop and wallboard messages: what agents and wallboards are told.
 
 Pure functions from a call record and a pop to a JSON-ready dict. The MQTT
-adapter serialises and publishes them; the schema in ``docs/screenpop.schema.json``
-describes them (every test checks published messages against it).
+adapter serialises and publishes them; the JSON Schemas in ``pbxbridge/schemas/``
+(``screenpop.schema.json``, ``wallboard.schema.json``) describe them (every test
+checks published messages against them).
 
 Two audiences, two topics:
 
@@ -124,7 +125,7 @@ def agent_message(
         repeat_calls_7d: How often this number called in the last 7 days, when known.
 
     Returns:
-        A JSON-ready dict (see ``docs/screenpop.schema.json``).
+        A JSON-ready dict (see ``pbxbridge/schemas/screenpop.schema.json``).
     """
     d = record.decision
     return {

@@ -2,7 +2,7 @@
 
 panoramisk does the AMI bookkeeping (action/``ActionID`` matching, multi-message
 responses, event dispatch). Everything around it that panoramisk 1.4 gets wrong
-for a long-running daemon is done here (see ``/work/shared/notes/dependencies.md``):
+for a long-running daemon is done here (see ``docs/dependencies.md``):
 
 * **Decoding**: :class:`~.protocol.Utf8AmiProtocol` replaces panoramisk's
   protocol class (``protocol_factory``); it decodes the byte stream with an

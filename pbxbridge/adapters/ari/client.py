@@ -2,7 +2,7 @@
 
 Why in-house: the published ARI libraries either do not import on Python 3, do not
 reconnect, hang after the server closes the socket, or spin in a tight loop while
-Asterisk restarts (see ``/work/shared/notes/dependencies.md``). This module talks
+Asterisk restarts (see ``docs/dependencies.md``). This module talks
 plain HTTP/WebSocket through aiohttp and uses no Swagger download at connect time.
 
 Two halves:

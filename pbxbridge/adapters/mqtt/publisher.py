@@ -9,7 +9,7 @@ unreachable must not delay routing a single call. Hence the split:
 * :meth:`MqttPublisher.run` is a background coroutine that owns the connection. It
   connects, drains the buffer with QoS 1 (not retained), and when the connection
   fails it reconnects forever with capped exponential backoff and jitter. aiomqtt
-  itself never reconnects (see ``/work/shared/notes/dependencies.md``).
+  itself never reconnects (see ``docs/dependencies.md``).
 
 Delivery semantics:
 
