@@ -20,8 +20,6 @@ from pbxbridge.core.models import Action, Decision
 
 _UNSAFE = re.compile(r"[^\w +*#@.:/'&()-]", re.UNICODE)
 
-UNROUTED_TENANT = "unrouted"
-"""Tag the dialplan fallback uses when the daemon is not registered."""
 UNKNOWN_TENANT = "unknown"
 """Tag for rejected calls that belong to no tenant."""
 NO_NUMBER = "anonymous"

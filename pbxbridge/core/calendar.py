@@ -348,17 +348,6 @@ class Calendar:
                 )
             day += timedelta(days=1)
 
-    def is_working_day(self, day: date) -> bool:
-        """Whether the calendar opens at all on ``day``.
-
-        Args:
-            day: A local date.
-
-        Returns:
-            True if there is at least one open interval that day.
-        """
-        return bool(self.state_on(day)[0])
-
     def end_of_working_day(self, after: date, days: int, tz: ZoneInfo) -> datetime:
         """The close of the ``days``-th working day after ``after``.
 

@@ -231,17 +231,6 @@ class SessionManager:
             del self._revoked[next(iter(self._revoked))]
         self._save_revoked()
 
-    def expires_in(self, session: Session) -> float:
-        """Seconds until the session ends.
-
-        Args:
-            session: The session.
-
-        Returns:
-            Seconds (may be negative).
-        """
-        return session.issued + self._lifetime - self._clock()
-
     def csrf_token(self, nonce: str) -> str:
         """The CSRF token of a session.
 

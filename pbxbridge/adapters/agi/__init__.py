@@ -16,7 +16,7 @@ from pbxbridge.adapters.agi.protocol import (
     parse_response,
     quote_value,
 )
-from pbxbridge.adapters.agi.router import AgiRouter, AgiRouterStats
+from pbxbridge.adapters.agi.router import AgiRouter
 from pbxbridge.adapters.agi.server import AgiLimits, AgiServer, AgiServerStats, AgiSession
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "AgiProtocolError",
     "AgiResponse",
     "AgiRouter",
-    "AgiRouterStats",
     "AgiServer",
     "AgiServerStats",
     "AgiSession",

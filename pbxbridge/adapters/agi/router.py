@@ -91,10 +91,6 @@ def tag_variables(decision: Decision) -> dict[str, str]:
     return decision_variables(decision)
 
 
-AgiRouterStats = RoutingStats
-"""The FastAGI router's counters (the shared :class:`RoutingStats`)."""
-
-
 class _AgiCall:
     """One FastAGI session, as :class:`CallFlow` drives it."""
 

@@ -145,9 +145,6 @@ RESYNC_STUCK_S = 10.0
 """A resync (``on_connected``) running longer than this counts as stuck: its
 requests time out after a few seconds each, so only a bug keeps it going."""
 
-RouterStats = RoutingStats
-"""The Stasis router's counters (the shared :class:`RoutingStats`)."""
-
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
