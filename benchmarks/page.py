@@ -25,7 +25,7 @@ card is inserted it asks for the next animation frame, whose callback runs just
 before that frame is painted, and notes ``performance.timeOrigin +
 performance.now()``. The subscriber notes ``time.time()`` first thing in paho's
 network thread. Same host, same clock (CLOCK_REALTIME). Calls are matched by
-``call_id``. The page is fed in-process (ScreenPops' local sink) and the MQTT
+``call_id``. The page is fed in-process (CallTracker's local sink) and the MQTT
 message goes out through the broker, so the difference can be negative: the
 page was faster than the broker's subscriber. ``at_to_shown`` adds the
 daemon's own view: paint minus the pop's ``at`` (when the daemon took the AMI

@@ -38,11 +38,11 @@ from pbxbridge.journal.repeat import RepeatCallers
 from pbxbridge.journal.retention import retention_loop
 from pbxbridge.journal.store import JournalStore
 from pbxbridge.journal.writer import JournalWriter
-from pbxbridge.metrics import CallMetrics, LiveServiceLevel, ScrapeCollector, render
 from pbxbridge.runtime.live import LiveOverrides, LiveRules
 from pbxbridge.runtime.sdnotify import SystemdNotifier, watchdog_loop
 from pbxbridge.runtime.settings import Settings
-from pbxbridge.screenpops import FOLLOWED_EVENTS, WALLBOARD_EVERY_S, ScreenPops
+from pbxbridge.tracking.call_tracker import FOLLOWED_EVENTS, WALLBOARD_EVERY_S, CallTracker
+from pbxbridge.tracking.metrics import CallMetrics, LiveServiceLevel, ScrapeCollector, render
 from pbxbridge.web import AgentDesk, AgentPage, JournalLink, WebConfig, setup_web
 
 log = structlog.get_logger(__name__)
@@ -105,7 +105,7 @@ class Daemon:
         self.http: HttpServer | None = None
         self.ami: AmiClient | None = None
         self.mqtt: MqttPublisher | None = None
-        self.pops: ScreenPops | None = None
+        self.tracker: CallTracker | None = None
         self.journal: JournalWriter | None = None
         self.repeat: RepeatCallers | None = None
         self.agi: AgiServer | None = None
@@ -179,12 +179,12 @@ class Daemon:
         self.registry = CollectorRegistry()
         self.call_metrics = CallMetrics(self.registry, LiveServiceLevel(self.rules.rules.timezone))
         self.registry.register(ScrapeCollector(self._gauges, GAUGE_HELP))
-        # Agent page: fed by the ScreenPops local sink.
+        # Agent page: fed by the call tracker's local sink.
         self.desk = AgentDesk(
             lambda: self.rules.rules, lambda: self.journal_link, clock=self.web_clock
         )
         web_on = bool(self.settings.web_agents_file and self.settings.http_port)
-        self.pops = ScreenPops(
+        self.tracker = CallTracker(
             self.mqtt,
             ring_timeout_s=self.settings.ring_timeout_s,
             on_record=self._on_record,
@@ -300,10 +300,10 @@ class Daemon:
 
     def _routed(self, call_id: str, decision: Decision) -> None:
         """A call was decided (any entry point): follow it, look its caller up."""
-        assert self.pops is not None
+        assert self.tracker is not None
         if self.repeat is not None:
             self.repeat.prefetch(decision.caller)
-        self.pops.routed(call_id, decision)
+        self.tracker.routed(call_id, decision)
 
     def _on_record(self, record: CallRecord, event: CallEvent | None) -> None:
         """Every change of a call's life: metrics and the journal."""
@@ -314,8 +314,8 @@ class Daemon:
     def _gauges(self) -> Iterator[tuple[str, dict[str, str], float]]:
         """Gauges read at scrape time from the objects that own the state."""
         waiting: dict[str, int] = {}
-        if self.pops is not None:
-            for record in self.pops.records.values():
+        if self.tracker is not None:
+            for record in self.tracker.records.values():
                 if record.state in (State.QUEUED, State.RINGING):
                     tenant = record.decision.tenant or "unknown"
                     waiting[tenant] = waiting.get(tenant, 0) + 1
@@ -380,13 +380,13 @@ class Daemon:
             yield "pbxbridge_up", {"component": "journal"}, 1.0 if stats.db_available else 0.0
 
     async def _ami_event(self, event: dict[str, str]) -> None:
-        assert self.pops is not None
-        self.pops.ami_event(event)
+        assert self.tracker is not None
+        self.tracker.ami_event(event)
 
     async def _ami_resync(self) -> None:
         # AMI does not replay what happened while we were away: ask app_queue
         # which callers wait now, so their records are queued, not stuck routed.
-        assert self.ami is not None and self.pops is not None
+        assert self.ami is not None and self.tracker is not None
         for attempt in range(1, RESYNC_TRIES + 1):
             try:
                 snapshot = await self.ami.queue_status()
@@ -404,7 +404,7 @@ class Daemon:
                 continue
             if attempt > 1:
                 log.warning("ami.resync_retried", tries=attempt)
-            self.pops.resync({e.uniqueid: e.queue for e in snapshot.entries})
+            self.tracker.resync({e.uniqueid: e.queue for e in snapshot.entries})
             return
 
     def _on_sighup(self) -> None:
@@ -448,8 +448,8 @@ class Daemon:
             log.warning("daemon.agi_drain_timeout")
         if self.ami is not None:
             await self.ami.close()
-        if self.pops is not None:
-            self.pops.flush_wallboard()  # the last held-back states, before MQTT closes
+        if self.tracker is not None:
+            self.tracker.flush_wallboard()  # the last held-back states, before MQTT closes
         if self.mqtt is not None:
             left = await self.mqtt.close(timeout=2.0)
             if left:
@@ -497,8 +497,8 @@ class Daemon:
             "ami": self.ami.status.as_dict() if self.ami else {"state": "disabled"},
             "mqtt": self.mqtt.status().as_dict() if self.mqtt else {"state": "disabled"},
             "screen_pops": {
-                "following": len(self.pops.records) if self.pops else 0,
-                **(vars(self.pops.stats) if self.pops else {}),
+                "following": len(self.tracker.records) if self.tracker else 0,
+                **(vars(self.tracker.stats) if self.tracker else {}),
             },
             "journal": self.journal.stats.as_dict() if self.journal else {"state": "disabled"},
             "rules": self.rules.health(),

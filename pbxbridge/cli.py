@@ -647,7 +647,7 @@ def watch(agent: str | None, tenant: str | None, as_json: bool, count: int) -> N
     import asyncio
 
     from pbxbridge.adapters.mqtt import MqttSettings, subscribe
-    from pbxbridge.screenpops import agent_topic_relative, tenant_topic_relative
+    from pbxbridge.tracking.call_tracker import agent_topic_relative, tenant_topic_relative
 
     try:
         settings = MqttSettings.from_env()

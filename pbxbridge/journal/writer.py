@@ -1,7 +1,7 @@
 """Feed the journal without ever slowing a call down, and without losing a call.
 
 :meth:`JournalWriter.submit` is what the daemon calls after every change of a
-call (from :class:`~pbxbridge.screenpops.ScreenPops`' ``on_record`` observer;
+call (from :class:`~pbxbridge.tracking.call_tracker.CallTracker`' ``on_record`` observer;
 :meth:`JournalWriter.observer` adapts it). It only puts the entry into an
 in-memory batch, keyed by ``(node, call_id)`` so that a call changing five
 times between two flushes is written once, in its latest state. It never
@@ -227,7 +227,7 @@ class JournalWriter:
             )
 
     def observer(self, node: str) -> Callable[[CallRecord, CallEvent | None], None]:
-        """An ``on_record`` observer for :class:`~pbxbridge.screenpops.ScreenPops`.
+        """An ``on_record`` observer for :class:`~pbxbridge.tracking.call_tracker.CallTracker`.
 
         Args:
             node: This node's name (first half of the journal's key).

@@ -1,6 +1,6 @@
 """The agent desk's state: pops per agent, live streams, wrap-up and callbacks.
 
-:meth:`AgentDesk.deliver` is the :class:`~pbxbridge.screenpops.ScreenPops`
+:meth:`AgentDesk.deliver` is the :class:`~pbxbridge.tracking.call_tracker.CallTracker`
 ``local`` sink: it receives exactly the messages published over MQTT, for every
 agent, in the event loop. Per agent the desk keeps the calls on screen (bounded)
 and pushes each message to that agent's open event streams only: one agent's
@@ -245,7 +245,7 @@ class AgentDesk:
     # -- pops ------------------------------------------------------------------
 
     def deliver(self, agent: str, message: dict[str, object]) -> None:
-        """Take one agent pop (the ScreenPops ``local`` sink; never raises).
+        """Take one agent pop (the CallTracker ``local`` sink; never raises).
 
         Args:
             agent: The agent it is for.

@@ -727,7 +727,7 @@ def setup_web(
 ) -> AgentPage:
     """Serve the agent page from the daemon's HTTP application.
 
-    Call before the application starts; feed the desk from ScreenPops
+    Call before the application starts; feed the desk from CallTracker
     (``local=desk.deliver``).
 
     Args:

@@ -21,7 +21,7 @@ import pytest
 
 from pbxbridge.adapters.ami import AmiClient, AmiConfig, AmiEvent, normalize_event
 from pbxbridge.adapters.ami.filter import ALWAYS_EVENTS
-from pbxbridge.screenpops import FOLLOWED_EVENTS
+from pbxbridge.tracking.call_tracker import FOLLOWED_EVENTS
 from tests.testbed.fixtures import AgentFactory
 from tests.testbed.sipp import place_calls
 from tests.testbed.testbed import Testbed

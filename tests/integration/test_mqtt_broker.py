@@ -479,7 +479,7 @@ async def test_acl_example_keeps_escaped_agent_ids_apart(
 ) -> None:
     # Both became J_rg_M_ller (one topic) before topic_segment was injective.
     from pbxbridge.core.screenpop import topic_segment
-    from pbxbridge.screenpops import agent_topic_relative
+    from pbxbridge.tracking.call_tracker import agent_topic_relative
 
     mueller, moeller = topic_segment("Jörg Müller"), topic_segment("Jörg Möller")
     assert mueller != moeller

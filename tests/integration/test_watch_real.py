@@ -1,6 +1,6 @@
 """``pbxbridge watch`` end to end: the real CLI process, a real broker, the default prefix.
 
-The pops are made the way the daemon makes them (ScreenPops fed with app_queue
+The pops are made the way the daemon makes them (CallTracker fed with app_queue
 events, published by MqttPublisher with the default topic prefix), so the test
 fails if ``watch`` subscribes to anything but the topics the daemon publishes.
 """
@@ -21,7 +21,7 @@ import pytest
 from pbxbridge.adapters.mqtt import DEFAULT_TOPIC_PREFIX, MqttPublisher, MqttSettings
 from pbxbridge.config import load_rules
 from pbxbridge.core import Call, route
-from pbxbridge.screenpops import ScreenPops
+from pbxbridge.tracking.call_tracker import CallTracker
 from tests.mosquitto import MosquittoBroker, mosquitto_available
 
 pytestmark = [
@@ -64,7 +64,7 @@ async def pop_until_printed(
     assert settings.topic_prefix == DEFAULT_TOPIC_PREFIX == "pbxbridge/v1"
     publisher = MqttPublisher(settings)
     runner = asyncio.create_task(publisher.run())
-    pops = ScreenPops(publisher, ring_timeout_s=15)
+    pops = CallTracker(publisher, ring_timeout_s=15)
     rules = load_rules(EXAMPLE)[0]
     decision = route(Call(did="04407730", caller="0441 1234567", caller_name="Jörg Müller"),
                      rules, datetime(2026, 11, 25, 10, 0, tzinfo=UTC))

@@ -23,7 +23,7 @@ from pbxbridge.adapters.ami.filter import (
     install,
     login_events,
 )
-from pbxbridge.screenpops import FOLLOWED_EVENTS
+from pbxbridge.tracking.call_tracker import FOLLOWED_EVENTS
 
 EOL = "\r\n"
 

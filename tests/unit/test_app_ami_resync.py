@@ -35,7 +35,7 @@ class FakeAmi:
         return SimpleNamespace(entries=(entry,))
 
 
-class FakePops:
+class FakeTracker:
     def __init__(self) -> None:
         self.resyncs: list[dict[str, str]] = []
 
@@ -47,7 +47,7 @@ class FakePops:
 def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Daemon:
     monkeypatch.setattr(app, "RESYNC_BACKOFF_S", 0.001)
     d = Daemon(tmp_path / "routing.yaml", Settings.from_env({}))
-    d.pops = FakePops()  # type: ignore[assignment]
+    d.tracker = FakeTracker()  # type: ignore[assignment]
     return d
 
 
@@ -56,7 +56,7 @@ async def test_unknown_command_is_retried_with_one_warning(daemon: Daemon) -> No
     with structlog.testing.capture_logs() as logs:
         await daemon._ami_resync()
     assert ami.calls == 4
-    assert daemon.pops.resyncs == [{"1700000000.1": "servicecenter"}]  # type: ignore[union-attr]
+    assert daemon.tracker.resyncs == [{"1700000000.1": "servicecenter"}]  # type: ignore[union-attr]
     warnings = [e for e in logs if e["log_level"] in ("warning", "error", "critical")]
     assert [e["event"] for e in warnings] == ["ami.resync_retried"]
     assert not any("exc_info" in e for e in logs)
@@ -69,7 +69,7 @@ async def test_gives_up_after_the_tries_with_one_warning_and_no_exception(
     with structlog.testing.capture_logs() as logs:
         await daemon._ami_resync()  # returns: the session goes on delivering events
     assert ami.calls == app.RESYNC_TRIES
-    assert daemon.pops.resyncs == []  # type: ignore[union-attr]
+    assert daemon.tracker.resyncs == []  # type: ignore[union-attr]
     warnings = [e for e in logs if e["log_level"] in ("warning", "error", "critical")]
     assert [e["event"] for e in warnings] == ["ami.resync_skipped"]
     assert not any("exc_info" in e for e in logs)
@@ -79,7 +79,7 @@ async def test_first_answer_resyncs_without_a_warning(daemon: Daemon) -> None:
     daemon.ami = FakeAmi()  # type: ignore[assignment]
     with structlog.testing.capture_logs() as logs:
         await daemon._ami_resync()
-    assert daemon.pops.resyncs == [{"1700000000.1": "servicecenter"}]  # type: ignore[union-attr]
+    assert daemon.tracker.resyncs == [{"1700000000.1": "servicecenter"}]  # type: ignore[union-attr]
     assert not [e for e in logs if e["log_level"] != "debug" and e["event"] != "calls.resync"]
 
 

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pbxbridge.core.lifecycle import CallEvent, EventKind, advance, start
 from pbxbridge.core.models import Action, Decision
-from pbxbridge.metrics import CallMetrics, LiveServiceLevel, ScrapeCollector, render
+from pbxbridge.tracking.metrics import CallMetrics, LiveServiceLevel, ScrapeCollector, render
 
 BERLIN = ZoneInfo("Europe/Berlin")
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)

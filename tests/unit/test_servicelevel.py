@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from pbxbridge.core import servicelevel
 from pbxbridge.core.servicelevel import Fraction, answered_within, over_offered, short_abandon
 from pbxbridge.journal.report import build_report
-from pbxbridge.metrics import LiveServiceLevel
+from pbxbridge.tracking.metrics import LiveServiceLevel
 from tests.unit.test_journal_report import abandoned, answered
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -1,7 +1,7 @@
 """Agent desk: pops per agent, streams, wrap-up into the journal, callback deadlines.
 
 Real pieces throughout: the example rules (``config/routing.yaml``: Lower Saxony
-holidays, 24.12. and 31.12. closed), ScreenPops fed with AMI events, the SQLite
+holidays, 24.12. and 31.12. closed), CallTracker fed with AMI events, the SQLite
 journal. Also the helpers the web server tests use (imported from here).
 """
 
@@ -25,7 +25,7 @@ from pbxbridge.core.rules import Rules
 from pbxbridge.journal.entry import entry_from_record
 from pbxbridge.journal.sqlite import SqliteJournal
 from pbxbridge.journal.store import CallRow
-from pbxbridge.screenpops import ScreenPops
+from pbxbridge.tracking.call_tracker import CallTracker
 from pbxbridge.web.desk import (
     MAX_CARDS_PER_AGENT,
     STREAM_QUEUE,
@@ -73,7 +73,7 @@ def example_rules() -> Rules:
 
 
 class Bench:
-    """ScreenPops → desk, with a real SQLite journal written like the daemon would.
+    """CallTracker → desk, with a real SQLite journal written like the daemon would.
 
     Args:
         tmp_path: Where the journal lives.
@@ -92,7 +92,7 @@ class Bench:
             lambda: rules, lambda: self.link, clock=clock, not_journalled_wait_s=0.3
         )
         self.journal_writes = True
-        self.pops = ScreenPops(
+        self.pops = CallTracker(
             None, clock=clock, local=self.desk.deliver, on_record=self._record,
             repeat_calls=lambda number: 2,
         )

@@ -1,10 +1,13 @@
-"""Follow routed calls through the queue and tell agents and wallboards.
+"""The call tracker: follow every routed call through the queue and tell who needs it.
 
-Glue between three parts, none of which knows the others:
+Glue between parts none of which knows the others:
 
-* the Stasis router reports each decision (:meth:`ScreenPops.routed`),
-* the AMI client delivers app_queue events (:meth:`ScreenPops.ami_event`),
-* the MQTT publisher sends what :mod:`pbxbridge.core.screenpop` builds.
+* the routers (Stasis and FastAGI) report each decision (:meth:`CallTracker.routed`),
+* the AMI client delivers app_queue events (:meth:`CallTracker.ami_event`),
+* the MQTT publisher and the agent page get what :mod:`pbxbridge.core.screenpop`
+  builds (screen pops, wallboard messages),
+* the ``on_record`` observer sees every change (the daemon feeds the journal and
+  :mod:`pbxbridge.tracking.metrics` from it).
 
 The lifecycle itself is the pure state machine in :mod:`pbxbridge.core.lifecycle`;
 this module only translates AMI events into its vocabulary and keeps one record
@@ -132,7 +135,7 @@ class Publisher(Protocol):
 
 
 @dataclass
-class PopStats:
+class TrackerStats:
     """Counters for health and metrics."""
 
     followed: int = 0
@@ -144,7 +147,7 @@ class PopStats:
     by_outcome: dict[str, int] = field(default_factory=dict)
 
 
-class ScreenPops:
+class CallTracker:
     """Keeps one lifecycle record per routed call and publishes pops.
 
     Args:
@@ -186,7 +189,7 @@ class ScreenPops:
         self._wall_pending: dict[str, tuple[CallRecord, datetime]] = {}
         self._wall_flush: asyncio.TimerHandle | None = None
         self.records: dict[str, CallRecord] = {}
-        self.stats = PopStats()
+        self.stats = TrackerStats()
 
     def routed(self, call_id: str, decision: Decision) -> None:
         """Start following a call the router just decided.

@@ -14,7 +14,7 @@ import pytest
 from pbxbridge.config import load_rules
 from pbxbridge.core import Call, route
 from pbxbridge.core.rules import Rules
-from pbxbridge.screenpops import ScreenPops, agent_id, to_call_event
+from pbxbridge.tracking.call_tracker import CallTracker, agent_id, to_call_event
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "routing.yaml"
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -67,11 +67,11 @@ def ev(name: str, uid: str = "1.1", **fields: str) -> dict[str, str]:
 
 
 def setup(rules: Rules, name: str = 'Jörg "Boss" Müller ${X}') -> tuple[
-    ScreenPops, FakePublisher, Clock
+    CallTracker, FakePublisher, Clock
 ]:
     pub = FakePublisher()
     clock = Clock()
-    pops = ScreenPops(pub, clock=clock, ring_timeout_s=15, repeat_calls=lambda n: 2)
+    pops = CallTracker(pub, clock=clock, ring_timeout_s=15, repeat_calls=lambda n: 2)
     decision = route(Call(did="04407730", caller="0441 1234567", caller_name=name), rules,
                      datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
     pops.routed("1.1", decision)
@@ -151,7 +151,7 @@ class TestRobustness:
         assert pub.agent("agent1") == []
 
     def test_without_publisher_calls_are_still_followed(self, rules: Rules) -> None:
-        pops = ScreenPops(None)
+        pops = CallTracker(None)
         decision = route(Call(did="04407730"), rules, T0)
         pops.routed("2.2", decision)
         pops.ami_event(ev("QueueCallerJoin", uid="2.2", Queue="servicecenter"))
@@ -170,7 +170,7 @@ class TestRobustness:
         # replace its record: pop, tenant and callback number stay the caller's.
         observed: list[str] = []
         pub = FakePublisher()
-        pops = ScreenPops(
+        pops = CallTracker(
             pub, on_record=lambda rec, _ev: observed.append(rec.decision.tenant or "")
         )
         real = route(Call(did="04407730", caller="0441 1234567"), rules, T0)
@@ -192,7 +192,7 @@ class TestRobustness:
         # FreePBX's inbound route copies the number into an empty name before
         # pbxbridge sees the call: a withheld caller's name is the number.
         pub = FakePublisher()
-        pops = ScreenPops(pub, clock=Clock())
+        pops = CallTracker(pub, clock=Clock())
         decision = route(Call(did="04407730", caller="04411234567", caller_name="04411234567",
                               restricted=True), rules, T0)
         assert "1234567" not in decision.callerid_name  # the agent's phone display
@@ -215,11 +215,11 @@ class TestRobustness:
 class TestPruning:
     def test_bounded_without_hangups(self, rules: Rules,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-        import pbxbridge.screenpops as sp
+        import pbxbridge.tracking.call_tracker as sp
 
         monkeypatch.setattr(sp, "MAX_RECORDS", 50)
         clock = Clock()
-        pops = ScreenPops(None, clock=clock)
+        pops = CallTracker(None, clock=clock)
         decision = route(Call(did="04407730"), rules, T0)
         for n in range(120):
             pops.routed(f"c{n}", decision)

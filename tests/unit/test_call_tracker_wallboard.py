@@ -20,7 +20,7 @@ import pytest
 from pbxbridge.config import load_rules
 from pbxbridge.core import Call, route
 from pbxbridge.core.rules import Rules
-from pbxbridge.screenpops import ScreenPops
+from pbxbridge.tracking.call_tracker import CallTracker
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "routing.yaml"
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -62,9 +62,9 @@ def ev(name: str, uid: str, **fields: str) -> dict[str, str]:
     return {"Event": name, "Uniqueid": uid, **fields}
 
 
-def _pops(rules: Rules, window: float) -> tuple[ScreenPops, Publisher, Clock]:
+def _pops(rules: Rules, window: float) -> tuple[CallTracker, Publisher, Clock]:
     pub, clock = Publisher(), Clock()
-    pops = ScreenPops(pub, clock=clock, wallboard_every_s=window)
+    pops = CallTracker(pub, clock=clock, wallboard_every_s=window)
     for uid in ("1.1", "2.2"):
         pops.routed(uid, route(Call(did="04407730", caller="0441 1234567"), rules, T0))
     return pops, pub, clock
