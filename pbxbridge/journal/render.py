@@ -31,9 +31,6 @@ FORMATS = ("table", "csv", "json", "invoice")
 ALL = "*"
 """Tenant column value of the all-tenants totals row in CSV."""
 
-CSV_ENCODING = "utf-8-sig"
-"""Encoding for CSV files: UTF-8 with BOM, so German Excel shows umlauts right."""
-
 
 CSV_COLUMNS: tuple[str, ...] = (
     "tenant",
@@ -132,8 +129,8 @@ def format_csv(
     :data:`CSV_COLUMNS` with stable English names; times are ISO 8601 with
     offset; empty cells mean "not applicable" (no denominator). Each tenant's
     buckets are followed by its ``total`` row; the last row (tenant ``*``) is
-    the total over all tenants. Write files as :data:`CSV_ENCODING`, or pass
-    ``bom=True`` when the text will be written as plain UTF-8.
+    the total over all tenants. Pass ``bom=True`` for a file German Excel
+    opens: without the byte-order mark it does not read UTF-8, and umlauts break.
 
     Args:
         report: The report.
@@ -203,7 +200,7 @@ def monthly_invoice_csv(report: Report, tenant: str, *, bom: bool = False) -> st
     per day, then a ``Summe`` row for the month; other granularities work the
     same way. German column names (:data:`INVOICE_COLUMNS`), ``;`` separator,
     decimal comma, dates as ``TT.MM.JJJJ``; percentages truncated to two
-    decimals. Write as :data:`CSV_ENCODING` (or pass ``bom=True``).
+    decimals. Pass ``bom=True`` for a file (see :func:`format_csv`).
 
     Args:
         report: The report.

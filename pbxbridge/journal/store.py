@@ -107,8 +107,6 @@ LIFECYCLE_COLUMNS: Final = ENTRY_COLUMNS[2:]
 ALL_COLUMNS: Final = tuple(f.name for f in fields(CallRow))
 """Every column, in :class:`CallRow` order (the order of the SELECTs)."""
 
-DISPOSITION_COLUMNS: Final = ALL_COLUMNS[len(ENTRY_COLUMNS) :]
-"""Columns only agents (and retention) write; an upsert never touches them."""
 _ARRIVED: Final = ALL_COLUMNS.index("arrived_at")
 
 class JournalStore(ABC):

@@ -198,7 +198,5 @@ OVERRIDES_SQLITE_MIGRATIONS: tuple[str, ...] = (
 
 JOURNAL_SQLITE_VERSION = len(JOURNAL_SQLITE_MIGRATIONS)
 """The journal file's current ``user_version``."""
-OVERRIDES_SQLITE_VERSION = len(OVERRIDES_SQLITE_MIGRATIONS)
-"""The overrides state file's current ``user_version``."""
 POSTGRES_VERSION = len(POSTGRES_MIGRATIONS)
 """The shared database's current ``schema_version``."""
