@@ -711,19 +711,6 @@ def _count(
     return {t: CallbackCounts(*v) for t, v in raw.items()}
 
 
-def local_today(rules: Rules, now: datetime) -> date:
-    """Today in the rules' time zone.
-
-    Args:
-        rules: The rules.
-        now: An aware instant.
-
-    Returns:
-        The local date.
-    """
-    return now.astimezone(rules.timezone).date()
-
-
 __all__ = [
     "AgentDesk",
     "CallbackCounts",
@@ -735,6 +722,5 @@ __all__ = [
     "Saved",
     "Stream",
     "callback_due",
-    "local_today",
 ]
 
