@@ -2,13 +2,15 @@
 
 Docstrings, comments, READMEs and config files point readers at other files
 (``docs/journal.md``, ``dialplans/pbxbridge.conf``, ``pbxbridge/schemas/...``).
-When a file moves, such pointers silently go stale; this test finds them. It
-also refuses paths of a development machine (``/work/...``), which no reader
-of the repository has.
+When a file moves, such pointers silently go stale; this test finds them, and
+dotted names (``pbxbridge.runtime.sdnotify``) that no longer import. It also
+refuses paths of a development machine (``/work/...``), which no reader of the
+repository has.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 from pathlib import Path
@@ -36,6 +38,12 @@ NOT_PATHS = (
 
 MACHINE_PATH = re.compile(r"(?<![\w.-])/work/")
 
+DOTTED = re.compile(r"(?<![\w./-])(pbxbridge(?:\.[A-Za-z_]\w*)+)")
+
+FILE_SUFFIXES = {"conf", "env", "example", "json", "md", "py", "service", "sqlite", "yaml"}
+"""A dotted name ending in one of these is a file name (``pbxbridge.conf``,
+``pbxbridge.env.example``, ``pbxbridge.sqlite``), not a module."""
+
 SELF = "tests/unit/test_repo_paths.py"
 """This file: its own examples of dangling paths are not pointers."""
 
@@ -62,6 +70,33 @@ def mentioned_paths(text: str) -> list[tuple[int, str]]:
                 continue
             found.append((number, path))
     return found
+
+
+def mentioned_names(text: str) -> list[tuple[int, str]]:
+    """(line number, dotted name) of every ``pbxbridge.x.y`` mentioned in ``text``."""
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        for match in DOTTED.finditer(line):
+            name = match.group(1)
+            if name.rsplit(".", 1)[-1] not in FILE_SUFFIXES:
+                found.append((number, name))
+    return found
+
+
+def resolves(name: str) -> bool:
+    """Whether ``name`` is a module of pbxbridge, or an attribute of one."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            found: object = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attribute in parts[cut:]:
+            if not hasattr(found, attribute):
+                return False
+            found = getattr(found, attribute)
+        return True
+    return False
 
 
 def exists(path: str) -> bool:
@@ -99,6 +134,18 @@ def test_every_mentioned_repository_path_exists(texts: dict[str, str]) -> None:
     assert not dangling, "paths that do not exist:\n" + "\n".join(dangling)
 
 
+def test_every_mentioned_module_exists(texts: dict[str, str]) -> None:
+    # ``pbxbridge.screenpops`` in a docstring after the module moved is as
+    # stale as a file path.
+    dangling = [
+        f"{name}:{number}: {dotted}"
+        for name, text in texts.items()
+        for number, dotted in mentioned_names(text)
+        if not resolves(dotted)
+    ]
+    assert not dangling, "modules or names that do not exist:\n" + "\n".join(dangling)
+
+
 def test_no_paths_of_a_development_machine(texts: dict[str, str]) -> None:
     found = [
         f"{name}:{number}"
@@ -128,3 +175,13 @@ def test_the_scan_sees_the_paths_it_checks() -> None:
     assert not exists("docs/screenpop.schema.json")
     assert not exists("docs/dependencies")
     assert not exists("tests/unit/test_nothing_*.py")
+
+
+def test_the_scan_sees_the_modules_it_checks() -> None:
+    text = "see :mod:`pbxbridge.runtime.sdnotify`, ``pbxbridge.env`` and pbxbridge.core.route."
+    assert mentioned_names(text) == [(1, "pbxbridge.runtime.sdnotify"), (1, "pbxbridge.core.route")]
+    assert resolves("pbxbridge.runtime.sdnotify")
+    assert resolves("pbxbridge.core.route")
+    assert resolves("pbxbridge.adapters.ari.router.StasisRouter.handle")
+    assert not resolves("pbxbridge.sdnotify")
+    assert not resolves("pbxbridge.core.no_such_name")
