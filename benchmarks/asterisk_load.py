@@ -128,7 +128,8 @@ MISSING_WHISPER = "custom/pbxbridge-no-such-sound"
 TARGET_FAILED = 0
 TARGET_P95_RATIO = 1.2
 TARGET_CPU_MS = 1.0
-#: The daemon's CPU per call over Asterisk's own per call, in the same run (issue 12).
+#: The daemon's CPU per call over Asterisk's own per call, in the same run: the
+#: daemon beside Asterisk should cost a quarter of what Asterisk itself spends.
 TARGET_CPU_RATIO = 0.25
 
 
