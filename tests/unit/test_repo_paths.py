@@ -44,6 +44,8 @@ FILE_SUFFIXES = {"conf", "env", "example", "json", "md", "py", "service", "sqlit
 """A dotted name ending in one of these is a file name (``pbxbridge.conf``,
 ``pbxbridge.env.example``, ``pbxbridge.sqlite``), not a module."""
 
+ISSUE_NUMBER = re.compile(r"\bissues? #?\d+", re.IGNORECASE)
+
 SELF = "tests/unit/test_repo_paths.py"
 """This file: its own examples of dangling paths are not pointers."""
 
@@ -154,6 +156,19 @@ def test_no_paths_of_a_development_machine(texts: dict[str, str]) -> None:
         if MACHINE_PATH.search(line)
     ]
     assert not found, "mentions of /work/...:\n" + "\n".join(found)
+
+
+def test_no_issue_numbers(texts: dict[str, str]) -> None:
+    # "(issue 7)" tells a reader nothing the code cannot say itself; the
+    # changelog is where issues are named.
+    found = [
+        f"{name}:{number}: {line.strip()}"
+        for name, text in texts.items()
+        if name != "CHANGELOG.md"
+        for number, line in enumerate(text.splitlines(), 1)
+        if ISSUE_NUMBER.search(line)
+    ]
+    assert not found, "issue numbers:\n" + "\n".join(found)
 
 
 def test_the_scan_sees_the_paths_it_checks() -> None:
