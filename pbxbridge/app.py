@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry
 
-from pbxbridge import __version__
+from pbxbridge import __version__, components
 from pbxbridge.adapters.agi import AgiRouter, AgiServer
 from pbxbridge.adapters.ami.client import AmiClient, AmiConfig
 from pbxbridge.adapters.ami.errors import AmiActionFailed
@@ -28,9 +28,10 @@ from pbxbridge.adapters.ari.router import StasisRouter, routing_alive
 from pbxbridge.adapters.http.server import HttpServer
 from pbxbridge.adapters.mqtt.publisher import MqttPublisher
 from pbxbridge.adapters.mqtt.settings import MqttSettings
+from pbxbridge.components import Component
 from pbxbridge.config import ConfigError
 from pbxbridge.config.compile import state_path
-from pbxbridge.core.lifecycle import CallEvent, CallRecord, State
+from pbxbridge.core.lifecycle import CallEvent, CallRecord
 from pbxbridge.core.models import Decision
 from pbxbridge.journal.backend import journal_opener, spool_dir
 from pbxbridge.journal.entry import entry_from_record
@@ -46,40 +47,6 @@ from pbxbridge.tracking.metrics import CallMetrics, LiveServiceLevel, ScrapeColl
 from pbxbridge.web import AgentDesk, AgentPage, JournalLink, WebConfig, setup_web
 
 log = structlog.get_logger(__name__)
-
-GAUGE_HELP = {
-    "pbxbridge_calls_waiting": "Callers waiting in a queue now (queued or ringing).",
-    "pbxbridge_service_level_ratio": (
-        "Answered within 20 s: as a share of answered calls (definition=answered) or of "
-        "offered calls without short abandons (definition=offered), over the last 15 "
-        "minutes or the current local day."
-    ),
-    "pbxbridge_up": "1 when the connection to the component is up.",
-    "pbxbridge_rules_generation": "Generation of the routing rules in force.",
-    "pbxbridge_rules_reload_failures": "Rejected rule reloads since start.",
-    "pbxbridge_calls_in_routing": (
-        "Calls being routed right now (decision or 115 menu), by entry point."
-    ),
-    "pbxbridge_routing_failures": (
-        "Calls whose routing failed and took the fallback, by entry point."
-    ),
-    "pbxbridge_stasis_timeouts": (
-        "Calls the Stasis guard continued to pbxbridge-unrouted because they were in "
-        "the application longer than PBXBRIDGE_STASIS_MAX_S (counter since start)."
-    ),
-    "pbxbridge_agi_connections": "Open FastAGI connections (routing or idle).",
-    "pbxbridge_agi_faults": (
-        "FastAGI connections ended by the server: protocol faults (overlong line, "
-        "malformed or slow environment ...), over capacity, idle ones evicted."
-    ),
-    "pbxbridge_screenpops_dropped": "Screen pops dropped (stale or buffer overflow).",
-    "pbxbridge_screenpops_queued": "Screen pops waiting for the broker.",
-    "pbxbridge_journal_backlog": "Journal entries not yet in the database (pending + spooled).",
-    # Agent page: callbacks per tenant, counted from the journal.
-    "pbxbridge_callbacks_open": "Callbacks recorded by agents and not done yet (journal).",
-    "pbxbridge_callbacks_overdue": "Open callbacks past their deadline (journal).",
-    "pbxbridge_callbacks_due_today": "Open callbacks due later today (journal).",
-}
 
 DRAIN_SECONDS = 15.0
 """How long a graceful stop waits for calls being routed (a 115 menu included)."""
@@ -117,6 +84,8 @@ class Daemon:
         # that wrap-up is unavailable.
         self.journal_link: JournalLink | None = None
         self.web_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self.registry = CollectorRegistry()
+        self.call_metrics: CallMetrics | None = None
         self.notifier = SystemdNotifier()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -176,9 +145,10 @@ class Daemon:
             self.journal = JournalWriter(open_journal, spool_dir(state_file))
             self.repeat = RepeatCallers(open_journal)
             self.journal_link = JournalLink(open=open_journal, node=self.settings.node)
-        self.registry = CollectorRegistry()
         self.call_metrics = CallMetrics(self.registry, LiveServiceLevel(self.rules.rules.timezone))
-        self.registry.register(ScrapeCollector(self._gauges, GAUGE_HELP))
+        self.registry.register(
+            ScrapeCollector(lambda: components.gauges(self.components()), components.GAUGE_HELP)
+        )
         # Agent page: fed by the call tracker's local sink.
         self.desk = AgentDesk(
             lambda: self.rules.rules, lambda: self.journal_link, clock=self.web_clock
@@ -307,77 +277,30 @@ class Daemon:
 
     def _on_record(self, record: CallRecord, event: CallEvent | None) -> None:
         """Every change of a call's life: metrics and the journal."""
+        assert self.call_metrics is not None
         self.call_metrics.observe(record, event)
         if self.journal is not None:
             self.journal.submit(entry_from_record(record, self.settings.node))
 
-    def _gauges(self) -> Iterator[tuple[str, dict[str, str], float]]:
-        """Gauges read at scrape time from the objects that own the state."""
-        waiting: dict[str, int] = {}
-        if self.tracker is not None:
-            for record in self.tracker.records.values():
-                if record.state in (State.QUEUED, State.RINGING):
-                    tenant = record.decision.tenant or "unknown"
-                    waiting[tenant] = waiting.get(tenant, 0) + 1
-        for tenant in self.rules.rules.tenants:
-            yield "pbxbridge_calls_waiting", {"tenant": tenant}, float(waiting.get(tenant, 0))
-        now = datetime.now(UTC)
-        for (tenant, window), pair in self.call_metrics.live.figures(now).items():
-            for definition, value in zip(("answered", "offered"), pair, strict=True):
-                if value is not None:
-                    labels = {"tenant": tenant or "all", "window": window, "definition": definition}
-                    yield "pbxbridge_service_level_ratio", labels, value
-        up = {
-            "ari": bool(self.ari and self.ari.connected),
-            "ami": bool(self.ami and self.ami.connected),
-            "mqtt": bool(self.mqtt and self.mqtt.status().connected),
-        }
-        for component, ok in up.items():
-            yield "pbxbridge_up", {"component": component}, 1.0 if ok else 0.0
-        yield "pbxbridge_rules_generation", {}, float(self.rules.generation)
-        # Callback figures: counted in the background, never at scrape time.
-        if self.desk is not None:
-            for tenant, counts in self.desk.figures.items():
-                labels = {"tenant": tenant}
-                yield "pbxbridge_callbacks_open", labels, float(counts.open)
-                yield "pbxbridge_callbacks_overdue", labels, float(counts.overdue)
-                yield "pbxbridge_callbacks_due_today", labels, float(counts.due_today)
-        yield "pbxbridge_rules_reload_failures", {}, float(self.rules.reload_failures)
-        if self.router is not None:
-            entry = {"entry": "ari"}
-            yield "pbxbridge_calls_in_routing", entry, float(self.router.in_progress)
-            yield "pbxbridge_routing_failures", entry, float(self.router.stats.failed)
-            yield "pbxbridge_stasis_timeouts", {}, float(self.router.stats.stasis_timeouts)
-        # FastAGI: the same families with entry="agi", plus the server's own.
-        if self.agi is not None and self.agi_router is not None:
-            entry = {"entry": "agi"}
-            yield "pbxbridge_up", {"component": "agi"}, 1.0 if self.agi.listening else 0.0
-            yield "pbxbridge_calls_in_routing", entry, float(self.agi.in_progress)
-            yield "pbxbridge_routing_failures", entry, float(self.agi_router.stats.failed)
-            yield "pbxbridge_agi_connections", {}, float(self.agi.connections)
-            agi = self.agi.stats
-            refused = {"over_capacity": agi.over_capacity, "evicted_idle": agi.evicted}
-            for reason, count in (*refused.items(), *agi.faults.items()):
-                yield "pbxbridge_agi_faults", {"reason": reason}, float(count)
-        if self.overrides is not None:
-            # 0 while the override store (SQLite file or shared PostgreSQL) cannot
-            # be read: routing goes on with the overrides read last.
-            readable = 0.0 if self.overrides.error else 1.0
-            yield "pbxbridge_up", {"component": "overrides"}, readable
-        if self.mqtt is not None:
-            status = self.mqtt.status()
-            for kind, count in status.dropped_stale.items():
-                yield "pbxbridge_screenpops_dropped", {"reason": f"stale_{kind}"}, float(count)
-            yield (
-                "pbxbridge_screenpops_dropped",
-                {"reason": "overflow"},
-                float(status.dropped_overflow),
-            )
-            yield "pbxbridge_screenpops_queued", {}, float(status.queued)
-        if self.journal is not None:
-            stats = self.journal.stats
-            yield "pbxbridge_journal_backlog", {}, float(stats.backlog)
-            yield "pbxbridge_up", {"component": "journal"}, 1.0 if stats.db_available else 0.0
+    def components(self) -> list[Component]:
+        """Every part's face towards ``/healthz`` and ``/metrics``, in the body's key order.
+
+        A part not built (switched off, or before :meth:`run` built it) is
+        listed with ``None`` and reports itself disabled.
+        """
+        return [
+            components.Ari(self.ari, self.settings.ari_app),
+            components.Ami(self.ami),
+            components.Mqtt(self.mqtt),
+            components.Tracker(self.tracker, self.rules),
+            components.ServiceLevel(self.call_metrics),
+            components.Journal(self.journal),
+            components.Rules(self.rules),
+            components.Overrides(self.overrides),
+            components.Agi(self.agi, self.agi_router),
+            components.Web(self.web, self.desk),
+            components.Calls(self.router),
+        ]
 
     async def _ami_event(self, event: dict[str, str]) -> None:
         assert self.tracker is not None
@@ -472,122 +395,9 @@ class Daemon:
         log.info("daemon.stopped", routed=self.router.stats.routed)
 
     def health(self) -> tuple[bool, dict[str, object]]:
-        """Health for ``/healthz``: one verdict a monitor can read.
-
-        ``status`` is ``ok`` (HTTP 200) only when the ARI socket is up and no
-        configured part has a problem; ``degraded`` (HTTP 503) while calls are
-        routed but something needs an operator (listed in ``problems``, see
-        :meth:`_problems`); ``down`` (HTTP 503) while the ARI socket is down
-        (calls take the dialplan fallback, untagged).
+        """Health for ``/healthz``: one verdict a monitor can read (see :func:`components.health`).
 
         Returns:
             ``(status == "ok", body)``.
         """
-        ari = self.ari.status if self.ari is not None else None
-        never_connected = {"state": "idle", "since": None, "failures": 0, "last_error": None}
-        router = self.router
-        body: dict[str, object] = {
-            "version": __version__,
-            "ari": {
-                **(ari.as_dict() if ari else never_connected),
-                # The name this key has always had for ARI (same number as "failures").
-                "consecutive_failures": ari.failures if ari else 0,
-                "app": self.settings.ari_app,
-            },
-            "ami": self.ami.status.as_dict() if self.ami else {"state": "disabled"},
-            "mqtt": self.mqtt.status().as_dict() if self.mqtt else {"state": "disabled"},
-            "screen_pops": {
-                "following": len(self.tracker.records) if self.tracker else 0,
-                **(vars(self.tracker.stats) if self.tracker else {}),
-            },
-            "journal": self.journal.stats.as_dict() if self.journal else {"state": "disabled"},
-            "rules": self.rules.health(),
-            "overrides": self.overrides.health() if self.overrides else None,
-            "agi": self._agi_health(),
-            "web": self.web.health() if self.web else {"state": "disabled"},
-            "calls": {
-                "routed": router.stats.routed if router else 0,
-                "failed": router.stats.failed if router else 0,
-                "gone": router.stats.gone if router else 0,
-                "menus": router.stats.menus if router else 0,
-                "resynced": router.stats.resynced if router else 0,
-                "stasis_timeouts": router.stats.stasis_timeouts if router else 0,
-                "in_progress": router.in_progress if router else 0,
-                "by_action": dict(router.stats.by_action) if router else {},
-            },
-        }
-        connected = bool(ari and ari.connected)
-        problems = self._problems(connected)
-        status = "down" if not connected else "degraded" if problems else "ok"
-        return status == "ok", {"status": status, "problems": problems, **body}
-
-    def _problems(self, ari_connected: bool) -> list[str]:
-        """What keeps ``/healthz`` from saying ``ok``: short texts, details in the body.
-
-        AMI and MQTT down count as degraded, not down: calls are still routed
-        and tagged, but queue events (screen pops, journal, wallboards) or pop
-        delivery are lost until they return, which an operator must see. A
-        journal that cannot write spools to disk: degraded until it catches up.
-
-        Args:
-            ari_connected: Whether the ARI socket is up.
-
-        Returns:
-            One entry per problem, empty when all is well.
-        """
-        problems: list[str] = []
-        if not ari_connected:
-            problems.append("ari: not connected")
-        if self.rules.last_error:
-            problems.append(
-                f"rules: last reload rejected ({len(self.rules.last_error)} errors), "
-                f"generation {self.rules.generation} still routing"
-            )
-        if self.agi is not None and not self.agi.listening:
-            problems.append(f"agi: not listening on {self.agi.host}:{self.agi.port}")
-        if self.overrides is not None and self.overrides.error:
-            problems.append("overrides: store unreadable, last overrides read stay in force")
-        if self.web is not None:
-            web = self.web.health()
-            if web.get("error") or web.get("agents_file_error"):
-                problems.append("web: agents file rejected, last good agents stay in force")
-        if self.ami is not None and not self.ami.connected:
-            problems.append("ami: not connected")
-        if self.mqtt is not None and not self.mqtt.status().connected:
-            problems.append("mqtt: not connected")
-        if self.journal is not None and self.journal.stats.last_error:
-            problems.append("journal: database unavailable, spooling to disk")
-        return problems
-
-    def _agi_health(self) -> dict[str, object]:
-        """The FastAGI part of ``/healthz``.
-
-        Not part of the healthy verdict: while it is down, AGI calls take the
-        dialplan fallback.
-
-        Returns:
-            State, bind address and counters.
-        """
-        server, router = self.agi, self.agi_router
-        if server is None or router is None:
-            return {"state": "disabled"}
-        return {
-            "state": "listening" if server.listening else "down",
-            "bind": f"{server.host}:{server.port}",
-            "last_error": server.last_error,
-            # Shown, not a problem of its own: FreePBX set-ups without the
-            # secret keep routing; the start-up log warns once.
-            "authentication": "shared secret" if server.authenticated
-            else "none: set credential agi-secret (any local process can inject calls)",
-            "connections": server.connections,
-            "in_progress": server.in_progress,
-            "capacity": server.capacity,
-            "routed": router.stats.routed,
-            "failed": router.stats.failed,
-            "gone": router.stats.gone,
-            "menus": router.stats.menus,
-            "by_action": dict(router.stats.by_action),
-            "evicted": server.stats.evicted,
-            "over_capacity": server.stats.over_capacity,
-            "faults": dict(server.stats.faults),
-        }
+        return components.health(__version__, self.components())
