@@ -44,6 +44,8 @@ FILE_SUFFIXES = {"conf", "env", "example", "json", "md", "py", "service", "sqlit
 """A dotted name ending in one of these is a file name (``pbxbridge.conf``,
 ``pbxbridge.env.example``, ``pbxbridge.sqlite``), not a module."""
 
+MARKDOWN_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)")
+
 ISSUE_NUMBER = re.compile(r"\bissues? #?\d+", re.IGNORECASE)
 
 SELF = "tests/unit/test_repo_paths.py"
@@ -134,6 +136,20 @@ def test_every_mentioned_repository_path_exists(texts: dict[str, str]) -> None:
         if not exists(path)
     ]
     assert not dangling, "paths that do not exist:\n" + "\n".join(dangling)
+
+
+def test_markdown_links_resolve(texts: dict[str, str]) -> None:
+    # Relative links (``[journal](journal.md)``, ``../README.md``) resolve
+    # against the linking file's directory, not the repository root.
+    broken = [
+        f"{name}:{number}: {target}"
+        for name, text in texts.items()
+        if name.endswith(".md")
+        for number, line in enumerate(text.splitlines(), 1)
+        for target in MARKDOWN_LINK.findall(line)
+        if not re.match(r"[a-z]+:", target) and not (ROOT / name).parent.joinpath(target).exists()
+    ]
+    assert not broken, "broken links:\n" + "\n".join(broken)
 
 
 def test_every_mentioned_module_exists(texts: dict[str, str]) -> None:
