@@ -245,8 +245,10 @@ class DaemonProcess:
 @contextmanager
 def running_daemon(tb: Testbed, workdir: Path, **kw: Any) -> Iterator[DaemonProcess]:
     daemon = DaemonProcess(tb, workdir, **kw)
-    daemon.start()
     try:
+        # start() inside the try: a daemon that starts but never connects
+        # must not outlive its test holding the FastAGI and HTTP ports.
+        daemon.start()
         yield daemon
     finally:
         daemon.stop()
