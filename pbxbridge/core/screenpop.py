@@ -138,7 +138,10 @@ def agent_message(
         "did": d.did,
         "caller": {
             "number": d.caller,
-            "withheld": d.caller is None,
+            # A "number" that is none (<script>, 300 digits) was not withheld:
+            # the agent sees "invalid number", as on the phone's display.
+            "withheld": d.caller is None and not d.caller_invalid,
+            "invalid": d.caller_invalid,
             "name": d.caller_name,
         },
         "via_115": d.via_115,

@@ -201,7 +201,7 @@ class TestRobustness:
         pops.ami_event(ev("QueueCallerJoin", Queue="servicecenter"))
         pops.ami_event(ev("AgentCalled", MemberName="agent1"))
         (ringing,) = pub.agent("agent1")
-        assert ringing["caller"] == {"number": None, "withheld": True, "name": ""}
+        assert ringing["caller"] == {"number": None, "withheld": True, "invalid": False, "name": ""}
         assert "1234567" not in json.dumps(pub.sent)
 
     def test_agent_topic_cannot_widen(self, rules: Rules) -> None:

@@ -102,7 +102,7 @@
 
     var facts = el("dl", "facts");
     var caller = pop.caller || {};
-    var who = fact(L.caller, caller.number || L.withheld, caller.number ? "caller-number" : "caller-number withheld");
+    var who = fact(L.caller, callerText(caller), caller.number ? "caller-number" : "caller-number withheld");
     if (caller.name) { who.wrap.appendChild(el("dd", "caller-name", caller.name)); }
     facts.appendChild(who.wrap);
     var waited = fact(L.waited, "0:00", "waited");
@@ -231,9 +231,15 @@
     updateIdle();
   }
 
+  // What the agent's phone shows too: the number, "invalid number" for a
+  // caller string that is none, else "withheld".
+  function callerText(caller) {
+    return caller.number || (caller.invalid ? L.invalid_number : L.withheld);
+  }
+
   function remember(card, text) {
     var tenant = (card.pop.tenant && card.pop.tenant.name) || "";
-    var caller = (card.pop.caller && card.pop.caller.number) || L.withheld;
+    var caller = callerText(card.pop.caller || {});
     var item = el("li", null, tenant + " · " + caller + " · " + text);
     recentList.insertBefore(item, recentList.firstChild);
     while (recentList.children.length > 5) { recentList.removeChild(recentList.lastChild); }

@@ -1,0 +1,72 @@
+"""The agent's screen pop message built by core/screenpop.py: what the caller looks like."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from pbxbridge.config import load_rules
+from pbxbridge.core import Call, route
+from pbxbridge.core.lifecycle import CallRecord, Pop, PopKind, State
+from pbxbridge.core.rules import Rules
+from pbxbridge.core.screenpop import agent_message
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "routing.yaml"
+T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # a Wednesday, open
+
+
+@pytest.fixture(scope="module")
+def rules() -> Rules:
+    return load_rules(EXAMPLE)[0]
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.Draft202012Validator:
+    text = resources.files("pbxbridge.schemas").joinpath("screenpop.schema.json").read_text()
+    return jsonschema.Draft202012Validator(json.loads(text))
+
+
+def caller_of(rules: Rules, call: Call) -> dict[str, Any]:
+    decision = route(call, rules, T0)
+    record = CallRecord(call_id="1.1", decision=decision, state=State.RINGING, routed_at=T0)
+    message = agent_message(record, Pop(PopKind.RINGING, "agent1", T0))
+    caller = message["caller"]
+    assert isinstance(caller, dict)
+    return caller
+
+
+class TestCaller:
+    def test_a_number(self, rules: Rules) -> None:
+        caller = caller_of(rules, Call(did="04407730", caller="0441 1234567"))
+        assert caller["number"] == "+494411234567"
+        assert (caller["withheld"], caller["invalid"]) == (False, False)
+
+    def test_withheld(self, rules: Rules) -> None:
+        caller = caller_of(rules, Call(did="04407730", caller="04411234567", restricted=True))
+        assert caller["number"] is None
+        assert (caller["withheld"], caller["invalid"]) == (True, False)
+
+    @pytest.mark.parametrize("raw", ["<script>alert(1)</script>", "$(reboot)", "9" * 300])
+    def test_a_number_that_is_none_is_invalid_not_withheld(self, rules: Rules, raw: str) -> None:
+        # The agent's phone says "ungültige Nummer" for these; the page must
+        # not claim the caller withheld the number.
+        caller = caller_of(rules, Call(did="04407730", caller=raw))
+        assert caller["number"] is None
+        assert (caller["withheld"], caller["invalid"]) == (False, True)
+
+    def test_every_kind_is_valid_against_the_schema(
+        self, rules: Rules, validator: jsonschema.Draft202012Validator
+    ) -> None:
+        for call in (Call(did="04407730", caller="04411234567"),
+                     Call(did="04407730", caller="", restricted=True),
+                     Call(did="04407730", caller="<script>")):
+            decision = route(call, rules, T0)
+            record = CallRecord(call_id="1.1", decision=decision, state=State.RINGING,
+                                routed_at=T0)
+            validator.validate(agent_message(record, Pop(PopKind.RINGING, "agent1", T0)))
