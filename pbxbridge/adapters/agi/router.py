@@ -1,6 +1,6 @@
 """The ``route`` script: one FastAGI session decides one call.
 
-Flow for one call (``AGI(agi://127.0.0.1:4573/route)`` in ``[pbxbridge-agi]``)::
+Flow for one call (``AGI(agi://127.0.0.1:4574/route,<secret>)`` in ``[pbxbridge-agi]``)::
 
     environment ─▶ GET FULL VARIABLE "${CALLERID(num-pres)}|${FROM_DID}" ─▶ Call
                 ─▶ route() ─▶ (115 menu: Answer(,i), GET DATA, route() again)
