@@ -4,6 +4,11 @@ Start: rules (must be valid) → overrides → HTTP → ARI (reconnects forever;
 Asterisk may come later) → READY=1. Stop (SIGTERM): STOPPING=1 → finish the
 calls being routed → close the ARI socket (Asterisk then sends new calls down
 the dialplan fallback) → finish what arrived meanwhile → close the rest.
+
+Two steps: :meth:`Daemon.build` makes every part and wires them together
+(nothing connects), :meth:`Daemon.run` starts them in the order above.
+``/healthz`` and ``/metrics`` see each part through its face in
+:mod:`pbxbridge.components`, never through its internals.
 """
 
 from __future__ import annotations
@@ -91,11 +96,22 @@ class Daemon:
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def run(self) -> int:
-        """Run until SIGTERM/SIGINT.
+        """Run until SIGTERM/SIGINT: build every part, start them, stop them in order.
 
         Returns:
             The process exit code (0 after a clean stop, 1 on invalid rules).
         """
+        if not self._load_rules():
+            return 1
+        session = aiohttp.ClientSession()
+        self.build(session)
+        await self._start()
+        await self._stop.wait()
+        await self._shutdown(session)
+        return 0
+
+    def _load_rules(self) -> bool:
+        """Load the rules file; log why not (the daemon then does not start)."""
         try:
             self.rules.load_initial()
         except ConfigError as exc:
@@ -108,7 +124,7 @@ class Daemon:
                     message=issue.message,
                 )
             log.error("daemon.not_started", reason="invalid rules", errors=len(exc.issues))
-            return 1
+            return False
         log.info(
             "daemon.starting",
             version=__version__,
@@ -117,14 +133,21 @@ class Daemon:
             ari=self.settings.ari_url,
             app=self.settings.ari_app,
         )
+        return True
+
+    def build(self, session: aiohttp.ClientSession) -> None:
+        """Build every part and wire them together; nothing is started, nothing connects.
+
+        Needs the rules loaded (the state file and the time zone come from them).
+
+        Args:
+            session: The HTTP session of the ARI client (closed by the shutdown).
+        """
         # Shared through PostgreSQL like the journal when a URL is configured,
         # else the node's SQLite state file (the CLI makes the same choice).
         self.overrides = LiveOverrides(
             state_path(self.rules.model, self.rules.path), self.settings.database_url
         )
-        await self.overrides.poll()
-
-        session = aiohttp.ClientSession()
         self.ari = AriClient(
             AriConfig(
                 base_url=self.settings.ari_url,
@@ -216,6 +239,13 @@ class Daemon:
                         state_dir=str(state_path(self.rules.model, self.rules.path).parent),
                     ),
                 )
+
+    async def _start(self) -> None:
+        """Start what :meth:`build` built, in order, then say READY=1."""
+        assert self.overrides is not None and self.ari is not None and self.router is not None
+        assert self.desk is not None
+        await self.overrides.poll()
+        if self.http is not None:
             await self.http.start()
         # FastAGI listens before READY=1; a taken port is
         # logged and retried in the background, ARI routing goes on meanwhile.
@@ -238,8 +268,11 @@ class Daemon:
         if self.journal is not None:
             self._spawn(self.journal.run(), "journal")
             self._spawn(
-                retention_loop(self._journal_opener(), days=self.settings.retention_days,
-                               spool_dir=self.journal.spool_dir),
+                retention_loop(
+                    self._journal_opener(),
+                    days=self.settings.retention_days,
+                    spool_dir=self.journal.spool_dir,
+                ),
                 "retention",
             )
         self._spawn(self._watch_rules(), "rules-watch")
@@ -250,10 +283,6 @@ class Daemon:
         self._spawn(watchdog_loop(self.notifier, lambda: routing_alive(ari, ari_task)), "watchdog")
         self.notifier.ready(status=f"routing with rules generation {self.rules.generation}")
         log.info("daemon.ready", http_port=self.http.port if self.http else None)
-
-        await self._stop.wait()
-        await self._shutdown(session)
-        return 0
 
     def stop(self) -> None:
         """Ask the daemon to stop gracefully (SIGTERM)."""

@@ -102,7 +102,7 @@ def test_healthy_parts_do_not_degrade(daemon: Daemon) -> None:
     _set(daemon, "mqtt", SimpleNamespace(status=lambda: SimpleNamespace(connected=True,
                                                                         as_dict=dict)))
     _set(daemon, "journal", SimpleNamespace(stats=SimpleNamespace(last_error=None, as_dict=dict)))
-    daemon.agi_router = None  # _agi_health reports it disabled; the verdict reads self.agi
+    daemon.agi_router = None  # the Agi face reports it disabled; its problem reads the server
     healthy, body = daemon.health()
     assert healthy and body["status"] == "ok", body["problems"]
 
