@@ -314,7 +314,7 @@ class Daemon:
     def components(self) -> list[Component]:
         """Every part's face towards ``/healthz`` and ``/metrics``, in the body's key order.
 
-        A part not built (switched off, or before :meth:`run` built it) is
+        A part not built (switched off, or before :meth:`build`) is
         listed with ``None`` and reports itself disabled.
         """
         return [
