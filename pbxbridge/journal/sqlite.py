@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from pbxbridge.journal.store import PURGE_BATCH_ROWS, PURGE_SET, _SqlJournal
-from pbxbridge.storage.schema import JOURNAL_SQLITE_MIGRATIONS, JOURNAL_SQLITE_VERSION
+from pbxbridge.storage.schema import JOURNAL_SQLITE_MIGRATIONS
+from pbxbridge.storage.sqlite import immediate_transaction, migrate_sqlite, user_version
 
 
 class SqliteJournal(_SqlJournal):
@@ -66,34 +67,15 @@ class SqliteJournal(_SqlJournal):
     def schema_version(self) -> int:
         """The schema version of the file (``PRAGMA user_version``)."""
         with self._lock:
-            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            return user_version(self._db)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, immediate_transaction(self._db) as db:
+            yield db
 
     def _migrate(self) -> None:
-        # Up to date (the usual case): no write lock needed, so opening works
-        # even while another connection holds a long write transaction.
-        if int(self._db.execute("PRAGMA user_version").fetchone()[0]) >= JOURNAL_SQLITE_VERSION:
-            return
-        # The version is read again inside the write transaction: two processes
-        # opening a fresh file at once must not both run migration 1.
-        with self._tx() as db:
-            version = int(db.execute("PRAGMA user_version").fetchone()[0])
-            for number, script in enumerate(JOURNAL_SQLITE_MIGRATIONS[version:], start=version + 1):
-                # executescript() would COMMIT our transaction first.
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {number}")
+        migrate_sqlite(self._db, JOURNAL_SQLITE_MIGRATIONS)
 
     def _time(self, value: datetime) -> float:
         return value.timestamp()

@@ -24,8 +24,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Final, Self
@@ -35,6 +34,7 @@ import psycopg
 from pbxbridge.core.models import ALL_TENANTS, Override, OverrideState
 from pbxbridge.storage.postgres import PostgresConnection
 from pbxbridge.storage.schema import OVERRIDES_SQLITE_MIGRATIONS
+from pbxbridge.storage.sqlite import immediate_transaction, migrate_sqlite
 
 HistoryRow = tuple[Override, datetime | None, str]
 """``(override, cleared_at, cleared_by)`` as :meth:`OverrideStore.history` returns it."""
@@ -283,28 +283,11 @@ class SqliteOverrideStore(OverrideStore):
     def close(self) -> None:  # noqa: D102 - see base
         self._db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate_transaction(self._db)
 
     def _migrate(self) -> None:
-        # The version is read inside the write transaction: two processes
-        # opening a fresh file at once (daemon start, operator's first
-        # `override set`) must not both run migration 1.
-        with self._tx() as db:
-            version = int(db.execute("PRAGMA user_version").fetchone()[0])
-            pending = OVERRIDES_SQLITE_MIGRATIONS[version:]
-            for number, script in enumerate(pending, start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {number}")
+        migrate_sqlite(self._db, OVERRIDES_SQLITE_MIGRATIONS)
 
     def _insert(
         self,
