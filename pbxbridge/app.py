@@ -39,7 +39,6 @@ from pbxbridge.config.compile import state_path
 from pbxbridge.core.lifecycle import CallEvent, CallRecord
 from pbxbridge.core.models import Decision
 from pbxbridge.journal.backend import journal_opener, spool_dir
-from pbxbridge.journal.entry import entry_from_record
 from pbxbridge.journal.repeat import RepeatCallers
 from pbxbridge.journal.retention import retention_loop
 from pbxbridge.journal.store import JournalStore
@@ -79,6 +78,7 @@ class Daemon:
         self.mqtt: MqttPublisher | None = None
         self.tracker: CallTracker | None = None
         self.journal: JournalWriter | None = None
+        self._journal_observer: Callable[[CallRecord, CallEvent | None], None] | None = None
         self.repeat: RepeatCallers | None = None
         self.agi: AgiServer | None = None
         self.agi_router: AgiRouter | None = None
@@ -166,6 +166,7 @@ class Daemon:
             open_journal = self._journal_opener()
             state_file = state_path(self.rules.model, self.rules.path)
             self.journal = JournalWriter(open_journal, spool_dir(state_file))
+            self._journal_observer = self.journal.observer(self.settings.node)
             self.repeat = RepeatCallers(open_journal)
             self.journal_link = JournalLink(open=open_journal, node=self.settings.node)
         self.call_metrics = CallMetrics(self.registry, LiveServiceLevel(self.rules.rules.timezone))
@@ -308,8 +309,10 @@ class Daemon:
         """Every change of a call's life: metrics and the journal."""
         assert self.call_metrics is not None
         self.call_metrics.observe(record, event)
-        if self.journal is not None:
-            self.journal.submit(entry_from_record(record, self.settings.node))
+        if self._journal_observer is not None:
+            # The writer's own observer: a record it cannot take is logged
+            # there and never breaks the tracker or the metrics.
+            self._journal_observer(record, event)
 
     def components(self) -> list[Component]:
         """Every part's face towards ``/healthz`` and ``/metrics``, in the body's key order.

@@ -58,7 +58,7 @@ class WireCount:
             inner(manager, message)
 
         # Bound before the first connection registers it with panoramisk.
-        self.client._on_message = counting  # type: ignore[method-assign]
+        self.client._on_message = counting  # type: ignore[method-assign,assignment]
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
