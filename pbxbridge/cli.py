@@ -560,13 +560,27 @@ def run_report_cli(
 @click.option("--month", type=click.DateTime(["%Y-%m"]), help="A whole month instead.")
 @click.option("--tenant", help="Only this tenant (required for --format invoice).")
 @click.option("--by", type=click.Choice(["hour", "day", "month"]), help="Buckets.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "invoice"]),
-              default="table", show_default=True)
-@click.option("--threshold", type=float, default=servicelevel.THRESHOLD_S, show_default=True,
-              help="Service-level threshold in seconds.")
-@click.option("--short-abandon", type=float, default=servicelevel.SHORT_ABANDON_S,
-              show_default=True,
-              help="Abandons shorter than this are shown apart.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "invoice"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=servicelevel.THRESHOLD_S,
+    show_default=True,
+    help="Service-level threshold in seconds.",
+)
+@click.option(
+    "--short-abandon",
+    type=float,
+    default=servicelevel.SHORT_ABANDON_S,
+    show_default=True,
+    help="Abandons shorter than this are shown apart.",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file.")
 def report(
     config: str,
@@ -595,8 +609,16 @@ def report(
     journal = _open_journal(config, model)
     try:
         text = run_report_cli(
-            journal, rules, start=start, end=end, by=by, tenant=tenant,  # type: ignore[arg-type]
-            fmt=fmt, now=_now(), threshold_s=threshold, short_abandon_s=short_abandon,
+            journal,
+            rules,
+            start=start,
+            end=end,
+            by=by,  # type: ignore[arg-type]
+            tenant=tenant,
+            fmt=fmt,
+            now=_now(),
+            threshold_s=threshold,
+            short_abandon_s=short_abandon,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -611,8 +633,12 @@ def report(
 
 @cli.command()
 @click.option("-c", "--config", required=True, envvar=CONFIG_ENV, type=click.Path(dir_okay=False))
-@click.option("--days", type=int, default=None, help="Retention in days (default 90 or "
-              "PBXBRIDGE_RETENTION_DAYS).")
+@click.option(
+    "--days",
+    type=int,
+    default=None,
+    help="Retention in days (default 90 or PBXBRIDGE_RETENTION_DAYS).",
+)
 def purge(config: str, days: int | None) -> None:
     """Remove personal data (caller and callback numbers, agents' notes) after the retention period.
 
@@ -734,9 +760,7 @@ def agent_password(agent: str | None, from_stdin: bool, cost: int) -> None:
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = click.prompt(
-            "Password", hide_input=True, confirmation_prompt=True, err=True
-        )
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
     if not password:
         _fail("empty password")
     if len(password) < MIN_AGENT_PASSWORD_CHARS:

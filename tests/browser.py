@@ -121,8 +121,14 @@ class Chromium:
         """
         log = (self.profile / "chromium.log").open("wb")
         self.proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; started once per run
-            [self.executable, *FLAGS, *self.extra_flags,
-             f"--user-data-dir={self.profile}", "--remote-debugging-port=0", "about:blank"],
+            [
+                self.executable,
+                *FLAGS,
+                *self.extra_flags,
+                f"--user-data-dir={self.profile}",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopped as one at the end
@@ -175,8 +181,13 @@ class Chromium:
             if not future.done():
                 future.set_exception(BrowserError("the DevTools connection closed"))
 
-    async def send(self, method: str, params: dict[str, Any] | None = None,
-                   session: str | None = None, timeout: float = 30.0) -> dict[str, Any]:  # noqa: ASYNC109
+    async def send(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        session: str | None = None,
+        timeout: float = 30.0,  # noqa: ASYNC109
+    ) -> dict[str, Any]:
         """Send one CDP command and wait for its answer.
 
         Args:
@@ -205,8 +216,9 @@ class Chromium:
             raise BrowserError(f"{method}: {answer['error']}")
         return dict(answer.get("result", {}))
 
-    def listen(self, method: str, session: str | None,
-               callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+    def listen(
+        self, method: str, session: str | None, callback: Callable[[dict[str, Any]], None]
+    ) -> Callable[[], None]:
         """Call ``callback(params)`` for each CDP event ``method``.
 
         Args:
@@ -232,11 +244,16 @@ class Chromium:
             The page, attached.
         """
         context = (await self.send("Target.createBrowserContext", {"disposeOnDetach": True}))[
-            "browserContextId"]
-        target = (await self.send("Target.createTarget",
-                                  {"url": "about:blank", "browserContextId": context}))["targetId"]
-        session = (await self.send("Target.attachToTarget",
-                                   {"targetId": target, "flatten": True}))["sessionId"]
+            "browserContextId"
+        ]
+        target = (
+            await self.send(
+                "Target.createTarget", {"url": "about:blank", "browserContextId": context}
+            )
+        )["targetId"]
+        session = (await self.send("Target.attachToTarget", {"targetId": target, "flatten": True}))[
+            "sessionId"
+        ]
         page = Page(self, str(session), str(target))
         await page.setup(width, height)
         self.pages.append(page)
@@ -292,8 +309,10 @@ class Page:
         def on_console(params: dict[str, Any]) -> None:
             if params.get("type") in ("error", "assert"):
                 args = params.get("args", [])
-                self.errors.append("console: " + " ".join(
-                    str(a.get("value", a.get("description", ""))) for a in args))
+                self.errors.append(
+                    "console: "
+                    + " ".join(str(a.get("value", a.get("description", ""))) for a in args)
+                )
 
         def on_exception(params: dict[str, Any]) -> None:
             details = params.get("exceptionDetails", {})
@@ -314,9 +333,10 @@ class Page:
         self.browser.listen("Page.loadEventFired", self.session, on_load)
         for domain in ("Page", "Runtime", "Log"):
             await self.send(f"{domain}.enable")
-        await self.send("Emulation.setDeviceMetricsOverride",
-                        {"width": width, "height": height, "deviceScaleFactor": 1,
-                         "mobile": False})
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
 
     async def goto(self, url: str, timeout: float = 15.0) -> None:  # noqa: ASYNC109
         """Navigate and wait for the load event.
@@ -363,13 +383,16 @@ class Page:
         Raises:
             BrowserError: If it threw.
         """
-        result = await self.send("Runtime.evaluate", {
-            "expression": expression, "returnByValue": True, "awaitPromise": True})
+        result = await self.send(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+        )
         if "exceptionDetails" in result:
             details = result["exceptionDetails"]
             raise BrowserError(
                 f"{expression[:80]}: "
-                f"{details.get('exception', {}).get('description') or details.get('text')}")
+                f"{details.get('exception', {}).get('description') or details.get('text')}"
+            )
         return result.get("result", {}).get("value")
 
     async def wait_for(self, expression: str, timeout: float = 10.0, interval: float = 0.02) -> Any:  # noqa: ASYNC109
@@ -397,8 +420,11 @@ class Page:
 
     async def text(self, selector: str) -> str:
         """The text content of the first element matching ``selector`` (``""``: none)."""
-        return str(await self.eval(
-            f"(document.querySelector({json.dumps(selector)}) || {{}}).textContent || ''"))
+        return str(
+            await self.eval(
+                f"(document.querySelector({json.dumps(selector)}) || {{}}).textContent || ''"
+            )
+        )
 
     async def count(self, selector: str) -> int:
         """How many elements match."""
@@ -420,13 +446,16 @@ class Page:
                 el.scrollIntoView({{block: "center"}});
                 const r = el.getBoundingClientRect();
                 return r.width && r.height ? [r.left + r.width / 2, r.top + r.height / 2] : null;
-            }})()""")
+            }})()"""
+        )
         if not box:
             raise BrowserError(f"no visible element {selector}")
         x, y = box
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-            await self.send("Input.dispatchMouseEvent", {
-                "type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
+            await self.send(
+                "Input.dispatchMouseEvent",
+                {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1},
+            )
 
     async def type(self, selector: str, text: str, clear: bool = True) -> None:
         """Focus an input and type text into it (real input events).
@@ -441,18 +470,21 @@ class Page:
                 const el = document.querySelector({json.dumps(selector)});
                 if (!el) return false;
                 el.focus();
-                if ({'true' if clear else 'false'}) {{ el.select && el.select(); }}
+                if ({"true" if clear else "false"}) {{ el.select && el.select(); }}
                 return true;
-            }})()""")
+            }})()"""
+        )
         if not ok:
             raise BrowserError(f"no element {selector}")
         if clear:
-            await self.send("Input.dispatchKeyEvent", {"type": "keyDown", "key": "Delete",
-                                                       "code": "Delete",
-                                                       "windowsVirtualKeyCode": 46})
-            await self.send("Input.dispatchKeyEvent", {"type": "keyUp", "key": "Delete",
-                                                       "code": "Delete",
-                                                       "windowsVirtualKeyCode": 46})
+            await self.send(
+                "Input.dispatchKeyEvent",
+                {"type": "keyDown", "key": "Delete", "code": "Delete", "windowsVirtualKeyCode": 46},
+            )
+            await self.send(
+                "Input.dispatchKeyEvent",
+                {"type": "keyUp", "key": "Delete", "code": "Delete", "windowsVirtualKeyCode": 46},
+            )
         if text:
             await self.send("Input.insertText", {"text": text})
 
@@ -470,7 +502,8 @@ class Page:
         if full_page:
             params["captureBeyondViewport"] = True
             size = await self.eval(
-                "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+                "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+            )
             params["clip"] = {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1}
         data = await self.send("Page.captureScreenshot", params)
         png = base64.b64decode(data["data"])

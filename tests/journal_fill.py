@@ -46,8 +46,10 @@ def create_schema(url: str, version: int) -> None:
         version: How many migrations to apply.
     """
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY,"
-                     " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        conn.execute(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
         for number, script in enumerate(POSTGRES_MIGRATIONS[:version], start=1):
             conn.execute(script.encode())
             conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))

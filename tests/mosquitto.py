@@ -113,15 +113,28 @@ def make_pki(directory: Path, *, client_cn: str = "pbxbridge") -> TlsFiles:
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     for ca in ("ca", "other-ca"):
         _openssl(
-            "req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.crt",
-            "-days", "2", "-subj", f"/CN=pbxbridge test {ca}",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "req",
+            "-x509",
+            *ec,
+            "-keyout",
+            f"{ca}.key",
+            "-out",
+            f"{ca}.crt",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN=pbxbridge test {ca}",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
             cwd=directory,
         )
     leaves = {
-        "server": ("localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                               "extendedKeyUsage=serverAuth\n"),
+        "server": (
+            "localhost",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        ),
         "client": (client_cn, "extendedKeyUsage=clientAuth\n"),
     }
     for name, (cn, extensions) in leaves.items():
@@ -129,11 +142,36 @@ def make_pki(directory: Path, *, client_cn: str = "pbxbridge") -> TlsFiles:
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n" + extensions,
             encoding="ascii",
         )
-        _openssl("req", "-new", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN={cn}", cwd=directory)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "2", "-out", f"{name}.crt",
-                 "-extfile", f"{name}.ext", cwd=directory)
+        _openssl(
+            "req",
+            "-new",
+            *ec,
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={cn}",
+            cwd=directory,
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            f"{name}.crt",
+            "-extfile",
+            f"{name}.ext",
+            cwd=directory,
+        )
     return TlsFiles(
         ca_file=directory / "ca.crt",
         server_cert=directory / "server.crt",
@@ -160,8 +198,9 @@ def make_password_file(path: Path, users: Mapping[str, str]) -> None:
     path.write_text("", encoding="ascii")
     for user, password in users.items():
         # -b (password on the command line) is fine for throwaway test users.
-        result = subprocess.run([tool, "-b", str(path), user, password],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [tool, "-b", str(path), user, password], capture_output=True, text=True, check=False
+        )
         if result.returncode != 0:
             raise MosquittoError(f"mosquitto_passwd failed: {result.stderr.strip()}")
 
@@ -265,14 +304,17 @@ class MosquittoBroker:
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(
                 [MOSQUITTO, "-c", str(self.config_file)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running:
                 raise MosquittoError(f"mosquitto exited at start-up:\n{self.log()}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                (self.host, self.port), timeout=0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), timeout=0.2),
             ):
                 return
             time.sleep(0.02)

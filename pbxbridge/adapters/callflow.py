@@ -246,8 +246,12 @@ class CallFlow:
         except Exception as exc:
             if port.gone(exc):
                 return
-            log.error("call.unroutable", call_id=port.call_id, entry=port.entry,
-                      error=f"{type(exc).__name__}: {exc}")
+            log.error(
+                "call.unroutable",
+                call_id=port.call_id,
+                entry=port.entry,
+                error=f"{type(exc).__name__}: {exc}",
+            )
 
     def _observe(self, port: EntryPoint, decision: Decision) -> None:
         if self._on_decision is None:

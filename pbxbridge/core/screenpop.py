@@ -59,9 +59,7 @@ def topic_segment(value: str) -> str:
     # surrogatepass: a lone surrogate (from a mis-decoded AMI field) still
     # gets bytes of its own instead of an exception.
     raw = value.encode("utf-8", "surrogatepass")
-    encoded = "".join(
-        c if c in _TOPIC_KEEP else _escape(c) for c in value
-    )
+    encoded = "".join(c if c in _TOPIC_KEEP else _escape(c) for c in value)
     if len(encoded) <= SEGMENT_LIMIT:
         return encoded
     head = encoded[: SEGMENT_LIMIT - 1 - _DIGEST_HEX]

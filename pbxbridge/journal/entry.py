@@ -125,9 +125,8 @@ def entry_from_record(record: CallRecord, node: str) -> JournalEntry:
         answered_at=record.answered_at,
         ended_at=record.ended_at,
         outcome=_outcome(record),
-        agent=record.agent or next(
-            (r.agent for r in reversed(record.rings) if r.outcome == "answered"), ""
-        ),
+        agent=record.agent
+        or next((r.agent for r in reversed(record.rings) if r.outcome == "answered"), ""),
         queue=record.queue,
         wait_s=wait,
         talk_s=record.talk_s,

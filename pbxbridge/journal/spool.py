@@ -129,8 +129,7 @@ def _encode(entries: Iterable[JournalEntry]) -> bytes:
     # ensure_ascii (the default) escapes NUL and lone surrogates: every line is
     # plain ASCII and can always be written and read back.
     return b"".join(
-        json.dumps(entry_to_json(e), separators=(",", ":")).encode("ascii") + b"\n"
-        for e in entries
+        json.dumps(entry_to_json(e), separators=(",", ":")).encode("ascii") + b"\n" for e in entries
     )
 
 

@@ -109,6 +109,7 @@ ALL_COLUMNS: Final = tuple(f.name for f in fields(CallRow))
 
 _ARRIVED: Final = ALL_COLUMNS.index("arrived_at")
 
+
 class JournalStore(ABC):
     """The journal's storage (synchronous; call it from a worker thread).
 
@@ -451,22 +452,59 @@ class _SqlJournal(JournalStore):
     def _row(self, raw: tuple[Any, ...]) -> CallRow:
         # Positional and without per-column lookups: reports convert hundreds of
         # thousands of rows, and this is most of their time.
-        (node, call_id, tenant, did, caller, via_115, action, reasons, arrived_at,
-         queued_at, answered_at, ended_at, outcome, agent, queue, wait_s, talk_s, rings,
-         disposition, disposition_at, disposition_by, disposition_note, callback_number,
-         callback_due_at, callback_done_at, purged_at) = raw
+        (
+            node,
+            call_id,
+            tenant,
+            did,
+            caller,
+            via_115,
+            action,
+            reasons,
+            arrived_at,
+            queued_at,
+            answered_at,
+            ended_at,
+            outcome,
+            agent,
+            queue,
+            wait_s,
+            talk_s,
+            rings,
+            disposition,
+            disposition_at,
+            disposition_by,
+            disposition_note,
+            callback_number,
+            callback_due_at,
+            callback_done_at,
+            purged_at,
+        ) = raw
         t = self._from_time
         return CallRow(
-            node, call_id, tenant, did, caller, bool(via_115), action, _reasons(reasons),
+            node,
+            call_id,
+            tenant,
+            did,
+            caller,
+            bool(via_115),
+            action,
+            _reasons(reasons),
             t(arrived_at),
             None if queued_at is None else t(queued_at),
             None if answered_at is None else t(answered_at),
             None if ended_at is None else t(ended_at),
-            outcome, agent, queue, wait_s, talk_s,
+            outcome,
+            agent,
+            queue,
+            wait_s,
+            talk_s,
             tuple(json.loads(rings)) if rings != "[]" else (),
             disposition,
             None if disposition_at is None else t(disposition_at),
-            disposition_by, disposition_note, callback_number,
+            disposition_by,
+            disposition_note,
+            callback_number,
             None if callback_due_at is None else t(callback_due_at),
             None if callback_done_at is None else t(callback_done_at),
             None if purged_at is None else t(purged_at),

@@ -415,9 +415,7 @@ class JournalWriter:
                 if store.is_transient(exc):
                     raise _Transient() from exc
                 refused.append(entry)
-                log.error(
-                    "journal.entry_rejected", call_id=entry.call_id, error=_describe(exc)
-                )
+                log.error("journal.entry_rejected", call_id=entry.call_id, error=_describe(exc))
         if refused:
             await asyncio.to_thread(self._spool.reject, refused)
             self.stats.rejected += len(refused)

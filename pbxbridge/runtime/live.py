@@ -151,9 +151,7 @@ class LiveRules:
             "loaded_at": self.loaded_at.isoformat() if self.loaded_at else None,
             "reload_failures": self.reload_failures,
             "last_reload_error": self.last_error or None,
-            "last_reload_error_at": self.last_error_at.isoformat()
-            if self.last_error_at
-            else None,
+            "last_reload_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
         }
 
 
@@ -206,8 +204,9 @@ class LiveOverrides:
             # not stop routing: keep the overrides we have and say so in health.
             error = redact_database_url(str(exc) or type(exc).__name__, self._url)
             if self.error is None:
-                log.error("overrides.unavailable", backend=self.backend, error=error,
-                          **self._where())
+                log.error(
+                    "overrides.unavailable", backend=self.backend, error=error, **self._where()
+                )
             self.error = error
             return False
         if self.error is not None:

@@ -128,8 +128,9 @@ class Settings:
         level = env.get("PBXBRIDGE_LOG_LEVEL", "info").lower()
         if level not in {"debug", "info", "warning", "error"}:
             raise SettingsError(f"PBXBRIDGE_LOG_LEVEL={level!r}: use debug, info, warning, error")
-        agi_host, agi_port = _bind(env.get("PBXBRIDGE_AGI_BIND", "127.0.0.1:4574"),
-                                   "PBXBRIDGE_AGI_BIND")
+        agi_host, agi_port = _bind(
+            env.get("PBXBRIDGE_AGI_BIND", "127.0.0.1:4574"), "PBXBRIDGE_AGI_BIND"
+        )
         fmt = env.get("PBXBRIDGE_LOG_FORMAT", "json").lower()
         if fmt not in {"json", "console"}:
             raise SettingsError(f"PBXBRIDGE_LOG_FORMAT={fmt!r}: use json or console")

@@ -247,6 +247,7 @@ def _no_nul(**texts: str) -> None:
 
 # ------------------------------------------------------------------ SQLite
 
+
 class SqliteOverrideStore(OverrideStore):
     """Overrides in the node's SQLite state file.
 

@@ -175,7 +175,6 @@ def redact_database_error(exc: psycopg.Error) -> psycopg.Error:
     return type(exc)(mask_numbers(primary or str(exc)).strip())
 
 
-
 class PostgresConnection:
     """One bounded PostgreSQL connection, opened on first use and after it broke.
 

@@ -208,9 +208,12 @@ class CallTracker:
         """
         if call_id in self.records:
             self.stats.duplicate_routed += 1
-            log.warning("calls.duplicate_routed", call_id=call_id,
-                        kept_tenant=self.records[call_id].decision.tenant,
-                        ignored_tenant=decision.tenant)
+            log.warning(
+                "calls.duplicate_routed",
+                call_id=call_id,
+                kept_tenant=self.records[call_id].decision.tenant,
+                ignored_tenant=decision.tenant,
+            )
             return
         now = self._clock()
         record = start(call_id, decision, now)

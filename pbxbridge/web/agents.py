@@ -73,9 +73,7 @@ def valid_agent_id(agent: str) -> bool:
     Returns:
         True for 1..64 printable characters without surrounding spaces.
     """
-    return (
-        0 < len(agent) <= MAX_AGENT_ID and agent == agent.strip() and agent.isprintable()
-    )
+    return 0 < len(agent) <= MAX_AGENT_ID and agent == agent.strip() and agent.isprintable()
 
 
 def parse_agents(text: str, source: str = "agents file") -> dict[str, Agent]:
@@ -243,6 +241,4 @@ def agents_file_line(agent: str, hashed: str) -> str:
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-_YAML_WORDS = frozenset(
-    {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf"}
-)
+_YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf"})

@@ -45,7 +45,7 @@ def networks(items: tuple[str, ...]) -> tuple[Network, ...]:
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = text.strip()
     if text.startswith("[") and "]" in text:  # "[v6]:port"
-        text = text[1:text.index("]")]
+        text = text[1 : text.index("]")]
     elif text.count(":") == 1:  # "v4:port"
         text = text.partition(":")[0]
     try:
@@ -54,9 +54,7 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def client_address(
-    peer: str | None, forwarded_for: list[str], trusted: tuple[Network, ...]
-) -> str:
+def client_address(peer: str | None, forwarded_for: list[str], trusted: tuple[Network, ...]) -> str:
     """The client's address, believing ``X-Forwarded-For`` only from trusted proxies.
 
     Each proxy appends the address it got the request from, so the right-most

@@ -723,4 +723,3 @@ __all__ = [
     "Stream",
     "callback_due",
 ]
-

@@ -23,9 +23,7 @@ LABELS: Final[dict[str, dict[str, str]]] = {
         "agent_id": "Agenten-ID",
         "password": "Kennwort",
         "login_failed": "Anmeldung fehlgeschlagen: Agenten-ID oder Kennwort ist falsch.",
-        "login_locked": (
-            "Zu viele Fehlversuche. Bitte in {minutes} Minute(n) erneut versuchen."
-        ),
+        "login_locked": ("Zu viele Fehlversuche. Bitte in {minutes} Minute(n) erneut versuchen."),
         "login_unavailable": (
             "Anmeldung derzeit nicht möglich: die Agentenliste ist nicht lesbar. "
             "Bitte die Administration informieren."
@@ -67,9 +65,7 @@ LABELS: Final[dict[str, dict[str, str]]] = {
         "done_ok": "Rückruf als erledigt markiert.",
         "none_open": "Keine offenen Rückrufe.",
         "team_counts": "Team {tenant}: {open} offen, {today} heute fällig, {overdue} überfällig",
-        "err_callback_unknown": (
-            "Rückruf nicht gefunden oder bereits erledigt. Nichts geändert."
-        ),
+        "err_callback_unknown": ("Rückruf nicht gefunden oder bereits erledigt. Nichts geändert."),
         "err_callback_foreign": (
             "Dieser Rückruf gehört einem anderen Agenten – nur eigene Rückrufe können als "
             "erledigt markiert werden. Nichts geändert."
@@ -91,8 +87,7 @@ LABELS: Final[dict[str, dict[str, str]]] = {
         ),
         "err_disposition": "Unbekannter Abschluss. Nichts gespeichert.",
         "err_not_journalled": (
-            "Der Anruf ist noch nicht im Anrufjournal. Bitte in einigen Sekunden erneut "
-            "speichern."
+            "Der Anruf ist noch nicht im Anrufjournal. Bitte in einigen Sekunden erneut speichern."
         ),
         "saved_resolved": "Gespeichert: erledigt im Erstkontakt.",
         "saved_callback": "Rückruf angelegt – fällig bis {due}.",
@@ -182,14 +177,12 @@ LABELS: Final[dict[str, dict[str, str]]] = {
         ),
         "err_too_large": "Request too large. Nothing was saved.",
         "err_note_long": (
-            "Note too long: at most {max} characters allowed ({count} entered). "
-            "Nothing was saved."
+            "Note too long: at most {max} characters allowed ({count} entered). Nothing was saved."
         ),
         "err_number_missing": "Callback number missing. Nothing was saved.",
         "err_number_invalid": "Invalid callback number. Nothing was saved.",
         "err_unknown_call": (
-            "Call not found: you can only wrap up calls you answered yourself. "
-            "Nothing was saved."
+            "Call not found: you can only wrap up calls you answered yourself. Nothing was saved."
         ),
         "err_disposition": "Unknown wrap-up. Nothing was saved.",
         "err_not_journalled": (

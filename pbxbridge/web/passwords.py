@@ -59,9 +59,7 @@ class ScryptHash:
 
     def text(self) -> str:
         """The hash in its stored form."""
-        return (
-            f"$scrypt$ln={self.ln},r={self.r},p={self.p}${_b64(self.salt)}${_b64(self.key)}"
-        )
+        return f"$scrypt$ln={self.ln},r={self.r},p={self.p}${_b64(self.salt)}${_b64(self.key)}"
 
 
 def _b64(data: bytes) -> str:

@@ -215,11 +215,18 @@ class AgentPage:
         model = next(iter(self.agents.agents().values()), None)
         if model is None:
             return self._dummy
-        if (self._dummy.ln, self._dummy.r, self._dummy.p) != (model.password.ln,
-                                                              model.password.r,
-                                                              model.password.p):
-            self._dummy = ScryptHash(model.password.ln, model.password.r, model.password.p,
-                                     self._dummy.salt, self._dummy.key)
+        if (self._dummy.ln, self._dummy.r, self._dummy.p) != (
+            model.password.ln,
+            model.password.r,
+            model.password.p,
+        ):
+            self._dummy = ScryptHash(
+                model.password.ln,
+                model.password.r,
+                model.password.p,
+                self._dummy.salt,
+                self._dummy.key,
+            )
         return self._dummy
 
     def _address(self, request: web.Request) -> str:
@@ -257,12 +264,21 @@ class AgentPage:
         lang = self._lang(request)
         other = "en" if lang == "de" else "de"
         links = [
-            tag("a", label(lang, "nav_desk"), href="./", aria_current="page" if current == "desk"
-                else None),
-            tag("a", label(lang, "nav_callbacks"), href="callbacks",
-                aria_current="page" if current == "callbacks" else None),
-            tag("a", label(lang, "lang_other"), href=f"?lang={other}", hreflang=other,
-                class_="lang"),
+            tag(
+                "a",
+                label(lang, "nav_desk"),
+                href="./",
+                aria_current="page" if current == "desk" else None,
+            ),
+            tag(
+                "a",
+                label(lang, "nav_callbacks"),
+                href="callbacks",
+                aria_current="page" if current == "callbacks" else None,
+            ),
+            tag(
+                "a", label(lang, "lang_other"), href=f"?lang={other}", hreflang=other, class_="lang"
+            ),
         ]
         who = tag(
             "span",
@@ -281,8 +297,11 @@ class AgentPage:
         return tag("nav", join(links), who, logout, class_="nav")
 
     def _json(self, data: Mapping[str, object], status: int = 200) -> web.Response:
-        return web.json_response(data, status=status, dumps=lambda d: json.dumps(
-            d, ensure_ascii=False, separators=(",", ":")))
+        return web.json_response(
+            data,
+            status=status,
+            dumps=lambda d: json.dumps(d, ensure_ascii=False, separators=(",", ":")),
+        )
 
     def _refusal(
         self, request: web.Request, key: str, status: int, **values: object
@@ -350,8 +369,14 @@ class AgentPage:
         return response
 
     def _login_form(
-        self, request: web.Request, *, message: str = "", kind: str = "error", status: int = 200,
-        agent: str = "", retry_after: int | None = None,
+        self,
+        request: web.Request,
+        *,
+        message: str = "",
+        kind: str = "error",
+        status: int = 200,
+        agent: str = "",
+        retry_after: int | None = None,
     ) -> web.Response:
         lang = self._lang(request)
         nonce = self.sessions.new_login_nonce()
@@ -359,8 +384,7 @@ class AgentPage:
             render(
                 "login.html",
                 heading=label(lang, "sign_in_title"),
-                message=tag("p", message, class_=f"msg {kind}", role="alert") if message
-                else EMPTY,
+                message=tag("p", message, class_=f"msg {kind}", role="alert") if message else EMPTY,
                 agent_label=label(lang, "agent_id"),
                 password_label=label(lang, "password"),
                 submit=label(lang, "sign_in"),
@@ -371,7 +395,10 @@ class AgentPage:
             )
         )
         response = self._page(
-            request, title=label(lang, "sign_in_title"), main=main, status=status,
+            request,
+            title=label(lang, "sign_in_title"),
+            main=main,
+            status=status,
             body_class="login",
         )
         self._cookie(response, LOGIN_COOKIE, nonce, max_age=3600)
@@ -427,7 +454,10 @@ class AgentPage:
             self.busy_refusals += 1
             log.warning("web.sign_in_busy", agent=agent_id, address=address)
             return self._login_form(
-                request, message=label(lang, "login_busy"), status=503, agent=agent_id,
+                request,
+                message=label(lang, "login_busy"),
+                status=503,
+                agent=agent_id,
                 retry_after=BUSY_RETRY_S,
             )
         return await self._verify(request, attempt, password)
@@ -588,7 +618,12 @@ class AgentPage:
         return await self._callbacks(request, session, message=message, kind="info")
 
     async def _callbacks(
-        self, request: web.Request, session: Session, *, message: str = "", kind: str = "error",
+        self,
+        request: web.Request,
+        session: Session,
+        *,
+        message: str = "",
+        kind: str = "error",
         status: int = 200,
     ) -> web.Response:
         lang = self._lang(request)
@@ -597,11 +632,21 @@ class AgentPage:
         if tenant is not None and tenant not in rules_tenants:
             tenant = None
             message, kind, status = label(lang, "err_tenant_unknown"), "error", 404
-        tabs = [tag("a", label(lang, "all_tenants"), href="callbacks",
-                    aria_current="page" if tenant is None else None)]
+        tabs = [
+            tag(
+                "a",
+                label(lang, "all_tenants"),
+                href="callbacks",
+                aria_current="page" if tenant is None else None,
+            )
+        ]
         tabs += [
-            tag("a", spec.name, href=f"callbacks?tenant={tid}",
-                aria_current="page" if tenant == tid else None)
+            tag(
+                "a",
+                spec.name,
+                href=f"callbacks?tenant={tid}",
+                aria_current="page" if tenant == tid else None,
+            )
             for tid, spec in rules_tenants.items()
         ]
         parts: list[Markup] = [tag("nav", join(tabs), class_="tabs")]
@@ -613,19 +658,26 @@ class AgentPage:
                 status = 503
         else:
             try:
-                view = await self.desk.callbacks(
-                    session.agent.id, session.agent.supervisor, tenant
-                )
+                view = await self.desk.callbacks(session.agent.id, session.agent.supervisor, tenant)
             except DeskError as exc:
-                parts.append(tag("p", label(lang, exc.key, **exc.values), class_="msg error",
-                                 role="alert"))
+                parts.append(
+                    tag("p", label(lang, exc.key, **exc.values), class_="msg error", role="alert")
+                )
                 status = exc.status
             else:
                 counts = [
-                    tag("li", label(lang, "team_counts",
-                                    tenant=rules_tenants[t].name if t in rules_tenants else t,
-                                    open=c.open, today=c.due_today, overdue=c.overdue),
-                        data_tenant=t)
+                    tag(
+                        "li",
+                        label(
+                            lang,
+                            "team_counts",
+                            tenant=rules_tenants[t].name if t in rules_tenants else t,
+                            open=c.open,
+                            today=c.due_today,
+                            overdue=c.overdue,
+                        ),
+                        data_tenant=t,
+                    )
                     for t, c in sorted(view.counts.items())
                 ]
                 if counts:
@@ -633,9 +685,7 @@ class AgentPage:
                 for bucket in ("overdue", "due_today", "open_later"):
                     items = [i for i in view.items if i.bucket == bucket]
                     tenants = self.desk.rules().tenants
-                    parts.append(
-                        callback_section(tenants, lang, session, bucket, items, tenant)
-                    )
+                    parts.append(callback_section(tenants, lang, session, bucket, items, tenant))
         main = join([tag("h1", label(lang, "callbacks_title")), *parts])
         return self._page(
             request,
@@ -662,7 +712,9 @@ class AgentPage:
             return await self._done_refused(request, session, "csrf_failed", 403, wants_json)
         try:
             await self.desk.mark_done(
-                session.agent.id, session.agent.supervisor, _field(form, "node"),
+                session.agent.id,
+                session.agent.supervisor,
+                _field(form, "node"),
                 _field(form, "call_id"),
             )
         except DeskError as exc:
@@ -742,8 +794,11 @@ def setup_web(
     page = AgentPage(desk, AgentsFile(config.agents_file), config, unix_clock=unix_clock)
     page.install(app)
     if page.config_error is not None:
-        log.error("web.disabled", error=page.config_error,
-                  hint="/agent/ answers 503 until fixed; call routing is not affected")
+        log.error(
+            "web.disabled",
+            error=page.config_error,
+            hint="/agent/ answers 503 until fixed; call routing is not affected",
+        )
     log.info(
         "web.enabled",
         path=PREFIX + "/",
@@ -753,4 +808,3 @@ def setup_web(
         trusted_proxies=list(config.trusted_proxies),
     )
     return page
-

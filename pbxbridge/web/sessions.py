@@ -132,15 +132,13 @@ class SessionManager:
             return {}
         except (OSError, ValueError) as exc:
             # Fail open only as far as a lost file would: sessions still expire.
-            log.error("web.revocations_unreadable", path=str(self._revocations),
-                      error=str(exc))
+            log.error("web.revocations_unreadable", path=str(self._revocations), error=str(exc))
             return {}
         now = self._clock()
         if not isinstance(data, dict):
             return {}
         return {
-            str(n): float(t) for n, t in data.items()
-            if isinstance(t, (int, float)) and t > now
+            str(n): float(t) for n, t in data.items() if isinstance(t, (int, float)) and t > now
         }
 
     def _save_revoked(self) -> None:
@@ -466,8 +464,7 @@ class LoginLimiter:
             the maximum.
         """
         now = self._clock()
-        failures = max(len(self._recent(key, now)) for key in attempt.keys
-                       if key[0] != "agent")
+        failures = max(len(self._recent(key, now)) for key in attempt.keys if key[0] != "agent")
         if failures < 2 or self.delay_base_s <= 0:
             return 0.0
         return float(min(self.delay_max_s, self.delay_base_s * 2 ** (failures - 2)))

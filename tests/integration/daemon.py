@@ -92,8 +92,14 @@ def install_test_sound(tb: Testbed) -> None:
 class DaemonProcess:
     """A ``pbxbridge run`` child process with its log and health endpoint."""
 
-    def __init__(self, tb: Testbed, workdir: Path, rules: str = TEST_RULES,
-                 extra_env: dict[str, str] | None = None, mqtt_port: int = 1883) -> None:
+    def __init__(
+        self,
+        tb: Testbed,
+        workdir: Path,
+        rules: str = TEST_RULES,
+        extra_env: dict[str, str] | None = None,
+        mqtt_port: int = 1883,
+    ) -> None:
         self.tb = tb
         self.workdir = workdir
         self.rules_path = workdir / "routing.yaml"
@@ -160,8 +166,9 @@ class DaemonProcess:
                 out[key] = float(value)
         return out
 
-    def wait_health(self, predicate: Callable[[dict[str, Any]], bool],
-                    timeout: float = 10.0) -> dict[str, Any]:
+    def wait_health(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last: dict[str, Any] | str = "no answer"
         while time.monotonic() < deadline:

@@ -38,13 +38,11 @@ AGI_PORT = Settings().agi_port  # the shipped dialplan's agi://127.0.0.1:4574/ro
 NOT_FAULTS = ("agi.listening", "agi.no_secret")
 
 
-
 @pytest.fixture
 def daemon(tb: Testbed, tmp_path: Path) -> Iterator[DaemonProcess]:
     with running_daemon(tb, tmp_path) as d:
         d.wait_health(lambda h: h["agi"]["state"] == "listening", timeout=10)
         yield d
-
 
 
 def agi_call(tb: Testbed, did: str, **kw: object) -> tuple[CallResult, list[dict[str, str]]]:
@@ -57,14 +55,18 @@ def agi_call(tb: Testbed, did: str, **kw: object) -> tuple[CallResult, list[dict
 
 
 def agi_faults(daemon: DaemonProcess) -> list[dict[str, object]]:
-    return [e for e in daemon.logs()
-            if str(e.get("event", "")).startswith("agi.") and e["event"] not in NOT_FAULTS]
+    return [
+        e
+        for e in daemon.logs()
+        if str(e.get("event", "")).startswith("agi.") and e["event"] not in NOT_FAULTS
+    ]
 
 
 def place_in_thread(did: str, **kw: object) -> tuple[threading.Thread, list[CallResult]]:
     results: list[CallResult] = []
     thread = threading.Thread(
-        target=lambda: results.append(place_calls(did, source_ip=AGI_TRUNK, **kw)))  # type: ignore[arg-type]
+        target=lambda: results.append(place_calls(did, source_ip=AGI_TRUNK, **kw))  # type: ignore[arg-type]
+    )
     thread.start()
     return thread, results
 
@@ -137,8 +139,9 @@ class TestMenuDtmf:
         # INFO digit in that window came back later as a lone "DTMF begin" and
         # the bridged call never hung up, not even after the caller's BYE.
         agents(1, "answer")
-        result, events = agi_call(tb, "115", hold_ms=1500, caller="01711234567", dtmf="2",
-                                  dtmf_delay_ms=delay_ms)
+        result, events = agi_call(
+            tb, "115", hold_ms=1500, caller="01711234567", dtmf="2", dtmf_delay_ms=delay_ms
+        )
         assert result.ok, result.describe()
         assert trunk_vars(events).get("PBXBRIDGE_TENANT") == "wardenburg", daemon.log_tail()
         tb.wait_idle(timeout=5)  # the BYE ended both legs
@@ -171,8 +174,9 @@ class TestFaults:
     ) -> None:
         for n in (1, 2, 3, 4):
             agents(n, "answer")
-        result = place_calls(WARDENBURG, count=40, rate=20, hold_ms=200, caller=CALLER,
-                             source_ip=AGI_TRUNK)
+        result = place_calls(
+            WARDENBURG, count=40, rate=20, hold_ms=200, caller=CALLER, source_ip=AGI_TRUNK
+        )
         assert result.failed == 0 and result.successful == 40, result.describe()
         health = daemon.health()["agi"]
         assert health["routed"] == 40 and health["failed"] == 0
@@ -248,8 +252,8 @@ class TestProtocolFacts:
         server = await asyncio.start_server(handle, "127.0.0.1", AGI_PORT, reuse_address=True)
         try:
             result = await asyncio.to_thread(
-                place_calls, WARDENBURG, count=1, hold_ms=300, caller=CALLER,
-                source_ip=AGI_TRUNK)
+                place_calls, WARDENBURG, count=1, hold_ms=300, caller=CALLER, source_ip=AGI_TRUNK
+            )
         finally:
             server.close()
             await server.wait_closed()
@@ -305,8 +309,9 @@ class TestSharedSecret:
         (tmp_path / "wrong").mkdir()
         # The test bed's [globals] hold PBXBRIDGE_AGI_SECRET, which the shipped
         # [pbxbridge-agi] passes as the first AGI argument.
-        with running_daemon(tb, tmp_path / "right",
-                            extra_env={"PBXBRIDGE_AGI_SECRET": AGI_SECRET}) as d:
+        with running_daemon(
+            tb, tmp_path / "right", extra_env={"PBXBRIDGE_AGI_SECRET": AGI_SECRET}
+        ) as d:
             d.wait_health(lambda h: h["agi"]["state"] == "listening", timeout=10)
             assert d.health()["agi"]["authentication"] == "shared secret"
             result, events = agi_call(tb, WARDENBURG, hold_ms=300, caller=CALLER)
@@ -323,8 +328,7 @@ class TestSharedSecret:
             tags = trunk_vars(events)
             assert tags["PBXBRIDGE_TENANT"] == "unrouted"  # the dialplan's fallback
             assert tags.get("PBXBRIDGE_DEST_CONTEXT", "") == ""
-            cdr = tb.wait_for_cdr(lambda c: c["dstchannel"].startswith("PJSIP/agent1"),
-                                  since=mark)
+            cdr = tb.wait_for_cdr(lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
             assert cdr["accountcode"] == "unrouted"
             assert d.health()["agi"]["faults"] == {"bad_secret": 1}
             assert d.health()["agi"]["routed"] == 0
@@ -345,9 +349,12 @@ class TestInjectedSession:
         thread, results = place_in_thread(WARDENBURG, count=1, hold_ms=4000, caller=CALLER)
         (routed,) = daemon.wait_routed(1)
         call_id = routed["call_id"]
-        fake = asyncio.run(FakeAsterisk(
-            AGI_PORT, env=asterisk_env(uniqueid=call_id, extension="+494412350",
-                                       callerid="01716666666")).call())
+        fake = asyncio.run(
+            FakeAsterisk(
+                AGI_PORT,
+                env=asterisk_env(uniqueid=call_id, extension="+494412350", callerid="01716666666"),
+            ).call()
+        )
         assert fake.destination is not None  # the router itself answered the intruder
         daemon.wait_health(lambda h: h["screen_pops"]["duplicate_routed"] == 1, timeout=5)
         agents(1, "answer", ring_delay_ms=200)  # now the queue rings agent1
@@ -377,8 +384,7 @@ class TestUnexpectedException:
             mark = tb.cdr_mark()
             result, events = agi_call(tb, "0442166600", hold_ms=1500, caller=CALLER)
             assert result.ok, result.describe()
-            cdr = tb.wait_for_cdr(
-                lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
+            cdr = tb.wait_for_cdr(lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
             assert cdr["accountcode"] == "unrouted", d.log_tail()
             tags = trunk_vars(events)
             assert tags.get("PBXBRIDGE_DEST_CONTEXT", "") == ""

@@ -34,12 +34,10 @@ WARDENBURG = "+494407730"
 CALLER = "04407123456"
 
 
-
 @pytest.fixture
 def daemon(tb: Testbed, tmp_path: Path) -> Iterator[DaemonProcess]:
     with running_daemon(tb, tmp_path) as d:
         yield d
-
 
 
 def trunk_vars(events: list[dict[str, str]], uniqueid: str | None = None) -> dict[str, str]:
@@ -69,15 +67,18 @@ def call(tb: Testbed, did: str, **kw: object) -> tuple[CallResult, list[dict[str
 
 
 class TestEventFilter:
-    def test_only_the_events_the_router_reads(
-        self, tb: Testbed, daemon: DaemonProcess
-    ) -> None:
+    def test_only_the_events_the_router_reads(self, tb: Testbed, daemon: DaemonProcess) -> None:
         _, app = tb.ari_request("GET", "/applications/pbxbridge")
         assert isinstance(app, dict)
         # RESTResponse: the replies to requests sent over the event socket.
         assert {e["type"] for e in app["events_allowed"]} == {
-            "StasisStart", "StasisEnd", "ChannelDtmfReceived", "PlaybackFinished",
-            "ApplicationReplaced", "RESTResponse"}
+            "StasisStart",
+            "StasisEnd",
+            "ChannelDtmfReceived",
+            "PlaybackFinished",
+            "ApplicationReplaced",
+            "RESTResponse",
+        }
 
 
 class TestLiveChanges:
@@ -85,16 +86,26 @@ class TestLiveChanges:
         self, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory
     ) -> None:
         agents(1, "answer")
-        out = daemon.cli("override", "set", "--config", str(daemon.rules_path),
-                         "--tenant", "wardenburg", "--closed", "--reason", "Unwetter")
+        out = daemon.cli(
+            "override",
+            "set",
+            "--config",
+            str(daemon.rules_path),
+            "--tenant",
+            "wardenburg",
+            "--closed",
+            "--reason",
+            "Unwetter",
+        )
         assert out.returncode == 0, out.stderr
         time.sleep(1.0)
         _, events = call(tb, WARDENBURG, hold_ms=2000, caller=CALLER)
         assert trunk_vars(events)["PBXBRIDGE_CLOSED_THEN"] == "hangup"
         assert "Unwetter" in " ".join(daemon.wait_routed(1)[0]["reasons"])
 
-        daemon.cli("override", "clear", "--config", str(daemon.rules_path),
-                   "--tenant", "wardenburg")
+        daemon.cli(
+            "override", "clear", "--config", str(daemon.rules_path), "--tenant", "wardenburg"
+        )
         time.sleep(1.0)
         _, events = call(tb, WARDENBURG, hold_ms=300, caller=CALLER)
         assert trunk_vars(events)["PBXBRIDGE_QUEUE"] == "servicecenter"
@@ -121,8 +132,17 @@ class TestLiveChanges:
             for node in (node_a, node_b):
                 assert node.health()["overrides"]["backend"] == "postgresql"
                 assert node.metrics()['pbxbridge_up{component="overrides"}'] == 1
-            out = operator.cli("override", "set", "--config", str(operator.rules_path),
-                               "--tenant", "wardenburg", "--closed", "--reason", "Unwetter")
+            out = operator.cli(
+                "override",
+                "set",
+                "--config",
+                str(operator.rules_path),
+                "--tenant",
+                "wardenburg",
+                "--closed",
+                "--reason",
+                "Unwetter",
+            )
             assert out.returncode == 0, out.stderr
             for node in (node_a, node_b):
                 node.wait_health(lambda h: h["overrides"]["count"] == 1, timeout=1.0)
@@ -130,8 +150,9 @@ class TestLiveChanges:
             assert trunk_vars(events)["PBXBRIDGE_CLOSED_THEN"] == "hangup"
             assert "Unwetter" in " ".join(node_a.wait_routed(1)[0]["reasons"])
 
-            out = operator.cli("override", "clear", "--config", str(operator.rules_path),
-                               "--tenant", "wardenburg")
+            out = operator.cli(
+                "override", "clear", "--config", str(operator.rules_path), "--tenant", "wardenburg"
+            )
             assert out.returncode == 0, out.stderr
             for node in (node_a, node_b):
                 node.wait_health(lambda h: h["overrides"]["count"] == 0, timeout=1.0)
@@ -211,8 +232,7 @@ class TestFaults:
         results: list[CallResult] = []
         caller = threading.Thread(
             target=lambda: results.append(
-                place_calls(WARDENBURG, count=3, rate=10, hold_ms=300, caller=CALLER,
-                            timeout_s=60)
+                place_calls(WARDENBURG, count=3, rate=10, hold_ms=300, caller=CALLER, timeout_s=60)
             )
         )
         caller.start()
@@ -314,7 +334,10 @@ class FaultyDaemon(DaemonProcess):
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", self.program, "run", "--config", str(self.rules_path)],
-            cwd=self.workdir, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         if wait_connected:
@@ -371,8 +394,7 @@ class TestNoCallLeftInStasis:
             mark = tb.cdr_mark()
             result, _ = call(tb, "0442166600", hold_ms=1500, caller=CALLER)
             assert result.ok, result.describe()
-            cdr = tb.wait_for_cdr(
-                lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
+            cdr = tb.wait_for_cdr(lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
             assert cdr["accountcode"] == "unrouted", d.log_tail()
             health = d.health()
             assert health["calls"]["failed"] == 1
@@ -396,8 +418,7 @@ class TestNoCallLeftInStasis:
             mark = tb.cdr_mark()
             result, _ = call(tb, "0442177700", hold_ms=1500, caller=CALLER, timeout_s=30)
             assert result.ok, result.describe()
-            cdr = tb.wait_for_cdr(
-                lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
+            cdr = tb.wait_for_cdr(lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
             # Found within two sweeps (2 s apart): routed, or - when found
             # after the bound - sent to the fallback by the guard.
             assert cdr["accountcode"] in {"oldenburg", "unrouted"}, d.log_tail()
@@ -413,16 +434,16 @@ class TestNoCallLeftInStasis:
         # call to pbxbridge-unrouted at the bound (3 s), counted and logged.
         agents(1, "answer")
         prompt = install_long_sound(tb, 8)
-        d = DaemonProcess(tb, tmp_path, rules=menu_rules(prompt),
-                          extra_env={"PBXBRIDGE_STASIS_MAX_S": "3"})
+        d = DaemonProcess(
+            tb, tmp_path, rules=menu_rules(prompt), extra_env={"PBXBRIDGE_STASIS_MAX_S": "3"}
+        )
         d.start()
         try:
             mark = tb.cdr_mark()
             started = time.monotonic()
             result, _ = call(tb, "115", hold_ms=6000, caller="anonymous")
             assert result.ok, result.describe()
-            cdr = tb.wait_for_cdr(
-                lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
+            cdr = tb.wait_for_cdr(lambda c: c["dstchannel"].startswith("PJSIP/agent1"), since=mark)
             assert cdr["accountcode"] == "unrouted", d.log_tail()
             # The agent was reached ~3 s into the call, not after the 8 s prompt:
             # billsec (agent talk time) is most of the 6 s hold.
@@ -453,11 +474,26 @@ class TestNoCallLeftInStasis:
         mark = tb.cdr_mark()
         results: list[CallResult] = []
         callers = [
-            threading.Thread(target=lambda: results.append(place_calls(
-                "115", count=2, rate=10, hold_ms=12000, caller="anonymous", timeout_s=60))),
-            threading.Thread(target=lambda: results.append(place_calls(
-                "115", count=1, hold_ms=12000, caller="anonymous", dtmf="2",
-                dtmf_delay_ms=(prompt_s + 3) * 1000, timeout_s=60))),
+            threading.Thread(
+                target=lambda: results.append(
+                    place_calls(
+                        "115", count=2, rate=10, hold_ms=12000, caller="anonymous", timeout_s=60
+                    )
+                )
+            ),
+            threading.Thread(
+                target=lambda: results.append(
+                    place_calls(
+                        "115",
+                        count=1,
+                        hold_ms=12000,
+                        caller="anonymous",
+                        dtmf="2",
+                        dtmf_delay_ms=(prompt_s + 3) * 1000,
+                        timeout_s=60,
+                    )
+                )
+            ),
         ]
         for caller in callers:
             caller.start()
@@ -502,8 +538,11 @@ class TestFrozenDaemonBound:
         assert d.proc is not None
         os.kill(d.proc.pid, signal.SIGSTOP)
         results: list[CallResult] = []
-        caller = threading.Thread(target=lambda: results.append(place_calls(
-            WARDENBURG, count=3, rate=10, hold_ms=300, caller=CALLER, timeout_s=60)))
+        caller = threading.Thread(
+            target=lambda: results.append(
+                place_calls(WARDENBURG, count=3, rate=10, hold_ms=300, caller=CALLER, timeout_s=60)
+            )
+        )
         caller.start()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -537,9 +576,11 @@ class TestFrozenDaemonBound:
         caller.join(60)
         (result,) = results
         assert result.successful == 3, result.describe()
-        print(f"\nabort: {abort_s:.2f} s from SIGABRT to exit; restart+resync: "
-              f"{elapsed:.2f} s from process start to 3 held calls continued "
-              f"({len(ready)} ready lines)")
+        print(
+            f"\nabort: {abort_s:.2f} s from SIGABRT to exit; restart+resync: "
+            f"{elapsed:.2f} s from process start to 3 held calls continued "
+            f"({len(ready)} ready lines)"
+        )
         assert abort_s < 2.0
         # WatchdogSec=5 + RestartSec=1 + this must stay within ~10 s.
         assert elapsed < 3.0

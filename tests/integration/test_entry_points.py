@@ -79,7 +79,6 @@ def entry(request: pytest.FixtureRequest) -> Entry:
     return ENTRIES[str(request.param)]
 
 
-
 @pytest.fixture
 def daemon(tb: Testbed, tmp_path: Path) -> Iterator[DaemonProcess]:
     with running_daemon(tb, tmp_path) as d:
@@ -93,8 +92,9 @@ class TestOpenHours:
     ) -> None:
         agents(1, "answer", ring_delay_ms=100)
         mark = tb.cdr_mark()
-        result, events = entry.call(tb, WARDENBURG, hold_ms=800, caller=CALLER,
-                                    display="Jörg Müller")
+        result, events = entry.call(
+            tb, WARDENBURG, hold_ms=800, caller=CALLER, display="Jörg Müller"
+        )
         assert result.ok and result.successful == 1, result.describe()
 
         tags = trunk_vars(events)
@@ -196,8 +196,9 @@ class TestService115:
         self, entry: Entry, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory
     ) -> None:
         agents(1, "answer")
-        _, events = entry.call(tb, "115", hold_ms=2500, caller="01711234567", dtmf="2",
-                               dtmf_delay_ms=200)
+        _, events = entry.call(
+            tb, "115", hold_ms=2500, caller="01711234567", dtmf="2", dtmf_delay_ms=200
+        )
         tags = trunk_vars(events)
         assert tags.get("PBXBRIDGE_TENANT") == "wardenburg", daemon.log_tail()
         (routed,) = daemon.wait_routed(1)
@@ -236,8 +237,12 @@ class TestHostileCallerId:
         assert shown.startswith("WAR")
         assert len(shown) <= 80
         assert not set(shown) & set("$;,|\\{}")
-        assert not [e for e in daemon.logs() if str(e.get("event", "")).startswith("agi.")
-                    and e["event"] not in ("agi.listening", "agi.no_secret")]
+        assert not [
+            e
+            for e in daemon.logs()
+            if str(e.get("event", "")).startswith("agi.")
+            and e["event"] not in ("agi.listening", "agi.no_secret")
+        ]
 
     def test_hostile_caller_number(
         self, entry: Entry, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory
@@ -311,7 +316,7 @@ def _invite_to_agent(agent: SippAgent) -> str:
             start = text.find("INVITE sip:")
             if start != -1:
                 end = text.find("\n\n", start)
-                return text[start:end if end != -1 else None]
+                return text[start : end if end != -1 else None]
         time.sleep(0.1)
     raise AssertionError(f"agent received no INVITE: {list(agent.workdir.iterdir())}")
 
@@ -349,8 +354,9 @@ class TestCallerShownToAgent:
     ) -> None:
         agent = SippAgent.for_agent(1, "answer", 50, tb.config, trace_messages=True).start()
         try:
-            result, _ = entry.call(tb, WARDENBURG, hold_ms=300, caller="04411234567",
-                                   display="Jörg Müller")
+            result, _ = entry.call(
+                tb, WARDENBURG, hold_ms=300, caller="04411234567", display="Jörg Müller"
+            )
             assert result.ok, (result.describe(), daemon.log_tail())
             invite = _invite_to_agent(agent)
         finally:

@@ -122,7 +122,7 @@ def withheld_scenario(workdir: Path) -> Path:
     assert from_line is not None
     indent = from_line.group(0)[: len(from_line.group(0)) - len(from_line.group(0).lstrip())]
     replacement = (
-        f"{indent}From: \"Anonymous\" <sip:anonymous@anonymous.invalid>;"
+        f'{indent}From: "Anonymous" <sip:anonymous@anonymous.invalid>;'
         "tag=[pid]SIPpTag00[call_number]\n"
         f"{indent}P-Asserted-Identity: <sip:[caller]@[local_ip]>\n"
         f"{indent}Privacy: id"
@@ -147,9 +147,17 @@ class TestWithheldCaller:
         agent = SippAgent.for_agent(1, "answer", 100, tb.config, trace_messages=True).start()
         pops = Subscriber(1883, daemon.topic_prefix)
         try:
-            result, events = call(tb, route, "115", hold_ms=3000, caller=WITHHELD,
-                                  display="", dtmf="1", dtmf_delay_ms=300,
-                                  scenario=withheld_scenario(tmp_path))
+            result, events = call(
+                tb,
+                route,
+                "115",
+                hold_ms=3000,
+                caller=WITHHELD,
+                display="",
+                dtmf="1",
+                dtmf_delay_ms=300,
+                scenario=withheld_scenario(tmp_path),
+            )
             (routed,) = daemon.wait_routed(1)
             deadline = time.monotonic() + 5
             while not pops.agent("agent1") and time.monotonic() < deadline:
@@ -186,18 +194,21 @@ def _first_invite(agent: SippAgent) -> str:
     text = logs[0].read_text(errors="replace")
     start = text.index("INVITE sip:")
     end = text.find("\n\n", start)
-    return text[start:end if end > 0 else None]
+    return text[start : end if end > 0 else None]
 
 
 class TestBesideFreePbx:
     def test_freepbx_agi_on_4573_and_pbxbridge_on_4574(
-        self, route: Route, tb: Testbed, daemon: DaemonProcess, agents: AgentFactory,
+        self,
+        route: Route,
+        tb: Testbed,
+        daemon: DaemonProcess,
+        agents: AgentFactory,
         freepbx_agi: FreePbxFastAgi,
     ) -> None:
         agents(1, "answer")
         mark = tb.cdr_mark()
-        result, events = call(tb, route, WARDENBURG, hold_ms=600, caller="04407123456",
-                              display="")
+        result, events = call(tb, route, WARDENBURG, hold_ms=600, caller="04407123456", display="")
         assert result.ok, (result.describe(), daemon.log_tail())
         assert freepbx_agi.served == ["freepbx-inbound.agi"]
         health = daemon.health()

@@ -72,16 +72,16 @@ def test_ami_resync_waits_quietly_for_app_queue(tb: Testbed, tmp_path: Path) -> 
         tb.cli("module unload app_queue.so")
         try:
             connected = tb.cli("manager show connected")
-            fds = re.findall(rf"^\s*{re.escape(tb.ami_user)}\s+\S+\s+\d+\s+\d+\s+(\d+)",
-                             connected, re.MULTILINE)
+            fds = re.findall(
+                rf"^\s*{re.escape(tb.ami_user)}\s+\S+\s+\d+\s+\d+\s+(\d+)", connected, re.MULTILINE
+            )
             assert fds, connected
             for fd in fds:
                 tb.cli(f"manager kick session {fd}")
             # The daemon logs in again (backoff <= 2 s) and finds no QueueStatus.
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and not any(
-                e.get("event") in ("ami.resync_refused", "ami.resync_failed")
-                for e in daemon.logs()
+                e.get("event") in ("ami.resync_refused", "ami.resync_failed") for e in daemon.logs()
             ):
                 time.sleep(0.1)
             time.sleep(1.0)

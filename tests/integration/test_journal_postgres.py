@@ -67,9 +67,15 @@ class TestPostgresSpecifics:
             assert store.schema_version == SCHEMA_VERSION
             assert [r.call_id for r in store.calls_between(at(0), at(1))] == ["c1"]
         assert query(fresh_database, "SELECT version FROM schema_version") == [
-            (v,) for v in range(1, SCHEMA_VERSION + 1)]
-        types = dict(query(fresh_database, "SELECT column_name, data_type FROM "
-                           "information_schema.columns WHERE table_name = 'calls'"))
+            (v,) for v in range(1, SCHEMA_VERSION + 1)
+        ]
+        types = dict(
+            query(
+                fresh_database,
+                "SELECT column_name, data_type FROM "
+                "information_schema.columns WHERE table_name = 'calls'",
+            )
+        )
         assert types["arrived_at"] == "timestamp with time zone"
         assert types["via_115"] == "boolean"
 
@@ -92,7 +98,8 @@ class TestPostgresSpecifics:
             t.join()
         assert errors == []
         assert query(fresh_database, "SELECT version FROM schema_version") == [
-            (v,) for v in range(1, SCHEMA_VERSION + 1)]
+            (v,) for v in range(1, SCHEMA_VERSION + 1)
+        ]
         assert query(fresh_database, "SELECT count(*) FROM calls") == [(6,)]
 
     def test_times_are_stored_as_instants(self, database: str) -> None:
@@ -106,9 +113,12 @@ class TestPostgresSpecifics:
         with PostgresJournal(database) as store:
             query(database, "TRUNCATE calls")
             store.upsert([entry("c1")])
-            query(database, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE application_name = 'pbxbridge-journal' "
-                            "AND datname = current_database()")
+            query(
+                database,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'pbxbridge-journal' "
+                "AND datname = current_database()",
+            )
             with pytest.raises(psycopg.OperationalError) as caught:
                 store.upsert([entry("c2")])
             assert store.is_transient(caught.value)
@@ -118,8 +128,9 @@ class TestPostgresSpecifics:
     def test_an_unreachable_server_fails_fast(self) -> None:
         started = time.monotonic()
         with pytest.raises(psycopg.OperationalError):
-            PostgresJournal(make_conninfo(SERVER, host="127.0.0.1", port=free_port()),
-                            connect_timeout=2)
+            PostgresJournal(
+                make_conninfo(SERVER, host="127.0.0.1", port=free_port()), connect_timeout=2
+            )
         assert time.monotonic() - started < 5
 
     def test_two_nodes_share_one_database(self, database: str) -> None:
@@ -130,10 +141,12 @@ class TestPostgresSpecifics:
             try:
                 with PostgresJournal(database) as store:
                     for v in range(5):
-                        store.upsert([versions(f"c{i}", node=name, arrived=at(i))[v]
-                                      for i in range(200)])
-                    store.set_disposition(name, "c0", "resolved", f"agent-{name}", "", None,
-                                          None, at(100))
+                        store.upsert(
+                            [versions(f"c{i}", node=name, arrived=at(i))[v] for i in range(200)]
+                        )
+                    store.set_disposition(
+                        name, "c0", "resolved", f"agent-{name}", "", None, None, at(100)
+                    )
             except BaseException as exc:
                 errors.append(exc)
 
@@ -174,8 +187,11 @@ class TestPersonalData:
         # What reaches logs, /healthz and the writer's last_error: the server's
         # DETAIL ("Failing row contains (…, +494411234567, …)") must not.
         with PostgresJournal(fresh_database) as store:
-            query(fresh_database, "ALTER TABLE calls ADD CONSTRAINT no_test_numbers"
-                                  " CHECK (caller <> '+494411234567')")
+            query(
+                fresh_database,
+                "ALTER TABLE calls ADD CONSTRAINT no_test_numbers"
+                " CHECK (caller <> '+494411234567')",
+            )
             with pytest.raises(psycopg.errors.CheckViolation) as caught:
                 store.upsert([entry("c1", caller="+494411234567")])
             text = str(caught.value)
@@ -184,28 +200,35 @@ class TestPersonalData:
             assert not store.is_transient(caught.value)  # refused data, as before
             assert caught.value.__cause__ is None and caught.value.__suppress_context__
             store.upsert([entry("c2", caller="+4944170000")])  # the connection still works
-        db = PostgresConnection(fresh_database, application_name="test",
-                                connect_timeout=5, statement_timeout=5)
+        db = PostgresConnection(
+            fresh_database, application_name="test", connect_timeout=5, statement_timeout=5
+        )
         try:
-            with pytest.raises(psycopg.errors.NumericValueOutOfRange) as out_of_range, \
-                    db.use() as conn:
+            with (
+                pytest.raises(psycopg.errors.NumericValueOutOfRange) as out_of_range,
+                db.use() as conn,
+            ):
                 conn.execute("SELECT '+494411234567'::int")
             assert "494411234567" not in str(out_of_range.value)
             assert "+4944…67" in str(out_of_range.value)  # the primary message, shortened
         finally:
             db.close()
 
-    async def test_the_writer_logs_refusals_without_numbers(self, fresh_database: str,
-                                                            tmp_path: Path) -> None:
+    async def test_the_writer_logs_refusals_without_numbers(
+        self, fresh_database: str, tmp_path: Path
+    ) -> None:
         # The daemon's path: the writer retries a refused batch entry by entry
         # and logs each refusal at error level with the database's message.
         from structlog.testing import capture_logs
 
         PostgresJournal(fresh_database).close()
-        query(fresh_database, "ALTER TABLE calls ADD CONSTRAINT no_test_numbers"
-                              " CHECK (caller <> '+494411234567')")
-        writer = JournalWriter(lambda: PostgresJournal(fresh_database), tmp_path / "spool",
-                               flush_interval=0.02)
+        query(
+            fresh_database,
+            "ALTER TABLE calls ADD CONSTRAINT no_test_numbers CHECK (caller <> '+494411234567')",
+        )
+        writer = JournalWriter(
+            lambda: PostgresJournal(fresh_database), tmp_path / "spool", flush_interval=0.02
+        )
         with capture_logs() as logs:
             task = asyncio.create_task(writer.run())
             writer.submit(entry("bad", caller="+494411234567"))
@@ -226,8 +249,12 @@ class TestPersonalData:
         with PostgresJournal(fresh_database) as store:
             assert store.schema_version == SCHEMA_VERSION == 2
             assert len(list(store.calls_between(at(-1e10), at(1e10)))) == 10
-        names = {r[0] for r in query(fresh_database, "SELECT indexname FROM pg_indexes"
-                                                     " WHERE tablename = 'calls'")}
+        names = {
+            r[0]
+            for r in query(
+                fresh_database, "SELECT indexname FROM pg_indexes WHERE tablename = 'calls'"
+            )
+        }
         assert {"calls_unpurged", "calls_callback_due"} <= names
 
     def test_purge_of_a_million_calls(self, fresh_database: str) -> None:
@@ -256,19 +283,26 @@ class TestPersonalData:
             started = time.perf_counter()
             again = store.purge(now - timedelta(days=89), now + timedelta(days=1))
             next_day = time.perf_counter() - started
-        print(f"\nfill {rows:,} rows: {filled:.1f} s; migration 2: {migrated:.1f} s; "
-              f"purge {purged:,} calls: {took:.1f} s; "
-              f"next day's purge ({again:,} calls): {next_day * 1000:.0f} ms")
+        print(
+            f"\nfill {rows:,} rows: {filled:.1f} s; migration 2: {migrated:.1f} s; "
+            f"purge {purged:,} calls: {took:.1f} s; "
+            f"next day's purge ({again:,} calls): {next_day * 1000:.0f} ms"
+        )
         expected = due_for_purge(rows, days, 90)
         assert purged == expected
         assert again == due_for_purge(rows, days, 89) - expected
-        left = query(fresh_database,
-                     "SELECT count(*) FROM calls WHERE purged_at IS NOT NULL AND ("
-                     " caller IS NOT NULL OR callback_number IS NOT NULL"
-                     " OR disposition_note IS NOT NULL OR reasons <> '[]')")
+        left = query(
+            fresh_database,
+            "SELECT count(*) FROM calls WHERE purged_at IS NOT NULL AND ("
+            " caller IS NOT NULL OR callback_number IS NOT NULL"
+            " OR disposition_note IS NOT NULL OR reasons <> '[]')",
+        )
         assert left == [(0,)]
-        kept = query(fresh_database, "SELECT count(*), min(reasons) FROM calls"
-                                     " WHERE purged_at IS NULL AND caller IS NOT NULL")
+        kept = query(
+            fresh_database,
+            "SELECT count(*), min(reasons) FROM calls"
+            " WHERE purged_at IS NULL AND caller IS NOT NULL",
+        )
         assert kept[0][0] == rows - expected - again
         assert "+49441" in json.loads(kept[0][1])[1]
         assert took < 120  # 12 s measured on the shared 2-core test machine
@@ -317,15 +351,21 @@ async def test_outage_loses_nothing_and_writes_nothing_twice(
     assert writer.stats.db_available and writer.stats.written > 0
     cut = asyncio.create_task(proxy.cut(5.0))
     await until(lambda: not writer.stats.db_available, within=3.0, what="the outage noticed")
-    await until(lambda: writer.stats.spooled > 0 and bool(writer.spool_files()), within=3.0,
-                what="entries spooled to disk")
+    await until(
+        lambda: writer.stats.spooled > 0 and bool(writer.spool_files()),
+        within=3.0,
+        what="entries spooled to disk",
+    )
     during = writer.stats.spool_backlog
     await cut
     await asyncio.sleep(1.0)
     stop.set()
     await feeder
-    await until(lambda: writer.stats.db_available and writer.stats.backlog == 0, within=10.0,
-                what="the backlog replayed")
+    await until(
+        lambda: writer.stats.db_available and writer.stats.backlog == 0,
+        within=10.0,
+        what="the backlog replayed",
+    )
     await writer.close()
     await task
 
@@ -362,4 +402,3 @@ async def test_two_writers_two_nodes(database: str, tmp_path: Path) -> None:
         rows = list(store.calls_between(at(0), at(1000)))
     assert len(rows) == 600
     assert all(lifecycle_of(r) == final(int(r.call_id[1:]), r.node) for r in rows)
-

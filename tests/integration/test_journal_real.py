@@ -52,8 +52,17 @@ def background(fn: Any) -> tuple[threading.Thread, list[CallResult]]:
 
 def report(daemon: DaemonProcess, tenant: str) -> dict[str, Any]:
     today = datetime.now(ZoneInfo("Europe/Berlin")).date().isoformat()
-    out = daemon.cli("report", "--config", str(daemon.rules_path), "--from", today,
-                     "--to", today, "--format", "json")
+    out = daemon.cli(
+        "report",
+        "--config",
+        str(daemon.rules_path),
+        "--from",
+        today,
+        "--to",
+        today,
+        "--format",
+        "json",
+    )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     (part,) = [t for t in data["tenants"] if t["tenant"] == tenant]
@@ -62,7 +71,10 @@ def report(daemon: DaemonProcess, tenant: str) -> dict[str, Any]:
 
 class TestReportFromRealCalls:
     def test_known_outcomes_give_exact_figures(
-        self, fresh_testbed: Testbed, tmp_path: Path, backend: dict[str, str],
+        self,
+        fresh_testbed: Testbed,
+        tmp_path: Path,
+        backend: dict[str, str],
     ) -> None:
         tb = fresh_testbed
         install_test_sound(tb)
@@ -79,26 +91,41 @@ class TestReportFromRealCalls:
                 assert place_calls("115", hold_ms=500, caller="04407555123").ok
             # B: nobody answers for 22 s, then agent1 comes up and answers.
             thread, results = background(
-                lambda: place_calls(WARDENBURG, hold_ms=500, caller=CALLER, timeout_s=60))
+                lambda: place_calls(WARDENBURG, hold_ms=500, caller=CALLER, timeout_s=60)
+            )
             time.sleep(22)
             with SippAgent.for_agent(1, "answer", ring_delay_ms=200):
                 thread.join(30)
             assert results[0].ok, results[0].describe()
             # C and D: callers give up after 2 s (short) and 8 s.
             for wait_ms in (2000, 8000):
-                result = place_calls(WARDENBURG, caller=CALLER, scenario=ABANDON_SCENARIO,
-                                     extra_args=["-key", "wait_ms", str(wait_ms)])
+                result = place_calls(
+                    WARDENBURG,
+                    caller=CALLER,
+                    scenario=ABANDON_SCENARIO,
+                    extra_args=["-key", "wait_ms", str(wait_ms)],
+                )
                 assert result.ok, result.describe()
             # E: closed hours (tenant "nachts" never opens).
             place_calls("+494222440", hold_ms=2000, caller=CALLER)
 
             daemon.wait_health(
-                lambda h: h["screen_pops"]["following"] == 0 and h["journal"]["backlog"] == 0
-                and h["journal"]["written"] >= 6, timeout=15)
+                lambda h: (
+                    h["screen_pops"]["following"] == 0
+                    and h["journal"]["backlog"] == 0
+                    and h["journal"]["written"] >= 6
+                ),
+                timeout=15,
+            )
             after = tb.queue_counts("servicecenter")
             w = report(daemon, "wardenburg")
-            assert (w["calls"], w["offered"], w["answered"], w["abandoned"],
-                    w["short_abandoned"]) == (5, 5, 3, 2, 1)
+            assert (
+                w["calls"],
+                w["offered"],
+                w["answered"],
+                w["abandoned"],
+                w["short_abandoned"],
+            ) == (5, 5, 3, 2, 1)
             assert w["answered_within"] == 2
             assert w["sl_answered_pct"] == 66.66  # 2 of 3 answered within 20 s
             assert w["sl_offered_pct"] == 50.0  # 2 of 4 offered (short abandon left out)
@@ -188,8 +215,10 @@ class TestDatabaseOutage:
         daemon.start()
         try:
             daemon.wait_health(lambda h: h["ami"]["state"] == "connected", timeout=15)
-            with SippAgent.for_agent(1, "answer", ring_delay_ms=100), \
-                    SippAgent.for_agent(2, "answer", ring_delay_ms=100):
+            with (
+                SippAgent.for_agent(1, "answer", ring_delay_ms=100),
+                SippAgent.for_agent(2, "answer", ring_delay_ms=100),
+            ):
                 assert place_calls(WARDENBURG, hold_ms=300, caller=CALLER).ok
                 daemon.wait_health(lambda h: h["journal"]["written"] >= 1, timeout=10)
                 proxy.cut()
@@ -201,11 +230,14 @@ class TestDatabaseOutage:
                 assert health["calls"]["routed"] == 11
                 time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
                 proxy.restore()
-                daemon.wait_health(lambda h: h["journal"]["backlog"] == 0
-                                   and h["screen_pops"]["following"] == 0, timeout=60)
+                daemon.wait_health(
+                    lambda h: h["journal"]["backlog"] == 0 and h["screen_pops"]["following"] == 0,
+                    timeout=60,
+                )
             with psycopg.connect(direct) as conn:
                 rows = conn.execute(
-                    "SELECT outcome, count(*) FROM calls GROUP BY outcome").fetchall()
+                    "SELECT outcome, count(*) FROM calls GROUP BY outcome"
+                ).fetchall()
             assert dict(rows) == {"answered": 11}
         finally:
             daemon.stop()

@@ -292,13 +292,19 @@ async def test_wrong_password_is_reported_without_hammering_the_broker(
     make_publisher: Callable[[MqttSettings], MqttPublisher],
 ) -> None:
     broker = make_broker(users={"pbxbridge": "correct horse"})
-    wrong = make_publisher(publisher_settings(
-        broker, username="pbxbridge", password="battery staple",
-        backoff_initial=0.2, backoff_max=1.0,
-    ))
+    wrong = make_publisher(
+        publisher_settings(
+            broker,
+            username="pbxbridge",
+            password="battery staple",
+            backoff_initial=0.2,
+            backoff_max=1.0,
+        )
+    )
     wrong.publish("agents/a1/pop", b"x")
-    right = make_publisher(publisher_settings(
-        broker, username="pbxbridge", password="correct horse"))
+    right = make_publisher(
+        publisher_settings(broker, username="pbxbridge", password="correct horse")
+    )
     right.publish("agents/a1/pop", b"x")
 
     await asyncio.sleep(1.5)
@@ -323,26 +329,43 @@ async def test_tls_with_a_client_certificate(
     pki = broker.tls_files
     assert pki is not None
     agent = await started(
-        Collector(broker, "pbxbridge/v1/#",
-                  tls_context=client_tls_context(pki.ca_file, pki.client_cert, pki.client_key)),
+        Collector(
+            broker,
+            "pbxbridge/v1/#",
+            tls_context=client_tls_context(pki.ca_file, pki.client_cert, pki.client_key),
+        ),
         collectors,
     )
-    good = make_publisher(publisher_settings(
-        broker, tls=True, ca_file=str(pki.ca_file),
-        cert_file=str(pki.client_cert), key_file=str(pki.client_key),
-    ))
-    untrusted = make_publisher(publisher_settings(
-        broker, tls=True, ca_file=str(pki.other_ca_file),
-        cert_file=str(pki.client_cert), key_file=str(pki.client_key),
-    ))
-    no_client_cert = make_publisher(publisher_settings(
-        broker, tls=True, ca_file=str(pki.ca_file)))
+    good = make_publisher(
+        publisher_settings(
+            broker,
+            tls=True,
+            ca_file=str(pki.ca_file),
+            cert_file=str(pki.client_cert),
+            key_file=str(pki.client_key),
+        )
+    )
+    untrusted = make_publisher(
+        publisher_settings(
+            broker,
+            tls=True,
+            ca_file=str(pki.other_ca_file),
+            cert_file=str(pki.client_cert),
+            key_file=str(pki.client_key),
+        )
+    )
+    no_client_cert = make_publisher(publisher_settings(broker, tls=True, ca_file=str(pki.ca_file)))
     for publisher in (good, untrusted, no_client_cert):
         publisher.publish("agents/a1/pop", b"over TLS")
 
     await until(lambda: agent.payloads == [b"over TLS"], what="the TLS message")
-    await until(lambda: untrusted.status().consecutive_failures >= 1
-                and no_client_cert.status().consecutive_failures >= 1, what="failed attempts")
+    await until(
+        lambda: (
+            untrusted.status().consecutive_failures >= 1
+            and no_client_cert.status().consecutive_failures >= 1
+        ),
+        what="failed attempts",
+    )
     bad = untrusted.status()
     assert not bad.connected and bad.queued == 1
     assert bad.last_error is not None and "certificate verify failed" in bad.last_error
@@ -360,10 +383,13 @@ async def test_acl_example_keeps_agents_apart(
     users = {"pbxbridge": "d", "agent1": "a1", "agent2": "a2", "pbxbridge-watch": "w"}
     broker = make_broker(users=users, acl_file=ACL_EXAMPLE)
     # agent1 tries to read every agent's pops; the ACL must narrow that down.
-    agent1 = await started(Collector(broker, "pbxbridge/v1/agents/#",
-                                     username="agent1", password="a1"), collectors)
-    agent2 = await started(Collector(broker, "pbxbridge/v1/agents/agent2/#",
-                                     username="agent2", password="a2"), collectors)
+    agent1 = await started(
+        Collector(broker, "pbxbridge/v1/agents/#", username="agent1", password="a1"), collectors
+    )
+    agent2 = await started(
+        Collector(broker, "pbxbridge/v1/agents/agent2/#", username="agent2", password="a2"),
+        collectors,
+    )
     watch_settings = publisher_settings(broker, username="pbxbridge-watch", password="w")
     watched: list[tuple[str, bytes]] = []
 
@@ -383,8 +409,9 @@ async def test_acl_example_keeps_agents_apart(
     watched.clear()
 
     # agent1 must not be able to fake a pop for agent2 either.
-    async with aiomqtt.Client(broker.host, broker.port, username="agent1", password="a1",
-                              identifier="agent1-forger") as forger:
+    async with aiomqtt.Client(
+        broker.host, broker.port, username="agent1", password="a1", identifier="agent1-forger"
+    ) as forger:
         await forger.publish("pbxbridge/v1/agents/agent2/pop", b"forged", qos=1)
 
     daemon.publish("agents/agent2/pop", b"for agent2")
@@ -402,8 +429,10 @@ async def test_acl_example_keeps_agents_apart(
 
     assert agent1.payloads == [b"for agent1", b"end agent1"]
     assert agent2.payloads == [b"for agent2", b"end agent2"]
-    assert [t for t, _ in watched] == ["pbxbridge/v1/agents/agent2/pop",
-                                       "pbxbridge/v1/agents/agent1/pop"] * 2
+    assert [t for t, _ in watched] == [
+        "pbxbridge/v1/agents/agent2/pop",
+        "pbxbridge/v1/agents/agent1/pop",
+    ] * 2
     await until(lambda: daemon.status().inflight == 0, what="the last PUBACK")
     assert daemon.status().published >= 5
 
@@ -419,8 +448,9 @@ async def test_broker_drops_expired_pops_for_offline_agents(
     agent = await started(Collector(broker, "pbxbridge/v1/#", persistent=True), collectors)
     await agent.stop()  # offline, session kept
     publisher = make_publisher(publisher_settings(broker))
-    publisher.publish("agents/a1/pop", b"ringing", expires_at=time.monotonic() + 1.0,
-                      kind="ringing")
+    publisher.publish(
+        "agents/a1/pop", b"ringing", expires_at=time.monotonic() + 1.0, kind="ringing"
+    )
     publisher.publish("agents/a1/pop", b"answered")
     await until(lambda: publisher.status().published == 2, what="the broker's acks")
     # mosquitto counts expiry in whole seconds and expires only once its clock
@@ -453,8 +483,14 @@ async def test_a_broker_that_never_answers_leaves_no_connections_behind() -> Non
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    settings = MqttSettings(host="127.0.0.1", port=port, client_id="never-answered",
-                            connect_timeout=0.3, backoff_initial=0.05, backoff_max=0.1)
+    settings = MqttSettings(
+        host="127.0.0.1",
+        port=port,
+        client_id="never-answered",
+        connect_timeout=0.3,
+        backoff_initial=0.05,
+        backoff_max=0.1,
+    )
     publisher = MqttPublisher(settings)
     publisher.publish("t", b"x")
     task = asyncio.create_task(publisher.run())
@@ -485,10 +521,12 @@ async def test_acl_example_keeps_escaped_agent_ids_apart(
     assert mueller != moeller
     users = {"pbxbridge": "d", mueller: "m1", moeller: "m2"}
     broker = make_broker(users=users, acl_file=ACL_EXAMPLE)
-    one = await started(Collector(broker, "pbxbridge/v1/agents/#",
-                                  username=mueller, password="m1"), collectors)
-    two = await started(Collector(broker, "pbxbridge/v1/agents/#",
-                                  username=moeller, password="m2"), collectors)
+    one = await started(
+        Collector(broker, "pbxbridge/v1/agents/#", username=mueller, password="m1"), collectors
+    )
+    two = await started(
+        Collector(broker, "pbxbridge/v1/agents/#", username=moeller, password="m2"), collectors
+    )
     daemon = make_publisher(publisher_settings(broker, username="pbxbridge", password="d"))
     daemon.publish(agent_topic_relative("Jörg Müller"), b"for Mueller")
     daemon.publish(agent_topic_relative("Jörg Möller"), b"for Moeller")

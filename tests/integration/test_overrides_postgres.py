@@ -65,9 +65,15 @@ class TestSchema:
         with PostgresOverrideStore(fresh_database) as store:
             store.set("wardenburg", CLOSED, "x", at=T0)
         assert query(fresh_database, "SELECT version FROM schema_version ORDER BY 1") == [
-            (v,) for v in range(1, SCHEMA_VERSION + 1)]
-        types = dict(query(fresh_database, "SELECT column_name, data_type FROM "
-                           "information_schema.columns WHERE table_name = 'overrides'"))
+            (v,) for v in range(1, SCHEMA_VERSION + 1)
+        ]
+        types = dict(
+            query(
+                fresh_database,
+                "SELECT column_name, data_type FROM "
+                "information_schema.columns WHERE table_name = 'overrides'",
+            )
+        )
         assert types["set_at"] == types["cleared_at"] == "timestamp with time zone"
         # the journal opens it as its own: same migrations, not run twice
         with PostgresJournal(fresh_database) as journal:
@@ -97,16 +103,18 @@ class TestSchema:
             t.join()
         assert errors == []
         assert query(fresh_database, "SELECT version FROM schema_version ORDER BY 1") == [
-            (v,) for v in range(1, SCHEMA_VERSION + 1)]
+            (v,) for v in range(1, SCHEMA_VERSION + 1)
+        ]
         assert query(fresh_database, "SELECT count(*) FROM overrides") == [(3,)]
 
     def test_times_are_stored_as_instants(self, database: str) -> None:
         empty(database)
         with PostgresOverrideStore(database) as store:
             store.set("wardenburg", CLOSED, "x", at=T0, expires_at=T0 + timedelta(hours=1))
-        assert query(database, "SELECT set_at AT TIME ZONE 'UTC', expires_at AT TIME ZONE 'UTC'"
-                               " FROM overrides") == [
-            (datetime(2026, 11, 25, 9, 0), datetime(2026, 11, 25, 10, 0))]
+        assert query(
+            database,
+            "SELECT set_at AT TIME ZONE 'UTC', expires_at AT TIME ZONE 'UTC' FROM overrides",
+        ) == [(datetime(2026, 11, 25, 9, 0), datetime(2026, 11, 25, 10, 0))]
 
 
 class TestChangedOnPostgres:
@@ -114,11 +122,14 @@ class TestChangedOnPostgres:
         # Two operators at once: the first INSERT takes id n but commits after
         # the second (id n + 1) has been seen. A max(id) check would miss it.
         empty(database)
-        insert = ("INSERT INTO overrides (scope, state, reason, set_at)"
-                  " VALUES (%s, 'closed', 'x', now())")
-        with PostgresOverrideStore(database) as reader, \
-                psycopg.connect(database) as slow, \
-                psycopg.connect(database, autocommit=True) as fast:
+        insert = (
+            "INSERT INTO overrides (scope, state, reason, set_at) VALUES (%s, 'closed', 'x', now())"
+        )
+        with (
+            PostgresOverrideStore(database) as reader,
+            psycopg.connect(database) as slow,
+            psycopg.connect(database, autocommit=True) as fast,
+        ):
             assert reader.changed() is True
             slow.execute(insert, ("wardenburg",))  # transaction left open
             fast.execute(insert, ("oldenburg",))
@@ -128,14 +139,19 @@ class TestChangedOnPostgres:
             slow.commit()
             assert reader.changed() is True
             assert [o.scope for o in reader.active(datetime.now(UTC))] == [
-                "wardenburg", "oldenburg"]
+                "wardenburg",
+                "oldenburg",
+            ]
 
     def test_detects_writes_from_a_plain_connection(self, database: str) -> None:
         empty(database)
         with PostgresOverrideStore(database) as store:
             store.changed()
-            query(database, "INSERT INTO overrides (scope, state, reason, set_at)"
-                            " VALUES ('wardenburg', 'open', 'x', '2026-11-25 09:00Z')")
+            query(
+                database,
+                "INSERT INTO overrides (scope, state, reason, set_at)"
+                " VALUES ('wardenburg', 'open', 'x', '2026-11-25 09:00Z')",
+            )
             assert store.changed() is True
             assert store.active(T0)[0].state is OPEN
             query(database, "UPDATE overrides SET cleared_at = now()")
@@ -149,9 +165,12 @@ class TestConnection:
         with PostgresOverrideStore(database) as store:
             item = store.set("wardenburg", CLOSED, "x", at=T0)
             store.changed()
-            query(database, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE application_name = 'pbxbridge-overrides' "
-                            "AND datname = current_database()")
+            query(
+                database,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'pbxbridge-overrides' "
+                "AND datname = current_database()",
+            )
             with pytest.raises(psycopg.OperationalError):
                 store.active(T0)
             assert store.active(T0) == [item]  # a new connection
@@ -160,8 +179,9 @@ class TestConnection:
     def test_an_unreachable_server_fails_fast(self) -> None:
         started = time.monotonic()
         with pytest.raises(psycopg.OperationalError):
-            PostgresOverrideStore(make_conninfo(SERVER, host="127.0.0.1", port=free_port()),
-                                  connect_timeout=2)
+            PostgresOverrideStore(
+                make_conninfo(SERVER, host="127.0.0.1", port=free_port()), connect_timeout=2
+            )
         assert time.monotonic() - started < 5
 
     def test_factory_picks_postgresql_with_a_url(self, database: str, tmp_path: Path) -> None:
@@ -226,42 +246,72 @@ async def test_two_nodes_follow_the_cli(
             assert await node.poll() is False
             assert not node.items
 
-        out = pbxbridge("override", "set", "-c", config, "--tenant", "wardenburg", "--closed",
-                        "--reason", "Unwetter", state_dir=states["cli"]).stdout
+        out = pbxbridge(
+            "override",
+            "set",
+            "-c",
+            config,
+            "--tenant",
+            "wardenburg",
+            "--closed",
+            "--reason",
+            "Unwetter",
+            state_dir=states["cli"],
+        ).stdout
         assert out == "override #1: wardenburg forced closed until cleared (Unwetter)\n"
         took = await until_all(nodes, lambda n: len(n.items) == 1)
         assert took < 1.0
         (item_a,), (item_b,) = (node.items for node in nodes)
         assert item_a == item_b
         assert (item_a.id, item_a.scope, item_a.state, item_a.reason) == (
-            1, "wardenburg", OverrideState.CLOSED, "Unwetter")
+            1,
+            "wardenburg",
+            OverrideState.CLOSED,
+            "Unwetter",
+        )
 
         # Another node's operator sees it too: explain and list, own state dir.
-        explained = json.loads(pbxbridge("explain", "-c", config, "--did", WARDENBURG, "--json",
-                                         state_dir=states["explain"]).stdout)
+        explained = json.loads(
+            pbxbridge(
+                "explain", "-c", config, "--did", WARDENBURG, "--json", state_dir=states["explain"]
+            ).stdout
+        )
         assert (explained["tenant"], explained["action"]) == ("wardenburg", "closed")
-        assert ("override #1 for wardenburg: forced closed until cleared (Unwetter)"
-                in explained["reasons"])
-        listed = json.loads(pbxbridge("override", "list", "-c", config, "--json",
-                                      state_dir=states["explain"]).stdout)
+        assert (
+            "override #1 for wardenburg: forced closed until cleared (Unwetter)"
+            in explained["reasons"]
+        )
+        listed = json.loads(
+            pbxbridge(
+                "override", "list", "-c", config, "--json", state_dir=states["explain"]
+            ).stdout
+        )
         assert [(o["id"], o["in_force"]) for o in listed] == [(1, True)]
 
-        out = pbxbridge("override", "clear", "-c", config, "--tenant", "wardenburg",
-                        state_dir=states["explain"]).stdout
+        out = pbxbridge(
+            "override", "clear", "-c", config, "--tenant", "wardenburg", state_dir=states["explain"]
+        ).stdout
         assert out == "cleared 1 override(s)\n"
         took = await until_all(nodes, lambda n: not n.items)
         assert took < 1.0
-        explained = json.loads(pbxbridge("explain", "-c", config, "--did", WARDENBURG, "--json",
-                                         state_dir=states["cli"]).stdout)
+        explained = json.loads(
+            pbxbridge(
+                "explain", "-c", config, "--did", WARDENBURG, "--json", state_dir=states["cli"]
+            ).stdout
+        )
         assert not any("override" in reason for reason in explained["reasons"])
-        (row,) = query(database, "SELECT cleared_at IS NOT NULL, set_by = cleared_by"
-                                 " FROM overrides")
+        (row,) = query(
+            database, "SELECT cleared_at IS NOT NULL, set_by = cleared_by FROM overrides"
+        )
         assert row == (True, True)  # the audit trail, in the shared database
 
         for node in nodes:
             health = node.health()
             assert (health["backend"], health["path"], health["error"]) == (
-                "postgresql", None, None)
+                "postgresql",
+                None,
+                None,
+            )
             assert database not in json.dumps(health)
         # No node and no CLI run made a state file of its own.
         assert [p for p in tmp_path.rglob("*.sqlite")] == []  # noqa: ASYNC240 - test only
@@ -330,4 +380,3 @@ async def test_an_outage_keeps_the_last_overrides_routing(
         assert proxy.cuts == 1 and proxy.accepted >= 2
     finally:
         node.close()
-

@@ -44,19 +44,70 @@ def _run(argv: list[str], user: str | None) -> None:
 
 def _certificates(folder: Path) -> None:
     """A CA, and a certificate for the host name ``localhost`` signed by it."""
-    def ssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder,
-                       timeout=60)
 
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
-        "-keyout", "ca.key", "-out", "ca.crt")
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=other CA",
-        "-keyout", "other.key", "-out", "other.crt")
-    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-        "-keyout", "server.key", "-out", "server.csr")
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder, timeout=60)
+
+    ssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    ssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=other CA",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.crt",
+    )
+    ssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
     (folder / "san.ext").write_text("subjectAltName=DNS:localhost\n")
-    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
+    ssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +126,10 @@ def tls_server() -> Iterator[tuple[int, Path]]:
     finally:
         try:
             if (root / "data" / "postmaster.pid").exists():
-                _run([str(binaries / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate",
-                      "stop"], user)
+                _run(
+                    [str(binaries / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"],
+                    user,
+                )
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -99,8 +152,20 @@ def _start(binaries: Path, root: Path, user: str | None) -> tuple[int, Path]:
             f"ssl_cert_file = '{certs / 'server.crt'}'\nssl_key_file = '{certs / 'server.key'}'\n"
         )
     (data / "pg_hba.conf").write_text("hostssl all all 127.0.0.1/32 trust\n")
-    _run([str(binaries / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w",
-          "-t", "30", "start"], user)
+    _run(
+        [
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(root / "log"),
+            "-w",
+            "-t",
+            "30",
+            "start",
+        ],
+        user,
+    )
     return port, certs
 
 
@@ -111,8 +176,9 @@ def url(port: int, host: str = "localhost", **params: str) -> str:
 
 def test_verify_full_with_the_documented_url(tls_server: tuple[int, Path]) -> None:
     port, certs = tls_server
-    with PostgresJournal(url(port, sslmode="verify-full",
-                             sslrootcert=str(certs / "ca.crt"))) as store:
+    with PostgresJournal(
+        url(port, sslmode="verify-full", sslrootcert=str(certs / "ca.crt"))
+    ) as store:
         assert store.schema_version >= 2
         (row,) = store._read("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", ())
         assert row[0] is True
@@ -121,16 +187,23 @@ def test_verify_full_with_the_documented_url(tls_server: tuple[int, Path]) -> No
 @pytest.mark.parametrize(
     ("host", "params", "message"),
     [
-        ("localhost", {"sslmode": "verify-full", "sslrootcert": "other.crt"},
-         "certificate verify failed"),
+        (
+            "localhost",
+            {"sslmode": "verify-full", "sslrootcert": "other.crt"},
+            "certificate verify failed",
+        ),
         # The certificate names localhost, not the address.
-        ("127.0.0.1", {"sslmode": "verify-full", "sslrootcert": "ca.crt"},
-         "does not match host name"),
+        (
+            "127.0.0.1",
+            {"sslmode": "verify-full", "sslrootcert": "ca.crt"},
+            "does not match host name",
+        ),
         ("localhost", {"sslmode": "disable"}, "no encryption"),
     ],
 )
-def test_what_verify_full_refuses(tls_server: tuple[int, Path], host: str,
-                                  params: dict[str, str], message: str) -> None:
+def test_what_verify_full_refuses(
+    tls_server: tuple[int, Path], host: str, params: dict[str, str], message: str
+) -> None:
     port, certs = tls_server
     if "sslrootcert" in params:
         params = {**params, "sslrootcert": str(certs / params["sslrootcert"])}

@@ -99,13 +99,13 @@ class Subscriber:
         self._client.disconnect()
 
 
-
 @pytest.fixture
 def setup(tb: Testbed, tmp_path: Path) -> Iterator[tuple[DaemonProcess, Subscriber]]:
     daemon = DaemonProcess(tb, tmp_path)
     daemon.start()
-    daemon.wait_health(lambda h: h["ami"]["state"] == "connected"
-                       and h["mqtt"]["connected"], timeout=15)
+    daemon.wait_health(
+        lambda h: h["ami"]["state"] == "connected" and h["mqtt"]["connected"], timeout=15
+    )
     sub = Subscriber(1883, daemon.topic_prefix)
     try:
         yield daemon, sub
@@ -143,8 +143,11 @@ class TestAnsweredCall:
         ringing = pops[0]
         assert ringing["tenant"]["id"] == "wardenburg"
         assert ringing["tenant"]["greeting"] == "Gemeinde Wardenburg, ServiceCenter, guten Tag"
-        assert ringing["caller"] == {"number": "+494407123456", "withheld": False,
-                                     "name": "Jörg Müller"}
+        assert ringing["caller"] == {
+            "number": "+494407123456",
+            "withheld": False,
+            "name": "Jörg Müller",
+        }
         assert ringing["kb_url"].endswith("tenant=wardenburg&caller=%2B494407123456")
         assert ringing["did"] == WARDENBURG and ringing["via_115"] is False
         assert ringing["queue"] == "servicecenter"
@@ -170,8 +173,12 @@ class TestAbandonedCall:
     ) -> None:
         daemon, sub = setup
         agents(1, "noanswer")
-        result = place_calls(WARDENBURG, caller=CALLER, scenario=ABANDON_SCENARIO,
-                             extra_args=["-key", "wait_ms", "3000"])
+        result = place_calls(
+            WARDENBURG,
+            caller=CALLER,
+            scenario=ABANDON_SCENARIO,
+            extra_args=["-key", "wait_ms", "3000"],
+        )
         assert result.ok, result.describe()
         sub.wait(lambda: any(m["event"] == "abandoned" for m in sub.wallboard("wardenburg")))
         abandoned = next(m for m in sub.wallboard("wardenburg") if m["event"] == "abandoned")
@@ -231,8 +238,9 @@ class _Proxy:
             async with server:
                 await server.serve_forever()
 
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(main(),),
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(main(),), daemon=True
+        )
         self.thread.start()
         ready.wait(5)
 
@@ -284,8 +292,12 @@ class TestAmiCut:
             assert proxy.accepted >= 2
             result = place_calls(WARDENBURG, hold_ms=500, caller=CALLER)
             assert result.ok, result.describe()
-            sub.wait(lambda: [p["event"] for p in sub.agent("agent1")][-3:]
-                     == ["ringing", "answered", "ended"])
+            sub.wait(
+                lambda: (
+                    [p["event"] for p in sub.agent("agent1")][-3:]
+                    == ["ringing", "answered", "ended"]
+                )
+            )
             sub.validate_all()
         finally:
             sub.close()
@@ -299,12 +311,14 @@ class TestBrokerDown:
         broker = MosquittoBroker(tmp_path / "broker")
         broker.start()
         port = broker.port
-        daemon = DaemonProcess(tb, tmp_path, mqtt_port=port,
-                               extra_env={"PBXBRIDGE_RING_TIMEOUT": "3"})
+        daemon = DaemonProcess(
+            tb, tmp_path, mqtt_port=port, extra_env={"PBXBRIDGE_RING_TIMEOUT": "3"}
+        )
         daemon.start()
         try:
-            daemon.wait_health(lambda h: h["mqtt"]["connected"] and
-                               h["ami"]["state"] == "connected", timeout=15)
+            daemon.wait_health(
+                lambda h: h["mqtt"]["connected"] and h["ami"]["state"] == "connected", timeout=15
+            )
             for n in (1, 2):
                 agents(n, "answer", ring_delay_ms=200)
             broker.stop()
@@ -321,8 +335,12 @@ class TestBrokerDown:
                 daemon.wait_health(lambda h: h["mqtt"]["connected"], timeout=15)
                 result = place_calls(WARDENBURG, hold_ms=300, caller=CALLER)
                 assert result.ok, result.describe()
-                sub.wait(lambda: any(p["event"] == "ringing" for a in ("agent1", "agent2")
-                                     for p in sub.agent(a)), timeout=10)
+                sub.wait(
+                    lambda: any(
+                        p["event"] == "ringing" for a in ("agent1", "agent2") for p in sub.agent(a)
+                    ),
+                    timeout=10,
+                )
                 sub.validate_all()
             finally:
                 sub.close()

@@ -66,8 +66,11 @@ async def pop_until_printed(
     runner = asyncio.create_task(publisher.run())
     pops = CallTracker(publisher, ring_timeout_s=15)
     rules = load_rules(EXAMPLE)[0]
-    decision = route(Call(did="04407730", caller="0441 1234567", caller_name="Jörg Müller"),
-                     rules, datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
+    decision = route(
+        Call(did="04407730", caller="0441 1234567", caller_name="Jörg Müller"),
+        rules,
+        datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
+    )
     try:
         for n in itertools.count():
             if watcher.poll() is not None or n >= 20:
@@ -75,8 +78,15 @@ async def pop_until_printed(
             uid = f"1700000000.{n}"
             pops.routed(uid, decision)
             pops.ami_event({"Event": "QueueCallerJoin", "Uniqueid": uid, "Queue": "servicecenter"})
-            pops.ami_event({"Event": "AgentCalled", "Uniqueid": uid, "Queue": "servicecenter",
-                            "MemberName": agent, "Interface": f"PJSIP/{agent}"})
+            pops.ami_event(
+                {
+                    "Event": "AgentCalled",
+                    "Uniqueid": uid,
+                    "Queue": "servicecenter",
+                    "MemberName": agent,
+                    "Interface": f"PJSIP/{agent}",
+                }
+            )
             await asyncio.sleep(1.0)
     finally:
         await publisher.close(timeout=2.0)

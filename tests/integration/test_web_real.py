@@ -50,15 +50,13 @@ SCREENSHOTS = REPO / "docs" / "screenshots"
 WARDENBURG = "+494407730"
 CALLER = "04407123456"
 NODE = "web-test-node"
-BASE_ENV = {"PBXBRIDGE_MQTT_ENABLED": "no", "PBXBRIDGE_AGI_ENABLED": "no",
-            "PBXBRIDGE_NODE": NODE}
+BASE_ENV = {"PBXBRIDGE_MQTT_ENABLED": "no", "PBXBRIDGE_AGI_ENABLED": "no", "PBXBRIDGE_NODE": NODE}
 
 LIVE = "!!document.querySelector('#status.live')"
 
 
 def card(state: str) -> str:
     return f"!!document.querySelector('article.call[data-state=\"{state}\"]')"
-
 
 
 @pytest.fixture
@@ -105,12 +103,14 @@ class TestDaemonProcess:
         self, tb: Testbed, tmp_path: Path, agents: AgentFactory, browser: Chromium
     ) -> None:
         agents_file = write_agents(tmp_path / "agents.yaml")
-        daemon = DaemonProcess(tb, tmp_path, extra_env={
-            **BASE_ENV, "PBXBRIDGE_AGENTS_FILE": str(agents_file)})
+        daemon = DaemonProcess(
+            tb, tmp_path, extra_env={**BASE_ENV, "PBXBRIDGE_AGENTS_FILE": str(agents_file)}
+        )
         await asyncio.to_thread(daemon.start)
         try:
             await asyncio.to_thread(
-                daemon.wait_health, lambda h: h["ami"]["state"] == "connected", 15)
+                daemon.wait_health, lambda h: h["ami"]["state"] == "connected", 15
+            )
             base = f"http://127.0.0.1:{daemon.port}/agent/"
             one, two = await browser.new_page(), await browser.new_page()
 
@@ -137,14 +137,16 @@ class TestDaemonProcess:
             assert not call.done()
             assert await one.text("article.call .tenant-name") == "Gemeinde Wardenburg"
             assert await one.text("article.call .greeting-text") == (
-                "„Gemeinde Wardenburg, ServiceCenter, guten Tag“")
+                "„Gemeinde Wardenburg, ServiceCenter, guten Tag“"
+            )
             assert await one.text("article.call .caller-number") == "+494407123456"
             assert await one.text("article.call .caller-name") == "Jörg Müller"
             assert await one.text("article.call .call-state") == "Es klingelt"
             href = await one.eval("document.querySelector('article.call a.kb').href")
             assert href.endswith("tenant=wardenburg&caller=%2B494407123456")
             assert await one.eval("document.querySelector('article.call a.kb').rel") == (
-                "noopener noreferrer")
+                "noopener noreferrer"
+            )
             await asyncio.sleep(1.3)  # let the waited-time counter move for the picture
             await one.screenshot(SCREENSHOTS / "agent-ringing.png")
 
@@ -154,14 +156,18 @@ class TestDaemonProcess:
             assert result.ok, result.describe()
             await one.wait_for(card("wrapup"), timeout=10)
             assert await one.text("article.call .call-state") == (
-                "Gespräch beendet – bitte abschließen")
+                "Gespräch beendet – bitte abschließen"
+            )
             call_id = await one.eval(
-                "document.querySelector('article.call').getAttribute('data-call-id')")
+                "document.querySelector('article.call').getAttribute('data-call-id')"
+            )
             await one.type("article.call textarea.note", "Öffnungszeiten Bürgerbüro erfragt")
             await one.click("article.call button.resolved")
             flash = await one.wait_for(
                 "document.querySelector('#flash.ok') && "
-                "document.querySelector('#flash').textContent", timeout=10)
+                "document.querySelector('#flash').textContent",
+                timeout=10,
+            )
             assert flash == "Gespeichert: erledigt im Erstkontakt."
             assert await one.count("article.call") == 0
             row = journal_row(tmp_path / "journal.sqlite", call_id)
@@ -182,7 +188,6 @@ class TestDaemonProcess:
         finally:
             await asyncio.to_thread(daemon.stop)
 
-
     async def test_bad_agents_file_at_start_routing_goes_on(
         self, tb: Testbed, tmp_path: Path, agents: AgentFactory
     ) -> None:
@@ -191,8 +196,9 @@ class TestDaemonProcess:
         /healthz and lets agents sign in as soon as a good file is written."""
         agents_file = tmp_path / "agents.yaml"
         agents_file.write_text("agent1: !!int zz\n", encoding="utf-8")
-        daemon = DaemonProcess(tb, tmp_path, extra_env={
-            **BASE_ENV, "PBXBRIDGE_AGENTS_FILE": str(agents_file)})
+        daemon = DaemonProcess(
+            tb, tmp_path, extra_env={**BASE_ENV, "PBXBRIDGE_AGENTS_FILE": str(agents_file)}
+        )
         await asyncio.to_thread(daemon.start)  # waits for ARI: the daemon is up
         try:
             health = daemon.health()
@@ -207,16 +213,21 @@ class TestDaemonProcess:
             routed = 'pbxbridge_calls_routed_total{action="queue",tenant="wardenburg"}'
             assert daemon.metrics()[routed] == 1
             write_agents(agents_file)
-            await asyncio.to_thread(
-                daemon.wait_health, lambda h: "error" not in h["web"], 5)
+            await asyncio.to_thread(daemon.wait_health, lambda h: "error" not in h["web"], 5)
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
                 async with http.get(base + "login") as resp:
                     assert resp.status == 200
                     token = re.search(r'name="csrf" value="([^"]+)"', await resp.text())
                 assert token is not None
-                async with http.post(base + "login", allow_redirects=False, data={
-                        "agent": "agent1", "password": PASSWORDS["agent1"],
-                        "csrf": token.group(1)}) as resp:
+                async with http.post(
+                    base + "login",
+                    allow_redirects=False,
+                    data={
+                        "agent": "agent1",
+                        "password": PASSWORDS["agent1"],
+                        "csrf": token.group(1),
+                    },
+                ) as resp:
                     assert resp.status == 303
         finally:
             await asyncio.to_thread(daemon.stop)
@@ -263,9 +274,16 @@ async def daemon_in_process(
     Its journal is the SQLite file beside the state (``workdir/journal.sqlite``).
     """
     agents_file = write_agents(workdir / "agents.yaml")
-    proc = DaemonProcess(tb, workdir, rules=rules_with_calendar(datetime.now(BERLIN).date()),
-                         extra_env={**BASE_ENV, "PBXBRIDGE_AGENTS_FILE": str(agents_file),
-                                    "PBXBRIDGE_LOG_LEVEL": "warning"})
+    proc = DaemonProcess(
+        tb,
+        workdir,
+        rules=rules_with_calendar(datetime.now(BERLIN).date()),
+        extra_env={
+            **BASE_ENV,
+            "PBXBRIDGE_AGENTS_FILE": str(agents_file),
+            "PBXBRIDGE_LOG_LEVEL": "warning",
+        },
+    )
     settings = Settings.from_env(proc.env())
     daemon = Daemon(proc.rules_path, settings)
     daemon.web_clock = clock
@@ -279,8 +297,10 @@ async def daemon_in_process(
                 with contextlib.suppress(aiohttp.ClientError):
                     async with http.get(base + "/healthz") as resp:
                         health = await resp.json()
-                        if health["ari"]["state"] == "connected" and \
-                                health["ami"]["state"] == "connected":
+                        if (
+                            health["ari"]["state"] == "connected"
+                            and health["ami"]["state"] == "connected"
+                        ):
                             break
                 await asyncio.sleep(0.05)
             else:
@@ -296,8 +316,9 @@ async def daemon_in_process(
 
 def journal_row(db: Path, call_id: str) -> CallRow:
     with SqliteJournal(db) as store:
-        rows = store.calls_between(datetime(2000, 1, 1, tzinfo=UTC),
-                                   datetime(2100, 1, 1, tzinfo=UTC))
+        rows = store.calls_between(
+            datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+        )
         return next(r for r in rows if r.call_id == call_id)
 
 
@@ -307,8 +328,10 @@ class TestWrapUpAndCallbacks:
     ) -> None:
         today = datetime.now(BERLIN).date()
         for answered, due, _ in SCENARIOS:
-            if answered.date() < today + timedelta(days=1) <= due.date() or \
-                    answered.date() < today <= due.date():
+            if (
+                answered.date() < today + timedelta(days=1) <= due.date()
+                or answered.date() < today <= due.date()
+            ):
                 pytest.skip(f"today ({today}) is inside a scenario's working-day count")
         clock = Clock(SCENARIOS[0][0])
         db = tmp_path / "journal.sqlite"
@@ -325,20 +348,24 @@ class TestWrapUpAndCallbacks:
                 call = call_in_background(hold_ms=800)
                 await page.wait_for(card("ringing"), timeout=10)
                 call_id = await page.eval(
-                    "document.querySelector('article.call').getAttribute('data-call-id')")
+                    "document.querySelector('article.call').getAttribute('data-call-id')"
+                )
                 result = await call
                 assert result.ok, result.describe()
                 await page.wait_for(card("wrapup"), timeout=10)
                 await page.type("article.call textarea.note", f"Rückfrage {n + 1}: Wohngeld")
                 number = await page.eval(
-                    "document.querySelector('article.call input.callback-number').value")
+                    "document.querySelector('article.call input.callback-number').value"
+                )
                 assert number == "+494407123456"  # prefilled with the caller's number
                 if n == 0:
                     await page.screenshot(SCREENSHOTS / "agent-wrapup.png")
                 await page.click("article.call button.callback")
                 flash = await page.wait_for(
                     "document.querySelector('#flash.ok') && "
-                    "document.querySelector('#flash').textContent", timeout=10)
+                    "document.querySelector('#flash').textContent",
+                    timeout=10,
+                )
                 assert flash == f"Rückruf angelegt – fällig bis {due_text}."
                 assert await page.count("article.call") == 0
                 row = journal_row(db, call_id)
@@ -355,10 +382,12 @@ class TestWrapUpAndCallbacks:
             await page.goto(base + "/agent/callbacks?tenant=wardenburg")
             overdue = await page.eval(
                 "[...document.querySelectorAll('#overdue tr[data-call-id]')]"
-                ".map(r => r.getAttribute('data-call-id'))")
+                ".map(r => r.getAttribute('data-call-id'))"
+            )
             today_ids = await page.eval(
                 "[...document.querySelectorAll('#due_today tr[data-call-id]')]"
-                ".map(r => r.getAttribute('data-call-id'))")
+                ".map(r => r.getAttribute('data-call-id'))"
+            )
             assert overdue == call_ids[:2] and today_ids == call_ids[2:]
             assert "Mo 04.01.2027 18:00" in await page.text("#due_today")
             await page.screenshot(SCREENSHOTS / "agent-callbacks.png", full_page=True)
@@ -369,10 +398,10 @@ class TestWrapUpAndCallbacks:
 
             # agent1 marks the Friday callback done.
             loads = page.loads
-            await page.click(f"#overdue tr[data-call-id=\"{call_ids[0]}\"] button")
+            await page.click(f'#overdue tr[data-call-id="{call_ids[0]}"] button')
             await page.wait_for_load(loads)
             assert "Rückruf als erledigt markiert." in await page.text(".msg.info")
-            assert await page.count(f"tr[data-call-id=\"{call_ids[0]}\"]") == 0
+            assert await page.count(f'tr[data-call-id="{call_ids[0]}"]') == 0
             assert journal_row(db, call_ids[0]).callback_done_at == clock.now
             assert journal_row(db, call_ids[1]).callback_done_at is None
 

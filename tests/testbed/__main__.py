@@ -99,10 +99,17 @@ def main(argv: list[str] | None = None) -> int:
                 for agent in phones:
                     agent.stop()
         elif args.command == "call":
-            result = place_calls(args.did, caller=args.caller, display=args.display,
-                                 dtmf=args.dtmf, hold_ms=args.hold_ms)
-            print(f"successful={result.successful} failed={result.failed} "
-                  f"invite_to_200_ms={result.invite_to_200_ms}")
+            result = place_calls(
+                args.did,
+                caller=args.caller,
+                display=args.display,
+                dtmf=args.dtmf,
+                hold_ms=args.hold_ms,
+            )
+            print(
+                f"successful={result.successful} failed={result.failed} "
+                f"invite_to_200_ms={result.invite_to_200_ms}"
+            )
             return 0 if result.ok else 1
     except TestbedError as exc:
         print(f"error: {exc}", file=sys.stderr)

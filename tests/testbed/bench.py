@@ -191,9 +191,11 @@ def bench_config() -> TestbedConfig:
         The test bed configuration (``verbose=0``; the other queues as by default).
     """
     queues = tuple(
-        dataclasses.replace(q, strategy="rrmemory", ringinuse=True, timeout=4, retry=1,
-                            wrapuptime=0, autofill=True)
-        if q.name == "servicecenter" else q
+        dataclasses.replace(
+            q, strategy="rrmemory", ringinuse=True, timeout=4, retry=1, wrapuptime=0, autofill=True
+        )
+        if q.name == "servicecenter"
+        else q
         for q in default_queues()
     )
     return TestbedConfig(verbose=0, queues=queues)

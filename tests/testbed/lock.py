@@ -46,8 +46,7 @@ def testbed_lock(report: Callable[[str], None] | None = None) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if report is not None:
-                report(f"waiting for the test bed lock {path} "
-                       "(another session is using Asterisk)")
+                report(f"waiting for the test bed lock {path} (another session is using Asterisk)")
             fcntl.flock(fh, fcntl.LOCK_EX)
         if report is not None:
             report(f"holding the test bed lock {path}")

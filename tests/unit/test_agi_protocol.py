@@ -35,8 +35,7 @@ from pbxbridge.adapters.agi.protocol import (
     set_variable_command,
 )
 
-FUZZ = settings(max_examples=1500, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def asterisk_parse_args(line: str) -> list[str]:
@@ -127,8 +126,9 @@ class TestParseEnvironment:
         assert env.script == "route"
 
     def test_value_may_hold_colons_and_blanks(self) -> None:
-        env = parse_environment([*ASTERISK_ENV[:9], "agi_calleridname: a: b  c ",
-                                 *ASTERISK_ENV[10:]])
+        env = parse_environment(
+            [*ASTERISK_ENV[:9], "agi_calleridname: a: b  c ", *ASTERISK_ENV[10:]]
+        )
         assert env.calleridname == "a: b  c "
 
     @pytest.mark.parametrize(
@@ -141,17 +141,31 @@ class TestParseEnvironment:
             ([*ASTERISK_ENV, "agi_uniqueid: 2"], "given twice"),
             ([ln for ln in ASTERISK_ENV if "uniqueid" not in ln], "agi_uniqueid missing"),
             ([ln for ln in ASTERISK_ENV if "agi_channel" not in ln], "agi_channel missing"),
-            ([ln for ln in ASTERISK_ENV if "network_script" not in ln and "request" not in ln],
-             "no script"),
+            (
+                [ln for ln in ASTERISK_ENV if "network_script" not in ln and "request" not in ln],
+                "no script",
+            ),
             ([*ASTERISK_ENV, "agi_arg_2: x"], "numbered 1..n"),
             (["agi_network: no", *ASTERISK_ENV[1:]], "not 'yes'"),
             (["agi_\x00: x", *ASTERISK_ENV], "bad key"),
             (ASTERISK_ENV + [f"agi_x{i}: y" for i in range(MAX_ENV_LINES)], "lines"),
             ([*ASTERISK_ENV, "agi_big: " + "x" * 70_000], "bytes"),
         ],
-        ids=["empty", "garbage", "http", "foreign-key", "duplicate", "no-uniqueid",
-             "no-channel", "no-script", "arg-gap", "network-no", "nul-key", "too-many-lines",
-             "too-many-bytes"],
+        ids=[
+            "empty",
+            "garbage",
+            "http",
+            "foreign-key",
+            "duplicate",
+            "no-uniqueid",
+            "no-channel",
+            "no-script",
+            "arg-gap",
+            "network-no",
+            "nul-key",
+            "too-many-lines",
+            "too-many-bytes",
+        ],
     )
     def test_malformed(self, lines: list[str], message: str) -> None:
         with pytest.raises(AgiProtocolError, match=message):
@@ -181,12 +195,14 @@ class TestParseEnvironment:
     @given(
         st.dictionaries(
             st.from_regex(r"agi_[a-z0-9_]{1,20}", fullmatch=True).filter(
-                lambda k: not k.startswith("agi_arg_") and k != "agi_network"),
+                lambda k: not k.startswith("agi_arg_") and k != "agi_network"
+            ),
             st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=100),
             max_size=30,
         ),
-        st.lists(st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=50),
-                 max_size=10),
+        st.lists(
+            st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=50), max_size=10
+        ),
     )
     def test_fuzz_round_trip(self, extra: dict[str, str], args: list[str]) -> None:
         base = {"agi_uniqueid": "1.1", "agi_channel": "PJSIP/x-1", "agi_network_script": "r"}
@@ -217,10 +233,16 @@ class TestParseResponse:
             ("200 result=1\r", AgiResponse(200, "1", "")),
             ("100 result=0 Trying...", AgiResponse(100, "", "result=0 Trying...")),
             ("510 Invalid or unknown command", AgiResponse(510, "", "Invalid or unknown command")),
-            ("511 Command Not Permitted on a dead channel or intercept routine",
-             AgiResponse(511, "", "Command Not Permitted on a dead channel or intercept routine")),
-            ("520-Invalid command syntax.  Proper usage follows:",
-             AgiResponse(520, "", "Invalid command syntax.  Proper usage follows:")),
+            (
+                "511 Command Not Permitted on a dead channel or intercept routine",
+                AgiResponse(
+                    511, "", "Command Not Permitted on a dead channel or intercept routine"
+                ),
+            ),
+            (
+                "520-Invalid command syntax.  Proper usage follows:",
+                AgiResponse(520, "", "Invalid command syntax.  Proper usage follows:"),
+            ),
             ("520 End of proper usage.", AgiResponse(520, "", "End of proper usage.")),
         ],
     )
@@ -232,8 +254,20 @@ class TestParseResponse:
         with pytest.raises(AgiHangup):
             parse_response(line)
 
-    @pytest.mark.parametrize("line", ["", "200", "200result=1", "OK", "200 ok", "999 x",
-                                      "agi_network: yes", "\x00\x01", "2000 result=1"])
+    @pytest.mark.parametrize(
+        "line",
+        [
+            "",
+            "200",
+            "200result=1",
+            "OK",
+            "200 ok",
+            "999 x",
+            "agi_network: yes",
+            "\x00\x01",
+            "2000 result=1",
+        ],
+    )
     def test_garbage(self, line: str) -> None:
         with pytest.raises(AgiProtocolError):
             parse_response(line)
@@ -291,8 +325,9 @@ class TestQuoting:
         (value,) = asterisk_parse_args(command)[3:]
         assert value == "\\" * (MAX_VALUE_BYTES // 2)
 
-    @pytest.mark.parametrize("name", ["", "A B", "X;Y", 'A"', "CALLERID(name) x", "1X",
-                                      "FOO(a,b)", "X\n"])
+    @pytest.mark.parametrize(
+        "name", ["", "A B", "X;Y", 'A"', "CALLERID(name) x", "1X", "FOO(a,b)", "X\n"]
+    )
     def test_bad_names_refused(self, name: str) -> None:
         with pytest.raises(ValueError, match="not a plain"):
             set_variable_command(name, "v")
@@ -301,7 +336,8 @@ class TestQuoting:
 
     def test_get_data(self) -> None:
         assert get_data_command("custom/115-choose", 2000, 1) == (
-            'GET DATA "custom/115-choose" 2000 1')
+            'GET DATA "custom/115-choose" 2000 1'
+        )
         assert get_data_command("beep", 0, 0) == 'GET DATA "beep" 1 1'
         for bad in ("../../etc/passwd", "a b", 'x"', ""):
             with pytest.raises(ValueError, match="sound file"):
@@ -310,7 +346,11 @@ class TestQuoting:
     def test_get_full_variable_and_exec(self) -> None:
         command = get_full_variable_command("${CALLERID(num-pres)}|${FROM_DID}")
         assert asterisk_parse_args(command) == [
-            "GET", "FULL", "VARIABLE", "${CALLERID(num-pres)}|${FROM_DID}"]
+            "GET",
+            "FULL",
+            "VARIABLE",
+            "${CALLERID(num-pres)}|${FROM_DID}",
+        ]
         assert asterisk_parse_args(exec_command("MSet", "A=1,B=2")) == ["EXEC", "MSet", "A=1,B=2"]
         assert exec_command("Answer", ",i") == 'EXEC Answer ",i"'
         for bad in ("", "Set X", "System;", "1App", 'A"'):
@@ -343,7 +383,8 @@ class TestQuoting:
         # The stored value is the input without control characters, cut only
         # when its escaped form exceeds the limit.
         expected = "".join(
-            c for c in value if unicodedata.category(c) not in ("Cc", "Cs", "Zl", "Zp"))
+            c for c in value if unicodedata.category(c) not in ("Cc", "Cs", "Zl", "Zp")
+        )
         assert expected.startswith(sanitised(value))
         escaped = expected.replace("\\", "\\\\").replace('"', '\\"')
         if len(escaped.encode("utf-8")) <= MAX_VALUE_BYTES:

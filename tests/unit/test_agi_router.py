@@ -37,9 +37,14 @@ WEDNESDAY_10 = datetime(2026, 11, 25, 10, 0, tzinfo=ZoneInfo("Europe/Berlin"))
 DEST = ("PBXBRIDGE_DEST_CONTEXT", "PBXBRIDGE_DEST_EXTEN", "PBXBRIDGE_DEST_PRIORITY")
 
 
-def asterisk_env(uniqueid: str = "1764099000.1", extension: str = "+494407730",
-                 callerid: str = "04411234567", name: str = "Jörg Müller",
-                 script: str = "route", **extra: str) -> dict[str, str]:
+def asterisk_env(
+    uniqueid: str = "1764099000.1",
+    extension: str = "+494407730",
+    callerid: str = "04411234567",
+    name: str = "Jörg Müller",
+    script: str = "route",
+    **extra: str,
+) -> dict[str, str]:
     """An environment as Asterisk 22 sends it."""
     return {
         "agi_network": "yes",
@@ -91,7 +96,8 @@ class FakeAsterisk:
     port: int
     env: dict[str, str] = dataclasses.field(default_factory=asterisk_env)
     channel: dict[str, str] = dataclasses.field(
-        default_factory=lambda: {"CALLERID(num-pres)": "allowed_not_screened"})
+        default_factory=lambda: {"CALLERID(num-pres)": "allowed_not_screened"}
+    )
     digits: str = ""
     reply: dict[str, str] = dataclasses.field(default_factory=dict)
     commands: list[str] = dataclasses.field(default_factory=list)
@@ -129,8 +135,7 @@ class FakeAsterisk:
             return "200 result=0" if value is None else f"200 result=1 ({value})"
         if words[:3] == ["GET", "FULL", "VARIABLE"] and len(words) == 4:
             # One pass, like Asterisk: substituted values are not evaluated again.
-            value = re.sub(r"\$\{([^}]*)\}", lambda m: self.channel.get(m.group(1), ""),
-                           words[3])
+            value = re.sub(r"\$\{([^}]*)\}", lambda m: self.channel.get(m.group(1), ""), words[3])
             return f"200 result=1 ({value})"
         if words[:2] == ["EXEC", "MSet"] and len(words) == 3:
             for pair in words[2].split(","):
@@ -165,8 +170,11 @@ class FakeAsterisk:
     def destination(self) -> tuple[str, str, str] | None:
         if "PBXBRIDGE_DEST_CONTEXT" not in self.set:
             return None
-        return (self.set["PBXBRIDGE_DEST_CONTEXT"], self.set["PBXBRIDGE_DEST_EXTEN"],
-                self.set["PBXBRIDGE_DEST_PRIORITY"])
+        return (
+            self.set["PBXBRIDGE_DEST_CONTEXT"],
+            self.set["PBXBRIDGE_DEST_EXTEN"],
+            self.set["PBXBRIDGE_DEST_PRIORITY"],
+        )
 
 
 @dataclasses.dataclass
@@ -193,10 +201,14 @@ async def agi(rules: Rules) -> AsyncIterator[Harness]:
 class harness:  # lower case: used like a function (async with harness(...))
     """An AGI server with the real router on a free port."""
 
-    def __init__(self, rules: Rules, overrides: list[Override] | None = None,
-                 limits: AgiLimits | None = None,
-                 rules_source: Callable[[], Rules] | None = None,
-                 observer: Callable[[str, Decision], None] | None = None) -> None:
+    def __init__(
+        self,
+        rules: Rules,
+        overrides: list[Override] | None = None,
+        limits: AgiLimits | None = None,
+        rules_source: Callable[[], Rules] | None = None,
+        observer: Callable[[str, Decision], None] | None = None,
+    ) -> None:
         self.observed: list[tuple[str, Decision]] = []
 
         def observe(call_id: str, decision: Decision) -> None:
@@ -204,10 +216,18 @@ class harness:  # lower case: used like a function (async with harness(...))
             if observer is not None:
                 observer(call_id, decision)
 
-        self.router = AgiRouter(rules_source or (lambda: rules), lambda: overrides or [],
-                                clock=lambda: WEDNESDAY_10, on_decision=observe)
-        self.server = AgiServer("127.0.0.1", 0, {"route": self.router.route},
-                                limits or AgiLimits(env_timeout_s=2.0, command_timeout_s=2.0))
+        self.router = AgiRouter(
+            rules_source or (lambda: rules),
+            lambda: overrides or [],
+            clock=lambda: WEDNESDAY_10,
+            on_decision=observe,
+        )
+        self.server = AgiServer(
+            "127.0.0.1",
+            0,
+            {"route": self.router.route},
+            limits or AgiLimits(env_timeout_s=2.0, command_timeout_s=2.0),
+        )
 
     async def __aenter__(self) -> Harness:
         assert await self.server.start()
@@ -234,8 +254,12 @@ class TestOpenCall:
         assert fake.destination == ("pbxbridge-queue", "s", "1")
         # One packed variable carries the tags, as on the Stasis path; the
         # destination comes last: a session that breaks earlier leaves none.
-        assert fake.set_order == ["PBXBRIDGE_DECISION", "PBXBRIDGE_DEST_EXTEN",
-                                  "PBXBRIDGE_DEST_PRIORITY", "PBXBRIDGE_DEST_CONTEXT"]
+        assert fake.set_order == [
+            "PBXBRIDGE_DECISION",
+            "PBXBRIDGE_DEST_EXTEN",
+            "PBXBRIDGE_DEST_PRIORITY",
+            "PBXBRIDGE_DEST_CONTEXT",
+        ]
         # Three round trips: what the environment lacks, the packed tags, the
         # destination.
         assert fake.commands == [
@@ -309,12 +333,15 @@ class TestOpenCall:
         await fake.call()
         assert fake.tags["CALLERID(name)"] == "WAR: unknown"
 
-    @pytest.mark.parametrize("name", [
-        '"x",${EVAL(${a})};\\n|y' + "z" * 400,
-        'Evil" <sip:x@y>;tag=1',
-        "J\ufffdrg M\ufffdller",
-        "a\\",
-    ])
+    @pytest.mark.parametrize(
+        "name",
+        [
+            '"x",${EVAL(${a})};\\n|y' + "z" * 400,
+            'Evil" <sip:x@y>;tag=1',
+            "J\ufffdrg M\ufffdller",
+            "a\\",
+        ],
+    )
     async def test_hostile_name_never_reaches_tags(self, agi: Harness, name: str) -> None:
         fake = await agi.fake(env=asterisk_env(name=name)).call()
         assert fake.tags["PBXBRIDGE_TENANT"] == "wardenburg"
@@ -338,8 +365,12 @@ class TestOpenCall:
         assert fake.destination == ("pbxbridge-queue", "s", "1")
 
     async def test_override_closes(self, rules: Rules) -> None:
-        ov = Override(scope="wardenburg", state=OverrideState.CLOSED, reason="Unwetter",
-                      set_at=datetime(2026, 11, 25, 8, 0, tzinfo=ZoneInfo("Europe/Berlin")))
+        ov = Override(
+            scope="wardenburg",
+            state=OverrideState.CLOSED,
+            reason="Unwetter",
+            set_at=datetime(2026, 11, 25, 8, 0, tzinfo=ZoneInfo("Europe/Berlin")),
+        )
         async with harness(rules, [ov]) as h:
             fake = await h.fake().call()
         assert fake.destination == ("pbxbridge-closed", "s", "1")
@@ -375,20 +406,26 @@ class TestParityWithStasis:
     )
 
     @pytest.mark.parametrize(("did", "number", "name", "pres"), CALLS)
-    async def test_same_variables(self, agi: Harness, rules: Rules, did: str, number: str,
-                                  name: str, pres: str) -> None:
+    async def test_same_variables(
+        self, agi: Harness, rules: Rules, did: str, number: str, name: str, pres: str
+    ) -> None:
         fake = agi.fake(env=asterisk_env(extension="s", callerid=number, name=name or "x"))
         fake.channel.update({"FROM_DID": did, "CALLERID(num-pres)": pres})
         await fake.call()
 
         ari = FakeAri()
-        stasis = StasisRouter(ari, lambda: rules, lambda: [],
-                              clock=lambda: WEDNESDAY_10)
-        await stasis.handle({
-            "type": "StasisStart", "args": [pres, did],
-            "channel": {"id": "c1", "caller": {"number": number, "name": name or "x"},
-                        "dialplan": {"exten": "s"}},
-        })
+        stasis = StasisRouter(ari, lambda: rules, lambda: [], clock=lambda: WEDNESDAY_10)
+        await stasis.handle(
+            {
+                "type": "StasisStart",
+                "args": [pres, did],
+                "channel": {
+                    "id": "c1",
+                    "caller": {"number": number, "name": name or "x"},
+                    "dialplan": {"exten": "s"},
+                },
+            }
+        )
         assert await stasis.drain(2)
         assert effective(fake.tags) == effective(ari.variables["c1"])
         # Always written, even empty: the caller's own name must never survive.
@@ -418,8 +455,10 @@ class TestMenu:
         assert "no digit pressed" in " ".join(agi.observed[0][1].reasons)
 
     async def test_hangup_during_menu_sets_nothing(self, agi: Harness) -> None:
-        fake = agi.fake(env=asterisk_env(extension="115", callerid="0171 1234567"),
-                        reply={"GET DATA": "200 result=-1"})
+        fake = agi.fake(
+            env=asterisk_env(extension="115", callerid="0171 1234567"),
+            reply={"GET DATA": "200 result=-1"},
+        )
         with capture_logs() as logs:
             await fake.call()
         assert fake.set == {}
@@ -428,15 +467,18 @@ class TestMenu:
         assert any(e["event"] == "call.gone" and e["entry"] == "agi" for e in logs)
 
     async def test_answer_failure_is_a_hangup(self, agi: Harness) -> None:
-        fake = agi.fake(env=asterisk_env(extension="115", callerid="0171 1234567"),
-                        reply={"EXEC Answer": "200 result=-1"})
+        fake = agi.fake(
+            env=asterisk_env(extension="115", callerid="0171 1234567"),
+            reply={"EXEC Answer": "200 result=-1"},
+        )
         await fake.call()
         assert fake.set == {} and agi.router.stats.gone == 1
         assert not any(c.startswith("GET DATA") for c in fake.commands)
 
     async def test_hangup_line_sets_nothing(self, agi: Harness) -> None:
-        fake = agi.fake(env=asterisk_env(extension="115", callerid="0171 1234567"),
-                        reply={"GET DATA": "HANGUP"})
+        fake = agi.fake(
+            env=asterisk_env(extension="115", callerid="0171 1234567"), reply={"GET DATA": "HANGUP"}
+        )
         await fake.call()
         assert fake.set == {}
         assert agi.router.stats.gone == 1
@@ -444,12 +486,17 @@ class TestMenu:
 
 class TestTagTransport:
     def test_packed_unless_quoting_would_change_it(self, rules: Rules) -> None:
-        decision = route(Call(did="+494407730", caller="04411234567", caller_name="Jörg"),
-                         rules, WEDNESDAY_10, [])
+        decision = route(
+            Call(did="+494407730", caller="04411234567", caller_name="Jörg"),
+            rules,
+            WEDNESDAY_10,
+            [],
+        )
         assert list(tag_variables(decision)) == ["PBXBRIDGE_DECISION"]
         # A value too long for one quoted AGI word: one variable each instead.
-        huge = dataclasses.replace(decision, closed=ClosedHandling(
-            then=ClosedThen.HANGUP, announce="custom/" + "a" * 1500))
+        huge = dataclasses.replace(
+            decision, closed=ClosedHandling(then=ClosedThen.HANGUP, announce="custom/" + "a" * 1500)
+        )
         variables = tag_variables(huge)
         assert "PBXBRIDGE_DECISION" not in variables
         assert variables["PBXBRIDGE_TENANT"] == "wardenburg"
@@ -469,8 +516,13 @@ class TestDestination:
 
 class TestFailures:
     async def test_dead_channel_is_gone(self, agi: Harness) -> None:
-        fake = agi.fake(reply={"SET VARIABLE PBXBRIDGE_DECISION ":
-                               "511 Command Not Permitted on a dead channel or intercept routine"})
+        fake = agi.fake(
+            reply={
+                "SET VARIABLE PBXBRIDGE_DECISION ": (
+                    "511 Command Not Permitted on a dead channel or intercept routine"
+                )
+            }
+        )
         await fake.call()
         assert agi.router.stats.gone == 1
         assert fake.destination is None
@@ -514,8 +566,7 @@ class TestFailures:
         with capture_logs() as logs:
             await fake.call()
         assert fake.set == {}
-        assert [e["event"] for e in logs if e["event"].startswith("agi.")] == [
-            "agi.protocol_error"]
+        assert [e["event"] for e in logs if e["event"].startswith("agi.")] == ["agi.protocol_error"]
 
     async def test_many_calls_at_once(self, agi: Harness) -> None:
         fakes = [agi.fake(env=asterisk_env(uniqueid=f"1764099000.{n}")) for n in range(200)]
@@ -550,8 +601,7 @@ class TestSharedCallFlow:
             return rules
 
         async with harness(rules, rules_source=second_fails) as h:
-            fake = h.fake(env=asterisk_env(extension="115", callerid="0171 1234567"),
-                          digits="1")
+            fake = h.fake(env=asterisk_env(extension="115", callerid="0171 1234567"), digits="1")
             await fake.call()
             assert fake.set == {} and fake.closed_by_server
             assert h.router.stats.failed == 1 and h.router.stats.menus == 1
@@ -570,6 +620,5 @@ class TestSharedCallFlow:
 
     async def test_same_counters_as_the_stasis_router(self, agi: Harness) -> None:
         fake_ari = FakeAri()
-        stasis = StasisRouter(fake_ari, lambda: load_rules(EXAMPLE)[0],
-                              lambda: [])
+        stasis = StasisRouter(fake_ari, lambda: load_rules(EXAMPLE)[0], lambda: [])
         assert type(agi.router.stats) is type(stasis.stats)

@@ -74,8 +74,11 @@ async def eventually(predicate: Callable[[], bool], wait_s: float) -> None:
 
 
 def agi_events(logs: Sequence[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
-    return [e for e in logs if str(e["event"]).startswith("agi.")
-            and e["event"] not in ("agi.listening",)]
+    return [
+        e
+        for e in logs
+        if str(e["event"]).startswith("agi.") and e["event"] not in ("agi.listening",)
+    ]
 
 
 async def assert_still_routing(h: Harness) -> None:
@@ -90,15 +93,20 @@ MALFORMED: dict[str, tuple[bytes, str]] = {
     "http": (b"GET /route HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "agi.env_malformed"),
     "binary": (b"\x00\xff\xfe\x80garbage\n\x01\x02\n\n", "agi.env_malformed"),
     "empty": (b"\n", "agi.env_malformed"),
-    "no-uniqueid": (render_env({k: v for k, v in ENV.items() if k != "agi_uniqueid"}),
-                    "agi.env_malformed"),
-    "duplicate": (render_env(ENV).replace(b"\n\n", b"\nagi_channel: x\n\n"),
-                  "agi.env_malformed"),
-    "too-many-lines": (b"".join(b"agi_x%d: y\n" % n for n in range(MAX_ENV_LINES + 50)) + b"\n",
-                       "agi.env_too_large"),
+    "no-uniqueid": (
+        render_env({k: v for k, v in ENV.items() if k != "agi_uniqueid"}),
+        "agi.env_malformed",
+    ),
+    "duplicate": (render_env(ENV).replace(b"\n\n", b"\nagi_channel: x\n\n"), "agi.env_malformed"),
+    "too-many-lines": (
+        b"".join(b"agi_x%d: y\n" % n for n in range(MAX_ENV_LINES + 50)) + b"\n",
+        "agi.env_too_large",
+    ),
     "unknown-script": (render_env(asterisk_env(script="admin")), "agi.unknown_script"),
-    "line-over-8kb": (b"agi_network: yes\nagi_calleridname: " + b"x" * 9000 + b"\n\n",
-                      "agi.line_too_long"),
+    "line-over-8kb": (
+        b"agi_network: yes\nagi_calleridname: " + b"x" * 9000 + b"\n\n",
+        "agi.line_too_long",
+    ),
     "half-environment": (render_env(ENV)[:200], "agi.disconnected"),
 }
 
@@ -208,8 +216,7 @@ class TestBadSession:
             sock.setblocking(False)
             await loop.sock_connect(sock, ("127.0.0.1", agi.server.port))
             await loop.sock_sendall(sock, render_env(ENV))
-            assert await asyncio.wait_for(loop.sock_recv(sock, 4096), 2) == (
-                FIRST_COMMAND)
+            assert await asyncio.wait_for(loop.sock_recv(sock, 4096), 2) == (FIRST_COMMAND)
             sock.send(b"HANGUP\n", socket.MSG_OOB)
             assert await asyncio.wait_for(loop.sock_recv(sock, 4096), 2) == b""
         assert agi.router.stats.gone == 1
@@ -219,8 +226,9 @@ class TestBadSession:
         async def stuck(session: AgiSession) -> None:
             await asyncio.sleep(60)
 
-        server = AgiServer("127.0.0.1", 0, {"route": stuck},
-                           AgiLimits(env_timeout_s=1, session_timeout_s=0.3))
+        server = AgiServer(
+            "127.0.0.1", 0, {"route": stuck}, AgiLimits(env_timeout_s=1, session_timeout_s=0.3)
+        )
         assert await server.start()
         try:
             with capture_logs() as logs:
@@ -268,15 +276,19 @@ class TestCapacity:
             tracemalloc.start()
             try:
                 with capture_logs() as logs:
-                    idle = await asyncio.gather(*(
-                        asyncio.open_connection("127.0.0.1", h.server.port) for _ in range(2000)))
+                    idle = await asyncio.gather(
+                        *(asyncio.open_connection("127.0.0.1", h.server.port) for _ in range(2000))
+                    )
                     await asyncio.sleep(0.3)  # all accepted (and half of them evicted)
                     assert h.server.connections <= capacity
                     assert len(asyncio.all_tasks()) <= capacity + 20
                     started = time.perf_counter()
-                    fakes = await asyncio.gather(*(
-                        h.fake(env=asterisk_env(uniqueid=f"1764099100.{n}")).call()
-                        for n in range(20)))
+                    fakes = await asyncio.gather(
+                        *(
+                            h.fake(env=asterisk_env(uniqueid=f"1764099100.{n}")).call()
+                            for n in range(20)
+                        )
+                    )
                     served_in = time.perf_counter() - started
                     _, peak = tracemalloc.get_traced_memory()
                     # The idle ones left are closed when their environment times out.
@@ -316,8 +328,10 @@ class TestCapacity:
         assert await server.start()
         try:
             with capture_logs() as logs:
-                held = [asyncio.create_task(send_and_wait_close(server.port, render_env(ENV)))
-                        for _ in range(2)]
+                held = [
+                    asyncio.create_task(send_and_wait_close(server.port, render_env(ENV)))
+                    for _ in range(2)
+                ]
                 await asyncio.wait_for(both_in.wait(), 2)
                 started = time.monotonic()
                 assert await send_and_wait_close(server.port, render_env(ENV)) == b""
@@ -396,12 +410,16 @@ SECRET = "s3cret-0123456789abcdef"
 
 
 @contextlib.asynccontextmanager
-async def secured(rules: Rules, secret: str = SECRET) -> AsyncIterator[
-    tuple[AgiServer, AgiRouter, list[tuple[str, Decision]]]
-]:
+async def secured(
+    rules: Rules, secret: str = SECRET
+) -> AsyncIterator[tuple[AgiServer, AgiRouter, list[tuple[str, Decision]]]]:
     observed: list[tuple[str, Decision]] = []
-    router = AgiRouter(lambda: rules, list, clock=lambda: WEDNESDAY_10,
-                       on_decision=lambda cid, d: observed.append((cid, d)))
+    router = AgiRouter(
+        lambda: rules,
+        list,
+        clock=lambda: WEDNESDAY_10,
+        on_decision=lambda cid, d: observed.append((cid, d)),
+    )
     server = AgiServer("127.0.0.1", 0, {"route": router.route}, FAST, secret=secret)
     assert await server.start()
     try:
@@ -418,9 +436,11 @@ class TestSharedSecret:
         assert router.stats.routed == 1 and len(observed) == 1
         assert server.authenticated and not server.stats.faults
 
-    @pytest.mark.parametrize("given", [None, "", SECRET[:-1], SECRET + "x", SECRET.upper(),
-                                       "ü" * 20], ids=["none", "empty", "short", "long",
-                                                       "case", "non-ascii"])
+    @pytest.mark.parametrize(
+        "given",
+        [None, "", SECRET[:-1], SECRET + "x", SECRET.upper(), "ü" * 20],
+        ids=["none", "empty", "short", "long", "case", "non-ascii"],
+    )
     async def test_wrong_secret_is_refused_before_any_command(
         self, rules: Rules, given: str | None
     ) -> None:
@@ -430,7 +450,8 @@ class TestSharedSecret:
                 fake = await FakeAsterisk(server.port, env=env).call()
                 # The refusal ends only that session: the next real call is routed.
                 good = await FakeAsterisk(
-                    server.port, env=asterisk_env(uniqueid="1.2", agi_arg_1=SECRET)).call()
+                    server.port, env=asterisk_env(uniqueid="1.2", agi_arg_1=SECRET)
+                ).call()
         assert fake.commands == [] and fake.closed_by_server  # AGI() ends: fallback
         assert fake.destination is None
         assert good.destination == ("pbxbridge-queue", "s", "1")
@@ -468,8 +489,11 @@ class TestSecretSettings:
         (creds / "agi-secret").write_text("from-credential-0123456789\n")
         named = tmp_path / "secret"
         named.write_text("from-file-0123456789abc\n")
-        env = {"CREDENTIALS_DIRECTORY": str(creds), "PBXBRIDGE_AGI_SECRET_FILE": str(named),
-               "PBXBRIDGE_AGI_SECRET": "from-variable-0123456789"}
+        env = {
+            "CREDENTIALS_DIRECTORY": str(creds),
+            "PBXBRIDGE_AGI_SECRET_FILE": str(named),
+            "PBXBRIDGE_AGI_SECRET": "from-variable-0123456789",
+        }
         assert Settings.from_env(env).agi_secret == "from-credential-0123456789"
         (creds / "agi-secret").write_text("")  # the unit's empty placeholder
         assert Settings.from_env(env).agi_secret == "from-file-0123456789abc"
@@ -477,8 +501,9 @@ class TestSecretSettings:
         assert Settings.from_env(env).agi_secret == "from-variable-0123456789"
         assert "from-variable" not in repr(Settings.from_env(env))
 
-    @pytest.mark.parametrize("bad", ["short", "has,comma-0123456789", 'quote"0123456789ab',
-                                     "${GLOBAL(X)}-0123456789"])
+    @pytest.mark.parametrize(
+        "bad", ["short", "has,comma-0123456789", 'quote"0123456789ab', "${GLOBAL(X)}-0123456789"]
+    )
     def test_unusable_secret_is_refused_without_echo(self, bad: str) -> None:
         with pytest.raises(SettingsError) as err:
             Settings.from_env({"PBXBRIDGE_AGI_SECRET": bad})

@@ -99,8 +99,11 @@ def test_healthy_parts_do_not_degrade(daemon: Daemon) -> None:
     _set(daemon, "agi", SimpleNamespace(listening=True, host="127.0.0.1", port=4574))
     _set(daemon, "web", SimpleNamespace(health=lambda: {"agents": 2, "error": None}))
     _set(daemon, "ami", SimpleNamespace(connected=True, status=SimpleNamespace(as_dict=dict)))
-    _set(daemon, "mqtt", SimpleNamespace(status=lambda: SimpleNamespace(connected=True,
-                                                                        as_dict=dict)))
+    _set(
+        daemon,
+        "mqtt",
+        SimpleNamespace(status=lambda: SimpleNamespace(connected=True, as_dict=dict)),
+    )
     _set(daemon, "journal", SimpleNamespace(stats=SimpleNamespace(last_error=None, as_dict=dict)))
     daemon.agi_router = None  # the Agi face reports it disabled; its problem reads the server
     healthy, body = daemon.health()

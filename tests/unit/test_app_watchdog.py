@@ -64,8 +64,9 @@ class Manager:
             self.messages.append((time.monotonic(), data))
 
     def pings(self, start: float, end: float) -> int:
-        return sum(1 for t, m in self.messages
-                   if start <= t <= end and b"WATCHDOG=1" in m.split(b"\n"))
+        return sum(
+            1 for t, m in self.messages if start <= t <= end and b"WATCHDOG=1" in m.split(b"\n")
+        )
 
     def wait_for(self, field: bytes, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -113,7 +114,10 @@ def test_fed_while_alive_not_while_frozen_or_ari_task_dead(
     env.pop("WATCHDOG_PID", None)
     proc = subprocess.Popen(
         [sys.executable, "-c", RUN_WITH_FAULT, "run", "--config", str(tmp_path / "routing.yaml")],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         systemd.wait_for(b"READY=1", timeout=20)

@@ -496,7 +496,9 @@ class TestUrlEncodingProperty:
         self, channel_id: str, name: str, value: str
     ) -> None:
         ari = AriClient(make_config(8088))
-        url = ari._transport.url(("channels", channel_id, "variable"), {"variable": name, "value": value})
+        url = ari._transport.url(
+            ("channels", channel_id, "variable"), {"variable": name, "value": value}
+        )
         raw = str(url)
         assert raw.isascii()
         path, _, query = raw.partition("?")

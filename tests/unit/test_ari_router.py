@@ -67,8 +67,14 @@ class FakeAri:
             raise AriVariableNotFound(404, "Provided variable was not found")
         return value
 
-    async def continue_in_dialplan(self, channel_id: str, context: str, extension: str,
-                                   priority: int = 1, label: str | None = None) -> None:
+    async def continue_in_dialplan(
+        self,
+        channel_id: str,
+        context: str,
+        extension: str,
+        priority: int = 1,
+        label: str | None = None,
+    ) -> None:
         self.calls.append(("continue", (channel_id, context, extension, priority)))
         await self._maybe_fail("continue")
 
@@ -76,8 +82,9 @@ class FakeAri:
         self.calls.append(("answer", (channel_id,)))
         await self._maybe_fail("answer")
 
-    async def play(self, channel_id: str, media: str, playback_id: str | None = None
-                   ) -> dict[str, Any]:
+    async def play(
+        self, channel_id: str, media: str, playback_id: str | None = None
+    ) -> dict[str, Any]:
         self.calls.append(("play", (channel_id, media, playback_id)))
         await self._maybe_fail("play")
         return {"id": playback_id}
@@ -119,8 +126,9 @@ def rules() -> Rules:
     return load_rules(EXAMPLE)[0]
 
 
-def channel(cid: str, exten: str, number: str = "0441 1234567",
-            name: str = "Jörg Müller") -> dict[str, Any]:
+def channel(
+    cid: str, exten: str, number: str = "0441 1234567", name: str = "Jörg Müller"
+) -> dict[str, Any]:
     return {
         "id": cid,
         "caller": {"number": number, "name": name},
@@ -133,8 +141,7 @@ def start(cid: str, exten: str, args: list[str] | None = None, **kw: str) -> dic
 
 
 def make(rules: Rules, fake: FakeAri, overrides: list[Override] | None = None) -> StasisRouter:
-    return StasisRouter(fake, lambda: rules, lambda: overrides or [],
-                        clock=lambda: WEDNESDAY_10)
+    return StasisRouter(fake, lambda: rules, lambda: overrides or [], clock=lambda: WEDNESDAY_10)
 
 
 class TestOpenCall:
@@ -208,8 +215,12 @@ class TestOpenCall:
 class TestClosedAndOverride:
     async def test_override_closes(self, rules: Rules) -> None:
         fake = FakeAri()
-        ov = Override(scope="wardenburg", state=OverrideState.CLOSED, reason="Unwetter",
-                      set_at=datetime(2026, 11, 25, 8, 0, tzinfo=ZoneInfo("Europe/Berlin")))
+        ov = Override(
+            scope="wardenburg",
+            state=OverrideState.CLOSED,
+            reason="Unwetter",
+            set_at=datetime(2026, 11, 25, 8, 0, tzinfo=ZoneInfo("Europe/Berlin")),
+        )
         router = make(rules, fake, [ov])
         await router.handle(start("c1", "044077300"))
         await router.drain(2)
@@ -227,8 +238,7 @@ class TestMenu:
         await asyncio.sleep(0.05)
         assert ("answer", ("m1",)) in fake.calls
         assert any(c[0] == "play" and c[1][1] == "sound:custom/115-choose" for c in fake.calls)
-        await router.handle({"type": "ChannelDtmfReceived", "digit": "2",
-                             "channel": {"id": "m1"}})
+        await router.handle({"type": "ChannelDtmfReceived", "digit": "2", "channel": {"id": "m1"}})
         assert await router.drain(2)
         assert fake.variables["m1"]["PBXBRIDGE_TENANT"] == "wardenburg"
         assert fake.variables["m1"]["PBXBRIDGE_VIA_115"] == "1"
@@ -245,9 +255,12 @@ class TestMenu:
         router = make(menu_rules, fake)
         await router.handle(start("m2", "115", ["allowed", "115"], number=""))
         await asyncio.sleep(0.05)
-        await router.handle({"type": "PlaybackFinished",
-                             "playback": {"id": fake.playback_id("m2"),
-                                          "target_uri": "channel:m2"}})
+        await router.handle(
+            {
+                "type": "PlaybackFinished",
+                "playback": {"id": fake.playback_id("m2"), "target_uri": "channel:m2"},
+            }
+        )
         assert await router.drain(2)
         assert fake.variables["m2"]["PBXBRIDGE_TENANT"] == "oldenburg"
 
@@ -288,16 +301,26 @@ class TestResync:
         fake = FakeAri()
         fake.app_channels = ["r1", "r2", "gone"]
         fake.channels = {"r1": channel("r1", "044077300"), "r2": channel("r2", "s")}
-        fake.variables = {"r1": {"PBXBRIDGE_DID": "044077300"},
-                          "r2": {"PBXBRIDGE_DID": "+49 441 235-0"}}
+        fake.variables = {
+            "r1": {"PBXBRIDGE_DID": "044077300"},
+            "r2": {"PBXBRIDGE_DID": "+49 441 235-0"},
+        }
         router = make(rules, fake)
         await router.resync()
         assert await router.drain(2)
         assert fake.variables["r1"]["PBXBRIDGE_TENANT"] == "wardenburg"
         assert fake.variables["r2"]["PBXBRIDGE_TENANT"] == "oldenburg"
         assert router.stats.resynced == 2
-        assert ("filter", ("StasisStart", "StasisEnd", "ChannelDtmfReceived",
-                           "PlaybackFinished", "ApplicationReplaced")) in fake.calls
+        assert (
+            "filter",
+            (
+                "StasisStart",
+                "StasisEnd",
+                "ChannelDtmfReceived",
+                "PlaybackFinished",
+                "ApplicationReplaced",
+            ),
+        ) in fake.calls
         # A StasisStart for an already resynced channel arriving later is ignored
         # while it is being handled; once handled, it would be a new entry.
         assert fake.continued("r1") == ("pbxbridge-queue", "s", 1)
@@ -308,8 +331,7 @@ QUEUE = ("pbxbridge-queue", "s", 1)
 
 
 def make_with(rules_source: Any, fake: FakeAri, **kw: Any) -> StasisRouter:
-    return StasisRouter(fake, rules_source, lambda: [],
-                        clock=lambda: WEDNESDAY_10, **kw)
+    return StasisRouter(fake, rules_source, lambda: [], clock=lambda: WEDNESDAY_10, **kw)
 
 
 class TestNoCallLeftInStasis:
@@ -355,8 +377,7 @@ class TestNoCallLeftInStasis:
         router = make_with(second_fails, fake)
         await router.handle(start("f3", "115", ["allowed", "115"], number=""))
         await asyncio.sleep(0.05)
-        await router.handle({"type": "ChannelDtmfReceived", "digit": "1",
-                             "channel": {"id": "f3"}})
+        await router.handle({"type": "ChannelDtmfReceived", "digit": "1", "channel": {"id": "f3"}})
         assert await router.drain(2)
         assert fake.continued("f3") == UNROUTED
         assert router.stats.failed == 1 and router.stats.menus == 1
@@ -388,8 +409,9 @@ class TestNoCallLeftInStasis:
             raise RuntimeError("pop broker gone")
 
         fake = FakeAri()
-        router = StasisRouter(fake, lambda: rules, lambda: [],
-                              clock=lambda: WEDNESDAY_10, on_decision=explode)
+        router = StasisRouter(
+            fake, lambda: rules, lambda: [], clock=lambda: WEDNESDAY_10, on_decision=explode
+        )
         with capture_logs() as logs:
             await router.handle(start("f6", "044077300"))
             assert await router.drain(2)
@@ -452,9 +474,12 @@ class TestStasisGuard:
         router = make_with(lambda: menu_rules, fake, stasis_max_s=1.5)
         await router.handle(start("g3", "115", ["allowed", "115"], number=""))
         await asyncio.sleep(0.05)
-        await router.handle({"type": "PlaybackFinished",
-                             "playback": {"id": fake.playback_id("g3"),
-                                          "target_uri": "channel:g3"}})
+        await router.handle(
+            {
+                "type": "PlaybackFinished",
+                "playback": {"id": fake.playback_id("g3"), "target_uri": "channel:g3"},
+            }
+        )
         # The default is taken ~0.5 s later, before the guard (1.5 s) fires.
         assert await router.drain(1.3)
         assert fake.variables["g3"]["PBXBRIDGE_TENANT"] == "oldenburg"
@@ -467,8 +492,7 @@ class TestStasisGuard:
         await router.handle(start("g4", "044077300"))
         assert await router.drain(2)
         await asyncio.sleep(0.3)
-        assert [c for c in fake.calls if c[0] == "continue"] == [
-            ("continue", ("g4", *QUEUE))]
+        assert [c for c in fake.calls if c[0] == "continue"] == [("continue", ("g4", *QUEUE))]
         assert router.stats.stasis_timeouts == 0
 
 
@@ -493,8 +517,7 @@ class TestResyncWhateverTheState:
         new_id = fake.playback_id("w1")
         assert new_id != "pbxbridge-menu-w1-0ld"
         assert ("set", ("w1", "PBXBRIDGE_MENU_PLAYBACK", new_id)) in fake.calls
-        await router.handle({"type": "ChannelDtmfReceived", "digit": "2",
-                             "channel": {"id": "w1"}})
+        await router.handle({"type": "ChannelDtmfReceived", "digit": "2", "channel": {"id": "w1"}})
         assert await router.drain(2)
         assert fake.variables["w1"]["PBXBRIDGE_TENANT"] == "wardenburg"
         assert fake.variables["w1"]["PBXBRIDGE_CALLER"] == ""  # still withheld
@@ -517,20 +540,21 @@ class TestResyncWhateverTheState:
         router = make(rules, fake)
         await router.handle(start("w2", "115", ["allowed", "115"], number=""))
         await asyncio.sleep(0.05)
-        await router.handle({"type": "PlaybackFinished",
-                             "playback": {"id": "pbxbridge-menu-w2",
-                                          "target_uri": "channel:w2"}})
+        await router.handle(
+            {
+                "type": "PlaybackFinished",
+                "playback": {"id": "pbxbridge-menu-w2", "target_uri": "channel:w2"},
+            }
+        )
         await asyncio.sleep(0.1)
         assert router.in_progress == 1  # still waiting for our own prompt
 
-    async def test_channel_older_than_the_bound_goes_to_the_fallback(
-        self, rules: Rules
-    ) -> None:
+    async def test_channel_older_than_the_bound_goes_to_the_fallback(self, rules: Rules) -> None:
         fake = FakeAri()
         snapshot = channel("w3", "044077300")
-        snapshot["creationtime"] = (
-            datetime.now(ZoneInfo("UTC")) - timedelta(seconds=30)
-        ).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+        snapshot["creationtime"] = (datetime.now(ZoneInfo("UTC")) - timedelta(seconds=30)).strftime(
+            "%Y-%m-%dT%H:%M:%S.%f"
+        )[:-3] + "+0000"
         fake.hang.add("set")
         fake.app_channels = ["w3"]
         fake.channels = {"w3": snapshot}

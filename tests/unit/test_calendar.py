@@ -27,16 +27,19 @@ def servicecenter() -> Calendar:
     return Calendar(
         name="servicecenter",
         weekly=(weekday,) * 5 + ((), ()),
-        closed_dates={date(2026, 12, 24): "extra closed date 2026-12-24",
-                      date(2026, 12, 31): "extra closed date 2026-12-31"},
+        closed_dates={
+            date(2026, 12, 24): "extra closed date 2026-12-24",
+            date(2026, 12, 31): "extra closed date 2026-12-31",
+        },
         holiday_country="DE",
         holiday_subdivision="NI",
     )
 
 
 class TestParsing:
-    @pytest.mark.parametrize(("text", "seconds"), [("00:00", 0), ("07:30", 27000),
-                                                     ("24:00", 86400)])
+    @pytest.mark.parametrize(
+        ("text", "seconds"), [("00:00", 0), ("07:30", 27000), ("24:00", 86400)]
+    )
     def test_time(self, text: str, seconds: int) -> None:
         assert parse_time(text) == seconds
 
@@ -52,8 +55,13 @@ class TestParsing:
 
     @pytest.mark.parametrize(
         ("spec", "days"),
-        [("mon-fri", (0, 1, 2, 3, 4)), ("sat", (5,)), ("mon,wed,fri", (0, 2, 4)),
-         ("daily", tuple(range(7))), ("Mon-Tue, sun", (0, 1, 6))],
+        [
+            ("mon-fri", (0, 1, 2, 3, 4)),
+            ("sat", (5,)),
+            ("mon,wed,fri", (0, 2, 4)),
+            ("daily", tuple(range(7))),
+            ("Mon-Tue, sun", (0, 1, 6)),
+        ],
     )
     def test_days(self, spec: str, days: tuple[int, ...]) -> None:
         assert parse_days(spec) == days
@@ -64,8 +72,10 @@ class TestParsing:
             parse_days(spec)
 
     def test_date_range(self) -> None:
-        assert parse_date_range("2026-12-24..2026-12-31") == (date(2026, 12, 24),
-                                                              date(2026, 12, 31))
+        assert parse_date_range("2026-12-24..2026-12-31") == (
+            date(2026, 12, 24),
+            date(2026, 12, 31),
+        )
         with pytest.raises(CalendarSyntaxError, match="before the start"):
             parse_date_range("2026-12-31..2026-12-24")
 

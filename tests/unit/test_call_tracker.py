@@ -34,8 +34,9 @@ class FakePublisher:
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any], float | None, str]] = []
 
-    def publish(self, topic: str, payload: bytes, *, expires_at: float | None = None,
-                kind: str = "") -> None:
+    def publish(
+        self, topic: str, payload: bytes, *, expires_at: float | None = None, kind: str = ""
+    ) -> None:
         message = json.loads(payload)
         self.sent.append((topic, message, expires_at, kind))
 
@@ -66,14 +67,17 @@ def ev(name: str, uid: str = "1.1", **fields: str) -> dict[str, str]:
     return {"Event": name, "Uniqueid": uid, **fields}
 
 
-def setup(rules: Rules, name: str = 'Jörg "Boss" Müller ${X}') -> tuple[
-    CallTracker, FakePublisher, Clock
-]:
+def setup(
+    rules: Rules, name: str = 'Jörg "Boss" Müller ${X}'
+) -> tuple[CallTracker, FakePublisher, Clock]:
     pub = FakePublisher()
     clock = Clock()
     pops = CallTracker(pub, clock=clock, ring_timeout_s=15, repeat_calls=lambda n: 2)
-    decision = route(Call(did="04407730", caller="0441 1234567", caller_name=name), rules,
-                     datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
+    decision = route(
+        Call(did="04407730", caller="0441 1234567", caller_name=name),
+        rules,
+        datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
+    )
     pops.routed("1.1", decision)
     return pops, pub, clock
 
@@ -83,11 +87,13 @@ class TestAgentPops:
         pops, pub, clock = setup(rules)
         pops.ami_event(ev("QueueCallerJoin", Queue="servicecenter", Position="1"))
         clock.tick(3)
-        pops.ami_event(ev("AgentCalled", Queue="servicecenter", Interface="PJSIP/agent1",
-                          MemberName="agent1"))
+        pops.ami_event(
+            ev("AgentCalled", Queue="servicecenter", Interface="PJSIP/agent1", MemberName="agent1")
+        )
         clock.tick(2)
-        pops.ami_event(ev("AgentConnect", Interface="PJSIP/agent1", MemberName="agent1",
-                          HoldTime="5"))
+        pops.ami_event(
+            ev("AgentConnect", Interface="PJSIP/agent1", MemberName="agent1", HoldTime="5")
+        )
         clock.tick(60)
         pops.ami_event(ev("AgentComplete", MemberName="agent1", HoldTime="5", TalkTime="60"))
         messages = pub.agent("agent1")
@@ -95,8 +101,11 @@ class TestAgentPops:
         for m in messages:
             jsonschema.validate(m, AGENT_SCHEMA, format_checker=CHECKER)
         ringing = messages[0]
-        assert ringing["tenant"] == {"id": "wardenburg", "name": "Gemeinde Wardenburg",
-                                     "greeting": "Gemeinde Wardenburg, ServiceCenter, guten Tag"}
+        assert ringing["tenant"] == {
+            "id": "wardenburg",
+            "name": "Gemeinde Wardenburg",
+            "greeting": "Gemeinde Wardenburg, ServiceCenter, guten Tag",
+        }
         assert ringing["caller"]["number"] == "+494411234567"
         assert ringing["caller"]["name"] == "Jörg Boss Müller X"
         assert ringing["waited_s"] == 3.0
@@ -193,8 +202,11 @@ class TestRobustness:
         # pbxbridge sees the call: a withheld caller's name is the number.
         pub = FakePublisher()
         pops = CallTracker(pub, clock=Clock())
-        decision = route(Call(did="04407730", caller="04411234567", caller_name="04411234567",
-                              restricted=True), rules, T0)
+        decision = route(
+            Call(did="04407730", caller="04411234567", caller_name="04411234567", restricted=True),
+            rules,
+            T0,
+        )
         assert "1234567" not in decision.callerid_name  # the agent's phone display
         assert "1234567" not in decision.screen_pop_url
         pops.routed("1.1", decision)
@@ -213,8 +225,7 @@ class TestRobustness:
 
 
 class TestPruning:
-    def test_bounded_without_hangups(self, rules: Rules,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_bounded_without_hangups(self, rules: Rules, monkeypatch: pytest.MonkeyPatch) -> None:
         import pbxbridge.tracking.call_tracker as sp
 
         monkeypatch.setattr(sp, "MAX_RECORDS", 50)
@@ -237,7 +248,8 @@ class TestMapping:
         assert agent_id({"MemberName": "PJSIP/agent3", "Interface": "PJSIP/agent3"}) == "agent3"
 
     def test_timestamp_is_used(self) -> None:
-        mapped = to_call_event({"Event": "QueueCallerJoin", "Uniqueid": "1",
-                                "Timestamp": "1795634208.5"}, T0)
+        mapped = to_call_event(
+            {"Event": "QueueCallerJoin", "Uniqueid": "1", "Timestamp": "1795634208.5"}, T0
+        )
         assert mapped is not None
         assert mapped[1].at == datetime.fromtimestamp(1795634208.5, UTC)

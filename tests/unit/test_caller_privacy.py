@@ -76,13 +76,15 @@ class TestReasons:
         text = reasons(rules, "04407 73-0", "tel:+494411234567", datetime(2026, 1, 5, tzinfo=UTC))
         assert "tel:+…67" in text and "494411234567" not in text
 
-    @settings(max_examples=400, deadline=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=400,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
     @given(
         did=st.sampled_from(DIDS),
         caller=st.one_of(
-            st.from_regex(r"(tel:|sip:|<b>)?\+?[0-9 \-/()]{6,30}(;cpc=x|@h|</b>)?",
-                          fullmatch=True),
+            st.from_regex(r"(tel:|sip:|<b>)?\+?[0-9 \-/()]{6,30}(;cpc=x|@h|</b>)?", fullmatch=True),
             st.text(max_size=120),
         ),
         minutes=st.integers(min_value=0, max_value=60 * 24 * 400),
@@ -103,7 +105,8 @@ class TestLogLines:
                 with capture_logs() as logs:
                     await h.fake(env=asterisk_env(callerid=callerid)).call()
             lines = [
-                repr(e) for e in logs
+                repr(e)
+                for e in logs
                 if logging.getLevelNamesMapping()[e["log_level"].upper()] >= logging.INFO
             ]
             assert any("call.routed" in line for line in lines)

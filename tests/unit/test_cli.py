@@ -534,8 +534,10 @@ class TestOverrideRoundTrip:
         # A URL is configured but cannot be read: fail, never fall back to the
         # local file (this node would silently stop sharing overrides).
         monkeypatch.setenv("PBXBRIDGE_DATABASE_URL_FILE", str(tmp_path / "missing"))
-        failed(set_override(run, config, "--all", "--closed", "--reason", "x"),
-               "PBXBRIDGE_DATABASE_URL_FILE: cannot read")
+        failed(
+            set_override(run, config, "--all", "--closed", "--reason", "x"),
+            "PBXBRIDGE_DATABASE_URL_FILE: cannot read",
+        )
         failed(run("override", "list", "-c", config), "PBXBRIDGE_DATABASE_URL_FILE")
         failed(explain_result(run, config), "PBXBRIDGE_DATABASE_URL_FILE")
         assert not (tmp_path / "state").exists()

@@ -45,14 +45,17 @@ def supervisor(**kw: object) -> ConnectionSupervisor:
     return ConnectionSupervisor(**options)  # type: ignore[arg-type]
 
 
-def scripted(ends: list[Callable[[], SessionEnd]], sup: ConnectionSupervisor,
-             seen: list[ConnectionStatus]) -> Callable[[], asyncio.Future[SessionEnd]]:
+def scripted(
+    ends: list[Callable[[], SessionEnd]], sup: ConnectionSupervisor, seen: list[ConnectionStatus]
+) -> Callable[[], asyncio.Future[SessionEnd]]:
     """A session that plays back ``ends`` and records the status at each start."""
+
     async def session() -> SessionEnd:
         seen.append(sup.status())
         if len(seen) > len(ends):
             await asyncio.Event().wait()  # park: the test is done
         return ends[len(seen) - 1]()
+
     return session  # type: ignore[return-value]
 
 
@@ -76,10 +79,10 @@ async def test_failures_count_up_reset_after_a_healthy_connection_and_log_by_mil
     assert [s.failures for s in seen] == [0, 1, 2, 3, 4, 0, 1]
     assert seen[6].last_error == "dropped at once"
     assert all(s.state is ConnectionState.CONNECTING for s in seen)
-    failed = [(e["log_level"], e["failures"]) for e in logs
-              if e["event"] == "test.connection_failed"]
-    assert failed == [("warning", 1), ("warning", 2), ("debug", 3), ("warning", 4),
-                      ("warning", 1)]
+    failed = [
+        (e["log_level"], e["failures"]) for e in logs if e["event"] == "test.connection_failed"
+    ]
+    assert failed == [("warning", 1), ("warning", 2), ("debug", 3), ("warning", 4), ("warning", 1)]
     disconnected = [e for e in logs if e["event"] == "test.disconnected"]
     assert len(disconnected) == 1 and disconnected[0]["host"] == "h"
     assert disconnected[0]["reason"] == "dropped after a long time"
@@ -105,7 +108,8 @@ async def test_replaced_backs_off_to_the_cap_and_a_crash_does_not_end_the_loop()
         await sup.stop()
         await task
     assert [e["event"] for e in logs if e["event"] == "test.session_crashed"] == [
-        "test.session_crashed"]
+        "test.session_crashed"
+    ]
     assert seen[1].last_error == "ZeroDivisionError: bug"
     assert waited >= 0.19  # straight to the 0.2 s cap, not 0.002 s for failure 2
 
@@ -133,8 +137,9 @@ async def test_final_end_returns_and_forget_error_on_connect() -> None:
 async def test_interrupt_backoff_ends_only_the_wait_in_progress() -> None:
     sup = supervisor(backoff_initial=10.0, backoff_max=10.0)
     seen: list[ConnectionStatus] = []
-    task = asyncio.create_task(sup.run(scripted(
-        [lambda: SessionEnd("refused"), lambda: SessionEnd("refused")], sup, seen)))
+    task = asyncio.create_task(
+        sup.run(scripted([lambda: SessionEnd("refused"), lambda: SessionEnd("refused")], sup, seen))
+    )
     await until(lambda: sup.state is ConnectionState.DISCONNECTED)
     sup.interrupt_backoff()
     await until(lambda: len(seen) >= 2 and sup.state is ConnectionState.DISCONNECTED)
@@ -219,7 +224,8 @@ async def test_dispatcher_keeps_order_per_key_and_runs_keys_concurrently() -> No
 
 async def test_dispatcher_finish_cancels_after_the_grace() -> None:
     dispatcher: KeyedDispatcher[str] = KeyedDispatcher(
-        key=lambda event: event, failure_event="x", describe=lambda event: {})
+        key=lambda event: event, failure_event="x", describe=lambda event: {}
+    )
     cancelled = asyncio.Event()
 
     async def stuck(_: str) -> None:

@@ -26,8 +26,9 @@ WEDNESDAY = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 class TestPackDecision:
     def test_fields_in_dialplan_order(self) -> None:
-        d = route(Call(did="04407730", caller="0441 1234567", caller_name="Jörg Müller"),
-                  RULES, WEDNESDAY)
+        d = route(
+            Call(did="04407730", caller="0441 1234567", caller_name="Jörg Müller"), RULES, WEDNESDAY
+        )
         version, *fields = pack_decision(d).split("|")
         assert version == "1"
         unpacked = dict(zip(PACKED_FIELDS, fields, strict=True))
@@ -57,11 +58,14 @@ class TestCallerShownToAgents:
     """What the agent's phone shows: the E.164 number, or none and a word why."""
 
     def test_valid_number_is_shown_normalised(self) -> None:
-        d = route(Call(did="04407730", caller="0441 1234567", caller_name="Jörg Müller"),
-                  RULES, WEDNESDAY)
+        d = route(
+            Call(did="04407730", caller="0441 1234567", caller_name="Jörg Müller"), RULES, WEDNESDAY
+        )
         shown = decision_variables(d)
         assert (shown["CALLERID(num)"], shown["CALLERID(name)"]) == (
-            "+494411234567", "WAR: Jörg Müller")
+            "+494411234567",
+            "WAR: Jörg Müller",
+        )
 
     @pytest.mark.parametrize(
         ("caller", "name", "expected_name"),

@@ -78,6 +78,7 @@ def test_neighbours_that_are_no_partner_get_the_menu(area_code: str, name: str) 
     assert place(area_code) == name
     rules, _ = load_rules(EXAMPLE)
     caller = area_code.replace("+49 ", "0") + " 123456"
-    decision = route(Call(did="115", caller=caller), rules,
-                     datetime(2026, 11, 25, 9, 0, tzinfo=UTC))
+    decision = route(
+        Call(did="115", caller=caller), rules, datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    )
     assert decision.menu is not None and decision.tenant is None, decision.reasons

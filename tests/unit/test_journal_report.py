@@ -763,14 +763,17 @@ class FakeJournal:
             if start <= r.arrived_at < end and (tenant is None or r.tenant == tenant)
         ]
 
-    def callbacks_due_between(self, start: datetime, end: datetime,
-                              tenant: str | None = None) -> list[Row]:
+    def callbacks_due_between(
+        self, start: datetime, end: datetime, tenant: str | None = None
+    ) -> list[Row]:
         self.asked_due.append((start, end, tenant))
         return [
             r
             for r in self.rows
-            if r.disposition == "callback" and r.callback_due_at is not None
-            and start <= r.callback_due_at < end and (tenant is None or r.tenant == tenant)
+            if r.disposition == "callback"
+            and r.callback_due_at is not None
+            and start <= r.callback_due_at < end
+            and (tenant is None or r.tenant == tenant)
         ]
 
 
@@ -806,8 +809,11 @@ class TestCli:
         ]
         # February's call (callback due 2 March) is fetched by its deadline
         assert doc["tenants"][4]["total"]["callbacks_due"] == 3
-        march = (datetime(2026, 2, 28, 23, 0, tzinfo=UTC),
-                 datetime(2026, 3, 31, 22, 0, tzinfo=UTC), None)
+        march = (
+            datetime(2026, 2, 28, 23, 0, tzinfo=UTC),
+            datetime(2026, 3, 31, 22, 0, tzinfo=UTC),
+            None,
+        )
         assert journal.asked == journal.asked_due == [march]
 
     def test_invoice(self, journal: FakeJournal) -> None:
@@ -874,17 +880,27 @@ def far_callback_report(store: JournalStore) -> None:
     arrived = utc(2026, 2, 27, 11, 0)
     due = town.calendar.end_of_working_day(date(2026, 2, 27), 10, rules.timezone)
     assert due == datetime(2027, 3, 16, 16, 0, tzinfo=BERLIN)
-    store.upsert([entry("far", tenant=T, arrived_at=arrived, queued_at=arrived,
-                        answered_at=arrived + timedelta(seconds=5), outcome="answered",
-                        wait_s=5.0)])
+    store.upsert(
+        [
+            entry(
+                "far",
+                tenant=T,
+                arrived_at=arrived,
+                queued_at=arrived,
+                answered_at=arrived + timedelta(seconds=5),
+                outcome="answered",
+                wait_s=5.0,
+            )
+        ]
+    )
     store.upsert([entry("near", tenant=T, arrived_at=utc(2027, 3, 3, 9, 0))])
-    assert store.set_disposition("n1", "far", "callback", "agent1", "", "+4944170000", due,
-                                 arrived + timedelta(minutes=2))
+    assert store.set_disposition(
+        "n1", "far", "callback", "agent1", "", "+4944170000", due, arrived + timedelta(minutes=2)
+    )
     now = datetime(2027, 3, 20, 12, 0, tzinfo=BERLIN)
 
     def totals(month: tuple[date, date], **kw: Any) -> dict[str, Any]:
-        text = run_report_cli(store, rules, start=month[0], end=month[1], fmt="json",
-                              now=now, **kw)
+        text = run_report_cli(store, rules, start=month[0], end=month[1], fmt="json", now=now, **kw)
         (tenant,) = json.loads(text)["tenants"]
         return dict(tenant["total"])
 
@@ -893,13 +909,19 @@ def far_callback_report(store: JournalStore) -> None:
     assert march["callbacks_requested"] == 0  # requested in February 2026
     assert totals(month_range(2027, 3), tenant=T)["callbacks_overdue"] == 1
     february = totals(month_range(2026, 2))
-    assert (february["calls"], february["callbacks_requested"],
-            february["callbacks_due"]) == (1, 1, 0)
+    assert (february["calls"], february["callbacks_requested"], february["callbacks_due"]) == (
+        1,
+        1,
+        0,
+    )
     # done late: on time 0, late 1 in March 2027
     assert store.mark_callback_done("n1", "far", datetime(2027, 3, 18, 9, 0, tzinfo=BERLIN))
     march = totals(month_range(2027, 3))
     assert (march["callbacks_due"], march["callbacks_late"], march["callbacks_on_time"]) == (
-        0, 1, 0)
+        0,
+        1,
+        0,
+    )
 
 
 def test_a_callback_due_long_after_the_call_sqlite(tmp_path: Path) -> None:

@@ -37,8 +37,12 @@ class TestRetention:
     def test_default_is_90_days(self, tmp_path: Path) -> None:
         assert DEFAULT_RETENTION_DAYS == 90
         with SqliteJournal(tmp_path / "j.sqlite") as store:
-            store.upsert([entry("old", arrived_at=at(-90 * 86400 - 1)),
-                          entry("kept", arrived_at=at(-90 * 86400))])
+            store.upsert(
+                [
+                    entry("old", arrived_at=at(-90 * 86400 - 1)),
+                    entry("kept", arrived_at=at(-90 * 86400)),
+                ]
+            )
             assert purge_older_than(store, now=T0) == 1
             rows = {r.call_id: r for r in store.calls_between(at(-1e8), at(1))}
         assert rows["old"].caller is None and rows["old"].purged_at == T0
@@ -67,7 +71,8 @@ class TestRetention:
             return SqliteJournal(path)
 
         task = asyncio.create_task(
-            retention_loop(factory, interval_s=60, retry_s=0.01, clock=lambda: T0))
+            retention_loop(factory, interval_s=60, retry_s=0.01, clock=lambda: T0)
+        )
         await until(lambda: len(opened) >= 2)
         await asyncio.sleep(0.05)
         task.cancel()
@@ -82,8 +87,12 @@ class TestRetention:
         spool = tmp_path / "journal-spool"
         spool.mkdir()
         rejected = _Spool(spool, 10)
-        rejected.reject([entry("old", arrived_at=at(-90 * 86400 - 1)),
-                         entry("kept", arrived_at=at(-90 * 86400))])
+        rejected.reject(
+            [
+                entry("old", arrived_at=at(-90 * 86400 - 1)),
+                entry("kept", arrived_at=at(-90 * 86400)),
+            ]
+        )
         with (spool / REJECTED_FILE).open("ab") as f:
             f.write(b'{"v": 1, "caller": "+4944112' + b"\n")  # torn: cannot be dated
         with SqliteJournal(tmp_path / "j.sqlite") as store:
@@ -101,9 +110,14 @@ class TestRetention:
         spool = tmp_path / "journal-spool"
         spool.mkdir()
         _Spool(spool, 10).reject([entry("old", arrived_at=at(-100 * 86400))])
-        task = asyncio.create_task(retention_loop(
-            lambda: SqliteJournal(tmp_path / "j.sqlite"), spool_dir=spool, interval_s=60,
-            clock=lambda: T0))
+        task = asyncio.create_task(
+            retention_loop(
+                lambda: SqliteJournal(tmp_path / "j.sqlite"),
+                spool_dir=spool,
+                interval_s=60,
+                clock=lambda: T0,
+            )
+        )
         await until(lambda: (spool / REJECTED_FILE).read_bytes() == b"")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -131,4 +145,5 @@ class TestRetention:
         thread.join()
         lines = (spool / REJECTED_FILE).read_bytes().splitlines()
         assert sorted(entry_from_json(json.loads(x)).call_id for x in lines) == sorted(
-            f"c{i}" for i in range(300))
+            f"c{i}" for i in range(300)
+        )

@@ -78,21 +78,38 @@ def versions(call_id: str, node: str = "n1", arrived: datetime = T0) -> list[Jou
     """The five states a call goes through (routed, queued, ringing, answered, ended)."""
     e0 = entry(call_id, node=node, arrived_at=arrived)
     e1 = replace(e0, queued_at=arrived + timedelta(seconds=1), queue="servicecenter")
-    ring = {"agent": "agent1", "started": (arrived + timedelta(seconds=2)).isoformat(),
-            "ended": None, "outcome": None}
+    ring = {
+        "agent": "agent1",
+        "started": (arrived + timedelta(seconds=2)).isoformat(),
+        "ended": None,
+        "outcome": None,
+    }
     e2 = replace(e1, agent="agent1", rings=(ring,))
-    answered = {**ring, "ended": (arrived + timedelta(seconds=5)).isoformat(),
-                "outcome": "answered"}
-    e3 = replace(e2, answered_at=arrived + timedelta(seconds=5), outcome=Outcome.ANSWERED,
-                 wait_s=4.0, rings=(answered,))
+    answered = {
+        **ring,
+        "ended": (arrived + timedelta(seconds=5)).isoformat(),
+        "outcome": "answered",
+    }
+    e3 = replace(
+        e2,
+        answered_at=arrived + timedelta(seconds=5),
+        outcome=Outcome.ANSWERED,
+        wait_s=4.0,
+        rings=(answered,),
+    )
     e4 = replace(e3, ended_at=arrived + timedelta(seconds=65), talk_s=60.0)
     return [e0, e1, e2, e3, e4]
 
 
 def lifecycle_entries(call_id: str, node: str = "n1") -> list[JournalEntry]:
     """The entries the daemon would submit for an answered call (real lifecycle)."""
-    decision = Decision(action=Action.QUEUE, tenant="wardenburg", did="+494407730",
-                        caller=CALLER, reasons=("open → queue servicecenter",))
+    decision = Decision(
+        action=Action.QUEUE,
+        tenant="wardenburg",
+        did="+494407730",
+        caller=CALLER,
+        reasons=("open → queue servicecenter",),
+    )
     record = start(call_id, decision, T0)
     out = [entry_from_record(record, node)]
     for event in (
@@ -154,23 +171,35 @@ class StoreBehaviour:
         vs = versions("c1")
         store.upsert([vs[3]])  # answered: the agent fills in the form during the call
         assert store.set_disposition(
-            "n1", "c1", "callback", "agent1", "Rückruf wegen Wohngeld", "+494417654321",
-            at(3600), at(30),
+            "n1",
+            "c1",
+            "callback",
+            "agent1",
+            "Rückruf wegen Wohngeld",
+            "+494417654321",
+            at(3600),
+            at(30),
         )
         store.upsert([vs[4]])  # the call ends afterwards
         (row,) = store.calls_between(T0, at(1))
         assert lifecycle_of(row) == vs[4]
         assert (row.disposition, row.disposition_by, row.disposition_note) == (
-            "callback", "agent1", "Rückruf wegen Wohngeld")
+            "callback",
+            "agent1",
+            "Rückruf wegen Wohngeld",
+        )
         assert row.callback_number == "+494417654321"
         assert row.disposition_at == at(30) and row.callback_due_at == at(3600)
 
     def test_times_round_trip_as_aware_utc(self, store: JournalStore) -> None:
         local = datetime(2026, 3, 29, 2, 59, 59, 999_999, tzinfo=UTC).astimezone(BERLIN)
-        e = replace(versions("c1")[-1], arrived_at=local,
-                    queued_at=local + timedelta(microseconds=1),
-                    answered_at=local + timedelta(hours=1, microseconds=123_457),
-                    ended_at=datetime(2026, 3, 29, 4, 0, tzinfo=timezone(timedelta(hours=-5))))
+        e = replace(
+            versions("c1")[-1],
+            arrived_at=local,
+            queued_at=local + timedelta(microseconds=1),
+            answered_at=local + timedelta(hours=1, microseconds=123_457),
+            ended_at=datetime(2026, 3, 29, 4, 0, tzinfo=timezone(timedelta(hours=-5))),
+        )
         store.upsert([e])
         (row,) = store.calls_between(local, local + timedelta(seconds=1))
         for name in ("arrived_at", "queued_at", "answered_at", "ended_at"):
@@ -193,37 +222,38 @@ class StoreBehaviour:
     def test_calls_between_is_half_open(self, store: JournalStore) -> None:
         tick = timedelta(microseconds=1)
         start, end = at(0), at(3600)
-        store.upsert([
-            entry("before", arrived_at=start - tick),
-            entry("first", arrived_at=start),
-            entry("last", arrived_at=end - tick),
-            entry("end", arrived_at=end),
-        ])
+        store.upsert(
+            [
+                entry("before", arrived_at=start - tick),
+                entry("first", arrived_at=start),
+                entry("last", arrived_at=end - tick),
+                entry("end", arrived_at=end),
+            ]
+        )
         assert [r.call_id for r in store.calls_between(start, end)] == ["first", "last"]
         assert list(store.calls_between(start, start)) == []
 
     def test_calls_between_by_tenant(self, store: JournalStore) -> None:
-        store.upsert([
-            entry("a", tenant="wardenburg"),
-            entry("b", tenant="oldenburg"),
-            entry("r", tenant="", action="reject", outcome=Outcome.REJECTED),
-        ])
+        store.upsert(
+            [
+                entry("a", tenant="wardenburg"),
+                entry("b", tenant="oldenburg"),
+                entry("r", tenant="", action="reject", outcome=Outcome.REJECTED),
+            ]
+        )
         assert [r.call_id for r in store.calls_between(at(0), at(1), "oldenburg")] == ["b"]
         assert [r.call_id for r in store.calls_between(at(0), at(1), "")] == ["r"]
         assert len(list(store.calls_between(at(0), at(1)))) == 3
 
-    def test_calls_between_orders_and_pages_through_many_rows(
-        self, store: JournalStore
-    ) -> None:
+    def test_calls_between_orders_and_pages_through_many_rows(self, store: JournalStore) -> None:
         # 4,500 rows (more than two pages), many sharing an arrival time and
         # split over two nodes: the keyset paging must neither skip nor repeat.
-        entries = [
-            entry(f"c{i:05d}", node=f"n{i % 2}", arrived_at=at(i // 7)) for i in range(4500)
-        ]
+        entries = [entry(f"c{i:05d}", node=f"n{i % 2}", arrived_at=at(i // 7)) for i in range(4500)]
         store.upsert(entries)
         got = keys(store.calls_between(at(0), at(10_000)))
-        assert got == sorted(((e.node, e.call_id) for e in entries),
-                             key=lambda k: (int(k[1][1:]) // 7, k[0], k[1]))
+        assert got == sorted(
+            ((e.node, e.call_id) for e in entries), key=lambda k: (int(k[1][1:]) // 7, k[0], k[1])
+        )
         assert len(set(got)) == 4500
 
     def test_writing_while_iterating(self, store: JournalStore) -> None:
@@ -237,14 +267,16 @@ class StoreBehaviour:
         assert len(list(store.calls_between(at(0), at(10)))) == 6
 
     def test_repeat_count(self, store: JournalStore) -> None:
-        store.upsert([
-            entry("old", arrived_at=at(-8 * 86400)),
-            entry("edge", arrived_at=at(-7 * 86400)),
-            entry("recent", arrived_at=at(-60)),
-            entry("other-node", node="n2", arrived_at=at(-30)),
-            entry("other", caller="+4944199999"),
-            entry("withheld", caller=None),
-        ])
+        store.upsert(
+            [
+                entry("old", arrived_at=at(-8 * 86400)),
+                entry("edge", arrived_at=at(-7 * 86400)),
+                entry("recent", arrived_at=at(-60)),
+                entry("other-node", node="n2", arrived_at=at(-30)),
+                entry("other", caller="+4944199999"),
+                entry("withheld", caller=None),
+            ]
+        )
         assert store.repeat_count(CALLER, at(-7 * 86400)) == 3
         assert store.repeat_count(CALLER, at(-59)) == 1
         assert store.repeat_count("+4944199999", at(-1)) == 1
@@ -255,7 +287,10 @@ class StoreBehaviour:
         assert store.set_disposition("n1", "c1", "resolved", "agent1", "", None, None, at(90))
         (row,) = store.calls_between(at(0), at(1))
         assert (row.disposition, row.disposition_by, row.disposition_at) == (
-            "resolved", "agent1", at(90))
+            "resolved",
+            "agent1",
+            at(90),
+        )
         assert row.callback_due_at is None
         assert store.open_callbacks() == []
 
@@ -269,23 +304,31 @@ class StoreBehaviour:
         with pytest.raises(ValueError, match="unknown disposition"):
             store.set_disposition("n1", "c1", "later", "a", "", None, None, at(1))
         with pytest.raises(ValueError, match="longer"):
-            store.set_disposition("n1", "c1", "resolved", "a", "x" * (MAX_NOTE_CHARS + 1),
-                                  None, None, at(1))
+            store.set_disposition(
+                "n1", "c1", "resolved", "a", "x" * (MAX_NOTE_CHARS + 1), None, None, at(1)
+            )
         with pytest.raises(ValueError, match="due time"):
             store.set_disposition("n1", "c1", "callback", "a", "", CALLER, None, at(1))
         with pytest.raises(ValueError, match="resolved"):
             store.set_disposition("n1", "c1", "resolved", "a", "", CALLER, None, at(1))
         with pytest.raises(ValueError, match="timezone-aware"):
-            store.set_disposition("n1", "c1", "callback", "a", "", CALLER,
-                                  datetime(2026, 11, 26), at(1))
+            store.set_disposition(
+                "n1", "c1", "callback", "a", "", CALLER, datetime(2026, 11, 26), at(1)
+            )
         # the maximum is allowed
-        assert store.set_disposition("n1", "c1", "resolved", "a", "x" * MAX_NOTE_CHARS,
-                                     None, None, at(1))
+        assert store.set_disposition(
+            "n1", "c1", "resolved", "a", "x" * MAX_NOTE_CHARS, None, None, at(1)
+        )
 
     def test_callbacks_open_done_and_ordered(self, store: JournalStore) -> None:
-        store.upsert([
-            entry("c1"), entry("c2", tenant="oldenburg"), entry("c3"), entry("c4"),
-        ])
+        store.upsert(
+            [
+                entry("c1"),
+                entry("c2", tenant="oldenburg"),
+                entry("c3"),
+                entry("c4"),
+            ]
+        )
         store.set_disposition("n1", "c1", "callback", "a1", "", CALLER, at(7200), at(60))
         store.set_disposition("n1", "c2", "callback", "a2", "", CALLER, at(3600), at(60))
         store.set_disposition("n1", "c3", "callback", "a1", "", CALLER, at(5400), at(60))
@@ -306,7 +349,10 @@ class StoreBehaviour:
         store.set_disposition("n1", "c1", "callback", "a2", "again", CALLER, at(9000), at(200))
         (row,) = store.open_callbacks()
         assert (row.disposition_by, row.callback_done_at, row.callback_due_at) == (
-            "a2", None, at(9000))
+            "a2",
+            None,
+            at(9000),
+        )
         store.set_disposition("n1", "c1", "resolved", "a2", "", None, None, at(300))
         assert store.open_callbacks() == []
         (row,) = store.calls_between(at(0), at(1))
@@ -316,10 +362,19 @@ class StoreBehaviour:
         old = versions("old", arrived=at(-91 * 86400))[-1]
         new = versions("new", arrived=at(-89 * 86400))[-1]
         store.upsert([old, new])
-        store.set_disposition("n1", "old", "callback", "a1", "Frau Meyer, Hauptstr. 1",
-                              "+4944170000", at(-90 * 86400), at(-91 * 86400 + 100))
-        store.set_disposition("n1", "new", "resolved", "a1", "Herr Kühn", None, None,
-                              at(-89 * 86400 + 100))
+        store.set_disposition(
+            "n1",
+            "old",
+            "callback",
+            "a1",
+            "Frau Meyer, Hauptstr. 1",
+            "+4944170000",
+            at(-90 * 86400),
+            at(-91 * 86400 + 100),
+        )
+        store.set_disposition(
+            "n1", "new", "resolved", "a1", "Herr Kühn", None, None, at(-89 * 86400 + 100)
+        )
         assert store.purge(at(-90 * 86400), at(0)) == 1
         rows = {r.call_id: r for r in store.calls_between(at(-1e8), at(1))}
         purged = rows["old"]
@@ -349,16 +404,18 @@ class StoreBehaviour:
         store.upsert([vs[3]])
         store.purge(at(-90 * 86400), at(0))
         store.upsert([vs[4]])  # e.g. a spool replayed late
-        store.set_disposition("n1", "c1", "callback", "a1", "ruft wegen Ausweis an", CALLER,
-                              at(60), at(1))
+        store.set_disposition(
+            "n1", "c1", "callback", "a1", "ruft wegen Ausweis an", CALLER, at(60), at(1)
+        )
         (row,) = store.calls_between(at(-1e8), at(1))
         assert row.caller is None and row.callback_number is None
         assert row.disposition_note is None and row.reasons == ()
         assert (row.disposition, row.disposition_by) == ("callback", "a1")
         assert row.talk_s == 60.0  # the lifecycle update itself was applied
 
-    def test_purge_works_in_batches(self, store: JournalStore,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_purge_works_in_batches(
+        self, store: JournalStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         store.upsert([entry(f"old{i}", arrived_at=at(-100 * 86400 + i)) for i in range(10)])
         store.upsert([entry("new", arrived_at=at(-10 * 86400))])
         monkeypatch.setattr(store, "_purge_batch", 3)
@@ -381,21 +438,26 @@ class StoreBehaviour:
 
     def test_callbacks_due_between_by_deadline_not_arrival(self, store: JournalStore) -> None:
         day = 86400
-        store.upsert([
-            entry("long_ago", arrived_at=at(-60 * day)),
-            entry("done", arrived_at=at(-40 * day)),
-            entry("other", arrived_at=at(-40 * day), tenant="oldenburg"),
-            entry("later", arrived_at=at(-1 * day)),
-            entry("resolved", arrived_at=at(-50 * day)),
-        ])
-        store.set_disposition("n1", "long_ago", "callback", "a", "", CALLER, at(2 * day),
-                              at(-60 * day))
+        store.upsert(
+            [
+                entry("long_ago", arrived_at=at(-60 * day)),
+                entry("done", arrived_at=at(-40 * day)),
+                entry("other", arrived_at=at(-40 * day), tenant="oldenburg"),
+                entry("later", arrived_at=at(-1 * day)),
+                entry("resolved", arrived_at=at(-50 * day)),
+            ]
+        )
+        store.set_disposition(
+            "n1", "long_ago", "callback", "a", "", CALLER, at(2 * day), at(-60 * day)
+        )
         store.set_disposition("n1", "done", "callback", "a", "", CALLER, at(0), at(-40 * day))
         store.mark_callback_done("n1", "done", at(-1))
-        store.set_disposition("n1", "other", "callback", "a", "", CALLER, at(5 * day),
-                              at(-40 * day))
-        store.set_disposition("n1", "later", "callback", "a", "", CALLER, at(10 * day),
-                              at(-1 * day))
+        store.set_disposition(
+            "n1", "other", "callback", "a", "", CALLER, at(5 * day), at(-40 * day)
+        )
+        store.set_disposition(
+            "n1", "later", "callback", "a", "", CALLER, at(10 * day), at(-1 * day)
+        )
         store.set_disposition("n1", "resolved", "resolved", "a", "", None, None, at(-50 * day))
         got = store.callbacks_due_between(at(0), at(10 * day))  # [start, end)
         assert [r.call_id for r in got] == ["long_ago", "done", "other"]
@@ -413,8 +475,12 @@ class StoreBehaviour:
         assert rows["n1"].disposition is None and rows["n2"].disposition == "resolved"
 
     def test_hostile_text_is_stored(self, store: JournalStore) -> None:
-        e = entry("c1", agent="Jörg \x00Müller", reasons=("caller 'x\ud800y' → ok",),
-                  queue='q"; DROP TABLE calls; --')
+        e = entry(
+            "c1",
+            agent="Jörg \x00Müller",
+            reasons=("caller 'x\ud800y' → ok",),
+            queue='q"; DROP TABLE calls; --',
+        )
         store.upsert([e])
         (row,) = store.calls_between(at(0), at(1))
         assert row.agent == "Jörg \ufffdMüller"
@@ -541,8 +607,9 @@ class TestSqliteMigrations:
             "import sys; from pbxbridge.journal.sqlite import SqliteJournal; "
             "SqliteJournal(sys.argv[1]).close()"
         )
-        procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=ROOT)
-                 for _ in range(4)]
+        procs = [
+            subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=ROOT) for _ in range(4)
+        ]
         assert [p.wait(timeout=30) for p in procs] == [0, 0, 0, 0]
         with SqliteJournal(path) as store:
             assert store.schema_version == SCHEMA_VERSION
@@ -553,7 +620,8 @@ class TestSqliteMigrations:
             store.upsert([versions("c1")[-1]])
         db = sqlite3.connect(path)
         arrived, ended, via = db.execute(
-            "SELECT arrived_at, ended_at, via_115 FROM calls").fetchone()
+            "SELECT arrived_at, ended_at, via_115 FROM calls"
+        ).fetchone()
         db.close()
         assert arrived == T0.timestamp() and ended == T0.timestamp() + 65
         assert via == 0
@@ -571,12 +639,22 @@ class TestSqliteMigrations:
             store.upsert([entry("c1")])  # and it works again
             assert not store.is_transient(ValueError("bad data"))
 
-    @settings(max_examples=60, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
     @given(
-        when=st.datetimes(min_value=datetime(1980, 1, 1), max_value=datetime(2099, 12, 31),
-                          timezones=st.sampled_from([UTC, BERLIN, ZoneInfo("America/New_York"),
-                                                     timezone(timedelta(hours=5, minutes=45))])),
+        when=st.datetimes(
+            min_value=datetime(1980, 1, 1),
+            max_value=datetime(2099, 12, 31),
+            timezones=st.sampled_from(
+                [
+                    UTC,
+                    BERLIN,
+                    ZoneInfo("America/New_York"),
+                    timezone(timedelta(hours=5, minutes=45)),
+                ]
+            ),
+        ),
     )
     def test_any_aware_time_round_trips(self, tmp_path: Path, when: datetime) -> None:
         with SqliteJournal(tmp_path / "j.sqlite") as store:
@@ -599,7 +677,6 @@ async def until(predicate: Callable[[], bool], within: float = 5.0, what: str = 
                 await asyncio.sleep(0.005)
     except TimeoutError:
         raise AssertionError(f"timed out waiting for {what or predicate}") from None
-
 
 
 class TestPostgresConnectErrors:

@@ -94,16 +94,25 @@ class FakeStore(JournalStore):
     def written(self) -> list[JournalEntry]:
         return [e for b in self.batches for e in b]
 
-    def calls_between(self, start: datetime, end: datetime,
-                      tenant: str | None = None) -> Iterator[CallRow]:
+    def calls_between(
+        self, start: datetime, end: datetime, tenant: str | None = None
+    ) -> Iterator[CallRow]:
         raise NotImplementedError
 
     def repeat_count(self, caller: str, since: datetime) -> int:
         raise NotImplementedError
 
-    def set_disposition(self, node: str, call_id: str, disposition: str, by: str, note: str,
-                        callback_number: str | None, due_at: datetime | None,
-                        at: datetime) -> bool:
+    def set_disposition(
+        self,
+        node: str,
+        call_id: str,
+        disposition: str,
+        by: str,
+        note: str,
+        callback_number: str | None,
+        due_at: datetime | None,
+        at: datetime,
+    ) -> bool:
         raise NotImplementedError
 
     def mark_callback_done(self, node: str, call_id: str, at: datetime) -> bool:
@@ -112,8 +121,9 @@ class FakeStore(JournalStore):
     def open_callbacks(self, tenant: str | None = None) -> list[CallRow]:
         raise NotImplementedError
 
-    def callbacks_due_between(self, start: datetime, end: datetime,
-                              tenant: str | None = None) -> Iterator[CallRow]:
+    def callbacks_due_between(
+        self, start: datetime, end: datetime, tenant: str | None = None
+    ) -> Iterator[CallRow]:
         raise NotImplementedError
 
     def purge(self, before: datetime, at: datetime) -> int:
@@ -173,18 +183,22 @@ def spool(tmp_path: Path) -> Path:
     return tmp_path / "spool"
 
 
-def make_writer(store: FakeStore | Callable[[], JournalStore], spool: Path,
-                **options: float) -> JournalWriter:
+def make_writer(
+    store: FakeStore | Callable[[], JournalStore], spool: Path, **options: float
+) -> JournalWriter:
     def factory() -> JournalStore:
         return store() if callable(store) and not isinstance(store, FakeStore) else store
 
-    settings_: dict[str, float] = {"flush_interval": 0.02, "min_backoff": 0.02,
-                                   "max_backoff": 0.05}
+    settings_: dict[str, float] = {"flush_interval": 0.02, "min_backoff": 0.02, "max_backoff": 0.05}
     settings_.update(options)
-    return JournalWriter(factory, spool, flush_interval=settings_["flush_interval"],
-                         max_batch=int(settings_.get("max_batch", 1000)),
-                         min_backoff=settings_["min_backoff"],
-                         max_backoff=settings_["max_backoff"])
+    return JournalWriter(
+        factory,
+        spool,
+        flush_interval=settings_["flush_interval"],
+        max_batch=int(settings_.get("max_batch", 1000)),
+        min_backoff=settings_["min_backoff"],
+        max_backoff=settings_["max_backoff"],
+    )
 
 
 class TestWriterFlushing:
@@ -197,7 +211,10 @@ class TestWriterFlushing:
         task = asyncio.create_task(writer.run())
         await until(lambda: writer.stats.written == 3)
         assert [(e.call_id, e.agent) for e in fake.written()] == [
-            ("a", "v4"), ("b", "v4"), ("c", "v4")]
+            ("a", "v4"),
+            ("b", "v4"),
+            ("c", "v4"),
+        ]
         s = writer.stats
         assert (s.submitted, s.coalesced, s.written, s.spooled, s.backlog) == (15, 12, 3, 0, 0)
         assert s.db_available and s.last_error is None
@@ -228,8 +245,9 @@ class TestWriterFlushing:
         await writer.close()
         await task
 
-    async def test_large_backlogs_are_written_in_batches(self, fake: FakeStore,
-                                                         spool: Path) -> None:
+    async def test_large_backlogs_are_written_in_batches(
+        self, fake: FakeStore, spool: Path
+    ) -> None:
         writer = make_writer(fake, spool, max_batch=100)
         for i in range(250):
             writer.submit(tagged(f"c{i}", 0))
@@ -247,12 +265,12 @@ class TestWriterFlushing:
         assert not writer.submit(tagged("a", 2))  # closed: refused, not raised
         assert writer.stats.refused == 1
 
-    async def test_observer_submits_lifecycle_entries(self, fake: FakeStore,
-                                                      spool: Path) -> None:
+    async def test_observer_submits_lifecycle_entries(self, fake: FakeStore, spool: Path) -> None:
         writer = make_writer(fake, spool)
         observe = writer.observer("node-a")
-        decision = Decision(action=Action.QUEUE, tenant="wardenburg", did="+494407730",
-                            caller=CALLER)
+        decision = Decision(
+            action=Action.QUEUE, tenant="wardenburg", did="+494407730", caller=CALLER
+        )
         record = start("c1", decision, T0)
         observe(record, None)
         record = advance(record, CallEvent(EventKind.JOIN, at(1), queue="sc")).record
@@ -311,8 +329,9 @@ class TestWriterNeverHurtsTheCaller:
         assert len(fake.rows) == 900
         assert writer.stats.submitted == 6000
         last = {k: max(i for i in range(2000) if i % 300 == k) for k in range(300)}
-        assert all(version_of(fake.rows[("n1", f"{p}{k}")]) == last[k]
-                   for p in "xyz" for k in range(300))
+        assert all(
+            version_of(fake.rows[("n1", f"{p}{k}")]) == last[k] for p in "xyz" for k in range(300)
+        )
 
     async def test_close_gives_up_on_a_hanging_database_and_spools(
         self, fake: FakeStore, spool: Path
@@ -359,7 +378,9 @@ class TestWriterOutage:
         await task
         # every call holds its latest version...
         assert {k[1]: version_of(e) for k, e in fake.rows.items()} == {
-            "c0": 5, **{f"c{c}": 4 for c in range(1, 6)}}
+            "c0": 5,
+            **{f"c{c}": 4 for c in range(1, 6)},
+        }
         # ...each call's versions reached the database in order, none twice
         per_call: dict[str, list[int]] = {}
         for e in fake.written():
@@ -414,7 +435,10 @@ class TestWriterOutage:
         await task2
         # the old spool went first, then the newer submit
         assert [(e.call_id, e.agent) for e in store.written()] == [
-            ("a", "v1"), ("b", "v1"), ("a", "v2")]
+            ("a", "v1"),
+            ("b", "v1"),
+            ("a", "v2"),
+        ]
         assert writer2.stats.replayed == 2
 
     async def test_a_spool_left_by_a_killed_process_is_replayed(self, spool: Path) -> None:
@@ -440,8 +464,9 @@ async def main():
 
 asyncio.run(main())
 """
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, str(spool),
-                                                    cwd=ROOT)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, str(spool), cwd=ROOT
+        )
         assert await asyncio.wait_for(proc.wait(), 30) == -signal.SIGKILL
         assert len(spool_lines(spool)) == 40
         # a torn last line, as a kill in the middle of a write would leave
@@ -517,8 +542,7 @@ asyncio.run(main())
 class TestWriterWithSqlite:
     async def test_lifecycles_end_up_in_the_file(self, tmp_path: Path) -> None:
         path = tmp_path / "j.sqlite"
-        writer = JournalWriter(lambda: SqliteJournal(path), tmp_path / "spool",
-                               flush_interval=0.01)
+        writer = JournalWriter(lambda: SqliteJournal(path), tmp_path / "spool", flush_interval=0.01)
         task = asyncio.create_task(writer.run())
         for v in range(5):
             for c in range(50):
@@ -529,15 +553,18 @@ class TestWriterWithSqlite:
         with SqliteJournal(path) as store:
             rows = list(store.calls_between(at(0), at(100)))
         assert [r.call_id for r in rows] == [f"c{c}" for c in range(50)]
-        assert all(lifecycle_of(r) == versions(r.call_id, arrived=r.arrived_at)[-1]
-                   for r in rows)
+        assert all(lifecycle_of(r) == versions(r.call_id, arrived=r.arrived_at)[-1] for r in rows)
 
     async def test_a_locked_file_spools_then_replays(self, tmp_path: Path) -> None:
         path = tmp_path / "j.sqlite"
         SqliteJournal(path).close()
-        writer = JournalWriter(lambda: SqliteJournal(path, busy_timeout=0.05),
-                               tmp_path / "spool", flush_interval=0.01, min_backoff=0.01,
-                               max_backoff=0.05)
+        writer = JournalWriter(
+            lambda: SqliteJournal(path, busy_timeout=0.05),
+            tmp_path / "spool",
+            flush_interval=0.01,
+            min_backoff=0.01,
+            max_backoff=0.05,
+        )
         task = asyncio.create_task(writer.run())
         locker = sqlite3.connect(path, isolation_level=None)
         locker.execute("BEGIN IMMEDIATE")  # e.g. an operator's long transaction
@@ -564,10 +591,18 @@ class TestSpoolFormat:
         wait=st.none() | st.floats(allow_nan=False),
         when=st.datetimes(timezones=st.sampled_from([UTC, BERLIN])),
     )
-    def test_round_trip(self, caller: str | None, reasons: list[str], wait: float | None,
-                        when: datetime) -> None:
-        e = entry("c\x00\ud800", caller=caller, reasons=tuple(reasons), wait_s=wait,
-                  arrived_at=when, ended_at=when, rings=({"agent": "a", "ended": None},))
+    def test_round_trip(
+        self, caller: str | None, reasons: list[str], wait: float | None, when: datetime
+    ) -> None:
+        e = entry(
+            "c\x00\ud800",
+            caller=caller,
+            reasons=tuple(reasons),
+            wait_s=wait,
+            arrived_at=when,
+            ended_at=when,
+            rings=({"agent": "a", "ended": None},),
+        )
         line = json.dumps(entry_to_json(e))
         assert line.isascii()
         back = entry_from_json(json.loads(line))

@@ -38,7 +38,11 @@ async def test_sqlite_picks_up_a_change_and_names_the_backend(state: Path) -> No
         assert await live.poll() is False
         health = live.health()
         assert (health["backend"], health["path"], health["count"], health["error"]) == (
-            "sqlite", str(state), 1, None)
+            "sqlite",
+            str(state),
+            1,
+            None,
+        )
     finally:
         live.close()
 
@@ -73,8 +77,9 @@ async def test_a_change_whose_read_failed_is_read_on_the_next_poll(
 async def test_broken_state_file_keeps_the_last_overrides(tmp_path: Path) -> None:
     state = tmp_path / "state" / "pbxbridge.sqlite"
     with SqliteOverrideStore(state) as cli:
-        item = cli.set("wardenburg", OverrideState.OPEN, "Wahl", at=NOW,
-                       expires_at=NOW + timedelta(hours=1))
+        item = cli.set(
+            "wardenburg", OverrideState.OPEN, "Wahl", at=NOW, expires_at=NOW + timedelta(hours=1)
+        )
     live = LiveOverrides(state)
     try:
         assert await live.poll() is True
@@ -98,8 +103,9 @@ async def test_broken_state_file_keeps_the_last_overrides(tmp_path: Path) -> Non
     [
         pytest.param("postgresql://pbx:s3cr3t-Pw@127.0.0.1:{port}/pbx", id="refused"),
         # libpq echoes these values in its parse errors
-        pytest.param("postgresql://pbx:s3cr3t-Pw@127.0.0.1:{port}/pbx?sslmode=s3cr3t-Pw",
-                     id="echoed-option"),
+        pytest.param(
+            "postgresql://pbx:s3cr3t-Pw@127.0.0.1:{port}/pbx?sslmode=s3cr3t-Pw", id="echoed-option"
+        ),
         pytest.param("postgresql://pbx:s3cr3t Pw@127.0.0.1:{port}/pbx", id="space-in-password"),
     ],
 )

@@ -69,22 +69,27 @@ class TestCallMetrics:
         assert got[("pbxbridge_calls_routed_total", (("action", "queue"),) + w)] == 1
         assert got[("pbxbridge_calls_offered_total", w)] == 1  # not again after no-answer
         assert got[("pbxbridge_calls_answered_total", w)] == 1
-        assert got[("pbxbridge_wait_seconds_bucket",
-                    (("le", "20.0"), ("outcome", "answered")) + w)] == 0
-        assert got[("pbxbridge_wait_seconds_bucket",
-                    (("le", "30.0"), ("outcome", "answered")) + w)] == 1
-        assert metrics.live.figures(T0 + timedelta(seconds=30))[("wardenburg", "15m")] == (
-            0.0, 0.0)
+        assert (
+            got[("pbxbridge_wait_seconds_bucket", (("le", "20.0"), ("outcome", "answered")) + w)]
+            == 0
+        )
+        assert (
+            got[("pbxbridge_wait_seconds_bucket", (("le", "30.0"), ("outcome", "answered")) + w)]
+            == 1
+        )
+        assert metrics.live.figures(T0 + timedelta(seconds=30))[("wardenburg", "15m")] == (0.0, 0.0)
 
 
 class TestScrapeCollector:
     def test_gauges_read_at_scrape_time(self) -> None:
         registry = CollectorRegistry()
         state = {"waiting": 3.0}
-        registry.register(ScrapeCollector(
-            lambda: [("pbxbridge_calls_waiting", {"tenant": "a"}, state["waiting"])],
-            {"pbxbridge_calls_waiting": "waiting now"},
-        ))
+        registry.register(
+            ScrapeCollector(
+                lambda: [("pbxbridge_calls_waiting", {"tenant": "a"}, state["waiting"])],
+                {"pbxbridge_calls_waiting": "waiting now"},
+            )
+        )
         assert samples(registry)[("pbxbridge_calls_waiting", (("tenant", "a"),))] == 3.0
         state["waiting"] = 1.0
         assert samples(registry)[("pbxbridge_calls_waiting", (("tenant", "a"),))] == 1.0

@@ -310,8 +310,7 @@ async def test_a_retry_that_has_gone_stale_is_dropped() -> None:
 async def test_requeue_beyond_capacity_drops_the_oldest() -> None:
     broker = FakeBroker()
     broker.acks.clear()
-    publisher = MqttPublisher(make_settings(buffer_size=2, max_inflight=2),
-                              connect=broker.connect)
+    publisher = MqttPublisher(make_settings(buffer_size=2, max_inflight=2), connect=broker.connect)
     async with running(publisher):
         await broker.connected.wait()
         publisher.publish("t", b"0")
@@ -389,8 +388,9 @@ async def test_close_flushes_the_buffer() -> None:
 
 async def test_close_gives_up_after_timeout_when_broker_is_down() -> None:
     broker = FakeBroker(up=False)
-    publisher = MqttPublisher(make_settings(backoff_initial=0.05, backoff_max=0.05),
-                              connect=broker.connect)
+    publisher = MqttPublisher(
+        make_settings(backoff_initial=0.05, backoff_max=0.05), connect=broker.connect
+    )
     task = asyncio.create_task(publisher.run())
     publisher.publish("t", b"a")
     publisher.publish("t", b"b")
@@ -414,8 +414,9 @@ async def test_close_before_run_started() -> None:
 
 async def test_close_with_empty_buffer_does_not_sit_out_the_backoff() -> None:
     broker = FakeBroker(up=False)
-    publisher = MqttPublisher(make_settings(backoff_initial=60.0, backoff_max=60.0),
-                              connect=broker.connect)
+    publisher = MqttPublisher(
+        make_settings(backoff_initial=60.0, backoff_max=60.0), connect=broker.connect
+    )
     task = asyncio.create_task(publisher.run())
     await until(lambda: broker.attempts == 1)
     assert await publisher.close(timeout=30.0) == 0
@@ -470,8 +471,9 @@ def test_every_message_is_accounted_for_and_order_is_kept(
     buffer_size: int, ops: list[tuple[str, int | None]]
 ) -> None:
     clock = FakeClock()
-    publisher = MqttPublisher(make_settings(buffer_size=buffer_size), connect=no_network,
-                              clock=clock)
+    publisher = MqttPublisher(
+        make_settings(buffer_size=buffer_size), connect=no_network, clock=clock
+    )
     published = 0
     for op, value in ops:
         if op == "tick":
@@ -546,7 +548,12 @@ def test_settings_from_env() -> None:
     }
     s = MqttSettings.from_env(env)
     assert (s.host, s.effective_port, s.username, s.password, s.tls) == (
-        "broker.local", 18883, "pbxbridge", "pw", True)
+        "broker.local",
+        18883,
+        "pbxbridge",
+        "pw",
+        True,
+    )
     assert (s.ca_file, s.topic_prefix, s.buffer_size) == ("/etc/ssl/ca.pem", "site1/pbx", 50)
     defaults = MqttSettings.from_env({})
     assert (defaults.host, defaults.effective_port, defaults.username) == ("127.0.0.1", 1883, None)

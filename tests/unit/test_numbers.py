@@ -153,6 +153,5 @@ class TestShortenAndPrintable:
             "(n1, 0441 123-4567, 127.0.0.1, 5432)"
         )
         assert mask_numbers(text) == (
-            'value "+4944…67" is out of range; Failing row contains '
-            "(n1, 0441 …67, 127.0.0.1, 5432)"
+            'value "+4944…67" is out of range; Failing row contains (n1, 0441 …67, 127.0.0.1, 5432)'
         )

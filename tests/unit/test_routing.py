@@ -74,8 +74,9 @@ def rules_reject() -> Rules:
     return parse_rules(RULES_WITH_REJECT, "inline.yaml")[0]
 
 
-def decide(rules: Rules, did: str, when: datetime, caller: str = OLDENBURG_CALLER,
-           **kw: object) -> Decision:
+def decide(
+    rules: Rules, did: str, when: datetime, caller: str = OLDENBURG_CALLER, **kw: object
+) -> Decision:
     overrides = kw.pop("overrides", ())
     return route(Call(did=did, caller=caller, **kw), rules, when, overrides)  # type: ignore[arg-type]
 
@@ -219,8 +220,9 @@ class TestExtraDates:
 
 
 class TestOverrides:
-    def ov(self, scope: str, state: OverrideState, start: str, end: str | None = None,
-           oid: int = 1) -> Override:
+    def ov(
+        self, scope: str, state: OverrideState, start: str, end: str | None = None, oid: int = 1
+    ) -> Override:
         return Override(
             scope=scope,
             state=state,
@@ -296,8 +298,9 @@ class TestDidMatching:
             ("+494407799", "a", "prefix +4944077"),
         ],
     )
-    def test_most_specific_wins(self, rules_reject: Rules, did: str, tenant: str,
-                                kind: str) -> None:
+    def test_most_specific_wins(
+        self, rules_reject: Rules, did: str, tenant: str, kind: str
+    ) -> None:
         d = decide(rules_reject, did, at("2026-11-25T10:00"))
         assert d.tenant == tenant
         assert kind in d.reasons[0]
@@ -347,8 +350,9 @@ class TestService115:
             ("0441 1234567", True, "presentation restricted"),
         ],
     )
-    def test_mobile_or_withheld_gets_menu(self, rules: Rules, caller: str, restricted: bool,
-                                          why: str) -> None:
+    def test_mobile_or_withheld_gets_menu(
+        self, rules: Rules, caller: str, restricted: bool, why: str
+    ) -> None:
         d = decide(rules, "115", at("2026-11-25T10:00"), caller=caller, restricted=restricted)
         assert d.action is Action.MENU
         assert d.menu is not None and d.menu.default == "oldenburg"
@@ -386,7 +390,10 @@ class TestTagging:
         d = decide(rules, WARDENBURG, at("2026-11-25T10:00"), caller_name="Jörg Müller")
         assert d.queue is not None
         assert (d.queue.context, d.queue.queue, d.queue.priority) == (
-            "pbxbridge-queue", "servicecenter", 5)
+            "pbxbridge-queue",
+            "servicecenter",
+            5,
+        )
         assert d.queue.whisper == "custom/wardenburg"
         assert d.callerid_name == "WAR: Jörg Müller"
         assert d.tenant_name == "Gemeinde Wardenburg"
@@ -413,8 +420,12 @@ class TestTagging:
         assert d.screen_pop_url.endswith("caller=")
 
     def test_hostile_name_is_sanitised(self, rules: Rules) -> None:
-        d = decide(rules, WARDENBURG, at("2026-11-25T10:00"),
-                   caller_name='"Evil" ${SHELL(rm -rf /)};,\\n\x00' + "x" * 300)
+        d = decide(
+            rules,
+            WARDENBURG,
+            at("2026-11-25T10:00"),
+            caller_name='"Evil" ${SHELL(rm -rf /)};,\\n\x00' + "x" * 300,
+        )
         for bad in '"${};,\\\x00':
             assert bad not in d.callerid_name
         assert len(d.caller_name) <= 80
@@ -443,18 +454,35 @@ HOSTILE = st.one_of(
 
 
 class TestNeverRaises:
-    @settings(max_examples=300, deadline=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(did=HOSTILE, caller=HOSTILE, name=HOSTILE,
-           digit=st.one_of(st.none(), st.text(max_size=5)),
-           minutes=st.integers(min_value=0, max_value=60 * 24 * 800),
-           restricted=st.booleans())
-    def test_any_input_gives_a_decision(self, rules: Rules, did: str, caller: str, name: str,
-                                        digit: str | None, minutes: int,
-                                        restricted: bool) -> None:
+    @settings(
+        max_examples=300,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(
+        did=HOSTILE,
+        caller=HOSTILE,
+        name=HOSTILE,
+        digit=st.one_of(st.none(), st.text(max_size=5)),
+        minutes=st.integers(min_value=0, max_value=60 * 24 * 800),
+        restricted=st.booleans(),
+    )
+    def test_any_input_gives_a_decision(
+        self,
+        rules: Rules,
+        did: str,
+        caller: str,
+        name: str,
+        digit: str | None,
+        minutes: int,
+        restricted: bool,
+    ) -> None:
         when = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes)
-        d = route(Call(did=did, caller=caller, caller_name=name, restricted=restricted,
-                       menu_digit=digit), rules, when)
+        d = route(
+            Call(did=did, caller=caller, caller_name=name, restricted=restricted, menu_digit=digit),
+            rules,
+            when,
+        )
         assert d.action in set(Action)
         assert d.reasons
         if d.action in (Action.QUEUE, Action.CLOSED):

@@ -63,10 +63,11 @@ class TestCaller:
     def test_every_kind_is_valid_against_the_schema(
         self, rules: Rules, validator: jsonschema.Draft202012Validator
     ) -> None:
-        for call in (Call(did="04407730", caller="04411234567"),
-                     Call(did="04407730", caller="", restricted=True),
-                     Call(did="04407730", caller="<script>")):
+        for call in (
+            Call(did="04407730", caller="04411234567"),
+            Call(did="04407730", caller="", restricted=True),
+            Call(did="04407730", caller="<script>"),
+        ):
             decision = route(call, rules, T0)
-            record = CallRecord(call_id="1.1", decision=decision, state=State.RINGING,
-                                routed_at=T0)
+            record = CallRecord(call_id="1.1", decision=decision, state=State.RINGING, routed_at=T0)
             validator.validate(agent_message(record, Pop(PopKind.RINGING, "agent1", T0)))

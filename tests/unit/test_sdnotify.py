@@ -478,9 +478,16 @@ def closed_port() -> int:
 @pytest.fixture
 async def ari_down() -> AsyncIterator[AriClient]:
     """A real ARI client whose Asterisk is down (nothing listens on the port)."""
-    client = AriClient(AriConfig(base_url=f"http://127.0.0.1:{closed_port()}",
-                                 username="u", password="p", app="pbxbridge",
-                                 backoff_initial=0.05, backoff_max=0.1))
+    client = AriClient(
+        AriConfig(
+            base_url=f"http://127.0.0.1:{closed_port()}",
+            username="u",
+            password="p",
+            app="pbxbridge",
+            backoff_initial=0.05,
+            backoff_max=0.1,
+        )
+    )
     yield client
     await client.close()
 
@@ -496,11 +503,13 @@ class TestWatchdogFedWhileRoutingAlive:
         self, path_receiver: Receiver, ari_down: AriClient
     ) -> None:
         ari_task = asyncio.create_task(ari_down.run(nothing))
-        notifier = SystemdNotifier({"NOTIFY_SOCKET": path_receiver.env_value,
-                                    "WATCHDOG_USEC": "100000"})
+        notifier = SystemdNotifier(
+            {"NOTIFY_SOCKET": path_receiver.env_value, "WATCHDOG_USEC": "100000"}
+        )
         with Pings(path_receiver) as pings:
             watchdog = asyncio.create_task(
-                watchdog_loop(notifier, lambda: routing_alive(ari_down, ari_task)))
+                watchdog_loop(notifier, lambda: routing_alive(ari_down, ari_task))
+            )
             await asyncio.sleep(0.5)
             assert ari_down.status.state in (AriState.CONNECTING, AriState.DISCONNECTED)
             # Asterisk down: reconnecting, pings go on (a restart would not help).
@@ -517,11 +526,13 @@ class TestWatchdogFedWhileRoutingAlive:
         self, path_receiver: Receiver, ari_down: AriClient
     ) -> None:
         ari_task = asyncio.create_task(ari_down.run(nothing))
-        notifier = SystemdNotifier({"NOTIFY_SOCKET": path_receiver.env_value,
-                                    "WATCHDOG_USEC": "100000"})
+        notifier = SystemdNotifier(
+            {"NOTIFY_SOCKET": path_receiver.env_value, "WATCHDOG_USEC": "100000"}
+        )
         with Pings(path_receiver) as pings:
             watchdog = asyncio.create_task(
-                watchdog_loop(notifier, lambda: routing_alive(ari_down, ari_task)))
+                watchdog_loop(notifier, lambda: routing_alive(ari_down, ari_task))
+            )
             await asyncio.sleep(0.3)
             blocked = time.monotonic()
             time.sleep(0.6)  # noqa: ASYNC251 - the point: the event loop is blocked
@@ -552,13 +563,15 @@ class TestRoutingAlive:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    def alive(self, state: AriState, seconds_in_state: float,
-              task: asyncio.Task[None] | None) -> bool:
+    def alive(
+        self, state: AriState, seconds_in_state: float, task: asyncio.Task[None] | None
+    ) -> bool:
         ari = FakeStatusAri(state, self.NOW - timedelta(seconds=seconds_in_state))
         return routing_alive(ari, task, now=lambda: self.NOW)
 
-    @pytest.mark.parametrize("state", [AriState.CONNECTED, AriState.CONNECTING,
-                                       AriState.DISCONNECTED])
+    @pytest.mark.parametrize(
+        "state", [AriState.CONNECTED, AriState.CONNECTING, AriState.DISCONNECTED]
+    )
     async def test_connected_or_getting_connected(
         self, running: asyncio.Task[None], state: AriState
     ) -> None:

@@ -45,8 +45,13 @@ def test_live_and_report_give_the_same_service_level() -> None:
     now = at + timedelta(minutes=1)
     sl_answered, sl_offered = live.figures(now)[("t", "day")]
     report = build_report(
-        rows, start=date(2026, 3, 10), end=date(2026, 3, 10), tz=BERLIN, by=None,
-        tenant="t", now=now,
+        rows,
+        start=date(2026, 3, 10),
+        end=date(2026, 3, 10),
+        tz=BERLIN,
+        by=None,
+        tenant="t",
+        now=now,
     )
     total = report.tenant("t").total
     assert (sl_answered, sl_offered) == (2 / 3, 2 / 5)

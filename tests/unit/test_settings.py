@@ -12,20 +12,25 @@ from pbxbridge.runtime.settings import Settings, SettingsError, read_secret
 class TestFromEnv:
     def test_defaults(self) -> None:
         s = Settings.from_env({})
-        assert (s.ari_url, s.ari_user, s.ari_app) == ("http://127.0.0.1:8088", "pbxbridge",
-                                                      "pbxbridge")
+        assert (s.ari_url, s.ari_user, s.ari_app) == (
+            "http://127.0.0.1:8088",
+            "pbxbridge",
+            "pbxbridge",
+        )
         assert (s.http_host, s.http_port) == ("127.0.0.1", 8090)
         assert s.ami_enabled and s.mqtt_enabled
         assert s.ari_password == ""
 
     def test_values(self) -> None:
-        s = Settings.from_env({
-            "PBXBRIDGE_ARI_URL": "http://10.0.0.1:8088/",
-            "PBXBRIDGE_HTTP_BIND": "[::1]:9000",
-            "PBXBRIDGE_AMI_ENABLED": "no",
-            "PBXBRIDGE_RING_TIMEOUT": "7.5",
-            "PBXBRIDGE_LOG_LEVEL": "DEBUG",
-        })
+        s = Settings.from_env(
+            {
+                "PBXBRIDGE_ARI_URL": "http://10.0.0.1:8088/",
+                "PBXBRIDGE_HTTP_BIND": "[::1]:9000",
+                "PBXBRIDGE_AMI_ENABLED": "no",
+                "PBXBRIDGE_RING_TIMEOUT": "7.5",
+                "PBXBRIDGE_LOG_LEVEL": "DEBUG",
+            }
+        )
         assert s.ari_url == "http://10.0.0.1:8088"
         assert (s.http_host, s.http_port) == ("::1", 9000)
         assert s.ami_enabled is False
@@ -61,8 +66,11 @@ class TestReadSecret:
         (creds / "ari-password").write_text("from-credential\n")
         named = tmp_path / "pw"
         named.write_text("from-file\n")
-        env = {"CREDENTIALS_DIRECTORY": str(creds), "PBXBRIDGE_ARI_PASSWORD_FILE": str(named),
-               "PBXBRIDGE_ARI_PASSWORD": "from-env"}
+        env = {
+            "CREDENTIALS_DIRECTORY": str(creds),
+            "PBXBRIDGE_ARI_PASSWORD_FILE": str(named),
+            "PBXBRIDGE_ARI_PASSWORD": "from-env",
+        }
         assert read_secret("ari", env) == "from-credential"
         (creds / "ari-password").write_text("")  # empty placeholder counts as absent
         assert read_secret("ari", env) == "from-file"
@@ -93,7 +101,8 @@ class TestReadSecret:
 class TestWebTrustedProxies:
     def test_parsed_and_checked(self) -> None:
         settings = Settings.from_env(
-            {"PBXBRIDGE_WEB_TRUSTED_PROXIES": " 127.0.0.1, 10.0.0.0/8 ,::1,"})
+            {"PBXBRIDGE_WEB_TRUSTED_PROXIES": " 127.0.0.1, 10.0.0.0/8 ,::1,"}
+        )
         assert settings.web_trusted_proxies == ("127.0.0.1", "10.0.0.0/8", "::1")
         assert Settings.from_env({}).web_trusted_proxies == ()
         with pytest.raises(SettingsError, match=r"PBXBRIDGE_WEB_TRUSTED_PROXIES.*proxy\.example"):

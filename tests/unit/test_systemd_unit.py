@@ -172,8 +172,14 @@ class TestUnitContents:
 
     def test_credential_ids_match_what_the_daemon_reads(self, tmp_path: Path) -> None:
         ids = {spec.split(":", 1)[0] for spec in _directives("LoadCredential")}
-        assert ids == {"ari-password", "ami-password", "mqtt-password", "database-url",
-                       "web-session-password", "agi-secret"}
+        assert ids == {
+            "ari-password",
+            "ami-password",
+            "mqtt-password",
+            "database-url",
+            "web-session-password",
+            "agi-secret",
+        }
         for spec in _directives("LoadCredential"):
             source = spec.split(":", 1)[1]
             assert source.startswith("/etc/pbxbridge/credentials/")

@@ -80,11 +80,15 @@ def agents_text(**passwords: str) -> str:
 
 class TestAgentsFile:
     def test_simple_lines_and_details(self) -> None:
-        text = agents_text(agent1="a") + "\n" + (
-            "agent2:\n"
-            f"  password: {hash_password('b', ln=FAST)}\n"
-            "  name: Anna Schmidt\n"
-            "  supervisor: true\n"
+        text = (
+            agents_text(agent1="a")
+            + "\n"
+            + (
+                "agent2:\n"
+                f"  password: {hash_password('b', ln=FAST)}\n"
+                "  name: Anna Schmidt\n"
+                "  supervisor: true\n"
+            )
         )
         agents = parse_agents(text)
         assert set(agents) == {"agent1", "agent2"}
@@ -288,9 +292,22 @@ class TestSettingsAndCli:
 
     def test_agent_password_command(self) -> None:
         result = subprocess.run(
-            [sys.executable, "-m", "pbxbridge", "agent-password", "--stdin", "--agent",
-             "agent7", "--cost", str(FAST)],
-            input="Kennwort-123\n", capture_output=True, text=True, cwd=REPO, check=False,
+            [
+                sys.executable,
+                "-m",
+                "pbxbridge",
+                "agent-password",
+                "--stdin",
+                "--agent",
+                "agent7",
+                "--cost",
+                str(FAST),
+            ],
+            input="Kennwort-123\n",
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=False,
             timeout=60,
         )
         assert result.returncode == 0, result.stderr
@@ -302,17 +319,26 @@ class TestSettingsAndCli:
     def test_agent_password_refuses_empty(self) -> None:
         result = subprocess.run(
             [sys.executable, "-m", "pbxbridge", "agent-password", "--stdin"],
-            input="\n", capture_output=True, text=True, cwd=REPO, check=False, timeout=60,
+            input="\n",
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=False,
+            timeout=60,
         )
         assert result.returncode == 1 and "empty password" in result.stderr
 
-    @pytest.mark.parametrize(("password", "ok"), [("kurz-123", False), ("123456789", False),
-                                                  ("0123456789", True)])
+    @pytest.mark.parametrize(
+        ("password", "ok"), [("kurz-123", False), ("123456789", False), ("0123456789", True)]
+    )
     def test_agent_password_minimum_length(self, password: str, ok: bool) -> None:
         result = subprocess.run(
-            [sys.executable, "-m", "pbxbridge", "agent-password", "--stdin", "--cost",
-             str(FAST)],
-            input=password + "\n", capture_output=True, text=True, cwd=REPO, check=False,
+            [sys.executable, "-m", "pbxbridge", "agent-password", "--stdin", "--cost", str(FAST)],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=False,
             timeout=60,
         )
         if ok:

@@ -93,7 +93,10 @@ class Bench:
         )
         self.journal_writes = True
         self.pops = CallTracker(
-            None, clock=clock, local=self.desk.deliver, on_record=self._record,
+            None,
+            clock=clock,
+            local=self.desk.deliver,
+            on_record=self._record,
             repeat_calls=lambda number: 2,
         )
 
@@ -104,10 +107,17 @@ class Bench:
     def ev(self, name: str, uid: str, **fields: str) -> None:
         self.pops.ami_event({"Event": name, "Uniqueid": uid, "Queue": "servicecenter", **fields})
 
-    def ring(self, uid: str, agent: str, did: str = "04407730", caller: str = "0441 1234567",
-             name: str = "Jörg Müller") -> None:
-        decision = route(Call(did=did, caller=caller, caller_name=name), self.rules,
-                         local(2026, 11, 25))
+    def ring(
+        self,
+        uid: str,
+        agent: str,
+        did: str = "04407730",
+        caller: str = "0441 1234567",
+        name: str = "Jörg Müller",
+    ) -> None:
+        decision = route(
+            Call(did=did, caller=caller, caller_name=name), self.rules, local(2026, 11, 25)
+        )
         self.pops.routed(uid, decision)
         self.ev("QueueCallerJoin", uid, Position="1")
         self.clock.tick(2)
@@ -127,8 +137,11 @@ class Bench:
         self.end(uid, agent)
 
     def row(self, call_id: str) -> CallRow:
-        rows = list(self.store.calls_between(datetime(2000, 1, 1, tzinfo=UTC),
-                                             datetime(2100, 1, 1, tzinfo=UTC)))
+        rows = list(
+            self.store.calls_between(
+                datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+            )
+        )
         return next(r for r in rows if r.call_id == call_id)
 
     def close(self) -> None:
@@ -325,8 +338,15 @@ class TestDispose:
         ],
     )
     async def test_refused_and_nothing_stored(
-        self, bench: Bench, agent: str, call_id: str, disposition: str, note: str, number: str,
-        status: int, key: str,
+        self,
+        bench: Bench,
+        agent: str,
+        call_id: str,
+        disposition: str,
+        note: str,
+        number: str,
+        status: int,
+        key: str,
     ) -> None:
         bench.answered_call("4.1")
         with pytest.raises(DeskError) as info:
@@ -403,8 +423,11 @@ class TestDispose:
 class TestCallbacks:
     async def test_buckets_ownership_and_done(self, bench: Bench) -> None:
         # Three callbacks of agent1 on different days, one of agent2.
-        for uid, day in (("6.1", local(2026, 5, 4)), ("6.2", local(2026, 5, 7)),
-                         ("6.3", local(2026, 5, 8))):
+        for uid, day in (
+            ("6.1", local(2026, 5, 4)),
+            ("6.2", local(2026, 5, 7)),
+            ("6.3", local(2026, 5, 8)),
+        ):
             bench.clock.set(day)
             bench.answered_call(uid)
             await bench.desk.dispose("agent1", uid, "callback", f"note {uid}", "0441 12345")
@@ -416,7 +439,10 @@ class TestCallbacks:
         bench.clock.set(local(2026, 5, 8, 12))
         view = await bench.desk.callbacks("agent1", False, None)
         assert [(i.row.call_id, i.bucket) for i in view.items] == [
-            ("6.1", "overdue"), ("6.2", "due_today"), ("6.3", "open_later")]
+            ("6.1", "overdue"),
+            ("6.2", "due_today"),
+            ("6.3", "open_later"),
+        ]
         counts = view.counts["wardenburg"]
         assert (counts.open, counts.due_today, counts.overdue) == (4, 1, 1)
         supervisor = await bench.desk.callbacks("agent3", True, "wardenburg")

@@ -59,14 +59,16 @@ def touch(path: Path, text: str) -> None:
     os.utime(path, (stamp, stamp))
 
 
-async def post_login(site: Site, agent: str, password: str,
-                     headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+async def post_login(
+    site: Site, agent: str, password: str, headers: dict[str, str] | None = None
+) -> aiohttp.ClientResponse:
     """One sign-in with a fresh form token of its own (so many can run at once)."""
     nonce = site.page.sessions.new_login_nonce()
     token = site.page.sessions.login_token(nonce)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
         resp = await http.post(
-            site.url("/agent/login"), allow_redirects=False,
+            site.url("/agent/login"),
+            allow_redirects=False,
             headers={"Cookie": f"pbx_login={nonce}", **(headers or {})},
             data={"agent": agent, "password": password, "csrf": token},
         )
@@ -99,8 +101,12 @@ class TestRace:
     ) -> None:
         # Old code: the limit was checked before the hashing slot and the failure
         # counted after it, so all 40 were hashed and answered 401.
-        statuses = [r.status for r in await asyncio.gather(
-            *(post_login(site, "agent1", f"falsch-{i}") for i in range(40)))]
+        statuses = [
+            r.status
+            for r in await asyncio.gather(
+                *(post_login(site, "agent1", f"falsch-{i}") for i in range(40))
+            )
+        ]
         assert len(slow_verify) <= 5
         assert statuses.count(401) == len(slow_verify)
         assert set(statuses) <= {401, 429, 503}
@@ -113,7 +119,8 @@ class TestRace:
         # Ten different agents (under every limit) at once: two hash, four wait,
         # the rest are told to come back (503, Retry-After) without being hashed.
         responses = await asyncio.gather(
-            *(post_login(site, f"agent{i}", f"falsch-{i}") for i in range(10)))
+            *(post_login(site, f"agent{i}", f"falsch-{i}") for i in range(10))
+        )
         statuses = [r.status for r in responses]
         bound = MAX_PARALLEL_VERIFY + MAX_WAITING_VERIFY
         assert statuses.count(401) == bound == len(slow_verify)
@@ -148,12 +155,12 @@ class TestClientAddress:
 
     def test_right_most_untrusted_entry(self) -> None:
         # The client may write anything left of what the proxies appended.
-        assert client_address("127.0.0.1", ["1.2.3.4, 203.0.113.9"], self.trusted) == \
-            "203.0.113.9"
-        assert client_address("127.0.0.1", ["1.2.3.4", "203.0.113.9, 10.1.2.3"],
-                              self.trusted) == "203.0.113.9"
-        assert client_address("127.0.0.1", ["[2001:db8::1]:4711"], self.trusted) == \
-            "2001:db8::1"
+        assert client_address("127.0.0.1", ["1.2.3.4, 203.0.113.9"], self.trusted) == "203.0.113.9"
+        assert (
+            client_address("127.0.0.1", ["1.2.3.4", "203.0.113.9, 10.1.2.3"], self.trusted)
+            == "203.0.113.9"
+        )
+        assert client_address("127.0.0.1", ["[2001:db8::1]:4711"], self.trusted) == "2001:db8::1"
 
     def test_garbage_or_missing(self) -> None:
         assert client_address("127.0.0.1", ["<script>"], self.trusted) == "127.0.0.1"
@@ -212,9 +219,7 @@ HOSTILE = [
 
 class TestAgentsFile:
     @pytest.mark.parametrize("text", HOSTILE)
-    async def test_bad_file_at_run_time_keeps_the_last_good(
-        self, site: Site, text: str
-    ) -> None:
+    async def test_bad_file_at_run_time_keeps_the_last_good(self, site: Site, text: str) -> None:
         path = site.page.agents.path
         good = path.read_text(encoding="utf-8")
         touch(path, text)
@@ -224,8 +229,7 @@ class TestAgentsFile:
         assert health["agents"] == 3 and "error" in health
         assert str(path) in str(health["error"])
         # A good file without agent2 takes effect; a bad one after it keeps it.
-        touch(path, "\n".join(line for line in good.split("\n")
-                              if not line.startswith("agent2")))
+        touch(path, "\n".join(line for line in good.split("\n") if not line.startswith("agent2")))
         assert (await post_login(site, "agent2", PASSWORDS["agent2"])).status == 401
         assert "error" not in site.page.health()
         touch(path, text)
@@ -238,13 +242,14 @@ class TestAgentsFile:
         await s.server.close()
         touch(s.page.agents.path, text)
         app = web.Application()
-        page = web_server.setup_web(app, bench.desk, WebConfig(
-            str(s.page.agents.path)))
+        page = web_server.setup_web(app, bench.desk, WebConfig(str(s.page.agents.path)))
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         try:
-            async with aiohttp.ClientSession() as http, \
-                    http.get(server.make_url("/agent/login")) as resp:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(server.make_url("/agent/login")) as resp,
+            ):
                 assert resp.status == 503
                 assert "Agentenliste ist nicht lesbar" in await resp.text()
             health = page.health()
@@ -278,8 +283,16 @@ async def test_daemon_starts_with_a_bad_agents_file(tmp_path: Path) -> None:
         "STATE_DIRECTORY": str(tmp_path / "state"),
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pbxbridge", "run", "--config", str(rules),
-        env=env, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "pbxbridge",
+        "run",
+        "--config",
+        str(rules),
+        env=env,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     assert proc.stdout is not None
     try:
@@ -312,25 +325,25 @@ async def test_daemon_starts_with_a_bad_agents_file(tmp_path: Path) -> None:
 
 
 class TestSignOutSurvivesRestart:
-    async def test_old_cookie_refused_by_a_new_instance(
-        self, bench: Bench, tmp_path: Path
-    ) -> None:
-        config = {"session_secret": "a-session-secret-of-32-characters",
-                  "state_dir": str(tmp_path / "state")}
+    async def test_old_cookie_refused_by_a_new_instance(self, bench: Bench, tmp_path: Path) -> None:
+        config = {
+            "session_secret": "a-session-secret-of-32-characters",
+            "state_dir": str(tmp_path / "state"),
+        }
         s = await start_site(bench, tmp_path, **config)
         async with s.browser() as http:
             csrf = await sign_in(http, s, "agent1")
             cookie = {c.key: c.value for c in http.cookie_jar}["pbx_session"]
-            async with http.post(s.url("/agent/logout"), data={"csrf": csrf},
-                                 allow_redirects=False) as resp:
+            async with http.post(
+                s.url("/agent/logout"), data={"csrf": csrf}, allow_redirects=False
+            ) as resp:
                 assert resp.status == 303
         await s.server.close()
         assert (tmp_path / "state" / "web-revoked.json").stat().st_mode & 0o077 == 0
         again = await start_site(bench, tmp_path, **config)  # a restarted daemon
         try:
             async with again.browser() as http:
-                http.cookie_jar.update_cookies({"pbx_session": cookie},
-                                               again.server.make_url("/"))
+                http.cookie_jar.update_cookies({"pbx_session": cookie}, again.server.make_url("/"))
                 async with http.get(again.url("/agent/state")) as resp:
                     assert resp.status == 401  # old code: 200, the sign-out was forgotten
             async with again.browser() as http:  # other sessions still carry over
@@ -352,20 +365,28 @@ class TestMalformedInput:
     async def test_bad_login_cookie(self, site: Site, value: str) -> None:
         body = b"agent=agent1&password=x&csrf=y"
         for method, extra in ((b"GET", b""), (b"POST", body)):
-            answer = await self.raw(site, (
-                method + b" /agent/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                b"Content-Type: application/x-www-form-urlencoded\r\n"
-                b"Content-Length: " + str(len(extra)).encode() + b"\r\n"
-                b"Cookie: pbx_login=" + value.encode() + b"\r\n\r\n" + extra))
+            answer = await self.raw(
+                site,
+                (
+                    method + b" /agent/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                    b"Content-Type: application/x-www-form-urlencoded\r\n"
+                    b"Content-Length: " + str(len(extra)).encode() + b"\r\n"
+                    b"Cookie: pbx_login=" + value.encode() + b"\r\n\r\n" + extra
+                ),
+            )
             status = int(answer.split(b" ", 2)[1])
             assert status in (200, 403), answer[:300]  # old code: 500 for "²."
             assert b"Traceback" not in answer
 
     @pytest.mark.parametrize("value", ["v1.YWdlbnQx.\u00b2.x.y", "v1.\u00ff.1.x.y", "..."])
     async def test_bad_session_cookie(self, site: Site, value: str) -> None:
-        answer = await self.raw(site, (
-            b"GET /agent/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-            b"Cookie: pbx_session=" + value.encode() + b"\r\n\r\n"))
+        answer = await self.raw(
+            site,
+            (
+                b"GET /agent/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Cookie: pbx_session=" + value.encode() + b"\r\n\r\n"
+            ),
+        )
         assert answer.startswith(b"HTTP/1.1 303"), answer[:300]
 
 
@@ -378,11 +399,13 @@ class TestStreamEndsPromptly:
             async with http.get(site.url("/agent/events")) as resp:
                 reader = SseReader(resp)
                 assert (await reader.next())[0] == "snapshot"
-                lines = [line for line in path.read_text(encoding="utf-8").split("\n")
-                         if not line.startswith("agent2")]
+                lines = [
+                    line
+                    for line in path.read_text(encoding="utf-8").split("\n")
+                    if not line.startswith("agent2")
+                ]
                 if change == "new_password":
-                    lines.append(agents_file_line("agent2", hash_password("neu-1234567",
-                                                                          ln=FAST)))
+                    lines.append(agents_file_line("agent2", hash_password("neu-1234567", ln=FAST)))
                 touch(path, "\n".join(lines) + "\n")
                 started = time.monotonic()
                 # Old code: re-checked only after 15 s without pops.
@@ -409,7 +432,6 @@ class TestSecrets:
             await s.server.close()
 
 
-
 # ------------------------------------------------------------------ the main job
 
 
@@ -417,12 +439,19 @@ def run_sh_demo_logins(tmp_path: Path, **env: str) -> subprocess.CompletedProces
     """Run the demo-logins block of scripts/run.sh on its own (the whole script
     builds and starts the Asterisk test bed)."""
     text = (REPO / "scripts/run.sh").read_text(encoding="utf-8")
-    block = text[text.index("# -- demo logins"):text.index("# -- end demo logins --")]
+    block = text[text.index("# -- demo logins") : text.index("# -- end demo logins --")]
     return subprocess.run(
         ["bash", "-c", "set -euo pipefail\n" + block + 'echo "FILE=$PBXBRIDGE_AGENTS_FILE"'],
-        env={"PATH": f"{REPO / '.venv/bin'}:{os.environ['PATH']}",
-             "STATE_DIRECTORY": str(tmp_path / "var"), **env},
-        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+        env={
+            "PATH": f"{REPO / '.venv/bin'}:{os.environ['PATH']}",
+            "STATE_DIRECTORY": str(tmp_path / "var"),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
     )
 
 
@@ -441,8 +470,9 @@ def test_run_sh_prints_working_demo_logins(tmp_path: Path) -> None:
     agents = parse_agents(text)
     assert all(verify_password(logins[a], agents[a].password) for a in logins)
     # An agents file given by the user is used as it is.
-    mine = run_sh_demo_logins(tmp_path, PBXBRIDGE_AGENTS_FILE="/etc/x.yaml",
-                              PBXBRIDGE_HTTP_BIND="127.0.0.1:9000")
+    mine = run_sh_demo_logins(
+        tmp_path, PBXBRIDGE_AGENTS_FILE="/etc/x.yaml", PBXBRIDGE_HTTP_BIND="127.0.0.1:9000"
+    )
     assert "Agent page: http://127.0.0.1:9000/agent/ (agents file /etc/x.yaml)" in mine.stdout
 
 

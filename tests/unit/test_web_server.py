@@ -31,10 +31,15 @@ PASSWORDS = {"agent1": "eins-Passwort", "agent2": "zwei-Passwort", "chefin": "ch
 
 
 def write_agents(path: Path) -> Path:
-    lines = [agents_file_line(a, hash_password(p, ln=FAST)) for a, p in PASSWORDS.items()
-             if a != "chefin"]
-    lines.append(f"chefin:\n  password: {hash_password(PASSWORDS['chefin'], ln=FAST)}\n"
-                 "  name: Chefin vom Dienst\n  supervisor: true")
+    lines = [
+        agents_file_line(a, hash_password(p, ln=FAST))
+        for a, p in PASSWORDS.items()
+        if a != "chefin"
+    ]
+    lines.append(
+        f"chefin:\n  password: {hash_password(PASSWORDS['chefin'], ln=FAST)}\n"
+        "  name: Chefin vom Dienst\n  supervisor: true"
+    )
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     path.chmod(0o600)
     return path
@@ -105,8 +110,11 @@ async def login_form(http: aiohttp.ClientSession, site: Site) -> str:
 async def sign_in(http: aiohttp.ClientSession, site: Site, agent: str) -> str:
     """Sign in; returns the session's CSRF token from the desk page."""
     token = await login_form(http, site)
-    async with http.post(site.url("/agent/login"), allow_redirects=False,
-                         data={"agent": agent, "password": PASSWORDS[agent], "csrf": token}) as r:
+    async with http.post(
+        site.url("/agent/login"),
+        allow_redirects=False,
+        data={"agent": agent, "password": PASSWORDS[agent], "csrf": token},
+    ) as r:
         assert r.status == 303, await r.text()
         assert r.headers["Location"] == "./"
     async with http.get(site.url("/agent/")) as resp:
@@ -142,8 +150,7 @@ class SseReader:
 class TestHeadersAndAssets:
     async def test_security_headers_everywhere(self, site: Site) -> None:
         async with site.browser() as http:
-            for path in ("/agent/login", "/agent/static/agent.js", "/agent/events",
-                         "/agent/nope"):
+            for path in ("/agent/login", "/agent/static/agent.js", "/agent/events", "/agent/nope"):
                 async with http.get(site.url(path), allow_redirects=False) as resp:
                     assert resp.headers["Content-Security-Policy"] == CSP, path
                     assert "default-src 'self'" in CSP and "'unsafe-inline'" not in CSP
@@ -164,8 +171,10 @@ class TestHeadersAndAssets:
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         try:
-            async with aiohttp.ClientSession() as http, \
-                    http.get(str(server.make_url("/healthz"))) as resp:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(str(server.make_url("/healthz"))) as resp,
+            ):
                 assert resp.status == 200
                 assert "Content-Security-Policy" not in resp.headers
         finally:
@@ -177,8 +186,9 @@ class TestHeadersAndAssets:
                 assert resp.status == 200
                 assert resp.headers["Content-Type"].startswith("text/javascript")
                 etag = resp.headers["ETag"]
-            async with http.get(site.url("/agent/static/agent.js"),
-                                headers={"If-None-Match": etag}) as resp:
+            async with http.get(
+                site.url("/agent/static/agent.js"), headers={"If-None-Match": etag}
+            ) as resp:
                 assert resp.status == 304
             for name in ("agent.css", "favicon.svg"):
                 async with http.get(site.url(f"/agent/static/{name}")) as resp:
@@ -235,9 +245,11 @@ class TestSignIn:
     async def test_success_sets_a_strict_http_only_cookie(self, site: Site) -> None:
         async with site.browser() as http:
             token = await login_form(http, site)
-            async with http.post(site.url("/agent/login"), allow_redirects=False,
-                                 data={"agent": "agent1", "password": PASSWORDS["agent1"],
-                                       "csrf": token}) as resp:
+            async with http.post(
+                site.url("/agent/login"),
+                allow_redirects=False,
+                data={"agent": "agent1", "password": PASSWORDS["agent1"], "csrf": token},
+            ) as resp:
                 assert resp.status == 303
                 cookie = resp.headers.getall("Set-Cookie")
                 session = next(c for c in cookie if c.startswith("pbx_session="))
@@ -256,13 +268,16 @@ class TestSignIn:
             async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
                 async with http.get(s.url("/agent/login")) as resp:
                     token = hidden(await resp.text(), "csrf")
-                    login = next(c for c in resp.headers.getall("Set-Cookie")
-                                 if c.startswith("pbx_login="))
+                    login = next(
+                        c for c in resp.headers.getall("Set-Cookie") if c.startswith("pbx_login=")
+                    )
                     assert "Secure" in login and "HttpOnly" in login
-                async with http.post(s.url("/agent/login"), allow_redirects=False,
-                                     headers={"Cookie": login.split(";")[0]},
-                                     data={"agent": "agent1", "password": PASSWORDS["agent1"],
-                                           "csrf": token}) as resp:
+                async with http.post(
+                    s.url("/agent/login"),
+                    allow_redirects=False,
+                    headers={"Cookie": login.split(";")[0]},
+                    data={"agent": "agent1", "password": PASSWORDS["agent1"], "csrf": token},
+                ) as resp:
                     assert resp.status == 303
                     cookies = resp.headers.getall("Set-Cookie")
                     session = next(c for c in cookies if c.startswith("__Host-pbx_session="))
@@ -274,13 +289,17 @@ class TestSignIn:
     async def test_wrong_password_refused_clearly(self, site: Site, agent: str) -> None:
         async with site.browser() as http:
             token = await login_form(http, site)
-            async with http.post(site.url("/agent/login"), allow_redirects=False,
-                                 data={"agent": agent, "password": "falsch", "csrf": token}) as r:
+            async with http.post(
+                site.url("/agent/login"),
+                allow_redirects=False,
+                data={"agent": agent, "password": "falsch", "csrf": token},
+            ) as r:
                 assert r.status == 401
                 html = await r.text()
                 assert "Anmeldung fehlgeschlagen: Agenten-ID oder Kennwort ist falsch." in html
-                assert not any(c.startswith("pbx_session=") for c in r.headers.getall(
-                    "Set-Cookie", []))
+                assert not any(
+                    c.startswith("pbx_session=") for c in r.headers.getall("Set-Cookie", [])
+                )
             async with http.get(site.url("/agent/state")) as resp:
                 assert resp.status == 401
 
@@ -291,8 +310,9 @@ class TestSignIn:
             data = {"agent": "agent1", "password": PASSWORDS["agent1"]}
             if csrf is not None:
                 data["csrf"] = csrf
-            async with http.post(site.url("/agent/login"), data=data,
-                                 allow_redirects=False) as resp:
+            async with http.post(
+                site.url("/agent/login"), data=data, allow_redirects=False
+            ) as resp:
                 assert resp.status == 403
                 assert "CSRF-Token fehlt oder ist ungültig" in await resp.text()
             async with http.get(site.url("/agent/state")) as resp:
@@ -302,12 +322,16 @@ class TestSignIn:
         async with site.browser() as http:
             for _ in range(5):
                 token = await login_form(http, site)
-                async with http.post(site.url("/agent/login"), data={
-                        "agent": "agent1", "password": "falsch", "csrf": token}) as resp:
+                async with http.post(
+                    site.url("/agent/login"),
+                    data={"agent": "agent1", "password": "falsch", "csrf": token},
+                ) as resp:
                     assert resp.status == 401
             token = await login_form(http, site)
-            async with http.post(site.url("/agent/login"), data={
-                    "agent": "agent1", "password": PASSWORDS["agent1"], "csrf": token}) as resp:
+            async with http.post(
+                site.url("/agent/login"),
+                data={"agent": "agent1", "password": PASSWORDS["agent1"], "csrf": token},
+            ) as resp:
                 assert resp.status == 429
                 assert int(resp.headers["Retry-After"]) > 0
                 assert "Zu viele Fehlversuche" in await resp.text()
@@ -324,8 +348,10 @@ class TestSignIn:
             async with http.get(site.url("/agent/login")) as resp:
                 assert "Agent desk sign-in" in await resp.text()  # remembered
             token = await login_form(http, site)
-            async with http.post(site.url("/agent/login"), data={
-                    "agent": "agent1", "password": "wrong", "csrf": token}) as resp:
+            async with http.post(
+                site.url("/agent/login"),
+                data={"agent": "agent1", "password": "wrong", "csrf": token},
+            ) as resp:
                 assert "Sign-in failed: wrong agent id or password." in await resp.text()
 
     async def test_logout(self, site: Site) -> None:
@@ -336,8 +362,9 @@ class TestSignIn:
             async with http.get(site.url("/agent/state")) as resp:
                 assert resp.status == 200
             old = {c.key: c.value for c in http.cookie_jar}["pbx_session"]
-            async with http.post(site.url("/agent/logout"), data={"csrf": csrf},
-                                 allow_redirects=False) as resp:
+            async with http.post(
+                site.url("/agent/logout"), data={"csrf": csrf}, allow_redirects=False
+            ) as resp:
                 assert resp.status == 303 and resp.headers["Location"] == "login?bye=1"
             async with http.get(site.url("/agent/state")) as resp:
                 assert resp.status == 401
@@ -354,8 +381,9 @@ class TestSignIn:
         scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S)
         assert len(scripts) == 2
         for attrs, body in scripts:
-            assert ('src="static/agent.js"' in attrs and not body) or \
-                'type="application/json"' in attrs
+            assert (
+                'src="static/agent.js"' in attrs and not body
+            ) or 'type="application/json"' in attrs
         labels = json.loads(next(b for a, b in scripts if "json" in a))
         assert labels["withheld"] == "unterdrückt"
         assert not re.search(r"https?://", html)
@@ -369,8 +397,10 @@ class TestLivePops:
         async with site.browser() as one, site.browser() as two:
             await sign_in(one, site, "agent1")
             await sign_in(two, site, "agent2")
-            async with one.get(site.url("/agent/events")) as r1, \
-                    two.get(site.url("/agent/events")) as r2:
+            async with (
+                one.get(site.url("/agent/events")) as r1,
+                two.get(site.url("/agent/events")) as r2,
+            ):
                 assert r1.headers["Content-Type"] == "text/event-stream; charset=utf-8"
                 assert r1.headers["Cache-Control"] == "no-store"
                 s1, s2 = SseReader(r1), SseReader(r2)
@@ -409,8 +439,9 @@ class TestLivePops:
 # ------------------------------------------------------------------ wrap-up
 
 
-async def post_disposition(http: aiohttp.ClientSession, site: Site, csrf: str | None,
-                           **fields: str) -> tuple[int, dict[str, Any]]:
+async def post_disposition(
+    http: aiohttp.ClientSession, site: Site, csrf: str | None, **fields: str
+) -> tuple[int, dict[str, Any]]:
     headers = {"X-CSRF-Token": csrf} if csrf is not None else {}
     async with http.post(site.url("/agent/disposition"), data=fields, headers=headers) as resp:
         return resp.status, await resp.json()
@@ -426,15 +457,20 @@ class TestWrapUp:
         ],
         ids=["friday", "before-holiday", "year-end"],
     )
-    async def test_callback_due_time(self, site: Site, when: Any, due_text: str,
-                                     due: Any) -> None:
+    async def test_callback_due_time(self, site: Site, when: Any, due_text: str, due: Any) -> None:
         site.bench.clock.set(when)
         site.bench.answered_call("2.1")
         async with site.browser() as http:
             csrf = await sign_in(http, site, "agent1")
             status, body = await post_disposition(
-                http, site, csrf, call_id="2.1", disposition="callback",
-                note="Rückfrage Gewerbeanmeldung", callback_number="0441 98765")
+                http,
+                site,
+                csrf,
+                call_id="2.1",
+                disposition="callback",
+                note="Rückfrage Gewerbeanmeldung",
+                callback_number="0441 98765",
+            )
         assert status == 200, body
         assert body["message"] == f"Rückruf angelegt – fällig bis {due_text}."
         assert body["due_at"] == due.isoformat()
@@ -446,13 +482,15 @@ class TestWrapUp:
         site.bench.answered_call("2.2")
         async with site.browser() as http:
             csrf = await sign_in(http, site, "agent1")
-            status, body = await post_disposition(http, site, csrf, call_id="2.2",
-                                                  disposition="resolved", note="")
+            status, body = await post_disposition(
+                http, site, csrf, call_id="2.2", disposition="resolved", note=""
+            )
             assert status == 200 and body["message"] == "Gespeichert: erledigt im Erstkontakt."
             async with http.get(site.url("/agent/state")) as resp:
                 assert (await resp.json())["cards"] == []
-            status, body = await post_disposition(http, site, csrf, call_id="2.2",
-                                                  disposition="resolved")
+            status, body = await post_disposition(
+                http, site, csrf, call_id="2.2", disposition="resolved"
+            )
             assert status == 404  # wrapped up already
 
     @pytest.mark.parametrize(
@@ -461,8 +499,12 @@ class TestWrapUp:
             ({}, "missing", 403, "CSRF-Token fehlt oder ist ungültig"),
             ({}, "forged", 403, "CSRF-Token fehlt oder ist ungültig"),
             ({}, "other-session", 403, "CSRF-Token fehlt oder ist ungültig"),
-            ({"note": "x" * 501}, "ok", 400,
-             "Notiz zu lang: höchstens 500 Zeichen erlaubt (501 eingegeben)"),
+            (
+                {"note": "x" * 501},
+                "ok",
+                400,
+                "Notiz zu lang: höchstens 500 Zeichen erlaubt (501 eingegeben)",
+            ),
             ({"note": "x" * 20000}, "ok", 400, "Notiz zu lang"),
             ({"callback_number": ""}, "ok", 400, "Rückrufnummer fehlt"),
             ({"callback_number": "<script>"}, "ok", 400, "Rückrufnummer ungültig"),
@@ -477,10 +519,16 @@ class TestWrapUp:
         async with site.browser() as http, site.browser() as other:
             csrf = await sign_in(http, site, "agent1")
             other_csrf = await sign_in(other, site, "agent1")
-            token = {"missing": None, "forged": "A" * 43, "other-session": other_csrf,
-                     "ok": csrf}[csrf_kind]
-            data = {"call_id": "2.3", "disposition": "callback", "note": "n",
-                    "callback_number": "0441 1", **fields}
+            token = {"missing": None, "forged": "A" * 43, "other-session": other_csrf, "ok": csrf}[
+                csrf_kind
+            ]
+            data = {
+                "call_id": "2.3",
+                "disposition": "callback",
+                "note": "n",
+                "callback_number": "0441 1",
+                **fields,
+            }
             got, body = await post_disposition(http, site, token, **data)
             assert got == status and text in body["error"] and body["ok"] is False
             async with http.get(site.url("/agent/state")) as resp:
@@ -492,8 +540,9 @@ class TestWrapUp:
         site.bench.answered_call("2.4", agent="agent1")
         async with site.browser() as http:
             csrf = await sign_in(http, site, "agent2")
-            status, body = await post_disposition(http, site, csrf, call_id="2.4",
-                                                  disposition="resolved")
+            status, body = await post_disposition(
+                http, site, csrf, call_id="2.4", disposition="resolved"
+            )
         assert status == 404 and "nur eigene angenommene Anrufe" in body["error"]
         assert site.bench.row("2.4").disposition is None
 
@@ -501,8 +550,9 @@ class TestWrapUp:
         site.bench.answered_call("2.5")
         async with site.browser() as http:
             csrf = await sign_in(http, site, "agent1")
-            status, body = await post_disposition(http, site, csrf, call_id="2.5",
-                                                  disposition="resolved", note="x" * 70000)
+            status, body = await post_disposition(
+                http, site, csrf, call_id="2.5", disposition="resolved", note="x" * 70000
+            )
         assert status == 413 and "Anfrage zu groß" in body["error"]
         assert site.bench.row("2.5").disposition is None
 
@@ -520,8 +570,9 @@ class TestWrapUp:
                 async with http.get(s.url("/agent/state")) as resp:
                     state = await resp.json()
                     assert state["journal"] is False and len(state["cards"]) == 1
-                status, body = await post_disposition(http, s, csrf, call_id="2.6",
-                                                      disposition="resolved")
+                status, body = await post_disposition(
+                    http, s, csrf, call_id="2.6", disposition="resolved"
+                )
                 assert status == 503 and "kein Anrufjournal konfiguriert" in body["error"]
                 async with http.get(s.url("/agent/callbacks")) as resp:
                     assert resp.status == 503
@@ -539,8 +590,13 @@ class TestCallbacksPage:
         bench = site.bench
         bench.clock.set(local(2026, 5, 6, 10))
         bench.answered_call("3.1", agent="agent1")
-        await bench.desk.dispose("agent1", "3.1", "callback",
-                                 '<img src=x onerror="alert(1)"> bitte zurückrufen', "0441 111")
+        await bench.desk.dispose(
+            "agent1",
+            "3.1",
+            "callback",
+            '<img src=x onerror="alert(1)"> bitte zurückrufen',
+            "0441 111",
+        )
         bench.answered_call("3.2", agent="agent2")
         await bench.desk.dispose("agent2", "3.2", "callback", "agent2s Fall", "0441 222")
         bench.clock.set(local(2026, 5, 7, 10))
@@ -555,8 +611,8 @@ class TestCallbacksPage:
             async with http.get(site.url("/agent/callbacks")) as resp:
                 assert resp.status == 200
                 html = await resp.text()
-        overdue = html[html.index('id="overdue"'):html.index('id="due_today"')]
-        today = html[html.index('id="due_today"'):html.index('id="open_later"')]
+        overdue = html[html.index('id="overdue"') : html.index('id="due_today"')]
+        today = html[html.index('id="due_today"') : html.index('id="open_later"')]
         assert "Überfällig (1)" in overdue and 'data-call-id="3.1"' in overdue
         assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in overdue
         assert "<img src=x" not in html
@@ -588,8 +644,11 @@ class TestCallbacksPage:
             async with http.get(site.url("/agent/callbacks")) as resp:
                 html = await resp.text()
             csrf = hidden(html, "csrf")
-            async with http.post(site.url("/agent/callbacks"), allow_redirects=False, data={
-                    "csrf": csrf, "node": NODE, "call_id": "3.1", "tenant": ""}) as resp:
+            async with http.post(
+                site.url("/agent/callbacks"),
+                allow_redirects=False,
+                data={"csrf": csrf, "node": NODE, "call_id": "3.1", "tenant": ""},
+            ) as resp:
                 assert resp.status == 303 and resp.headers["Location"] == "callbacks?done=1"
             async with http.get(site.url("/agent/callbacks?done=1")) as resp:
                 html = await resp.text()
@@ -606,8 +665,9 @@ class TestCallbacksPage:
             ("3.1", "forged", 403, "CSRF-Token fehlt oder ist ungültig"),
         ],
     )
-    async def test_refused(self, site: Site, call_id: str, csrf_kind: str, status: int,
-                           text: str) -> None:
+    async def test_refused(
+        self, site: Site, call_id: str, csrf_kind: str, status: int, text: str
+    ) -> None:
         await self.make_callbacks(site)
         async with site.browser() as http:
             csrf = await sign_in(http, site, "agent1")
@@ -618,8 +678,9 @@ class TestCallbacksPage:
                 assert resp.status == status
                 html = await resp.text()
                 assert text in html and 'class="msg error"' in html
-            async with http.post(site.url("/agent/callbacks"), data=data,
-                                 headers={"Accept": "application/json"}) as resp:
+            async with http.post(
+                site.url("/agent/callbacks"), data=data, headers={"Accept": "application/json"}
+            ) as resp:
                 assert resp.status == status and text in (await resp.json())["error"]
         for cid in ("3.1", "3.2", "3.3"):
             assert site.bench.row(cid).callback_done_at is None

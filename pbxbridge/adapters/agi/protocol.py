@@ -386,8 +386,13 @@ def get_data_command(prompt: str, timeout_ms: int, max_digits: int) -> str:
     """
     if not _SOUND.match(prompt) or ".." in prompt:
         raise ValueError(f"not a sound file name: {prompt!r}")
-    return _command("GET", "DATA", quote_value(prompt), str(max(1, int(timeout_ms))),
-                    str(max(1, int(max_digits))))
+    return _command(
+        "GET",
+        "DATA",
+        quote_value(prompt),
+        str(max(1, int(timeout_ms))),
+        str(max(1, int(max_digits))),
+    )
 
 
 def encode_command(command: str) -> bytes:

@@ -411,12 +411,19 @@ class AgiServer:
             True when listening now, False when the bind failed (retrying).
         """
         if not self._secret:
-            log.warning("agi.no_secret", reason="no FastAGI secret configured (credential "
-                        "agi-secret or PBXBRIDGE_AGI_SECRET): any local process can "
-                        "inject calls")
+            log.warning(
+                "agi.no_secret",
+                reason="no FastAGI secret configured (credential "
+                "agi-secret or PBXBRIDGE_AGI_SECRET): any local process can "
+                "inject calls",
+            )
         if self.capacity < self.limits.max_sessions:
-            log.warning("agi.capacity_reduced", max_sessions=self.limits.max_sessions,
-                        capacity=self.capacity, reason="open files limit (ulimit -n)")
+            log.warning(
+                "agi.capacity_reduced",
+                max_sessions=self.limits.max_sessions,
+                capacity=self.capacity,
+                reason="open files limit (ulimit -n)",
+            )
         if await self._bind():
             return True
         self._retry_task = asyncio.create_task(self._retry_bind(), name="agi-bind-retry")
@@ -434,8 +441,13 @@ class AgiServer:
             )
         except OSError as exc:
             self.last_error = str(exc)
-            log.error("agi.bind_failed", host=self.host, port=self.requested_port,
-                      error=str(exc), retry_s=self._retry_s)
+            log.error(
+                "agi.bind_failed",
+                host=self.host,
+                port=self.requested_port,
+                error=str(exc),
+                retry_s=self._retry_s,
+            )
             return False
         self.last_error = None
         log.info("agi.listening", host=self.host, port=self.port, capacity=self.capacity)
@@ -519,19 +531,26 @@ class AgiServer:
             del self._pending[victim.number]
             victim.evicted = True
             self.stats.evicted += 1
-            log.warning("agi.evicted", peer=victim.peer, waited_s=round(
-                time.monotonic() - victim.started, 3), reason="connection limit reached, "
+            log.warning(
+                "agi.evicted",
+                peer=victim.peer,
+                waited_s=round(time.monotonic() - victim.started, 3),
+                reason="connection limit reached, "
                 "oldest connection without a complete environment closed",
-                capacity=self.capacity)
+                capacity=self.capacity,
+            )
             victim.writer.transport.abort()
             return True
         self.stats.over_capacity += 1
-        log.error("agi.over_capacity", peer=conn.peer, capacity=self.capacity,
-                  reason="every slot routes a call; this call takes the dialplan fallback")
+        log.error(
+            "agi.over_capacity",
+            peer=conn.peer,
+            capacity=self.capacity,
+            reason="every slot routes a call; this call takes the dialplan fallback",
+        )
         return False
 
-    async def _on_connect(self, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         conn = _Connection(next(self._counter), _peer(writer), writer, time.monotonic())
         self.stats.accepted += 1
@@ -562,8 +581,9 @@ class AgiServer:
             # (AGISTATUS=SUCCESS) and lets the dialplan go on.
             writer.close()
 
-    async def _serve(self, conn: _Connection, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         try:
             env = await self._environment(conn, reader)
         except AgiError as exc:
@@ -577,13 +597,17 @@ class AgiServer:
             # Before the script lookup: an unauthenticated peer learns nothing,
             # not even which scripts exist. Closing ends AGI() and the dialplan
             # takes its fallback.
-            self._fault(conn, "bad_secret", "first AGI argument is not the shared secret "
-                        f"({len(env.args)} arguments)")
+            self._fault(
+                conn,
+                "bad_secret",
+                f"first AGI argument is not the shared secret ({len(env.args)} arguments)",
+            )
             return
         handler = self._routes.get(env.script)
         if handler is None:
-            self._fault(conn, "unknown_script", f"no route {env.script!r}; known: "
-                        f"{sorted(self._routes)}")
+            self._fault(
+                conn, "unknown_script", f"no route {env.script!r}; known: {sorted(self._routes)}"
+            )
             return
         del self._pending[conn.number]
         conn.phase = "session"
@@ -595,14 +619,16 @@ class AgiServer:
             async with asyncio.timeout(max(0.0, remaining)):
                 await handler(session)
         except TimeoutError:
-            self._fault(conn, "session_timeout",
-                        f"session longer than {self.limits.session_timeout_s} s")
+            self._fault(
+                conn, "session_timeout", f"session longer than {self.limits.session_timeout_s} s"
+            )
         except AgiError as exc:
             self._fault(conn, _reason(exc, "session"), exc)
         except Exception as exc:
             self.stats.faults["handler_crashed"] = self.stats.faults.get("handler_crashed", 0) + 1
-            log.exception("agi.handler_crashed", peer=conn.peer, call_id=conn.call_id,
-                          error=str(exc))
+            log.exception(
+                "agi.handler_crashed", peer=conn.peer, call_id=conn.call_id, error=str(exc)
+            )
 
     async def _environment(self, conn: _Connection, reader: asyncio.StreamReader) -> AgiEnv:
         lines: list[str] = []
@@ -617,11 +643,12 @@ class AgiServer:
                     size += len(line) + 1
                     if len(lines) > MAX_ENV_LINES or size > MAX_ENV_BYTES:
                         raise _EnvTooLarge(
-                            f"environment over {MAX_ENV_LINES} lines or {MAX_ENV_BYTES} bytes")
+                            f"environment over {MAX_ENV_LINES} lines or {MAX_ENV_BYTES} bytes"
+                        )
         except TimeoutError:
             raise AgiTimeout(
-                f"environment incomplete after {self.limits.env_timeout_s} s "
-                f"({len(lines)} lines)") from None
+                f"environment incomplete after {self.limits.env_timeout_s} s ({len(lines)} lines)"
+            ) from None
         return parse_environment(lines)
 
     def _secret_matches(self, env: AgiEnv) -> bool:
@@ -630,8 +657,13 @@ class AgiServer:
 
     def _fault(self, conn: _Connection, reason: str, detail: object) -> None:
         self.stats.faults[reason] = self.stats.faults.get(reason, 0) + 1
-        log.warning(f"agi.{reason}", peer=conn.peer, phase=conn.phase,
-                    call_id=conn.call_id or None, detail=str(detail)[:200])
+        log.warning(
+            f"agi.{reason}",
+            peer=conn.peer,
+            phase=conn.phase,
+            call_id=conn.call_id or None,
+            detail=str(detail)[:200],
+        )
 
 
 class _EnvTooLarge(AgiProtocolError):

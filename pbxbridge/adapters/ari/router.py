@@ -190,9 +190,7 @@ class _StasisCall:
         # One request carries every tag; the dialplan unpacks it (see
         # pack_decision): a dozen separate set_variable requests cost ~4 ms of
         # latency and most of the daemon's CPU per call.
-        await self._router._ari.set_variable(
-            self.call_id, PACKED_VARIABLE, pack_decision(decision)
-        )
+        await self._router._ari.set_variable(self.call_id, PACKED_VARIABLE, pack_decision(decision))
 
     async def proceed(self, target: Target) -> None:
         # Observers ran before this (CallFlow), so the queue's first AMI event
@@ -431,8 +429,12 @@ class StasisRouter:
         session = self._menus.pop(channel_id, None)
         task.cancel()
         self.stats.stasis_timeouts += 1
-        log.warning("call.stasis_timeout", call_id=channel_id, bound_s=self._stasis_max_s,
-                    in_menu=session is not None)
+        log.warning(
+            "call.stasis_timeout",
+            call_id=channel_id,
+            bound_s=self._stasis_max_s,
+            in_menu=session is not None,
+        )
         self._spawn(channel_id, self._guard_fallback(call, session))
 
     async def _guard_fallback(self, call: _StasisCall, session: _MenuSession | None) -> None:
@@ -445,9 +447,7 @@ class StasisRouter:
         # A fresh id per menu, written on the channel before the prompt starts:
         # after a restart, the new process stops this prompt by that id, and its
         # PlaybackFinished cannot be taken for the end of the new prompt.
-        session = _MenuSession(
-            playback_id=f"pbxbridge-menu-{channel_id}-{secrets.token_hex(4)}"
-        )
+        session = _MenuSession(playback_id=f"pbxbridge-menu-{channel_id}-{secrets.token_hex(4)}")
         self._menus[channel_id] = session
         try:
             await self._ari.answer(channel_id)
