@@ -221,9 +221,12 @@ def agent_legs(workdirs: list[Path]) -> list[tuple[float, float]]:
     return sorted(legs, key=lambda leg: leg[1])
 
 
-def split_at_agent(calls: list[tuple[float, float]], legs: list[tuple[float, float]],
-                   max_gap_s: float = 0.010, slack_s: float = 0.001,
-                   ) -> tuple[list[float], list[float]]:
+def split_at_agent(
+    calls: list[tuple[float, float]],
+    legs: list[tuple[float, float]],
+    max_gap_s: float = 0.010,
+    slack_s: float = 0.001,
+) -> tuple[list[float], list[float]]:
     """Each call's INVITE -> 200 OK split into Asterisk's share and the agent's ring.
 
     Asterisk answers the carrier right after the agent's 200 OK, so a call's agent
@@ -379,8 +382,7 @@ class Bench:
         stats.calls.extend(carrier_calls(result.workdir))
         stats.workdirs.append(result.workdir)
         if not result.ok:
-            say(f"{path}: {count - result.successful} of {count} calls failed\n"
-                f"{result.describe()}")
+            say(f"{path}: {count - result.successful} of {count} calls failed\n{result.describe()}")
         self.tb.wait_idle(timeout=30)
 
 
@@ -429,8 +431,7 @@ def block_sizes(total: int, blocks: int) -> list[int]:
     return [base + (1 if i < rest else 0) for i in range(blocks)]
 
 
-def routing_ms(daemon: DaemonProcess, ranges: list[tuple[int, int]],
-               entry: str) -> list[float]:
+def routing_ms(daemon: DaemonProcess, ranges: list[tuple[int, int]], entry: str) -> list[float]:
     """The daemon's own ``call.routed`` ``ms`` of one entry point's measured calls.
 
     The n-th ``call.routed`` line of an entry point is logged right after its
@@ -457,11 +458,17 @@ def wait_agi_listening(daemon: DaemonProcess) -> None:
     except AssertionError:
         agi = daemon.health().get("agi") or {}
         bind = str(agi.get("bind", ""))
-        holder = subprocess.run(["ss", "-ltnpH", f"sport = :{bind.rpartition(':')[2]}"],
-                                capture_output=True, text=True, check=False).stdout.strip()
-        raise SystemExit(f"the daemon's FastAGI server cannot listen on {bind} "
-                         f"({agi.get('last_error')}); held by: {holder or 'unknown'}. "
-                         "Stop that process, or run with --no-agi") from None
+        holder = subprocess.run(
+            ["ss", "-ltnpH", f"sport = :{bind.rpartition(':')[2]}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        raise SystemExit(
+            f"the daemon's FastAGI server cannot listen on {bind} "
+            f"({agi.get('last_error')}); held by: {holder or 'unknown'}. "
+            "Stop that process, or run with --no-agi"
+        ) from None
 
 
 def connection_states(health: dict[str, Any]) -> dict[str, str]:
@@ -482,8 +489,9 @@ def start_agents(args: argparse.Namespace, tb: Testbed) -> list[SippAgent]:
     agents: list[SippAgent] = []
     try:
         for n in range(1, tb.config.agent_count + 1):
-            agent = SippAgent.for_agent(n, behaviour, args.ring_delay_ms, tb.config,
-                                        trace_messages=True)
+            agent = SippAgent.for_agent(
+                n, behaviour, args.ring_delay_ms, tb.config, trace_messages=True
+            )
             agents.append(agent)
             agent.start()
     except BaseException:
@@ -511,8 +519,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         agents = start_agents(args, tb)
         (workdir / "daemon").mkdir()
         daemon_env, features = daemon_env_for(args.daemon, tb)
-        daemon = DaemonProcess(tb, workdir / "daemon", rules=bench_rules(args.whisper),
-                               extra_env=daemon_env)
+        daemon = DaemonProcess(
+            tb, workdir / "daemon", rules=bench_rules(args.whisper), extra_env=daemon_env
+        )
         daemon.start()
         if args.agi:
             wait_agi_listening(daemon)
@@ -524,7 +533,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         paths = (pure, pbx, agi) if args.agi else (pure, pbx)
         for i, count in enumerate(block_sizes(total, args.blocks)):
             # Rotate the order per block, so no path always runs first or last.
-            for stats in paths[i % len(paths):] + paths[:i % len(paths)]:
+            for stats in paths[i % len(paths) :] + paths[: i % len(paths)]:
                 bench.block(stats, count)
         connections = connection_states(daemon.health())
         agent_dirs = [a.workdir for a in agents]
@@ -541,8 +550,15 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         stop_own_sipp_children(say)
         tb.down()
     legs = agent_legs(agent_dirs)
-    res = summarise(args, pure, pbx, routing, warmup_failed, legs,
-                    {k: dataclasses.asdict(v) for k, v in agent_stats.items()})
+    res = summarise(
+        args,
+        pure,
+        pbx,
+        routing,
+        warmup_failed,
+        legs,
+        {k: dataclasses.asdict(v) for k, v in agent_stats.items()},
+    )
     res["daemon_features"] = [*features, "agi"] if args.agi else features
     res["daemon_connections"] = connections  # /healthz states after the last call
     res.update(summarise_agi(args, pure, agi, agi_routing, agi_warmup_failed, legs))
@@ -553,8 +569,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     res["daemon_cpu_over_asterisk"] = cpu_ratio(pbx)
     res["agi_daemon_cpu_over_asterisk"] = cpu_ratio(agi)
     ratio = res["daemon_cpu_over_asterisk"]
-    res["targets_met"]["daemon_cpu_over_asterisk"] = (
-        ratio is not None and ratio <= TARGET_CPU_RATIO)
+    res["targets_met"]["daemon_cpu_over_asterisk"] = ratio is not None and ratio <= TARGET_CPU_RATIO
     return res
 
 
@@ -578,9 +593,15 @@ def _r(value: float, digits: int = 3) -> float | None:
     return None if math.isnan(value) else round(value, digits)
 
 
-def summarise(args: argparse.Namespace, pure: PathStats, pbx: PathStats,
-              routing: list[float], warmup_failed: int, legs: list[tuple[float, float]],
-              agent_stats: dict[str, dict[str, int]]) -> dict[str, Any]:
+def summarise(
+    args: argparse.Namespace,
+    pure: PathStats,
+    pbx: PathStats,
+    routing: list[float],
+    warmup_failed: int,
+    legs: list[tuple[float, float]],
+    agent_stats: dict[str, dict[str, int]],
+) -> dict[str, Any]:
     """The JSON result."""
     tick_ms = 1000.0 / os.sysconf("SC_CLK_TCK")
     ratio = pbx.pct(95) / pure.pct(95) if pure.latencies_ms and pbx.latencies_ms else math.nan
@@ -649,9 +670,14 @@ def summarise(args: argparse.Namespace, pure: PathStats, pbx: PathStats,
     return out
 
 
-def summarise_agi(args: argparse.Namespace, pure: PathStats, agi: PathStats,
-                  routing: list[float], warmup_failed: int,
-                  legs: list[tuple[float, float]]) -> dict[str, Any]:
+def summarise_agi(
+    args: argparse.Namespace,
+    pure: PathStats,
+    agi: PathStats,
+    routing: list[float],
+    warmup_failed: int,
+    legs: list[tuple[float, float]],
+) -> dict[str, Any]:
     """The AGI path's figures, named and computed like the ARI path's."""
     tick_ms = 1000.0 / os.sysconf("SC_CLK_TCK")
     both = bool(pure.latencies_ms and agi.latencies_ms)
@@ -666,15 +692,15 @@ def summarise_agi(args: argparse.Namespace, pure: PathStats, agi: PathStats,
     out["agi_p50_ratio"] = _r(agi.pct(50) / pure.pct(50)) if both else None
     out["agi_p95_ratio"] = _r(agi.pct(95) / pure.pct(95)) if both else None
     out["agi_p95_extra_ms"] = _r(agi.pct(95) - pure.pct(95))
-    out["agi_cpu_ms_per_call"] = (
-        _r(agi.daemon_ticks * tick_ms / agi.routed) if agi.routed else None)
+    out["agi_cpu_ms_per_call"] = _r(agi.daemon_ticks * tick_ms / agi.routed) if agi.routed else None
     out["agi_routed"] = agi.routed
     out["agi_route_failed"] = agi.route_failed
     for p in (50, 95, 99):
         out[f"agi_routing_p{p}_ms"] = _r(percentile(routing, p))
         out[f"agi_rtt_p{p}_ms"] = _r(percentile(agi.rtt_ms, p))
     out["asterisk_cpu_ms_per_call_agi"] = (
-        _r(agi.asterisk_ticks * tick_ms / agi.requested) if agi.requested else None)
+        _r(agi.asterisk_ticks * tick_ms / agi.requested) if agi.requested else None
+    )
     out["agi_wall_s"] = _r(agi.wall_s, 1)
     pure_share, _ = split_at_agent(pure.calls, legs, max_gap_s=agent_gap_s(args))
     share, rings = split_at_agent(agi.calls, legs, max_gap_s=agent_gap_s(args))
@@ -686,17 +712,23 @@ def summarise_agi(args: argparse.Namespace, pure: PathStats, agi: PathStats,
     ring = float(args.ring_delay_ms)
     out["agi_asterisk_p95_extra_ms"] = _r(percentile(share, 95) - percentile(pure_share, 95))
     out["agi_p95_ratio_fixed_ring"] = _r(
-        (percentile(share, 95) + ring) / (percentile(pure_share, 95) + ring))
+        (percentile(share, 95) + ring) / (percentile(pure_share, 95) + ring)
+    )
     return out
 
 
 def print_summary(res: dict[str, Any]) -> None:
     """Human-readable lines (stdout, before the JSON)."""
-    ring = "agents answer at once" if res["agent_mode"] == "instant" else (
-        f"ring {res['ring_delay_ms']} ms")
-    print(f"asterisk_load: {res['calls_per_path']} calls per path at {res['rate']:g}/s "
-          f"({res['blocks']} block(s) each), hold {res['hold_ms']} ms, {ring}, "
-          f"whisper {res['whisper']}")
+    ring = (
+        "agents answer at once"
+        if res["agent_mode"] == "instant"
+        else (f"ring {res['ring_delay_ms']} ms")
+    )
+    print(
+        f"asterisk_load: {res['calls_per_path']} calls per path at {res['rate']:g}/s "
+        f"({res['blocks']} block(s) each), hold {res['hold_ms']} ms, {ring}, "
+        f"whisper {res['whisper']}"
+    )
     print("INVITE -> 200 OK (ms)        p50      p95      p99      max   failed")
     for name, label in ((PURE, PURE), (PBX, PBX), (AGI, "agi (FastAGI)")):
         prefix = "agi_" if name == AGI else f"{name}_"
@@ -704,34 +736,50 @@ def print_summary(res: dict[str, Any]) -> None:
         text = "".join(f"{c:9.2f}" if c is not None else "      n/a" for c in cells)
         failed = res["agi_failed_calls"] if name == AGI else res[f"failed_{name}"]
         print(f"  {label:<25}{text}{failed:9d}")
-    print(f"ARI: p95 ratio {res['p95_ratio']} (target <= {TARGET_P95_RATIO}), "
-          f"+{res['p95_extra_ms']} ms at p95; p50 ratio {res['p50_ratio']}")
-    print(f"AGI: p95 ratio {res['agi_p95_ratio']} (target <= {TARGET_P95_RATIO}), "
-          f"+{res['agi_p95_extra_ms']} ms at p95; p50 ratio {res['agi_p50_ratio']}")
-    print(f"Asterisk's share (without the agent's ring) p50/p95/p99: pure "
-          f"{res['pure_asterisk_p50_ms']}/{res['pure_asterisk_p95_ms']}/"
-          f"{res['pure_asterisk_p99_ms']} ms, pbxbridge {res['pbxbridge_asterisk_p50_ms']}/"
-          f"{res['pbxbridge_asterisk_p95_ms']}/{res['pbxbridge_asterisk_p99_ms']} ms, agi "
-          f"{res['agi_asterisk_p50_ms']}/{res['agi_asterisk_p95_ms']}/"
-          f"{res['agi_asterisk_p99_ms']} ms; p95 ratio with an exact {res['ring_delay_ms']} ms "
-          f"ring: ARI {res['p95_ratio_fixed_ring']}, AGI {res['agi_p95_ratio_fixed_ring']}")
-    print(f"agent ring time p50/p95 (sipp timer): pure {res['pure_agent_ring_p50_ms']}/"
-          f"{res['pure_agent_ring_p95_ms']} ms, pbxbridge {res['pbxbridge_agent_ring_p50_ms']}/"
-          f"{res['pbxbridge_agent_ring_p95_ms']} ms")
-    print(f"daemon ({'+'.join(res['daemon_features'])}) CPU per routed call: ARI "
-          f"{res['cpu_ms_per_call']} ms, AGI {res['agi_cpu_ms_per_call']} ms "
-          f"(target <= {TARGET_CPU_MS}); {res['routed']} + {res['agi_routed']} routed, "
-          f"{res['route_failed']} + {res['agi_route_failed']} routing failures; "
-          f"routing time p50/p95/p99 ARI {res['routing_p50_ms']}/{res['routing_p95_ms']}/"
-          f"{res['routing_p99_ms']} ms, AGI {res['agi_routing_p50_ms']}/"
-          f"{res['agi_routing_p95_ms']}/{res['agi_routing_p99_ms']} ms")
-    print(f"Asterisk CPU per call: pure {res['asterisk_cpu_ms_per_call_pure']} ms, "
-          f"pbxbridge {res['asterisk_cpu_ms_per_call_pbxbridge']} ms, "
-          f"agi {res['asterisk_cpu_ms_per_call_agi']} ms")
-    print(f"daemon CPU over Asterisk's per call: ARI {res['daemon_cpu_over_asterisk']}, "
-          f"AGI {res['agi_daemon_cpu_over_asterisk']} (target <= {TARGET_CPU_RATIO})")
-    print(f"sipp RTT (whole ms) p95: pure {res['pure_rtt_p95_ms']}, "
-          f"pbxbridge {res['pbxbridge_rtt_p95_ms']}, agi {res['agi_rtt_p95_ms']}")
+    print(
+        f"ARI: p95 ratio {res['p95_ratio']} (target <= {TARGET_P95_RATIO}), "
+        f"+{res['p95_extra_ms']} ms at p95; p50 ratio {res['p50_ratio']}"
+    )
+    print(
+        f"AGI: p95 ratio {res['agi_p95_ratio']} (target <= {TARGET_P95_RATIO}), "
+        f"+{res['agi_p95_extra_ms']} ms at p95; p50 ratio {res['agi_p50_ratio']}"
+    )
+    print(
+        f"Asterisk's share (without the agent's ring) p50/p95/p99: pure "
+        f"{res['pure_asterisk_p50_ms']}/{res['pure_asterisk_p95_ms']}/"
+        f"{res['pure_asterisk_p99_ms']} ms, pbxbridge {res['pbxbridge_asterisk_p50_ms']}/"
+        f"{res['pbxbridge_asterisk_p95_ms']}/{res['pbxbridge_asterisk_p99_ms']} ms, agi "
+        f"{res['agi_asterisk_p50_ms']}/{res['agi_asterisk_p95_ms']}/"
+        f"{res['agi_asterisk_p99_ms']} ms; p95 ratio with an exact {res['ring_delay_ms']} ms "
+        f"ring: ARI {res['p95_ratio_fixed_ring']}, AGI {res['agi_p95_ratio_fixed_ring']}"
+    )
+    print(
+        f"agent ring time p50/p95 (sipp timer): pure {res['pure_agent_ring_p50_ms']}/"
+        f"{res['pure_agent_ring_p95_ms']} ms, pbxbridge {res['pbxbridge_agent_ring_p50_ms']}/"
+        f"{res['pbxbridge_agent_ring_p95_ms']} ms"
+    )
+    print(
+        f"daemon ({'+'.join(res['daemon_features'])}) CPU per routed call: ARI "
+        f"{res['cpu_ms_per_call']} ms, AGI {res['agi_cpu_ms_per_call']} ms "
+        f"(target <= {TARGET_CPU_MS}); {res['routed']} + {res['agi_routed']} routed, "
+        f"{res['route_failed']} + {res['agi_route_failed']} routing failures; "
+        f"routing time p50/p95/p99 ARI {res['routing_p50_ms']}/{res['routing_p95_ms']}/"
+        f"{res['routing_p99_ms']} ms, AGI {res['agi_routing_p50_ms']}/"
+        f"{res['agi_routing_p95_ms']}/{res['agi_routing_p99_ms']} ms"
+    )
+    print(
+        f"Asterisk CPU per call: pure {res['asterisk_cpu_ms_per_call_pure']} ms, "
+        f"pbxbridge {res['asterisk_cpu_ms_per_call_pbxbridge']} ms, "
+        f"agi {res['asterisk_cpu_ms_per_call_agi']} ms"
+    )
+    print(
+        f"daemon CPU over Asterisk's per call: ARI {res['daemon_cpu_over_asterisk']}, "
+        f"AGI {res['agi_daemon_cpu_over_asterisk']} (target <= {TARGET_CPU_RATIO})"
+    )
+    print(
+        f"sipp RTT (whole ms) p95: pure {res['pure_rtt_p95_ms']}, "
+        f"pbxbridge {res['pbxbridge_rtt_p95_ms']}, agi {res['agi_rtt_p95_ms']}"
+    )
     print(f"daemon connections after the last call: {res['daemon_connections']}")
     print(f"targets met: {res['targets_met']}")
 
@@ -741,25 +789,46 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=50.0, help="calls per second (50)")
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds per path (60)")
-    parser.add_argument("--blocks", type=int, default=1,
-                        help="rotate the paths in this many blocks each (1: pure, ARI, AGI)")
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=1,
+        help="rotate the paths in this many blocks each (1: pure, ARI, AGI)",
+    )
     parser.add_argument("--warmup", type=int, default=50, help="unmeasured calls per path (50)")
     parser.add_argument("--hold-ms", type=int, default=500, help="call hold after 200 OK (500)")
-    parser.add_argument("--agents", choices=("ring", "instant"), default="ring",
-                        help="ring: agents ring --ring-delay-ms before answering (default); "
-                             "instant: they answer at once")
-    parser.add_argument("--ring-delay-ms", type=int, default=20,
-                        help="agent ring time with --agents ring (20)")
-    parser.add_argument("--whisper", choices=("none", "missing"), default="none",
-                        help="none: no whisper (default); missing: wardenburg's whisper names "
-                             "a sound file that does not exist")
-    parser.add_argument("--no-agi", dest="agi", action="store_false",
-                        help="measure pure and ARI only (e.g. while another process holds "
-                             "the FastAGI port)")
-    parser.add_argument("--daemon", choices=("routing", "full"), default="routing",
-                        help="routing: ARI and AGI only (default); full: also AMI and MQTT")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the work directory (sipp traces, daemon log)")
+    parser.add_argument(
+        "--agents",
+        choices=("ring", "instant"),
+        default="ring",
+        help="ring: agents ring --ring-delay-ms before answering (default); "
+        "instant: they answer at once",
+    )
+    parser.add_argument(
+        "--ring-delay-ms", type=int, default=20, help="agent ring time with --agents ring (20)"
+    )
+    parser.add_argument(
+        "--whisper",
+        choices=("none", "missing"),
+        default="none",
+        help="none: no whisper (default); missing: wardenburg's whisper names "
+        "a sound file that does not exist",
+    )
+    parser.add_argument(
+        "--no-agi",
+        dest="agi",
+        action="store_false",
+        help="measure pure and ARI only (e.g. while another process holds the FastAGI port)",
+    )
+    parser.add_argument(
+        "--daemon",
+        choices=("routing", "full"),
+        default="routing",
+        help="routing: ARI and AGI only (default); full: also AMI and MQTT",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directory (sipp traces, daemon log)"
+    )
     args = parser.parse_args()
     if args.rate <= 0 or args.seconds <= 0 or args.blocks < 1 or args.warmup < 0:
         parser.error("--rate and --seconds must be > 0, --blocks >= 1, --warmup >= 0")
@@ -774,8 +843,12 @@ def main() -> int:
         with testbed_lock(say):
             res = run(args, workdir)
         # failed calls: keep the evidence (sipp's *_errors.log, the daemon log)
-        keep = keep or bool(res["failed_calls"] or res["warmup_failed"]
-                            or res["agi_failed_calls"] or res["agi_warmup_failed"])
+        keep = keep or bool(
+            res["failed_calls"]
+            or res["warmup_failed"]
+            or res["agi_failed_calls"]
+            or res["agi_warmup_failed"]
+        )
     except BaseException:
         keep = True
         raise

@@ -194,8 +194,11 @@ def main() -> None:
         path.unlink(missing_ok=True)
         result: dict[str, object] = {}
         result.update(measure_writes(args.seconds, args.step, path))
-        print(f"write: {result['writes_per_s']} calls/s ({result['calls']} calls, "
-              f"{result['row_writes_per_s']} row writes/s)", file=sys.stderr)
+        print(
+            f"write: {result['writes_per_s']} calls/s ({result['calls']} calls, "
+            f"{result['row_writes_per_s']} row writes/s)",
+            file=sys.stderr,
+        )
 
         # ---------------------------------------------------------------- REPORT PART
         # The monthly report over 1,000,000 journal rows (about two years of a
@@ -215,8 +218,11 @@ def main() -> None:
         result["report_rows"] = rows
         result["report_month_rows"] = best.month_rows
         result["report_fetch"] = fetch
-        print(f"report: {best.month_rows} calls of one month out of {rows} rows in "
-              f"{best.total_s:.3f} s", file=sys.stderr)
+        print(
+            f"report: {best.month_rows} calls of one month out of {rows} rows in "
+            f"{best.total_s:.3f} s",
+            file=sys.stderr,
+        )
         # ------------------------------------------------------------ END REPORT PART
 
     print(json.dumps(result))

@@ -163,7 +163,8 @@ async def first_render(page: Page, base: str, loads: int) -> list[float]:
         await page.goto(base)
         fcp = await page.wait_for(
             "(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime",
-            timeout=10)
+            timeout=10,
+        )
         samples.append(float(fcp))
     await page.send("Network.setCacheDisabled", {"cacheDisabled": False})
     return samples
@@ -179,13 +180,24 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         install_test_sound(tb)
         agents_file = write_agents(workdir / "agents.yaml")
         (workdir / "daemon").mkdir()
-        daemon = DaemonProcess(tb, workdir / "daemon", mqtt_port=MQTT_PORT, extra_env={
-            "PBXBRIDGE_AGENTS_FILE": str(agents_file), "PBXBRIDGE_LOG_LEVEL": "info",
-            "PBXBRIDGE_MQTT_ENABLED": "yes", "PBXBRIDGE_MQTT_HOST": MQTT_HOST,
-            "PBXBRIDGE_AGI_ENABLED": "no"})
+        daemon = DaemonProcess(
+            tb,
+            workdir / "daemon",
+            mqtt_port=MQTT_PORT,
+            extra_env={
+                "PBXBRIDGE_AGENTS_FILE": str(agents_file),
+                "PBXBRIDGE_LOG_LEVEL": "info",
+                "PBXBRIDGE_MQTT_ENABLED": "yes",
+                "PBXBRIDGE_MQTT_HOST": MQTT_HOST,
+                "PBXBRIDGE_AGI_ENABLED": "no",
+            },
+        )
         await asyncio.to_thread(daemon.start)
-        await asyncio.to_thread(daemon.wait_health, lambda h: h["ami"]["state"] == "connected"
-                                and h["mqtt"]["connected"], 15)
+        await asyncio.to_thread(
+            daemon.wait_health,
+            lambda h: h["ami"]["state"] == "connected" and h["mqtt"]["connected"],
+            15,
+        )
         collector = RingingCollector(daemon.topic_prefix, "agent1")
         agent = SippAgent.for_agent(1, "answer", args.ring_delay_ms, tb.config).start()
         base = f"http://127.0.0.1:{daemon.port}/agent/"
@@ -199,14 +211,26 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             await page.eval(WATCH_SCRIPT)
             if args.warmup:
                 say(f"warm-up: {args.warmup} calls")
-                await asyncio.to_thread(place_calls, DID, count=args.warmup, rate=1.0,
-                                        hold_ms=args.hold_ms, caller=CALLER)
+                await asyncio.to_thread(
+                    place_calls,
+                    DID,
+                    count=args.warmup,
+                    rate=1.0,
+                    hold_ms=args.hold_ms,
+                    caller=CALLER,
+                )
                 await asyncio.to_thread(tb.wait_idle, 30)
             warm = set(collector.ringing())
             say(f"measuring: {args.calls} calls, one per second")
-            result = await asyncio.to_thread(place_calls, DID, count=args.calls, rate=1.0,
-                                             hold_ms=args.hold_ms, caller=CALLER,
-                                             timeout_s=args.calls * 3 + 60)
+            result = await asyncio.to_thread(
+                place_calls,
+                DID,
+                count=args.calls,
+                rate=1.0,
+                hold_ms=args.hold_ms,
+                caller=CALLER,
+                timeout_s=args.calls * 3 + 60,
+            )
             await asyncio.to_thread(tb.wait_idle, 30)
             await asyncio.sleep(0.5)
             shown: dict[str, list[float]] = await page.eval("window.__shown")
@@ -267,9 +291,12 @@ def summarise(args: argparse.Namespace, m: dict[str, Any]) -> dict[str, Any]:
         "chromium": m["chromium"],
     }
     res["target_met"] = bool(
-        res["first_render_ms"] is not None and res["first_render_ms"] < TARGET_FIRST_RENDER_MS
-        and res["pop_p95_ms"] is not None and res["pop_p95_ms"] <= TARGET_POP_P95_MS
-        and not res["missing_pops"] and res["pops"] > 0
+        res["first_render_ms"] is not None
+        and res["first_render_ms"] < TARGET_FIRST_RENDER_MS
+        and res["pop_p95_ms"] is not None
+        and res["pop_p95_ms"] <= TARGET_POP_P95_MS
+        and not res["missing_pops"]
+        and res["pops"] > 0
     )
     return res
 

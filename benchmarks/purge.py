@@ -91,8 +91,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--statement-timeout", type=float, default=30.0)
-    parser.add_argument("--single", action="store_true",
-                        help="also time the old single-statement purge")
+    parser.add_argument(
+        "--single", action="store_true", help="also time the old single-statement purge"
+    )
     args = parser.parse_args()
 
     single_s: float | None = None
@@ -104,29 +105,38 @@ def main() -> None:
         started = time.perf_counter()
         PostgresJournal(url).close()  # migrates to the current schema
         migrate_s = time.perf_counter() - started
-        print(f"filled {args.rows:,} calls in {fill_s:.1f} s; migrated in {migrate_s:.1f} s",
-              flush=True)
+        print(
+            f"filled {args.rows:,} calls in {fill_s:.1f} s; migrated in {migrate_s:.1f} s",
+            flush=True,
+        )
         purged, purge_s, batches, next_day_ms = timed_purge(url, args.statement_timeout)
-        print(f"purged {purged:,} calls in {purge_s:.1f} s, {len(batches)} batches, "
-              f"slowest {max(batches):.2f} s; next day {next_day_ms:.0f} ms", flush=True)
+        print(
+            f"purged {purged:,} calls in {purge_s:.1f} s, {len(batches)} batches, "
+            f"slowest {max(batches):.2f} s; next day {next_day_ms:.0f} ms",
+            flush=True,
+        )
     if args.single:
         with throwaway_database() as url:
             create_schema(url, 1)  # the schema the old purge ran on
             fill_journal(url, args.rows, NOW, DAYS)
             single_s = single_update(url, args.statement_timeout)
             print("single UPDATE: " + ("timed out" if single_s is None else f"{single_s:.1f} s"))
-    print(json.dumps({
-        "rows": args.rows,
-        "purged": purged,
-        "purge_s": round(purge_s, 1),
-        "batches": len(batches),
-        "max_batch_s": round(max(batches), 2),
-        "next_day_ms": round(next_day_ms),
-        "fill_s": round(fill_s, 1),
-        "migrate_s": round(migrate_s, 1),
-        "statement_timeout_s": args.statement_timeout,
-        "single_update_s": None if single_s is None else round(single_s, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "rows": args.rows,
+                "purged": purged,
+                "purge_s": round(purge_s, 1),
+                "batches": len(batches),
+                "max_batch_s": round(max(batches), 2),
+                "next_day_ms": round(next_day_ms),
+                "fill_s": round(fill_s, 1),
+                "migrate_s": round(migrate_s, 1),
+                "statement_timeout_s": args.statement_timeout,
+                "single_update_s": None if single_s is None else round(single_s, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

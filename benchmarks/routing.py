@@ -77,7 +77,7 @@ def generate(rng: random.Random) -> tuple[str, list[str], list[str]]:
         areas.append(code)
         lines.append(f'    "{code}": t{a % TENANTS}')
     lines += [
-        "  otherwise: {menu: {prompt: custom/115, options: {\"1\": t0, \"2\": t1}, default: t0}}",
+        '  otherwise: {menu: {prompt: custom/115, options: {"1": t0, "2": t1}, default: t0}}',
         "unknown_did: {tenant: t0}",
     ]
     return "\n".join(lines) + "\n", dids, areas
@@ -156,8 +156,10 @@ def main() -> None:
         "max_us": round(samples[-1] / 1000, 2),
         "mean_us": round(statistics.fmean(samples) / 1000, 2),
     }
-    print(f"routing: {result['decisions_per_s']:,} decisions/s, p50 {result['p50_us']} µs, "
-          f"p99 {result['p99_us']} µs, load {result['load_s']} s")
+    print(
+        f"routing: {result['decisions_per_s']:,} decisions/s, p50 {result['p50_us']} µs, "
+        f"p99 {result['p99_us']} µs, load {result['load_s']} s"
+    )
     print(json.dumps(result))
 
 

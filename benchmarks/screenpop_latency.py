@@ -197,8 +197,9 @@ class PopCollector:
         self.arrivals: list[tuple[float, str, bytes]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                   client_id=f"screenpop-latency-{os.getpid()}")
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"screenpop-latency-{os.getpid()}"
+        )
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
         self._client.connect(host, port)
@@ -265,8 +266,15 @@ def ringing_pops(arrivals: Sequence[tuple[float, str, bytes]]) -> tuple[list[Rin
         number = caller.get("number") if isinstance(caller, dict) else None
         if not number:
             continue
-        pops.append(RingingPop(agent, str(number), key[0],
-                               datetime.fromisoformat(str(message["at"])).timestamp(), arrived))
+        pops.append(
+            RingingPop(
+                agent,
+                str(number),
+                key[0],
+                datetime.fromisoformat(str(message["at"])).timestamp(),
+                arrived,
+            )
+        )
     return pops, repeats
 
 
@@ -333,8 +341,9 @@ class Matched:
     unmatched: list[RingingPop]
 
 
-def match(invites: Sequence[AgentInvite], pops: Sequence[RingingPop],
-          measured: set[str]) -> Matched:
+def match(
+    invites: Sequence[AgentInvite], pops: Sequence[RingingPop], measured: set[str]
+) -> Matched:
     """Pair each measured INVITE with the ringing pop for its agent and number."""
     by_key_inv: dict[tuple[str, str], list[AgentInvite]] = defaultdict(list)
     by_key_pop: dict[tuple[str, str], list[RingingPop]] = defaultdict(list)
@@ -378,8 +387,9 @@ class Measurement:
     warmup_failed: int
 
 
-def place(tb: Testbed, scenario: Path, numbers: Sequence[str], inf: Path, rate: float,
-          hold_ms: int) -> CallResult:
+def place(
+    tb: Testbed, scenario: Path, numbers: Sequence[str], inf: Path, rate: float, hold_ms: int
+) -> CallResult:
     """Place one call per number at ``rate`` (blocking)."""
     injection_file(inf, numbers)
     return place_calls(
@@ -422,28 +432,41 @@ def run(args: argparse.Namespace, workdir: Path) -> Measurement:
         tb.up()
         install_test_sound(tb)  # wardenburg's whisper and the other tenants' prompts
         agents = [
-            SippAgent.for_agent(n, "answer", args.ring_delay_ms, tb.config,
-                                trace_messages=True).start()
+            SippAgent.for_agent(
+                n, "answer", args.ring_delay_ms, tb.config, trace_messages=True
+            ).start()
             for n in range(1, tb.config.agent_count + 1)
         ]
         (workdir / "daemon").mkdir()
         daemon = DaemonProcess(
-            tb, workdir / "daemon", mqtt_port=MQTT_PORT,
-            extra_env={"PBXBRIDGE_LOG_LEVEL": args.log_level,
-                       "PBXBRIDGE_AMI_ENABLED": "yes", "PBXBRIDGE_MQTT_ENABLED": "yes",
-                       "PBXBRIDGE_MQTT_HOST": MQTT_HOST},
+            tb,
+            workdir / "daemon",
+            mqtt_port=MQTT_PORT,
+            extra_env={
+                "PBXBRIDGE_LOG_LEVEL": args.log_level,
+                "PBXBRIDGE_AMI_ENABLED": "yes",
+                "PBXBRIDGE_MQTT_ENABLED": "yes",
+                "PBXBRIDGE_MQTT_HOST": MQTT_HOST,
+            },
         )
         daemon.start()
-        daemon.wait_health(lambda h: h["ami"]["state"] == "connected"
-                           and h["mqtt"]["connected"], timeout=15)
+        daemon.wait_health(
+            lambda h: h["ami"]["state"] == "connected" and h["mqtt"]["connected"], timeout=15
+        )
         collector = PopCollector(MQTT_HOST, MQTT_PORT, daemon.topic_prefix)
         scenario = injection_scenario(workdir)
 
         warmup_failed = 0
         if args.warmup > 0:
             say(f"warm-up: {args.warmup} calls at {args.rate:g}/s")
-            warm = place(tb, scenario, callers(WARMUP_PREFIX, args.warmup),
-                         workdir / "warmup.csv", args.rate, args.hold_ms)
+            warm = place(
+                tb,
+                scenario,
+                callers(WARMUP_PREFIX, args.warmup),
+                workdir / "warmup.csv",
+                args.rate,
+                args.hold_ms,
+            )
             warmup_failed = args.warmup - warm.successful
             if warmup_failed:
                 say(f"warm-up: {warmup_failed} calls failed\n{warm.describe()}")
@@ -456,13 +479,16 @@ def run(args: argparse.Namespace, workdir: Path) -> Measurement:
         d0, a0, (busy0, total0) = cpu_ticks(daemon_pid), cpu_ticks(ast_pid), host_ticks()
         started = time.monotonic()
         with HostCpuSampler() as sampler:
-            result = place(tb, scenario, measured, workdir / "measured.csv", args.rate,
-                           args.hold_ms)
+            result = place(
+                tb, scenario, measured, workdir / "measured.csv", args.rate, args.hold_ms
+            )
         wall_s = time.monotonic() - started
         d1, a1, (busy1, total1) = cpu_ticks(daemon_pid), cpu_ticks(ast_pid), host_ticks()
         if not result.ok:
-            say(f"{len(measured) - result.successful} of {len(measured)} calls failed\n"
-                f"{result.describe()}")
+            say(
+                f"{len(measured) - result.successful} of {len(measured)} calls failed\n"
+                f"{result.describe()}"
+            )
         tb.wait_idle(timeout=30)
         wait_settled(collector)
         health = daemon.health()
@@ -509,15 +535,18 @@ def write_samples(path: Path, matched: Matched) -> None:
     with path.open("w", encoding="utf-8") as fh:
         fh.write("agent,number,call_id,invite_received,daemon_at,pop_arrived,total_ms\n")
         for inv, pop in matched.pairs:
-            fh.write(f"{inv.agent},{inv.number},{pop.call_id},{inv.received:.6f},"
-                     f"{pop.daemon_at:.6f},{pop.arrived:.6f},"
-                     f"{(pop.arrived - inv.received) * 1000.0:.3f}\n")
+            fh.write(
+                f"{inv.agent},{inv.number},{pop.call_id},{inv.received:.6f},"
+                f"{pop.daemon_at:.6f},{pop.arrived:.6f},"
+                f"{(pop.arrived - inv.received) * 1000.0:.3f}\n"
+            )
         for inv in matched.missing:
             fh.write(f"{inv.agent},{inv.number},,{inv.received:.6f},,,\n")
 
 
-def summarise(args: argparse.Namespace, m: Measurement,
-              samples_path: Path | None = None) -> dict[str, Any]:
+def summarise(
+    args: argparse.Namespace, m: Measurement, samples_path: Path | None = None
+) -> dict[str, Any]:
     """The JSON result (and the samples as CSV at ``samples_path``)."""
     pops, repeats = ringing_pops(m.arrivals)
     matched = match(m.invites, pops, set(m.measured))
@@ -538,8 +567,11 @@ def summarise(args: argparse.Namespace, m: Measurement,
         for at, pct in m.host_busy_1s:
             if at - 0.5 >= t0:
                 busy[int((at - 0.5 - t0) // WINDOW_S)].append(pct)
-    slowest = sorted(zip(matched.pairs, total_ms, to_daemon, to_sub, strict=True),
-                     key=lambda x: x[1], reverse=True)[:5]
+    slowest = sorted(
+        zip(matched.pairs, total_ms, to_daemon, to_sub, strict=True),
+        key=lambda x: x[1],
+        reverse=True,
+    )[:5]
     h_mqtt = m.health.get("mqtt", {})
     calls = len(m.measured)
     p99 = percentile(total_ms, 99)
@@ -578,16 +610,32 @@ def summarise(args: argparse.Namespace, m: Measurement,
     # arrived, i.e. sipp itself was late (a stall of the host, not of pbxbridge).
     out["negative_samples"] = sum(1 for ms in total_ms if ms < 0)
     out["slowest"] = [
-        {"at_s": _r(inv.received - t0, 3), "agent": inv.agent, "ms": _r(ms),
-         "invite_to_daemon_ms": _r(d), "daemon_to_subscriber_ms": _r(q)}
+        {
+            "at_s": _r(inv.received - t0, 3),
+            "agent": inv.agent,
+            "ms": _r(ms),
+            "invite_to_daemon_ms": _r(d),
+            "daemon_to_subscriber_ms": _r(q),
+        }
         for (inv, _), ms, d, q in slowest
     ]
-    out["mqtt"] = {k: h_mqtt.get(k) for k in ("published", "dropped_stale", "dropped_overflow",
-                                               "dropped_error", "dropped_closed", "requeued",
-                                               "queued", "inflight")}
+    out["mqtt"] = {
+        k: h_mqtt.get(k)
+        for k in (
+            "published",
+            "dropped_stale",
+            "dropped_overflow",
+            "dropped_error",
+            "dropped_closed",
+            "requeued",
+            "queued",
+            "inflight",
+        )
+    }
     sp = m.health.get("screen_pops", {})
-    out["screen_pops"] = {k: sp.get(k) for k in ("pops", "followed", "unknown_calls",
-                                                  "ignored_events", "by_outcome")}
+    out["screen_pops"] = {
+        k: sp.get(k) for k in ("pops", "followed", "unknown_calls", "ignored_events", "by_outcome")
+    }
     out["routed"] = m.health.get("calls", {}).get("routed")
     out["ami_state"] = m.health.get("ami", {}).get("state")
     out["daemon_cpu_ms_per_call"] = _r(m.daemon_cpu_ms / calls) if calls else None
@@ -597,40 +645,61 @@ def summarise(args: argparse.Namespace, m: Measurement,
     out["wall_s"] = _r(m.wall_s, 1)
     out["daemon_log_level"] = args.log_level
     out["agents"] = m.agent_stats
-    out["latency_source"] = ("agent sipp -trace_msg INVITE receipt (us, wall clock) -> "
-                             "subscriber time.time() at on_message; paired by calling number")
+    out["latency_source"] = (
+        "agent sipp -trace_msg INVITE receipt (us, wall clock) -> "
+        "subscriber time.time() at on_message; paired by calling number"
+    )
     out["target_p99_ms"] = TARGET_P99_MS
-    out["target_met"] = (not math.isnan(p99) and p99 <= TARGET_P99_MS
-                         and not matched.missing and out["failed_calls"] == 0)
+    out["target_met"] = (
+        not math.isnan(p99)
+        and p99 <= TARGET_P99_MS
+        and not matched.missing
+        and out["failed_calls"] == 0
+    )
     return out
 
 
 def print_summary(res: dict[str, Any]) -> None:
     """Human-readable lines (stdout, before the JSON)."""
-    print(f"screenpop_latency: {res['calls']} calls at {res['rate']:g}/s "
-          f"({res['failed_calls']} failed), ring {res['ring_delay_ms']} ms, "
-          f"hold {res['hold_ms']} ms; agent INVITEs over {res['invite_span_s']} s "
-          f"({res['achieved_rate']}/s)")
-    print(f"ringing pops matched {res['pops']} of {res['agent_invites']} agent INVITEs; "
-          f"missing {res['missing_pops']}, unmatched {res['unmatched_pops']}, "
-          f"repeated {res['repeated_pops']}")
+    print(
+        f"screenpop_latency: {res['calls']} calls at {res['rate']:g}/s "
+        f"({res['failed_calls']} failed), ring {res['ring_delay_ms']} ms, "
+        f"hold {res['hold_ms']} ms; agent INVITEs over {res['invite_span_s']} s "
+        f"({res['achieved_rate']}/s)"
+    )
+    print(
+        f"ringing pops matched {res['pops']} of {res['agent_invites']} agent INVITEs; "
+        f"missing {res['missing_pops']}, unmatched {res['unmatched_pops']}, "
+        f"repeated {res['repeated_pops']}"
+    )
     print("latency (ms)                     p50      p95      p99      max")
-    rows = (("INVITE -> pop at subscriber", ""), ("  INVITE -> daemon (AMI)", "invite_to_daemon_"),
-            ("  daemon -> subscriber (MQTT)", "daemon_to_subscriber_"))
+    rows = (
+        ("INVITE -> pop at subscriber", ""),
+        ("  INVITE -> daemon (AMI)", "invite_to_daemon_"),
+        ("  daemon -> subscriber (MQTT)", "daemon_to_subscriber_"),
+    )
     for label, prefix in rows:
         cells = [res[f"{prefix}p{p}_ms"] for p in (50, 95, 99)] + [res[f"{prefix}max_ms"]]
         text = "".join(f"{c:9.2f}" if c is not None else "      n/a" for c in cells)
         print(f"  {label:<29}{text}")
-    print(f"p99 per 10 s: {res['p99_by_10s_ms']}; host CPU busiest second per 10 s (%): "
-          f"{res['host_cpu_busy_max_1s_by_10s_pct']}")
-    print(f"slowest: {res['slowest']}; negative samples (sipp stamped late): "
-          f"{res['negative_samples']}")
+    print(
+        f"p99 per 10 s: {res['p99_by_10s_ms']}; host CPU busiest second per 10 s (%): "
+        f"{res['host_cpu_busy_max_1s_by_10s_pct']}"
+    )
+    print(
+        f"slowest: {res['slowest']}; negative samples (sipp stamped late): "
+        f"{res['negative_samples']}"
+    )
     print(f"daemon /healthz mqtt: {res['mqtt']}")
-    print(f"CPU per call: daemon {res['daemon_cpu_ms_per_call']} ms, Asterisk "
-          f"{res['asterisk_cpu_ms_per_call']} ms; host busy {res['host_cpu_busy_pct']} % "
-          f"of {res['cpus']} CPUs")
-    print(f"target p99 <= {TARGET_P99_MS:g} ms, no missing pops, no failed calls: "
-          f"{'met' if res['target_met'] else 'NOT met'}")
+    print(
+        f"CPU per call: daemon {res['daemon_cpu_ms_per_call']} ms, Asterisk "
+        f"{res['asterisk_cpu_ms_per_call']} ms; host busy {res['host_cpu_busy_pct']} % "
+        f"of {res['cpus']} CPUs"
+    )
+    print(
+        f"target p99 <= {TARGET_P99_MS:g} ms, no missing pops, no failed calls: "
+        f"{'met' if res['target_met'] else 'NOT met'}"
+    )
 
 
 def main() -> int:
@@ -641,10 +710,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=40, help="unmeasured calls first (40)")
     parser.add_argument("--ring-delay-ms", type=int, default=300, help="agent ring time (300)")
     parser.add_argument("--hold-ms", type=int, default=1000, help="call hold after 200 OK (1000)")
-    parser.add_argument("--log-level", default="info",
-                        help="daemon log level (info; debug only to diagnose)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the work directory (sipp traces, daemon log)")
+    parser.add_argument(
+        "--log-level", default="info", help="daemon log level (info; debug only to diagnose)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directory (sipp traces, daemon log)"
+    )
     args = parser.parse_args()
     if args.rate <= 0 or args.seconds <= 0 or args.warmup < 0:
         parser.error("--rate and --seconds must be > 0, --warmup >= 0")

@@ -237,8 +237,9 @@ class PageListeners:
         jar = aiohttp.CookieJar(unsafe=True)
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
         # read_bufsize: a snapshot (up to 20 cards) is one line of a few 10 kB
-        async with aiohttp.ClientSession(cookie_jar=jar, timeout=timeout,
-                                         read_bufsize=1 << 22) as http:
+        async with aiohttp.ClientSession(
+            cookie_jar=jar, timeout=timeout, read_bufsize=1 << 22
+        ) as http:
             signed_in = opened = False
             while True:
                 try:
@@ -260,8 +261,7 @@ class PageListeners:
                     counts.error = f"{type(exc).__name__}: {exc}"
                 await asyncio.sleep(0.5)
 
-    async def _read(self, resp: aiohttp.ClientResponse, agent: str,
-                    counts: StreamCounts) -> None:
+    async def _read(self, resp: aiohttp.ClientResponse, agent: str, counts: StreamCounts) -> None:
         name, data = "", ""
         while True:
             line = (await resp.content.readline()).decode()
@@ -299,10 +299,15 @@ class Watch:
 
 def write_agents(path: Path) -> Path:
     """The agents file: agent1 and agent2, and chefin as supervisor (mode 0600)."""
-    lines = [agents_file_line(a, hash_password(PASSWORDS[a], ln=FAST_LN))
-             for a in PAGE_AGENTS if a != "chefin"]
-    lines.append(f"chefin:\n  password: {hash_password(PASSWORDS['chefin'], ln=FAST_LN)}\n"
-                 "  name: Chefin vom Dienst\n  supervisor: true")
+    lines = [
+        agents_file_line(a, hash_password(PASSWORDS[a], ln=FAST_LN))
+        for a in PAGE_AGENTS
+        if a != "chefin"
+    ]
+    lines.append(
+        f"chefin:\n  password: {hash_password(PASSWORDS['chefin'], ln=FAST_LN)}\n"
+        "  name: Chefin vom Dienst\n  supervisor: true"
+    )
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     path.chmod(0o600)
     return path
@@ -314,8 +319,10 @@ def journal_rows(daemon_dir: Path) -> list[tuple[str, str, str, float | None]]:
     if not paths:
         return []
     with contextlib.closing(sqlite3.connect(f"file:{paths[0]}?mode=ro", uri=True)) as db:
-        return [(str(r[0]), str(r[1]), str(r[2]), r[3]) for r in
-                db.execute("SELECT call_id, agent, outcome, answered_at FROM calls")]
+        return [
+            (str(r[0]), str(r[1]), str(r[2]), r[3])
+            for r in db.execute("SELECT call_id, agent, outcome, answered_at FROM calls")
+        ]
 
 
 def wait_drained(daemon: DaemonProcess, subscriber: PopSubscriber, timeout: float) -> None:
@@ -333,30 +340,38 @@ def wait_drained(daemon: DaemonProcess, subscriber: PopSubscriber, timeout: floa
     say(f"not drained after {timeout:g}s: journal {daemon.health().get('journal')}")
 
 
-def place_in_background(tb: Testbed, args: argparse.Namespace,
-                        out: list[CallResult]) -> threading.Thread:
+def place_in_background(
+    tb: Testbed, args: argparse.Namespace, out: list[CallResult]
+) -> threading.Thread:
     """Start the sipp run in a thread; its result lands in ``out``."""
 
     def calls() -> None:
-        out.append(place_calls(
-            DID,
-            count=args.calls,
-            rate=args.rate,
-            hold_ms=args.hold_ms,
-            caller=CALLER,
-            source_ip=tb.config.trunk_ip,
-            target=f"{tb.sip_host}:{tb.sip_port}",
-            max_concurrent=max(200, int(args.rate * 10)),
-            timeout_s=args.calls / args.rate + 120.0,
-        ))
+        out.append(
+            place_calls(
+                DID,
+                count=args.calls,
+                rate=args.rate,
+                hold_ms=args.hold_ms,
+                caller=CALLER,
+                source_ip=tb.config.trunk_ip,
+                target=f"{tb.sip_host}:{tb.sip_port}",
+                max_concurrent=max(200, int(args.rate * 10)),
+                timeout_s=args.calls / args.rate + 120.0,
+            )
+        )
 
     thread = threading.Thread(target=calls, name="sipp", daemon=True)
     thread.start()
     return thread
 
 
-def watch_daemon(daemon: DaemonProcess, pid: int, args: argparse.Namespace,
-                 thread: threading.Thread, started: float) -> Watch:
+def watch_daemon(
+    daemon: DaemonProcess,
+    pid: int,
+    args: argparse.Namespace,
+    thread: threading.Thread,
+    started: float,
+) -> Watch:
     """Sample ``/healthz`` and the daemon's memory until the sipp run ends."""
     watch = Watch()
     next_series = started
@@ -375,8 +390,13 @@ def watch_daemon(daemon: DaemonProcess, pid: int, args: argparse.Namespace,
             say(f"{routed} calls routed: daemon RSS {watch.rss_first_kib} KiB")
         if now >= next_series:
             rss = rss_kib(pid)
-            watch.series.append({"s": round(now - started), "routed": routed,
-                                 "rss_mib": round((rss or 0) / 1024, 1)})
+            watch.series.append(
+                {
+                    "s": round(now - started),
+                    "routed": routed,
+                    "rss_mib": round((rss or 0) / 1024, 1),
+                }
+            )
             next_series += RSS_SERIES_EVERY_S
         if now >= next_progress:
             say(f"{routed} of {args.calls} calls routed")
@@ -400,26 +420,34 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             agent.start()
         agents_file = write_agents(workdir / "agents.yaml")
         (workdir / "daemon").mkdir()
-        daemon = DaemonProcess(tb, workdir / "daemon", rules=TEST_RULES, mqtt_port=MQTT_PORT,
-                               extra_env={
-                                   "PBXBRIDGE_LOG_LEVEL": "info",
-                                   "PBXBRIDGE_AMI_ENABLED": "yes",
-                                   "PBXBRIDGE_MQTT_ENABLED": "yes",
-                                   "PBXBRIDGE_MQTT_HOST": MQTT_HOST,
-                                   "PBXBRIDGE_AGENTS_FILE": str(agents_file),
-                                   "PBXBRIDGE_AGI_SECRET": AGI_SECRET,
-                               })
+        daemon = DaemonProcess(
+            tb,
+            workdir / "daemon",
+            rules=TEST_RULES,
+            mqtt_port=MQTT_PORT,
+            extra_env={
+                "PBXBRIDGE_LOG_LEVEL": "info",
+                "PBXBRIDGE_AMI_ENABLED": "yes",
+                "PBXBRIDGE_MQTT_ENABLED": "yes",
+                "PBXBRIDGE_MQTT_HOST": MQTT_HOST,
+                "PBXBRIDGE_AGENTS_FILE": str(agents_file),
+                "PBXBRIDGE_AGI_SECRET": AGI_SECRET,
+            },
+        )
         subscriber = PopSubscriber(daemon.topic_prefix)
         daemon.start()
         health = daemon.wait_health(
             lambda h: h["ami"]["state"] == "connected" and bool(h["mqtt"].get("connected")),
-            timeout=20)
+            timeout=20,
+        )
         assert daemon.proc is not None
         pid = daemon.proc.pid
         listeners = PageListeners(f"http://127.0.0.1:{daemon.port}/agent/", PAGE_AGENTS).start()
         ast_pid = asterisk_pid(tb)
-        say(f"daemon pid {pid} (RSS {rss_kib(pid)} KiB), Asterisk pid {ast_pid}; "
-            f"{args.calls} calls at {args.rate:g}/s")
+        say(
+            f"daemon pid {pid} (RSS {rss_kib(pid)} KiB), Asterisk pid {ast_pid}; "
+            f"{args.calls} calls at {args.rate:g}/s"
+        )
         d0, a0 = cpu_ticks(pid), cpu_ticks(ast_pid)
         started = time.monotonic()
         out: list[CallResult] = []
@@ -428,8 +456,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         calls_s = time.monotonic() - started
         result = out[0]
         if not result.ok:
-            say(f"{result.requested - result.successful} of {result.requested} calls failed\n"
-                f"{result.describe()}")
+            say(
+                f"{result.requested - result.successful} of {result.requested} calls failed\n"
+                f"{result.describe()}"
+            )
         tb.wait_idle(timeout=60)
         wait_drained(daemon, subscriber, timeout=60)
         d1, a1 = cpu_ticks(pid), cpu_ticks(ast_pid)
@@ -441,8 +471,20 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         agents = []
         daemon.stop()
         rows = journal_rows(workdir / "daemon")
-        return summarise(args, result, watch, rss_end, d1 - d0, a1 - a0, calls_s, wall_s,
-                         health, rows, subscriber, listeners)
+        return summarise(
+            args,
+            result,
+            watch,
+            rss_end,
+            d1 - d0,
+            a1 - a0,
+            calls_s,
+            wall_s,
+            health,
+            rows,
+            subscriber,
+            listeners,
+        )
     finally:
         stop_own_sipp_children(say)
         if listeners is not None:
@@ -463,10 +505,20 @@ def _mib(kib: int | None) -> float | None:
     return None if kib is None else round(kib / 1024, 1)
 
 
-def summarise(args: argparse.Namespace, result: CallResult, watch: Watch,
-              rss_end: int | None, daemon_ticks: int, asterisk_ticks: int, calls_s: float,
-              wall_s: float, health: dict[str, Any], rows: list[tuple[str, str, str, float | None]],
-              subscriber: PopSubscriber, listeners: PageListeners) -> dict[str, Any]:
+def summarise(
+    args: argparse.Namespace,
+    result: CallResult,
+    watch: Watch,
+    rss_end: int | None,
+    daemon_ticks: int,
+    asterisk_ticks: int,
+    calls_s: float,
+    wall_s: float,
+    health: dict[str, Any],
+    rows: list[tuple[str, str, str, float | None]],
+    subscriber: PopSubscriber,
+    listeners: PageListeners,
+) -> dict[str, Any]:
     """The JSON result."""
     tick_ms = 1000.0 / os.sysconf("SC_CLK_TCK")
     calls = result.requested
@@ -484,13 +536,21 @@ def summarise(args: argparse.Namespace, result: CallResult, watch: Watch,
         lost = len(mqtt_pops - counts.pops)
         if agent != "chefin":
             sse_missing += lost
-        sse[agent] = {"events": dict(counts.events), "pops": len(counts.pops),
-                      "mqtt_pops": len(mqtt_pops), "missing": lost,
-                      "reconnects": counts.reconnects, "last_error": counts.error or None}
+        sse[agent] = {
+            "events": dict(counts.events),
+            "pops": len(counts.pops),
+            "mqtt_pops": len(mqtt_pops),
+            "missing": lost,
+            "reconnects": counts.reconnects,
+            "last_error": counts.error or None,
+        }
     daemon_ms = daemon_ticks * tick_ms / calls if calls else None
     asterisk_ms = asterisk_ticks * tick_ms / calls if calls else None
-    growth = (None if rss_end is None or watch.rss_first_kib is None
-              else round((rss_end - watch.rss_first_kib) / 1024, 1))
+    growth = (
+        None
+        if rss_end is None or watch.rss_first_kib is None
+        else round((rss_end - watch.rss_first_kib) / 1024, 1)
+    )
     mqtt_health = health.get("mqtt") or {}
     res: dict[str, Any] = {
         "calls": calls,
@@ -526,14 +586,17 @@ def summarise(args: argparse.Namespace, result: CallResult, watch: Watch,
         "rss_series": watch.series,
         "daemon_cpu_ms_per_call": None if daemon_ms is None else round(daemon_ms, 3),
         "asterisk_cpu_ms_per_call": None if asterisk_ms is None else round(asterisk_ms, 3),
-        "cpu_ratio": (round(daemon_ms / asterisk_ms, 3)
-                      if daemon_ms is not None and asterisk_ms else None),
+        "cpu_ratio": (
+            round(daemon_ms / asterisk_ms, 3) if daemon_ms is not None and asterisk_ms else None
+        ),
         "calls_s": round(calls_s, 1),
         "wall_s": round(wall_s, 1),
         "daemon_status": health.get("status"),
         "daemon_problems": health.get("problems"),
-        "journal": {k: (health.get("journal") or {}).get(k)
-                    for k in ("written", "failures", "spooled", "backlog")},
+        "journal": {
+            k: (health.get("journal") or {}).get(k)
+            for k in ("written", "failures", "spooled", "backlog")
+        },
         "web": health.get("web"),
     }
     res["targets_met"] = {
@@ -546,24 +609,37 @@ def summarise(args: argparse.Namespace, result: CallResult, watch: Watch,
 
 def print_summary(res: dict[str, Any]) -> None:
     """Human-readable lines (stdout, before the JSON)."""
-    print(f"soak: {res['calls']} calls at {res['rate']:g}/s in {res['calls_s']} s "
-          f"(ring {res['ring_delay_ms']} ms, hold {res['hold_ms']} ms); "
-          f"{res['failed_calls']} failed, {res['routed']} routed, "
-          f"{res['route_failed']} routing failures")
-    print(f"journal: {res['journal_rows']} rows ({res['journal_missing']} routed calls missing), "
-          f"outcomes {res['journal_outcomes']}")
-    print(f"pops: {res['pops_received']} of {res['pops_expected']} expected received, "
-          f"{res['missing_pops']} missing {res['missing_pops_by_kind']}; publisher: "
-          f"{res['pops_published']} agent pops made, {res['mqtt_dropped_overflow']} messages "
-          f"dropped (buffer full)")
-    print(f"agent page: {res['page_delivered']} of {res['pops_published']} pops taken by the "
-          f"desk, {res['sse_missing']} pops of agent1/agent2 missing on their event streams")
-    print(f"daemon RSS: {res['rss_first_mib']} MiB after {res['first_calls']} calls, "
-          f"{res['rss_end_mib']} MiB after the run: {res['rss_growth_mib']:+} MiB "
-          f"(target within {TARGET_RSS_GROWTH_MIB:g})"
-          if res["rss_growth_mib"] is not None else "daemon RSS: not measured")
-    print(f"CPU per call: daemon {res['daemon_cpu_ms_per_call']} ms, Asterisk "
-          f"{res['asterisk_cpu_ms_per_call']} ms, daemon/Asterisk {res['cpu_ratio']}")
+    print(
+        f"soak: {res['calls']} calls at {res['rate']:g}/s in {res['calls_s']} s "
+        f"(ring {res['ring_delay_ms']} ms, hold {res['hold_ms']} ms); "
+        f"{res['failed_calls']} failed, {res['routed']} routed, "
+        f"{res['route_failed']} routing failures"
+    )
+    print(
+        f"journal: {res['journal_rows']} rows ({res['journal_missing']} routed calls missing), "
+        f"outcomes {res['journal_outcomes']}"
+    )
+    print(
+        f"pops: {res['pops_received']} of {res['pops_expected']} expected received, "
+        f"{res['missing_pops']} missing {res['missing_pops_by_kind']}; publisher: "
+        f"{res['pops_published']} agent pops made, {res['mqtt_dropped_overflow']} messages "
+        f"dropped (buffer full)"
+    )
+    print(
+        f"agent page: {res['page_delivered']} of {res['pops_published']} pops taken by the "
+        f"desk, {res['sse_missing']} pops of agent1/agent2 missing on their event streams"
+    )
+    print(
+        f"daemon RSS: {res['rss_first_mib']} MiB after {res['first_calls']} calls, "
+        f"{res['rss_end_mib']} MiB after the run: {res['rss_growth_mib']:+} MiB "
+        f"(target within {TARGET_RSS_GROWTH_MIB:g})"
+        if res["rss_growth_mib"] is not None
+        else "daemon RSS: not measured"
+    )
+    print(
+        f"CPU per call: daemon {res['daemon_cpu_ms_per_call']} ms, Asterisk "
+        f"{res['asterisk_cpu_ms_per_call']} ms, daemon/Asterisk {res['cpu_ratio']}"
+    )
     print(f"targets met: {res['targets_met']}")
 
 
@@ -572,12 +648,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=30_000, help="calls to place (30000)")
     parser.add_argument("--rate", type=float, default=50.0, help="calls per second (50)")
-    parser.add_argument("--first", type=int, default=2_000,
-                        help="RSS reference after this many routed calls (2000)")
+    parser.add_argument(
+        "--first", type=int, default=2_000, help="RSS reference after this many routed calls (2000)"
+    )
     parser.add_argument("--ring-delay-ms", type=int, default=100, help="agent ring time (100)")
     parser.add_argument("--hold-ms", type=int, default=1000, help="call hold after 200 OK (1000)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the work directory (daemon log, journal, sipp files)")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the work directory (daemon log, journal, sipp files)",
+    )
     args = parser.parse_args()
     if args.calls < 1 or args.rate <= 0 or not 1 <= args.first < args.calls:
         parser.error("--calls >= 1, --rate > 0, 1 <= --first < --calls")

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"; ruff check pbxbridge tests benchmarks
+echo "== ruff format"; ruff format --check pbxbridge tests benchmarks
 echo "== mypy --strict"; mypy
 echo "== import contracts"; lint-imports --no-cache
 case "${PBXBRIDGE_SKIP_ASTERISK:-}" in
