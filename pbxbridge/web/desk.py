@@ -285,7 +285,8 @@ class AgentDesk:
                 state.cards.pop(call_id, None)
         else:
             return
-        state.cards.move_to_end(call_id)
+        if call_id in state.cards:  # an ended ringing card is gone: nothing to move
+            state.cards.move_to_end(call_id)
         self._bound(state, now)
         self.delivered += 1
         for stream in list(state.streams):

@@ -265,6 +265,18 @@ class TestPops:
         bench.desk.unsubscribe(two)
         assert bench.desk.stream_count == 0
 
+    async def test_stream_gets_the_end_of_an_unanswered_ring(self, bench: Bench) -> None:
+        # The phone rang and was not picked up: the page must take the ringing
+        # card away (the ended pop used to be lost in a KeyError).
+        stream = bench.desk.subscribe("agent1")
+        assert (await stream.queue.get())[0] == "snapshot"  # type: ignore[index]
+        bench.desk.deliver("agent1", {"event": "ringing", "call_id": "9.1"})
+        bench.desk.deliver("agent1", {"event": "ended", "call_id": "9.1"})
+        events = [json.loads(stream.queue.get_nowait()[1])["event"] for _ in range(2)]  # type: ignore[index]
+        assert events == ["ringing", "ended"]
+        assert bench.desk.delivered == 2
+        assert cards(bench.desk, "agent1") == []
+
     async def test_slow_stream_gets_a_snapshot_not_a_backlog(self, bench: Bench) -> None:
         stream = bench.desk.subscribe("agent1")
         for i in range(STREAM_QUEUE * 3):
