@@ -179,7 +179,12 @@ class TestWithheldCaller:
         assert WITHHELD_DIGITS not in tags.get("CALLERID(name)", "")
         # The pop: withheld, no number, no name that is the number.
         (ringing, *_) = pops.agent("agent1")
-        assert ringing["caller"] == {"number": None, "withheld": True, "name": ""}
+        assert ringing["caller"] == {
+            "number": None,
+            "withheld": True,
+            "invalid": False,
+            "name": "",
+        }
         assert not [m for _, _, m in pops.messages if WITHHELD_DIGITS in str(m)]
         # The agent's phone: Asterisk sends no number for a restricted presentation.
         invite = _first_invite(agent)

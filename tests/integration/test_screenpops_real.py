@@ -146,6 +146,7 @@ class TestAnsweredCall:
         assert ringing["caller"] == {
             "number": "+494407123456",
             "withheld": False,
+            "invalid": False,
             "name": "Jörg Müller",
         }
         assert ringing["kb_url"].endswith("tenant=wardenburg&caller=%2B494407123456")
