@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner, Result
 
-import pbxbridge.cli
+import pbxbridge.cli.base
 from pbxbridge.cli import cli
 from pbxbridge.config import ConfigError, load_rules
 
@@ -35,8 +35,8 @@ Run = Callable[..., Result]
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[datetime]:
     """The CLI's "now"; tests may replace ``clock[0]``."""
     now = [NOW]
-    monkeypatch.setattr(pbxbridge.cli, "_now", lambda: now[0])
-    monkeypatch.setattr(pbxbridge.cli, "_user", lambda: "alice")
+    monkeypatch.setattr(pbxbridge.cli.base, "now", lambda: now[0])
+    monkeypatch.setattr(pbxbridge.cli.base, "user", lambda: "alice")
     return now
 
 

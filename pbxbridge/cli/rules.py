@@ -1,0 +1,177 @@
+"""``pbxbridge check``, ``explain``, ``calendar``, ``schema``: the rules as operators read them."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from typing import TYPE_CHECKING
+
+import click
+
+from pbxbridge.config.compile import state_path
+from pbxbridge.config.schema import RulesFile
+from pbxbridge.core import Call, Decision, route
+from pbxbridge.core.calendar import WEEKDAYS
+from pbxbridge.core.rules import Rules
+
+if TYPE_CHECKING:
+    pass
+from pbxbridge.cli import base
+from pbxbridge.cli.base import CONFIG_ENV, cli
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False), envvar=CONFIG_ENV)
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing when the file is valid.")
+def check(config: str, quiet: bool) -> None:
+    """Validate a rules file; list every error as FILE:LINE: key.path: message."""
+    rules, _ = base.load(config)
+    if not quiet:
+        click.echo(
+            f"{config}: OK ({len(rules.tenants)} tenants, {len(rules.exact_dids)} numbers, "
+            f"{len(rules.prefix_dids.entries)} number blocks, "
+            f"{len(rules.service_115.by_area_code.entries) if rules.service_115 else 0} "
+            "115 area codes)"
+        )
+
+
+@cli.command()
+@click.option("-c", "--config", required=True, envvar=CONFIG_ENV, type=click.Path(dir_okay=False))
+@click.option("--did", required=True, help="The dialled number as Asterisk would report it.")
+@click.option("--caller", default="", help="Caller number; empty or 'anonymous' for withheld.")
+@click.option("--caller-name", default="", help="Caller-ID display name.")
+@click.option("--restricted", is_flag=True, help="The network marked the number withheld.")
+@click.option("--digit", default=None, help="115 menu: the digit pressed ('' = timeout).")
+@click.option("--at", "at_text", default=None, help="ISO 8601 instant; default now.")
+@click.option("--no-overrides", is_flag=True, help="Ignore stored manual overrides.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def explain(
+    config: str,
+    did: str,
+    caller: str,
+    caller_name: str,
+    restricted: bool,
+    digit: str | None,
+    at_text: str | None,
+    no_overrides: bool,
+    as_json: bool,
+) -> None:
+    """Show where a call would go, and why."""
+    rules, model = base.load(config)
+    at, at_note = base.parse_at(at_text, rules)
+    overrides = []
+    # Without a database URL, a state file nobody has written yet holds no
+    # overrides: don't create one just to look.
+    if not no_overrides and (base.database_url() or state_path(model, config).exists()):
+        with base.overrides(config, model) as store:
+            overrides = store.active(at)
+    decision = route(
+        Call(
+            did=did, caller=caller, caller_name=caller_name, restricted=restricted, menu_digit=digit
+        ),
+        rules,
+        at,
+        overrides,
+    )
+    if as_json:
+        out = decision.as_dict()
+        out["at"] = at.isoformat()
+        if at_note:
+            out["at_note"] = at_note
+        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    if at_note:
+        click.echo(f"note:       --at {at_note}")
+    click.echo(_describe(decision, rules))
+
+
+def _describe(d: Decision, rules: Rules) -> str:
+    lines = [f"action:     {d.action.value}"]
+    if d.tenant:
+        lines.append(f"tenant:     {d.tenant} ({d.tenant_name})")
+        lines.append(f"greeting:   {d.greeting}")
+    if d.queue is not None and d.closed is None:
+        q = d.queue
+        lines.append(
+            f"queue:      {q.queue} via context {q.context}, priority {q.priority}"
+            + (f", whisper {q.whisper}" if q.whisper else "")
+        )
+    if d.closed is not None:
+        c = d.closed
+        lines.append(
+            f"closed:     announce {c.announce or '-'}, then {c.then.value}"
+            + (f" {c.target}" if c.target else "")
+        )
+    if d.menu is not None:
+        options = ", ".join(f"{k}={v}" for k, v in sorted(d.menu.options.items()))
+        lines.append(f"menu:       {d.menu.prompt} ({options}; default {d.menu.default})")
+    if d.reject is not None:
+        lines.append(f"reject:     announce {d.reject.announce or '-'}")
+    lines.append(f"did:        {d.did}")
+    lines.append(f"caller:     {d.caller or 'withheld'}" + (" (115)" if d.via_115 else ""))
+    if d.callerid_name:
+        lines.append(f"caller-ID:  {d.callerid_name}")
+    if d.screen_pop_url:
+        lines.append(f"screen pop: {d.screen_pop_url}")
+    lines.append("reasons:")
+    lines.extend(f"  {i}. {r}" for i, r in enumerate(d.reasons, 1))
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("-c", "--config", required=True, envvar=CONFIG_ENV, type=click.Path(dir_okay=False))
+@click.option("--tenant", required=True, help="Tenant id (or a calendar id).")
+@click.option("--from", "first", required=True, type=click.DateTime(["%Y-%m-%d"]))
+@click.option("--to", "last", required=True, type=click.DateTime(["%Y-%m-%d"]))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def calendar(config: str, tenant: str, first: datetime, last: datetime, as_json: bool) -> None:
+    """List open and closed periods day by day, with holiday names."""
+    rules, _ = base.load(config)
+    if tenant in rules.tenants:
+        cal = rules.tenants[tenant].calendar
+    elif tenant in rules.calendars:
+        cal = rules.calendars[tenant]
+    else:
+        base.fail(
+            f"unknown tenant or calendar {tenant!r} (known: {', '.join(sorted(rules.tenants))})"
+        )
+    if last < first:
+        base.fail("--to is before --from")
+    if (last - first).days > 731:
+        base.fail("at most two years at a time")
+    days: dict[date, list[tuple[str, bool, str]]] = {}
+    for period in cal.periods(first.date(), last.date()):
+        span = f"{_hhmm(period.start)}-{_hhmm(period.end)}"
+        days.setdefault(period.day, []).append((span, period.is_open, period.why))
+    if as_json:
+        payload = [
+            {
+                "date": day.isoformat(),
+                "periods": [{"time": s, "open": o, "why": w} for s, o, w in periods],
+            }
+            for day, periods in days.items()
+        ]
+        click.echo(json.dumps({"calendar": cal.name, "days": payload}, ensure_ascii=False))
+        return
+    click.echo(f"calendar {cal.name} ({rules.timezone.key}), half-open intervals")
+    for day, periods in days.items():
+        opened = [s for s, o, _ in periods if o]
+        head = f"{WEEKDAYS[day.weekday()].capitalize()} {day:%d.%m.%Y}"
+        if opened:
+            why = next(w for _, o, w in periods if o)
+            click.echo(f"{head}  open   {', '.join(opened):<24} {why}")
+        else:
+            click.echo(f"{head}  closed {'':<24} {periods[0][2]}")
+
+
+def _hhmm(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}"
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the rules file (for editors)."""
+    doc = RulesFile.model_json_schema()
+    doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    doc["$id"] = "https://pbxbridge.invalid/schema/routing-rules-v1.json"
+    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
