@@ -31,6 +31,8 @@ THRESHOLD_S: Final = 20.0
 """Default service-level threshold in seconds (answered within, inclusive)."""
 SHORT_ABANDON_S: Final = 5.0
 """Default short-abandon limit in seconds (abandons after less are short)."""
+TARGET_PERCENT: Final = 80.0
+"""Default promise: this share of calls (in percent) answered within :data:`THRESHOLD_S`."""
 
 
 def answered_within(wait_s: float, threshold_s: float = THRESHOLD_S) -> bool:
@@ -113,3 +115,19 @@ def over_offered(answered_within: int, offered: int, short_abandoned: int) -> Fr
         ``answered_within`` of ``offered - short_abandoned``.
     """
     return Fraction(answered_within, offered - short_abandoned)
+
+
+def meets_target(fraction: Fraction, target_percent: float = TARGET_PERCENT) -> bool | None:
+    """Whether a service level keeps the promise (``>= target``, in exact integer arithmetic).
+
+    Args:
+        fraction: The service level as counts.
+        target_percent: The promised share in percent (may have decimals).
+
+    Returns:
+        ``num * 100 >= target * den``; ``None`` without calls.
+    """
+    if fraction.den <= 0:
+        return None
+    # Compare in hundredths of a percent so that 80 of 100 meets 80.0 exactly.
+    return fraction.num * 10000 >= round(target_percent * 100) * fraction.den

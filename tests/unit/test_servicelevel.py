@@ -60,3 +60,11 @@ def test_live_and_report_give_the_same_service_level() -> None:
         total.fraction("sl_answered_pct").ratio(),
         total.fraction("sl_offered_pct").ratio(),
     ) == (sl_answered, sl_offered)
+
+
+def test_target_is_met_at_exactly_the_promise_and_not_below() -> None:
+    assert servicelevel.TARGET_PERCENT == 80.0
+    assert servicelevel.meets_target(Fraction(80, 100)) is True
+    assert servicelevel.meets_target(Fraction(7999, 10000)) is False
+    assert servicelevel.meets_target(Fraction(3, 4), 75.0) is True
+    assert servicelevel.meets_target(Fraction(0, 0)) is None
