@@ -28,10 +28,13 @@ from pbxbridge.core.calendar import (
     Calendar,
     CalendarSyntaxError,
     Interval,
+    MonthDay,
+    is_yearly,
     parse_date,
     parse_date_range,
     parse_days,
     parse_interval,
+    parse_yearly_range,
 )
 from pbxbridge.core.models import ClosedHandling, ClosedThen, Menu, QueueTarget, Reject
 from pbxbridge.core.numbers import clean_digits, normalize
@@ -223,6 +226,7 @@ def _calendar(key: str, cfg: CalendarConfig, loc: Loc, problems: Problems) -> Ca
                     weekly[weekday].append(interval)
 
     closed: dict[date, str] = {}
+    yearly_closed: dict[MonthDay, str] = {}
     seen_ranges: set[str] = set()
     for i, text in enumerate(cfg.closed):
         if text in seen_ranges:
@@ -232,6 +236,10 @@ def _calendar(key: str, cfg: CalendarConfig, loc: Loc, problems: Problems) -> Ca
             problems.append(((*loc, "closed", i), f"more than {_MAX_CLOSED_DAYS} closed days"))
             break
         try:
+            if is_yearly(text):
+                for month_day in parse_yearly_range(text):
+                    yearly_closed.setdefault(month_day, f"yearly closed date {text.strip()}")
+                continue
             first, last = parse_date_range(text)
         except CalendarSyntaxError as exc:
             problems.append(((*loc, "closed", i), str(exc)))
@@ -245,16 +253,24 @@ def _calendar(key: str, cfg: CalendarConfig, loc: Loc, problems: Problems) -> Ca
             day += timedelta(days=1)
 
     special: dict[date, tuple[Interval, ...]] = {}
+    yearly_open: dict[MonthDay, tuple[Interval, ...]] = {}
     for text, intervals in cfg.open.items():
+        yearly = is_yearly(text)
         try:
-            day = parse_date(text)
+            month_days = parse_yearly_range(text) if yearly else ()
+            dated = None if yearly else parse_date(text)
         except CalendarSyntaxError as exc:
             problems.append(((*loc, "open", text), str(exc)))
             continue
+        label = (
+            f"yearly special opening {text.strip()}"
+            if dated is None
+            else f"special opening {dated.isoformat()}"
+        )
         parsed: list[Interval] = []
         for i, itext in enumerate(intervals):
             try:
-                interval = parse_interval(itext, f"special opening {day.isoformat()}")
+                interval = parse_interval(itext, label)
             except CalendarSyntaxError as exc:
                 problems.append(((*loc, "open", text, i), str(exc)))
                 continue
@@ -263,9 +279,24 @@ def _calendar(key: str, cfg: CalendarConfig, loc: Loc, problems: Problems) -> Ca
                 problems.append(((*loc, "open", text, i), f"{interval.text} overlaps {clash.text}"))
                 continue
             parsed.append(interval)
-        if day in closed:
+        ordered = tuple(sorted(parsed, key=lambda x: x.start))
+        if yearly:
+            for month_day in month_days:
+                if month_day in yearly_closed:
+                    problems.append(
+                        (
+                            (*loc, "open", text),
+                            f"{month_day[0]:02d}-{month_day[1]:02d} is also closed every year "
+                            f"({yearly_closed[month_day]}); pick one",
+                        )
+                    )
+                    break
+                yearly_open[month_day] = ordered
+            continue
+        assert dated is not None
+        if dated in closed:
             problems.append(((*loc, "open", text), f"{text} is also listed under closed; pick one"))
-        special[day] = tuple(sorted(parsed, key=lambda x: x.start))
+        special[dated] = ordered
 
     country = subdivision = ""
     if cfg.holidays is not None:
@@ -289,6 +320,8 @@ def _calendar(key: str, cfg: CalendarConfig, loc: Loc, problems: Problems) -> Ca
         weekly=tuple(tuple(sorted(d, key=lambda x: x.start)) for d in weekly),
         closed_dates=closed,
         special_open=special,
+        yearly_closed=yearly_closed,
+        yearly_open=yearly_open,
         holiday_country=country,
         holiday_subdivision=subdivision,
     )

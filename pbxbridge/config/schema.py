@@ -63,13 +63,19 @@ class CalendarConfig(_Strict):
     )
     closed: list[str] = Field(
         default_factory=list,
-        description="Extra closed dates: YYYY-MM-DD or an inclusive range YYYY-MM-DD..YYYY-MM-DD.",
+        description=(
+            "Extra closed dates: YYYY-MM-DD or an inclusive range YYYY-MM-DD..YYYY-MM-DD; "
+            "yearly: MM-DD or MM-DD..MM-DD (12-31..01-01 runs over the year end). "
+            "A dated entry wins over a yearly one on the same day."
+        ),
     )
     open: dict[str, list[str]] = Field(
         default_factory=dict,
         description=(
-            "Special openings: date to intervals; replaces weekly hours, holidays "
-            "and closed dates on that date (e.g. an election Sunday)."
+            "Special openings: date (YYYY-MM-DD) or yearly date or range (MM-DD, "
+            "MM-DD..MM-DD) to intervals; replaces weekly hours, holidays and closed "
+            "dates on that date (e.g. an election Sunday). A dated entry wins over "
+            "a yearly one on the same day."
         ),
     )
 

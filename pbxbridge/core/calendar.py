@@ -7,10 +7,22 @@ daylight saving starts and ends as on any other day. Intervals are half-open:
 
 Precedence on a given date, first match wins:
 
-1. a special opening (``open: {"2026-03-08": [...]}``) replaces everything else;
-2. an extra closed date (``closed: [...]``) closes the whole day;
-3. a public holiday of the configured country/subdivision closes the whole day;
-4. otherwise the weekly ``hours`` apply.
+1. a dated special opening (``open: {"2026-03-08": [...]}``) replaces everything else;
+2. a dated closed date (``closed: ["2026-12-24"]``, or a closure from an
+   iCalendar file) closes the whole day;
+3. a yearly special opening (``open: {"12-24": [...]}``);
+4. a yearly closed date (``closed: ["12-24", "12-24..12-31"]``);
+5. a public holiday of the configured country/subdivision closes the whole day;
+6. otherwise the weekly ``hours`` apply.
+
+A dated entry thus wins over a yearly one on the same day. Closed hours
+(``closed_hours``: timed closures from an iCalendar file) are then cut out of
+whatever intervals steps 3-6 gave; a dated special opening is kept whole.
+
+Yearly entries are (month, day) pairs. ``02-29`` exists only in leap years:
+a yearly ``02-29`` closes nothing in other years (it is not moved to 28
+February or 1 March), and a range over the end of February
+(``02-28..03-01``) includes 29 February when the year has one.
 """
 
 from __future__ import annotations
@@ -25,6 +37,12 @@ import holidays as holidays_lib
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _TIME_RE = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
+_YEARLY_RE = re.compile(r"^\d{2}-\d{2}$")
+_LEAP_YEAR = 2024
+"""Any leap year: (month, day) pairs are checked and walked in it, so 02-29 exists."""
+
+MonthDay = tuple[int, int]
+"""A yearly date: (month, day)."""
 
 
 class CalendarSyntaxError(ValueError):
@@ -200,6 +218,104 @@ def parse_date_range(text: str) -> tuple[date, date]:
     return start, end
 
 
+def is_yearly(text: str) -> bool:
+    """Whether a ``closed`` entry or ``open`` key is yearly (``MM-DD`` or ``MM-DD..MM-DD``).
+
+    Args:
+        text: The entry as written.
+
+    Returns:
+        True when its first part has the yearly shape ``MM-DD``.
+    """
+    return bool(_YEARLY_RE.match(text.partition("..")[0].strip()))
+
+
+def parse_month_day(text: str) -> MonthDay:
+    """Parse a yearly date ``MM-DD``.
+
+    Args:
+        text: The yearly date.
+
+    Returns:
+        ``(month, day)``.
+
+    Raises:
+        CalendarSyntaxError: If malformed or no such day in any year (``02-30``).
+    """
+    text = text.strip()
+    if not _YEARLY_RE.match(text):
+        raise CalendarSyntaxError(
+            f"invalid yearly date {text!r}: expected MM-DD (or YYYY-MM-DD for one year)"
+        )
+    month, day = int(text[:2]), int(text[3:])
+    try:
+        date(_LEAP_YEAR, month, day)
+    except ValueError:
+        raise CalendarSyntaxError(
+            f"invalid yearly date {text!r}: no such day (month 01-12, day within the month)"
+        ) from None
+    return month, day
+
+
+def parse_yearly_range(text: str) -> tuple[MonthDay, ...]:
+    """Parse ``MM-DD`` or an inclusive yearly range ``MM-DD..MM-DD``.
+
+    A range whose end comes before its start runs over the end of the year:
+    ``12-31..01-01`` is 31 December and 1 January. Mixing a dated and a yearly
+    end (``2026-12-24..12-31``) is an error.
+
+    Args:
+        text: The yearly date or range.
+
+    Returns:
+        Every (month, day) the entry covers, in order from its start
+        (``02-29`` included when the range spans it).
+
+    Raises:
+        CalendarSyntaxError: If malformed.
+    """
+    first, sep, last = text.partition("..")
+    if sep and not _YEARLY_RE.match(last.strip()):
+        raise CalendarSyntaxError(
+            f"invalid yearly range {text!r}: both ends must be MM-DD "
+            "(or both YYYY-MM-DD for a range in one year)"
+        )
+    start = parse_month_day(first)
+    end = parse_month_day(last) if sep else start
+    day = date(_LEAP_YEAR, *start)
+    stop = date(_LEAP_YEAR + (1 if end < start else 0), *end)
+    covered: list[MonthDay] = []
+    while day <= stop:
+        covered.append((day.month, day.day))
+        day += timedelta(days=1)
+    return tuple(covered)
+
+
+def subtract(intervals: tuple[Interval, ...], cut: tuple[Interval, ...]) -> tuple[Interval, ...]:
+    """The parts of ``intervals`` outside every interval of ``cut``.
+
+    Args:
+        intervals: Sorted, non-overlapping open intervals.
+        cut: Intervals to remove (any order, may overlap).
+
+    Returns:
+        What is left, sorted, each piece keeping its interval's label.
+    """
+    left = list(intervals)
+    for c in cut:
+        nxt: list[Interval] = []
+        for i in left:
+            if not i.overlaps(c):
+                nxt.append(i)
+                continue
+            if i.start < c.start:
+                nxt.append(Interval(i.start, c.start, i.label))
+            if c.end < i.end:
+                nxt.append(Interval(c.end, i.end, i.label))
+        left = nxt
+    return tuple(sorted(left, key=lambda x: x.start))
+
+
 @dataclass(frozen=True, slots=True)
 class DayState:
     """Whether a calendar is open at an instant, and why.
@@ -243,6 +359,10 @@ class Calendar:
         weekly: For each weekday (Monday first), its open intervals, sorted.
         closed_dates: Extra closed dates with their reason.
         special_open: Dates with special opening intervals (replace everything else).
+        yearly_closed: (month, day) closed every year, with the reason.
+        yearly_open: (month, day) with special opening intervals every year.
+        closed_hours: Dates with closed intervals (timed closures from an
+            iCalendar file), cut out of the day's opening hours, with the reason.
         holiday_country: ISO country for public holidays, or ``""`` for none.
         holiday_subdivision: Subdivision (``NI`` for Lower Saxony), or ``""``.
     """
@@ -251,6 +371,9 @@ class Calendar:
     weekly: tuple[tuple[Interval, ...], ...]
     closed_dates: Mapping[date, str] = field(default_factory=dict)
     special_open: Mapping[date, tuple[Interval, ...]] = field(default_factory=dict)
+    yearly_closed: Mapping[MonthDay, str] = field(default_factory=dict)
+    yearly_open: Mapping[MonthDay, tuple[Interval, ...]] = field(default_factory=dict)
+    closed_hours: Mapping[date, tuple[tuple[Interval, ...], str]] = field(default_factory=dict)
     holiday_country: str = ""
     holiday_subdivision: str = ""
     _holiday_years: dict[int, dict[date, str]] = field(default_factory=dict, repr=False)
@@ -291,6 +414,24 @@ class Calendar:
         closed = self.closed_dates.get(day)
         if closed is not None:
             return (), closed, ""
+        intervals, why, name = self._undated_state(day)
+        cut = self.closed_hours.get(day)
+        if cut is not None and intervals:
+            left = subtract(intervals, cut[0])
+            if left != intervals:
+                return left, cut[1] if not left else why, name
+        return intervals, why, name
+
+    def _undated_state(self, day: date) -> tuple[tuple[Interval, ...], str, str]:
+        """Steps 3-6 of the precedence: yearly entries, holidays, weekly hours."""
+        if self.yearly_open or self.yearly_closed:
+            month_day = (day.month, day.day)
+            yearly = self.yearly_open.get(month_day)
+            if yearly is not None:
+                return yearly, f"yearly special opening {day.month:02d}-{day.day:02d}", ""
+            closed = self.yearly_closed.get(month_day)
+            if closed is not None:
+                return (), closed, ""
         name = self.holiday(day)
         if name:
             return (), f"holiday: {name}", name

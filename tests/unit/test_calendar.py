@@ -15,8 +15,11 @@ from pbxbridge.core.calendar import (
     parse_date_range,
     parse_days,
     parse_interval,
+    parse_month_day,
     parse_time,
+    parse_yearly_range,
     resolve_wall_clock,
+    subtract,
 )
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -78,6 +81,114 @@ class TestParsing:
         )
         with pytest.raises(CalendarSyntaxError, match="before the start"):
             parse_date_range("2026-12-31..2026-12-24")
+
+
+class TestYearlyParsing:
+    def test_single_day(self) -> None:
+        assert parse_yearly_range("12-24") == ((12, 24),)
+
+    def test_range_within_the_year(self) -> None:
+        assert parse_yearly_range("12-24..12-27") == ((12, 24), (12, 25), (12, 26), (12, 27))
+
+    def test_range_over_the_year_end(self) -> None:
+        assert parse_yearly_range("12-30..01-02") == ((12, 30), (12, 31), (1, 1), (1, 2))
+
+    def test_a_range_over_february_includes_the_29th(self) -> None:
+        assert parse_yearly_range("02-27..03-01") == ((2, 27), (2, 28), (2, 29), (3, 1))
+
+    def test_29_february_is_a_valid_yearly_date(self) -> None:
+        assert parse_month_day("02-29") == (2, 29)
+
+    @pytest.mark.parametrize("text", ["02-30", "13-01", "00-10", "04-31", "1-06", "12/24"])
+    def test_bad_yearly_dates(self, text: str) -> None:
+        with pytest.raises(CalendarSyntaxError, match="invalid yearly date"):
+            parse_month_day(text)
+
+    def test_mixed_range(self) -> None:
+        with pytest.raises(CalendarSyntaxError, match="both ends must be MM-DD"):
+            parse_yearly_range("12-24..2026-12-31")
+
+
+def yearly_calendar() -> Calendar:
+    weekday = (Interval(7 * 3600, 18 * 3600, "mon-fri"),)
+    return Calendar(
+        name="yearly",
+        weekly=(weekday,) * 5 + ((), ()),
+        closed_dates={date(2027, 6, 1): "extra closed date 2027-06-01"},
+        special_open={date(2027, 12, 24): (Interval(8 * 3600, 12 * 3600, "special"),)},
+        yearly_closed={
+            (12, 24): "yearly closed date 12-24",
+            (2, 29): "yearly closed date 02-29",
+        },
+        yearly_open={(6, 1): (Interval(9 * 3600, 10 * 3600, "yearly special opening 06-01"),)},
+        holiday_country="DE",
+        holiday_subdivision="NI",
+    )
+
+
+class TestYearlyEntries:
+    @pytest.mark.parametrize("year", [2025, 2026, 2030, 2099])
+    def test_closed_every_year(self, year: int) -> None:
+        day = date(year, 12, 24)
+        assert yearly_calendar().state_on(day) == ((), "yearly closed date 12-24", "")
+
+    def test_a_dated_special_opening_wins_over_a_yearly_closure(self) -> None:
+        intervals, why, _ = yearly_calendar().state_on(date(2027, 12, 24))
+        assert [i.text for i in intervals] == ["08:00-12:00"]
+        assert why == "special opening 2027-12-24"
+
+    def test_a_dated_closure_wins_over_a_yearly_special_opening(self) -> None:
+        cal = yearly_calendar()
+        assert cal.state_on(date(2027, 6, 1)) == ((), "extra closed date 2027-06-01", "")
+        intervals, why, _ = cal.state_on(date(2028, 6, 1))
+        assert ([i.text for i in intervals], why) == (
+            ["09:00-10:00"],
+            "yearly special opening 06-01",
+        )
+
+    def test_holidays_still_close_beside_yearly_entries(self) -> None:
+        # 2026-12-24 is no public holiday in Lower Saxony, 2026-12-25 is.
+        cal = yearly_calendar()
+        assert cal.state_on(date(2026, 12, 25))[1] == "holiday: Erster Weihnachtstag"
+
+    def test_29_february_closes_only_in_leap_years(self) -> None:
+        cal = yearly_calendar()
+        assert cal.state_on(date(2028, 2, 29))[0] == ()  # Tuesday in a leap year
+        assert cal.state_on(date(2027, 2, 28))[1] == "sun"
+        assert cal.state_on(date(2027, 3, 1))[1] == "mon"  # not moved to 1 March
+
+    def test_other_days_keep_weekly_hours(self) -> None:
+        intervals, why, _ = yearly_calendar().state_on(date(2026, 12, 23))
+        assert ([i.text for i in intervals], why) == (["07:00-18:00"], "wed")
+
+
+class TestClosedHours:
+    def test_subtract_cuts_the_middle_and_keeps_labels(self) -> None:
+        day = (Interval(7 * 3600, 18 * 3600, "mon-fri"),)
+        left = subtract(day, (Interval(12 * 3600, 13 * 3600),))
+        assert [(i.text, i.label) for i in left] == [
+            ("07:00-12:00", "mon-fri"),
+            ("13:00-18:00", "mon-fri"),
+        ]
+
+    def test_subtract_everything(self) -> None:
+        day = (Interval(7 * 3600, 12 * 3600), Interval(13 * 3600, 18 * 3600))
+        assert subtract(day, (Interval(0, 86400),)) == ()
+
+    def test_a_timed_closure_shortens_the_day(self) -> None:
+        weekday = (Interval(7 * 3600, 18 * 3600, "mon-fri"),)
+        cal = Calendar(
+            name="c",
+            weekly=(weekday,) * 7,
+            closed_hours={
+                date(2026, 11, 25): ((Interval(12 * 3600, 86400),), "Betriebsversammlung"),
+                date(2026, 11, 26): ((Interval(0, 86400),), "Betriebsausflug"),
+            },
+        )
+        state = cal.state_at(datetime(2026, 11, 25, 12, 30, tzinfo=BERLIN))
+        assert not state.is_open
+        assert cal.state_at(datetime(2026, 11, 25, 11, 59, tzinfo=BERLIN)).is_open
+        assert cal.state_on(date(2026, 11, 26)) == ((), "Betriebsausflug", "")
 
 
 class TestPeriods:

@@ -226,10 +226,10 @@ class TestExplain:
         assert any("holiday: Christi Himmelfahrt" in r for r in data["reasons"])
         assert data["at"] == "2026-05-14T10:00:00+02:00"
 
-    def test_closed_on_an_extra_closed_date(self, run: Run, config: Path) -> None:
+    def test_closed_on_a_yearly_closed_date(self, run: Run, config: Path) -> None:
         data = explain(run, config, "--at", "2026-12-24T10:00")
         assert data["action"] == "closed"
-        assert any("extra closed date 2026-12-24" in r for r in data["reasons"])
+        assert any("yearly closed date 12-24" in r for r in data["reasons"])
 
     @pytest.mark.parametrize(
         ("at", "action", "local"),
@@ -317,7 +317,7 @@ class TestCalendar:
         assert len(days) == 15
         assert re.fullmatch(r"Mon 21\.12\.2026  open   07:00-18:00 +mon-fri", days["21.12.2026"])
         assert re.fullmatch(
-            r"Thu 24\.12\.2026  closed +extra closed date 2026-12-24", days["24.12.2026"]
+            r"Thu 24\.12\.2026  closed +yearly closed date 12-24", days["24.12.2026"]
         )
         assert re.fullmatch(
             r"Fri 25\.12\.2026  closed +holiday: Erster Weihnachtstag", days["25.12.2026"]
@@ -327,7 +327,7 @@ class TestCalendar:
         )
         assert days["27.12.2026"].startswith("Sun 27.12.2026  closed")
         assert re.fullmatch(r"Mon 28\.12\.2026  open   07:00-18:00 +mon-fri", days["28.12.2026"])
-        assert "extra closed date 2026-12-31" in days["31.12.2026"]
+        assert "yearly closed date 12-31" in days["31.12.2026"]
         assert "holiday: Neujahr" in days["01.01.2027"]
         assert days["04.01.2027"].startswith("Mon 04.01.2027  open   07:00-18:00")
 

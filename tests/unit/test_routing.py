@@ -198,13 +198,14 @@ class TestDaylightSaving:
 
 
 class TestExtraDates:
-    def test_extra_closed_date(self, rules: Rules) -> None:
-        d = decide(rules, WARDENBURG, at("2026-12-24T10:00"))
+    @pytest.mark.parametrize("year", [2026, 2027, 2031])
+    def test_yearly_closed_date(self, rules: Rules, year: int) -> None:
+        d = decide(rules, WARDENBURG, at(f"{year}-12-24T10:00"))
         assert d.action is Action.CLOSED
-        assert "extra closed date 2026-12-24" in " ".join(d.reasons)
+        assert "yearly closed date 12-24" in " ".join(d.reasons)
 
     def test_closed_range(self, rules: Rules) -> None:
-        for day in ("2026-12-28", "2026-12-30"):
+        for day in ("2026-12-28", "2026-12-30", "2027-12-27", "2027-12-29"):
             assert decide(rules, "04461 919-0", at(f"{day}T10:00")).action is Action.CLOSED
         assert decide(rules, "04461 919-0", at("2027-01-04T10:00")).action is Action.QUEUE
 
