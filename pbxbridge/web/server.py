@@ -23,7 +23,6 @@ relative, so the page also works behind a reverse proxy under a path prefix.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import secrets
@@ -36,6 +35,7 @@ import structlog
 from aiohttp import web
 
 from pbxbridge.journal.store import MAX_NOTE_CHARS
+from pbxbridge.web import sse
 from pbxbridge.web.agents import AgentsFile
 from pbxbridge.web.config import MIN_SESSION_SECRET_CHARS, WebConfig, client_address, networks
 from pbxbridge.web.desk import AgentDesk, DeskError
@@ -53,10 +53,6 @@ SESSION_COOKIE: Final = "pbx_session"
 SECURE_SESSION_COOKIE: Final = "__Host-pbx_session"
 LOGIN_COOKIE: Final = "pbx_login"
 LANG_COOKIE: Final = "pbx_lang"
-KEEPALIVE_S: Final = 15.0
-SESSION_RECHECK_S: Final = 1.0
-"""An open event stream re-checks its session this often (sign-out elsewhere,
-removed agent, new password: the stream ends within about a second)."""
 MAX_FORM_BYTES: Final = 64 * 1024
 MAX_PARALLEL_VERIFY: Final = 2
 """scrypt needs 32 MiB and ~0.1 s each: bound the parallel sign-ins."""
@@ -280,6 +276,8 @@ class AgentPage:
                 "a", label(lang, "lang_other"), href=f"?lang={other}", hreflang=other, class_="lang"
             ),
         ]
+        if session.agent.supervisor:
+            links.insert(2, tag("a", label(lang, "sv_nav"), href="../supervisor/"))
         who = tag(
             "span",
             f"{label(lang, 'signed_in_as')} ",
@@ -531,40 +529,13 @@ class AgentPage:
         if session is None:
             return self._refusal(request, "not_signed_in", 401)
         stream = self.desk.subscribe(session.agent.id, session.nonce)
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream; charset=utf-8",
-                "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
-            }
-        )
         try:
-            await response.prepare(request)
-            await response.write(b"retry: 2000\n\n")
-            loop = asyncio.get_running_loop()
-            last_write = loop.time()
-            while True:
-                try:
-                    async with asyncio.timeout(SESSION_RECHECK_S):
-                        item = await stream.queue.get()
-                except TimeoutError:
-                    if self._session(request) is None:
-                        break  # signed out elsewhere, expired, agent removed, new password
-                    if loop.time() - last_write >= KEEPALIVE_S:
-                        await response.write(b": keep-alive\n\n")
-                        last_write = loop.time()
-                    continue
-                if item is None:
-                    break
-                name, data = item
-                await response.write(f"event: {name}\ndata: {data}\n\n".encode())
-                last_write = loop.time()
-        except (ConnectionResetError, ConnectionError):
-            pass  # the browser went away
+            # Ends when signed out elsewhere, expired, agent removed, new password.
+            return await sse.serve(
+                request, stream.queue, allowed=lambda: self._session(request) is not None
+            )
         finally:
             self.desk.unsubscribe(stream)
-        with contextlib.suppress(ConnectionError):
-            await response.write_eof()
-        return response
 
     # -- wrap-up -----------------------------------------------------------------------
 

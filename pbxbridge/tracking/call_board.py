@@ -1,0 +1,254 @@
+"""Today's call figures per tenant for the supervisor page, fed by the call tracker.
+
+Fed with every lifecycle change (the tracker's ``on_record`` observer, like
+:mod:`pbxbridge.tracking.metrics`), it counts per local half hour and tenant:
+
+* **offered**: calls that joined a queue;
+* **answered** and, of them, **answered within** the threshold;
+* **abandoned** and, of them, **short** abandons.
+
+The service-level fractions are :mod:`pbxbridge.core.servicelevel`'s, with
+that module's defaults, over the same answered and abandoned calls as
+``/metrics``' live gauge (an abandon or answer counts in the half hour, day or
+15-minute window in which it happened). Calls waiting now are read from the
+tracker's records when asked, so there is no second bookkeeping to drift.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Final
+from zoneinfo import ZoneInfo
+
+from pbxbridge.core import servicelevel
+from pbxbridge.core.lifecycle import CallEvent, CallRecord, EventKind, State
+from pbxbridge.core.servicelevel import Fraction
+
+ALL: Final = ""
+"""The key of the shared queue's totals (every tenant)."""
+SLOT_MINUTES: Final = 30
+SLOTS_PER_DAY: Final = 24 * 60 // SLOT_MINUTES
+RECENT: Final = timedelta(minutes=15)
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counts of one tenant (or all) over one stretch of time.
+
+    Attributes:
+        offered: Joined a queue.
+        answered: Answered by an agent.
+        within: Answered within the threshold.
+        abandoned: Hung up while waiting.
+        short: Abandons shorter than the short-abandon limit.
+    """
+
+    offered: int = 0
+    answered: int = 0
+    within: int = 0
+    abandoned: int = 0
+    short: int = 0
+
+    def add(self, other: Tally) -> None:
+        """Add another tally's counts to this one."""
+        self.offered += other.offered
+        self.answered += other.answered
+        self.within += other.within
+        self.abandoned += other.abandoned
+        self.short += other.short
+
+    def sl_answered(self) -> Fraction:
+        """Service level over answered calls."""
+        return servicelevel.over_answered(self.within, self.answered)
+
+    def sl_offered(self) -> Fraction:
+        """Service level over offered calls (answered + abandoned, short abandons out)."""
+        return servicelevel.over_offered(self.within, self.answered + self.abandoned, self.short)
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Callers in a queue now (not yet answered).
+
+    Attributes:
+        calls: How many.
+        longest_s: The longest wait so far, seconds (0 without calls).
+    """
+
+    calls: int = 0
+    longest_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    at: datetime
+    tenant: str
+    answered: bool
+    within: bool
+    short: bool
+
+
+@dataclass(slots=True)
+class _Day:
+    day: date
+    # tenant -> 48 half-hour tallies
+    slots: dict[str, list[Tally]] = field(default_factory=dict)
+
+
+class CallBoard:
+    """Today's counts per tenant and half hour, and the last 15 minutes.
+
+    Args:
+        tz: The time zone that defines "today" and the half hours.
+        threshold_s: Service-level threshold.
+        short_abandon_s: Short-abandon limit.
+    """
+
+    def __init__(
+        self,
+        tz: ZoneInfo,
+        *,
+        threshold_s: float = servicelevel.THRESHOLD_S,
+        short_abandon_s: float = servicelevel.SHORT_ABANDON_S,
+    ) -> None:
+        self.tz = tz
+        self.threshold_s = threshold_s
+        self.short_abandon_s = short_abandon_s
+        self._day: _Day | None = None
+        self._recent: deque[_Outcome] = deque()
+        self.generation = 0
+        """Counts changes (a page re-renders when it moves)."""
+
+    def _slots(self, at: datetime, tenant: str) -> list[Tally] | None:
+        local = at.astimezone(self.tz)
+        if self._day is None or local.date() > self._day.day:
+            self._day = _Day(local.date())
+        if local.date() < self._day.day:
+            return None  # late news of yesterday: not today's figure
+        return self._day.slots.setdefault(tenant, [Tally() for _ in range(SLOTS_PER_DAY)])
+
+    @staticmethod
+    def slot_of(local: datetime) -> int:
+        """The half hour of a local time (0 = 00:00-00:30)."""
+        return (local.hour * 60 + local.minute) // SLOT_MINUTES
+
+    def observe(self, record: CallRecord, event: CallEvent | None) -> None:
+        """Count one lifecycle change (the tracker's ``on_record`` observer).
+
+        Args:
+            record: The record after the change.
+            event: What changed it (``None``: just routed, not counted).
+        """
+        if event is None:
+            return
+        tenant = record.decision.tenant or "unknown"
+        state = record.state
+        if event.kind is EventKind.JOIN and state is State.QUEUED:
+            slots = self._slots(event.at, tenant)
+            if slots is not None:
+                slots[self.slot_of(event.at.astimezone(self.tz))].offered += 1
+                self.generation += 1
+        elif event.kind is EventKind.CONNECT and state is State.ANSWERED:
+            self._outcome(tenant, event.at, True, record.waited_s(event.at))
+        elif state is State.ABANDONED:
+            self._outcome(tenant, event.at, False, record.waited_s(event.at))
+
+    def _outcome(self, tenant: str, at: datetime, answered: bool, wait_s: float) -> None:
+        within = answered and servicelevel.answered_within(wait_s, self.threshold_s)
+        short = not answered and servicelevel.short_abandon(wait_s, self.short_abandon_s)
+        self._recent.append(_Outcome(at, tenant, answered, within, short))
+        slots = self._slots(at, tenant)
+        if slots is not None:
+            tally = slots[self.slot_of(at.astimezone(self.tz))]
+            tally.answered += answered
+            tally.within += within
+            tally.abandoned += not answered
+            tally.short += short
+        self.generation += 1
+
+    def half_hours(self, now: datetime) -> dict[str, list[Tally]]:
+        """Today's tallies per tenant and half hour; :data:`ALL` sums every tenant.
+
+        Args:
+            now: The current instant (a new day starts empty).
+
+        Returns:
+            Tenant to 48 tallies (00:00 first).
+        """
+        if self._day is None or now.astimezone(self.tz).date() != self._day.day:
+            return {ALL: [Tally() for _ in range(SLOTS_PER_DAY)]}
+        out = {tenant: list(slots) for tenant, slots in self._day.slots.items()}
+        total = [Tally() for _ in range(SLOTS_PER_DAY)]
+        for slots in out.values():
+            for i, tally in enumerate(slots):
+                total[i].add(tally)
+        out[ALL] = total
+        return out
+
+    def today(self, now: datetime) -> dict[str, Tally]:
+        """Today so far per tenant, :data:`ALL` for the shared queue.
+
+        Args:
+            now: The current instant.
+
+        Returns:
+            Tenant to tally.
+        """
+        out: dict[str, Tally] = {}
+        for tenant, slots in self.half_hours(now).items():
+            day = out[tenant] = Tally()
+            for tally in slots:
+                day.add(tally)
+        return out
+
+    def recent(self, now: datetime) -> dict[str, Tally]:
+        """The last 15 minutes' answers and abandons per tenant and :data:`ALL`.
+
+        Args:
+            now: The current instant.
+
+        Returns:
+            Tenant to tally (``offered`` stays 0: only outcomes are windowed).
+        """
+        since = now - RECENT
+        while self._recent and self._recent[0].at < since:
+            self._recent.popleft()
+        out: dict[str, Tally] = {ALL: Tally()}
+        for o in self._recent:
+            if o.at > now:
+                continue
+            for key in (o.tenant, ALL):
+                tally = out.setdefault(key, Tally())
+                tally.answered += o.answered
+                tally.within += o.within
+                tally.abandoned += not o.answered
+                tally.short += o.short
+        return out
+
+
+def waiting(records: Iterable[CallRecord], now: datetime) -> dict[str, Waiting]:
+    """Callers in a queue now, not yet answered, per tenant and :data:`ALL`.
+
+    Args:
+        records: The tracker's live records.
+        now: The current instant.
+
+    Returns:
+        Tenant to :class:`Waiting`.
+    """
+    counts: dict[str, list[float]] = {ALL: [0, 0.0]}
+    for record in records:
+        if record.state not in (State.QUEUED, State.RINGING):
+            continue
+        wait = record.waited_s(now)
+        for key in (record.decision.tenant or "unknown", ALL):
+            entry = counts.setdefault(key, [0, 0.0])
+            entry[0] += 1
+            entry[1] = max(entry[1], wait)
+    return {k: Waiting(int(v[0]), v[1]) for k, v in counts.items()}
+
+
+__all__ = ["ALL", "SLOTS_PER_DAY", "SLOT_MINUTES", "CallBoard", "Tally", "Waiting", "waiting"]

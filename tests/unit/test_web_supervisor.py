@@ -1,0 +1,173 @@
+"""Supervisor page over HTTP (aiohttp test server): role, headers, live board, wallboard."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from pbxbridge.tracking.agents_board import AgentBoard
+from pbxbridge.tracking.call_board import CallBoard
+from pbxbridge.web import WebConfig, setup_web
+from pbxbridge.web.server import CSP
+from pbxbridge.web.supervisor import SupervisorPage, setup_supervisor
+from pbxbridge.web.supervisor_live import SupervisorConfig, SupervisorHub
+from pbxbridge.web.supervisor_view import render_board
+from tests.unit.test_call_board import call
+from tests.unit.test_web_desk import Bench, Clock, example_rules, local
+from tests.unit.test_web_server import Site, SseReader, sign_in, write_agents
+
+TOKEN = "wand-token-0123456789abcdef"
+
+
+@dataclass
+class SupervisorSite:
+    site: Site
+    page: SupervisorPage
+    hub: SupervisorHub
+    agents: AgentBoard
+    calls: CallBoard
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> Iterator[Bench]:
+    b = Bench(tmp_path, example_rules(), Clock(local(2026, 11, 25)))
+    yield b
+    b.close()
+
+
+@pytest.fixture
+async def sv(bench: Bench, tmp_path: Path) -> AsyncIterator[SupervisorSite]:
+    app = web.Application()
+    page = setup_web(app, bench.desk, WebConfig(str(write_agents(tmp_path / "agents.yaml"))))
+    page.limiter.delay_base_s = 0.0
+    agents = AgentBoard()
+    calls = CallBoard(bench.rules.timezone)
+    hub = SupervisorHub(
+        lambda: bench.rules,
+        lambda: bench.pops.records.values(),
+        calls,
+        agents,
+        lambda: bench.desk.figures,
+        render_board,
+        SupervisorConfig(wallboard_token=TOKEN),
+        names=lambda: {a.id: a.name for a in page.agents.agents().values()},
+        clock=bench.clock,
+        unix_clock=lambda: bench.clock().timestamp(),
+    )
+    supervisor = setup_supervisor(app, page, hub)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield SupervisorSite(Site(bench, page, server), supervisor, hub, agents, calls)
+    hub.close()
+    await bench.desk.close()
+    await server.close()
+
+
+def member(event: str, agent: str, **fields: str) -> dict[str, str]:
+    return {"Event": event, "Queue": "servicecenter", "MemberName": agent, **fields}
+
+
+class TestSupervisorPage:
+    async def test_agents_get_403_supervisors_the_board(self, sv: SupervisorSite) -> None:
+        site = sv.site
+        async with site.browser() as http:
+            async with http.get(site.url("/supervisor/"), allow_redirects=False) as resp:
+                assert resp.status == 303 and resp.headers["Location"] == "../agent/login"
+            await sign_in(http, site, "agent1")
+            for path in ("/supervisor/", "/supervisor/events"):
+                async with http.get(site.url(path)) as resp:
+                    assert resp.status == 403, path
+                    assert resp.headers["Content-Security-Policy"] == CSP
+        async with site.browser() as http:
+            await sign_in(http, site, "chefin")
+            async with http.get(site.url("/supervisor/")) as resp:
+                assert resp.status == 200
+                html = await resp.text()
+                assert resp.headers["Content-Security-Policy"] == CSP
+                assert resp.headers["Cache-Control"] == "no-store"
+            assert "Leitstand" in html and "Alle (gemeinsame Warteschlange)" in html
+            assert 'action="../agent/logout"' in html and 'name="csrf"' in html
+            async with http.get(site.url("/supervisor/?lang=en")) as resp:
+                assert "All (shared queue)" in await resp.text()
+            for name in ("supervisor.js", "supervisor.css"):
+                async with http.get(site.url(f"/supervisor/static/{name}")) as resp:
+                    assert resp.status == 200
+
+    async def test_live_board_follows_agent_events_and_escapes_reasons(
+        self, sv: SupervisorSite
+    ) -> None:
+        site = sv.site
+        async with site.browser() as http:
+            await sign_in(http, site, "chefin")
+            async with http.get(site.url("/supervisor/events")) as resp:
+                reader = SseReader(resp)
+                name, data = await reader.next()
+                assert name == "board" and "Keine Warteschlangenmitglieder" in data["html"]
+                at = time.time()
+                sv.agents.event(member("QueueMemberAdded", "agent1", Status="1"), at)
+                sv.agents.event(member("AgentCalled", "agent1"), at)
+                sv.hub.changed()
+                name, data = await reader.next()
+                assert 'data-agent="agent1" data-state="ringing"' in data["html"]
+                reason = '<img src=x onerror="alert(1)">'
+                sv.agents.event(
+                    member("QueueMemberPause", "agent1", Paused="1", PausedReason=reason), at
+                )
+                sv.hub.changed()
+                name, data = await reader.next()
+                assert "<img" not in data["html"]
+                assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in data["html"]
+
+    async def test_wallboard_needs_the_token_and_names_nobody(self, sv: SupervisorSite) -> None:
+        site = sv.site
+        sv.agents.event(member("QueueMemberAdded", "agent1", Status="1"), time.time())
+        async with site.browser() as http:
+            for bad in ("x" * len(TOKEN), TOKEN[:-1]):
+                async with http.get(site.url(f"/supervisor/wall/{bad}/")) as resp:
+                    assert resp.status == 404
+            async with http.get(site.url(f"/supervisor/wall/{TOKEN}/")) as resp:
+                assert resp.status == 200
+                assert resp.headers["Referrer-Policy"] == "no-referrer"
+                html = await resp.text()
+            assert "wallboard" in html and "agent1" not in html and "Abmelden" not in html
+            assert 'href="../../static/supervisor.css"' in html
+            async with http.get(site.url(f"/supervisor/wall/{TOKEN}/events")) as resp:
+                name, data = await SseReader(resp).next()
+                assert name == "board" and "agent1" not in data["html"]
+
+    async def test_no_token_configured_no_wallboard(self, sv: SupervisorSite) -> None:
+        sv.hub.config = SupervisorConfig()
+        async with sv.site.browser() as http, http.get(sv.site.url("/supervisor/wall//")) as resp:
+            assert resp.status == 404
+
+    async def test_missed_target_is_red_met_is_green(self, sv: SupervisorSite) -> None:
+        now = sv.site.bench.clock()
+        call(sv.calls, "slow", "wardenburg", now - timedelta(minutes=2), 60.0, True)
+        html = sv.hub.board("de", True)
+        assert 'data-tile="sl-day" data-grade="bad"' in html
+        for i in range(9):
+            call(sv.calls, f"fast{i}", "wardenburg", now - timedelta(minutes=2), 2.0, True)
+        html = sv.hub.board("de", True)
+        assert 'data-tile="sl-day" data-grade="ok"' in html  # 9 of 10 = 90 %
+
+
+class TestSupervisorConfig:
+    def test_target_and_token_from_the_environment(self, tmp_path: Path) -> None:
+        (tmp_path / "wallboard-password").write_text(TOKEN + "\n")
+        cfg = SupervisorConfig.from_env(
+            {"PBXBRIDGE_SL_TARGET": "75/30", "CREDENTIALS_DIRECTORY": str(tmp_path)}
+        )
+        assert (cfg.target_percent, cfg.threshold_s, cfg.wallboard_token) == (75.0, 30.0, TOKEN)
+
+    def test_bad_values_fall_back(self) -> None:
+        cfg = SupervisorConfig.from_env(
+            {"PBXBRIDGE_SL_TARGET": "lots", "PBXBRIDGE_WALLBOARD_PASSWORD": "short"}
+        )
+        assert (cfg.target_percent, cfg.threshold_s, cfg.wallboard_token) == (80.0, 20.0, "")
