@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays as holidays_lib
 import phonenumbers
 
+from pbxbridge.config.ical import Closure
 from pbxbridge.config.schema import (
     CalendarConfig,
     ClosedConfig,
@@ -62,6 +63,7 @@ def compile_rules(
     source: str = "",
     digest: str = "",
     present: Mapping[str, frozenset[str]] | None = None,
+    ics: Mapping[str, tuple[Closure, ...]] | None = None,
 ) -> tuple[Rules | None, Problems]:
     """Check a validated rules file and compile it.
 
@@ -72,6 +74,7 @@ def compile_rules(
         present: Keys per section (``tenants``, ``calendars``, ``queues``) that
             exist in the file but failed validation: references to them are not
             reported again as unknown.
+        ics: Closures read from each calendar's ``ics:`` file (by calendar key).
 
     Returns:
         ``(rules, problems)``; ``rules`` is ``None`` when there are problems.
@@ -96,7 +99,7 @@ def compile_rules(
                 )
 
     calendars = {
-        key: _calendar(key, cfg, ("calendars", key), problems)
+        key: _calendar(key, cfg, ("calendars", key), problems, (ics or {}).get(key, ()))
         for key, cfg in model.calendars.items()
     }
     queues = {
@@ -196,7 +199,13 @@ def _timezone(name: str, problems: Problems) -> ZoneInfo | None:
         return None
 
 
-def _calendar(key: str, cfg: CalendarConfig, loc: Loc, problems: Problems) -> Calendar:
+def _calendar(
+    key: str,
+    cfg: CalendarConfig,
+    loc: Loc,
+    problems: Problems,
+    ics: tuple[Closure, ...] = (),
+) -> Calendar:
     weekly: list[list[Interval]] = [[] for _ in WEEKDAYS]
     for spec, intervals in cfg.hours.items():
         try:
@@ -298,6 +307,17 @@ def _calendar(key: str, cfg: CalendarConfig, loc: Loc, problems: Problems) -> Ca
             problems.append(((*loc, "open", text), f"{text} is also listed under closed; pick one"))
         special[dated] = ordered
 
+    # Closures from the ics: file count as dated closed entries; the YAML's own
+    # closed entries keep their reason, its special openings still win.
+    closed_hours: dict[date, list[Interval]] = {}
+    hour_reasons: dict[date, str] = {}
+    for c in ics:
+        if c.all_day:
+            closed.setdefault(c.day, f"closed: {c.summary} (ics)")
+        else:
+            closed_hours.setdefault(c.day, []).append(Interval(c.start, c.end, c.summary))
+            hour_reasons.setdefault(c.day, f"closed: {c.summary} (ics)")
+
     country = subdivision = ""
     if cfg.holidays is not None:
         country = cfg.holidays.country.upper()
@@ -322,6 +342,7 @@ def _calendar(key: str, cfg: CalendarConfig, loc: Loc, problems: Problems) -> Ca
         special_open=special,
         yearly_closed=yearly_closed,
         yearly_open=yearly_open,
+        closed_hours={d: (tuple(cut), hour_reasons[d]) for d, cut in closed_hours.items()},
         holiday_country=country,
         holiday_subdivision=subdivision,
     )

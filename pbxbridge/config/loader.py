@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from pbxbridge.config.ical import Closure, IcsError, closures
 from pbxbridge.config.schema import (
     CalendarConfig,
     QueueConfig,
@@ -34,6 +37,11 @@ MAX_FILE_BYTES = 32 * 1024 * 1024
 """Larger files are refused before parsing (the 50,000-DID benchmark is ~2 MB)."""
 MAX_EXPANDED_NODES = 2_000_000
 """Refuse YAML whose aliases expand beyond this (a "billion laughs" file)."""
+ICS_YEARS_BACK = 2
+ICS_YEARS_AHEAD = 5
+"""An ``ics:`` file's events are expanded from 1 January two years back to 31
+December five years ahead of the year the rules are loaded in (replays of the
+journal look back, callback deadlines and ``explain`` look ahead)."""
 
 Path_ = tuple[str | int, ...]
 
@@ -100,15 +108,25 @@ def load_rules(path: str | Path) -> tuple[Rules, RulesFile]:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError([Issue(name, 0, "", f"cannot read: {exc.strerror or exc}")]) from None
-    return parse_rules(raw, name)
+    return parse_rules(raw, name, base_dir=Path(path).resolve().parent)
 
 
-def parse_rules(raw: bytes | str, name: str = "<rules>") -> tuple[Rules, RulesFile]:
+def parse_rules(
+    raw: bytes | str,
+    name: str = "<rules>",
+    *,
+    base_dir: Path | None = None,
+    today: date | None = None,
+) -> tuple[Rules, RulesFile]:
     """Validate and compile rules from YAML text.
 
     Args:
         raw: The YAML document.
         name: File name used in messages and as the rules' source.
+        base_dir: Folder that ``ics:`` paths are relative to (default: the
+            current directory).
+        today: The load date, which sets the window ``ics:`` files are expanded
+            in (default: the machine's local date).
 
     Returns:
         The compiled rules and the validated file model.
@@ -128,8 +146,10 @@ def parse_rules(raw: bytes | str, name: str = "<rules>") -> tuple[Rules, RulesFi
         # run reports wrong references and numbers too, not just the shapes.
         model, present = _valid_part(data)
     text = raw if isinstance(raw, bytes) else raw.encode("utf-8")
+    digest = hashlib.sha256(text)
+    ics = _read_ics(model, root, name, base_dir or Path(), today or date.today(), digest, issues)
     rules, problems = compile_rules(
-        model, source=name, digest=hashlib.sha256(text).hexdigest(), present=present
+        model, source=name, digest=digest.hexdigest(), present=present, ics=ics
     )
     for loc, message in problems:
         issues.append(Issue(name, _line_for(root, loc), _dotted(loc), message))
@@ -137,6 +157,68 @@ def parse_rules(raw: bytes | str, name: str = "<rules>") -> tuple[Rules, RulesFi
         raise ConfigError(issues)
     assert rules is not None
     return rules, model
+
+
+def ics_files(model: RulesFile, base_dir: Path) -> list[Path]:
+    """The ``ics:`` files the rules name, resolved against the rules file's folder.
+
+    Args:
+        model: The validated rules.
+        base_dir: The rules file's folder.
+
+    Returns:
+        One path per calendar that names a file, in calendar order.
+    """
+    return [base_dir / cfg.ics for cfg in model.calendars.values() if cfg.ics]
+
+
+def _read_ics(
+    model: RulesFile,
+    root: yaml.Node,
+    name: str,
+    base_dir: Path,
+    today: date,
+    digest: Any,
+    issues: list[Issue],
+) -> Mapping[str, tuple[Closure, ...]]:
+    """Closures of every calendar's ``ics:`` file; faults become issues.
+
+    Each file's bytes go into ``digest``, so a changed ``.ics`` changes the
+    rules' digest (a reload with an unchanged YAML is not "unchanged").
+    An issue names the ``.ics`` file and its line, and the rules line that
+    names the file.
+    """
+    found: dict[str, tuple[Closure, ...]] = {}
+    try:
+        tz = ZoneInfo(model.timezone)
+    except (ValueError, KeyError, OSError):
+        return found  # compile reports the time zone
+    first = date(today.year - ICS_YEARS_BACK, 1, 1)
+    last = date(today.year + ICS_YEARS_AHEAD, 12, 31)
+    for key, cfg in model.calendars.items():
+        if not cfg.ics:
+            continue
+        loc: Path_ = ("calendars", key, "ics")
+        where = f"(named at {name}:{_line_for(root, loc)})"
+        path = base_dir / cfg.ics
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            issues.append(
+                Issue(
+                    name,
+                    _line_for(root, loc),
+                    _dotted(loc),
+                    f"cannot read {str(path)!r}: {exc.strerror or exc}",
+                )
+            )
+            continue
+        digest.update(hashlib.sha256(raw).digest())
+        try:
+            found[key] = closures(raw, tz=tz, first=first, last=last)
+        except IcsError as exc:
+            issues.append(Issue(str(path), exc.line, _dotted(loc), f"{exc.message} {where}"))
+    return found
 
 
 def _valid_part(data: dict[str, Any]) -> tuple[RulesFile, dict[str, frozenset[str]]]:

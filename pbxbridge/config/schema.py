@@ -50,6 +50,16 @@ class HolidaysConfig(_Strict):
 class CalendarConfig(_Strict):
     """Opening hours of one calendar, in the rules' time zone."""
 
+    ics: str | None = Field(
+        default=None,
+        max_length=1000,
+        description=(
+            "An iCalendar file (.ics) whose events are closures, relative to this "
+            "file's folder; read on every (re)load, a change to it reloads the rules. "
+            "Its closures count as dated closed entries."
+        ),
+    )
+
     holidays: HolidaysConfig | None = Field(
         default=None, description="Public holidays closing the whole day."
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from pbxbridge.config import ConfigError, load_rules
+from pbxbridge.config.loader import ics_files
 from pbxbridge.config.schema import RulesFile
 from pbxbridge.core.models import Override
 from pbxbridge.core.rules import Rules
@@ -63,7 +64,8 @@ class LiveRules:
         self.last_error: list[str] = []
         self.last_error_at: datetime | None = None
         self.reload_failures = 0
-        self._stamp: _FileStamp | None = None
+        # The rules file's stamp, then those of the .ics files its calendars name.
+        self._stamp: tuple[_FileStamp | None, ...] = ()
         self._lock = asyncio.Lock()
 
     def load_initial(self) -> None:
@@ -75,17 +77,22 @@ class LiveRules:
         """
         stamp = _stamp(self.path)
         self.rules, self.model = load_rules(self.path)
-        self._stamp = stamp
         self.generation = 1
+        self._stamp = (stamp, *self._stamps()[1:])
         self.loaded_at = datetime.now(UTC)
 
+    def _stamps(self) -> tuple[_FileStamp | None, ...]:
+        files = ics_files(self.model, self.path.resolve().parent) if self.generation else []
+        return tuple(_stamp(p) for p in (self.path, *files))
+
     def changed_on_disk(self) -> bool:
-        """Whether the file differs (mtime, size or inode) from the last attempt.
+        """Whether the file or an ``.ics`` file it names differs (mtime, size or inode).
 
         Returns:
-            True when it changed; editors that replace the file (new inode) count.
+            True when one changed since the last attempt; editors that replace
+            the file (new inode) count.
         """
-        return _stamp(self.path) != self._stamp
+        return self._stamps() != self._stamp
 
     async def reload(self, why: str) -> bool:
         """Reload the file; keep the current rules if the new file is invalid.
@@ -97,7 +104,7 @@ class LiveRules:
             True when new rules are in force.
         """
         async with self._lock:
-            stamp = _stamp(self.path)
+            stamp = self._stamps()
             try:
                 rules, model = await asyncio.to_thread(load_rules, self.path)
             except ConfigError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -1254,3 +1255,53 @@ class TestHostileInput:
         with contextlib.suppress(ConfigError):
             parse_rules(text, NAME)
         assert time.perf_counter() - started < 1.0
+
+
+ICS_DATA = Path(__file__).resolve().parents[1] / "data" / "ics"
+
+
+class TestIcsReference:
+    def rules_text(self, ics: str) -> str:
+        return mutate("  main:\n", f"  main:\n    ics: {ics}\n").replace(
+            "    open: {}\n", '    open: {"2026-06-12": ["09:00-12:00"]}\n'
+        )
+
+    def test_closures_from_the_file(self) -> None:
+        rules, model = parse_rules(
+            self.rules_text("outlook-schliesstage.ics"),
+            NAME,
+            base_dir=ICS_DATA,
+            today=date(2026, 5, 1),
+        )
+        assert model.calendars["main"].ics == "outlook-schliesstage.ics"
+        cal = rules.calendars["main"]
+        assert cal.state_on(date(2026, 12, 28))[1] == "mon"
+        # Sunday 27 December: the weekend is closed anyway; in 2027 a Monday
+        assert cal.state_on(date(2027, 12, 27)) == ((), "closed: Inventur (ics)", "")
+        # a dated special opening in the YAML wins over the file's closure
+        assert cal.state_on(date(2026, 6, 12))[1] == "special opening 2026-06-12"
+        intervals, _, _ = cal.state_on(date(2026, 11, 25))
+        assert [i.text for i in intervals] == ["07:00-12:00"]
+
+    def test_window_is_relative_to_the_load_date(self) -> None:
+        text = self.rules_text("outlook-schliesstage.ics")
+        rules, _ = parse_rules(text, NAME, base_dir=ICS_DATA, today=date(2026, 5, 1))
+        assert date(2031, 12, 27) in rules.calendars["main"].closed_dates  # 2026 + 5
+        assert date(2032, 12, 27) not in rules.calendars["main"].closed_dates
+
+    def test_missing_file_points_at_the_key(self) -> None:
+        text = self.rules_text("nope.ics")
+        issue = only_issue(text)
+        assert_issue(issue, line_of(text, "ics: nope.ics"), "calendars.main.ics", "cannot read")
+
+    def test_broken_file_names_its_line_and_the_rules_line(self) -> None:
+        text = self.rules_text("invalid-dtstart.ics")
+        with pytest.raises(ConfigError) as info:
+            parse_rules(text, NAME, base_dir=ICS_DATA)
+        (issue,) = info.value.issues
+        assert (issue.file, issue.line, issue.path) == (
+            str(ICS_DATA / "invalid-dtstart.ics"),
+            13,
+            "calendars.main.ics",
+        )
+        assert f"(named at {NAME}:{line_of(text, 'ics: invalid')})" in issue.message

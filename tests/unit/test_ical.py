@@ -1,0 +1,143 @@
+"""Reading iCalendar files as closures (pbxbridge/config/ical.py) with real-world exports.
+
+The files in tests/data/ics/ are written as the programs write them: an Outlook
+export (Windows time zone name, X-MS fields), a Google Calendar export
+(X-WR-TIMEZONE, UTC times, a cancelled event), a Thunderbird-style series with
+EXDATE and a moved instance (RECURRENCE-ID), a Land's holiday feed (all-day
+VALUE=DATE events) and a broken file. The expected closures are read off the
+files by hand.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from pbxbridge.config.ical import Closure, IcsError, closures, parse_ics
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "ics"
+BERLIN = ZoneInfo("Europe/Berlin")
+H = 3600
+
+
+def read(
+    name: str, first: date = date(2026, 1, 1), last: date = date(2027, 12, 31)
+) -> list[Closure]:
+    return list(closures((DATA / name).read_bytes(), tz=BERLIN, first=first, last=last))
+
+
+class TestClosures:
+    def test_outlook_export(self) -> None:
+        assert read("outlook-schliesstage.ics") == [
+            Closure(date(2026, 6, 12), 0, 24 * H, "Betriebsausflug"),
+            # TZID "W. Europe Standard Time" from the file's VTIMEZONE: CET in November
+            Closure(date(2026, 11, 25), 12 * H, 18 * H, "Personalversammlung"),
+            Closure(date(2026, 12, 27), 0, 24 * H, "Inventur"),  # RRULE yearly
+            Closure(date(2027, 12, 27), 0, 24 * H, "Inventur"),
+        ]
+
+    def test_google_export(self) -> None:
+        # DTSTART 12:00Z with X-WR-TIMEZONE Europe/Berlin is 13:00 local, and the
+        # series stays at 13:00 local after the switch to summer time, as Google
+        # shows it; the cancelled event closes nothing.
+        assert read("google-export.ics") == [
+            Closure(date(2026, 3, 4), 13 * H, 15 * H, "Fortbildung"),
+            Closure(date(2026, 4, 1), 13 * H, 15 * H, "Fortbildung"),
+            Closure(date(2026, 5, 6), 13 * H, 15 * H, "Fortbildung"),
+            Closure(date(2026, 5, 15), 0, 24 * H, "Brückentag"),
+        ]
+
+    def test_exdate_and_a_moved_instance(self) -> None:
+        found = read("exdate-recurrence-id.ics")
+        days = [c.day for c in found]
+        assert date(2026, 11, 13) not in days  # EXDATE
+        assert date(2026, 12, 25) not in days  # EXDATE
+        assert date(2027, 1, 1) not in days  # after UNTIL
+        assert len(found) == 11  # 13 Fridays from 2 October to 25 December, less 2 EXDATEs
+        moved = next(c for c in found if c.day == date(2026, 10, 30))
+        assert (moved.start, moved.end) == (12 * H, 18 * H)
+        assert moved.summary.endswith("ab 12 Uhr)")
+        assert all((c.start, c.end) == (14 * H, 18 * H) for c in found if c is not moved)
+
+    def test_holiday_feed_with_a_multi_day_event(self) -> None:
+        found = read("feiertage-niedersachsen.ics")
+        assert [c.day for c in found[:3]] == [
+            date(2026, 1, 1),
+            date(2026, 4, 3),
+            date(2026, 10, 31),
+        ]
+        christmas = [c.day for c in found if c.summary.startswith("Weihnachtsferien")]
+        # DTEND 2027-01-06 is exclusive
+        assert christmas[0] == date(2026, 12, 23)
+        assert christmas[-1] == date(2027, 1, 5)
+        assert len(christmas) == 14
+        assert all(c.all_day for c in found)
+
+    def test_window(self) -> None:
+        found = read("outlook-schliesstage.ics", date(2027, 1, 1), date(2027, 12, 31))
+        assert found == [Closure(date(2027, 12, 27), 0, 24 * H, "Inventur")]
+
+
+BROKEN = [
+    ("invalid-dtstart", (DATA / "invalid-dtstart.ics").read_text(), 13, "DTSTART"),
+    ("not-a-calendar", "Hallo\n", 1, "must start with BEGIN:VCALENDAR"),
+    (
+        "garbage-line",
+        "BEGIN:VCALENDAR\nVERSION:2.0\nBEGIN:VEVENT\nDTSTART:20260101\nthis is no line\n"
+        "END:VEVENT\nEND:VCALENDAR\n",
+        5,
+        "not an iCalendar content line",
+    ),
+    (
+        "unclosed-event",
+        "BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART;VALUE=DATE:20260101\nEND:VCALENDAR\n",
+        4,
+        "END:VEVENT missing",
+    ),
+    (
+        "missing-dtstart",
+        "BEGIN:VCALENDAR\nVERSION:2.0\nBEGIN:VEVENT\nUID:x\nSUMMARY:a\nEND:VEVENT\nEND:VCALENDAR\n",
+        3,
+        "VEVENT without DTSTART",
+    ),
+    (
+        "bad-rrule",
+        "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:x\nDTSTART;VALUE=DATE:20260101\n"
+        "RRULE:FREQ=YEARLI\nEND:VEVENT\nEND:VCALENDAR\n",
+        5,
+        "RRULE",
+    ),
+    (
+        "end-before-start",
+        "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:x\nDTSTART:20260101T100000\n"
+        "DTEND:20260101T090000\nEND:VEVENT\nEND:VCALENDAR\n",
+        5,
+        "DTEND: before DTSTART",
+    ),
+    (
+        "folded-line-counts-from-its-start",
+        "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:x\nSUMMARY:a long\n  title\n"
+        "DTSTART;VALUE=DATE:\n 2026-01-01\nEND:VEVENT\nEND:VCALENDAR\n",
+        6,
+        "DTSTART",
+    ),
+]
+
+
+class TestBrokenFiles:
+    @pytest.mark.parametrize(
+        ("text", "line", "fragment"), [pytest.param(*c[1:], id=c[0]) for c in BROKEN]
+    )
+    def test_error_names_the_line(self, text: str, line: int, fragment: str) -> None:
+        with pytest.raises(IcsError) as info:
+            closures(text.encode(), tz=BERLIN, first=date(2026, 1, 1), last=date(2026, 12, 31))
+        assert info.value.line == line
+        assert fragment in info.value.message
+
+    def test_not_utf8(self) -> None:
+        with pytest.raises(IcsError, match="UTF-8") as info:
+            parse_ics(b"BEGIN:VCALENDAR\nSUMMARY:\xff\nEND:VCALENDAR\n")
+        assert info.value.line == 2
