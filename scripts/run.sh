@@ -41,10 +41,16 @@ demo_agent_logins() {
     done
 }
 
-# Hook: once the page has a supervisor view, add its demo login here (an
-# agents-file entry with "supervisor: true", see docs/agent-page.md).
+# The supervisor page (/supervisor/, docs/supervisor.md): one demo login with
+# "supervisor: true" in the agents file, password to stdout only.
 demo_supervisor_logins() {
-    :
+    local password hashed
+    password=$(python -c 'import secrets; print(secrets.token_urlsafe(12))')
+    hashed=$(printf '%s\n' "$password" | pbxbridge agent-password --stdin)
+    printf 'leitung:\n  password: %s\n  name: Schichtleitung (Demo)\n  supervisor: true\n' \
+        "$hashed" >&3
+    printf '  %-12s %s   supervisor page: http://%s/supervisor/\n' leitung "$password" \
+        "$http_bind"
 }
 
 http_bind=${PBXBRIDGE_HTTP_BIND:-127.0.0.1:8090}

@@ -133,6 +133,8 @@ class AgentPage:
         self.cookie_name = SECURE_SESSION_COOKIE if config.secure_cookies else SESSION_COOKIE
         self.sign_ins = 0
         self.failed_sign_ins = 0
+        self.on_wrapped_up: Callable[[str], None] | None = None
+        """Told the agent id after a wrap-up is recorded (the supervisor board)."""
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -561,6 +563,11 @@ class AgentPage:
             )
         except DeskError as exc:
             return self._refusal(request, exc.key, exc.status, **exc.values)
+        if self.on_wrapped_up is not None:
+            try:
+                self.on_wrapped_up(session.agent.id)
+            except Exception:
+                log.exception("web.wrapped_up_observer_failed", agent=session.agent.id)
         if saved.due_local is not None:
             due_text = format_local(saved.due_local, lang)
             message = label(lang, "saved_callback", due=due_text)

@@ -27,10 +27,10 @@ from typing import Final
 import structlog
 
 from pbxbridge.core import servicelevel
-from pbxbridge.core.lifecycle import CallRecord
+from pbxbridge.core.lifecycle import CallEvent, CallRecord
 from pbxbridge.core.rules import Rules
 from pbxbridge.runtime.settings import read_secret
-from pbxbridge.tracking.agents_board import AgentBoard, AgentView
+from pbxbridge.tracking.agents_board import AgentBoard, AgentView, MemberStatus
 from pbxbridge.tracking.call_board import ALL, CallBoard, Tally, Waiting, waiting
 from pbxbridge.web.desk import CallbackCounts
 
@@ -316,6 +316,34 @@ class SupervisorHub:
             callbacks=cb,
             virtual_holds=None if holds is None else int(holds.get(tenant, 0)),
         )
+
+    # -- feeding -----------------------------------------------------------------------
+
+    def ami_event(self, event: Mapping[str, str]) -> None:
+        """An AMI event for the agent board (the daemon's AMI handler; never raises)."""
+        try:
+            if self.agents.event(event, self.unix_clock()):
+                self.changed()
+        except Exception:
+            log.exception("supervisor.event_failed", event=event.get("Event"))
+
+    def observe(self, record: CallRecord, event: CallEvent | None) -> None:
+        """A call changed (the call tracker's ``on_record`` observer; never raises)."""
+        try:
+            self.calls.observe(record, event)
+        except Exception:
+            log.exception("supervisor.observe_failed", call_id=record.call_id)
+        self.changed()
+
+    def rebuild(self, members: Iterable[MemberStatus]) -> None:
+        """Replace the agent board with a ``QueueStatus`` answer (after every AMI login)."""
+        self.agents.rebuild(members, self.unix_clock())
+        self.changed()
+
+    def wrapped_up(self, agent: str) -> None:
+        """The agent recorded a wrap-up on the agent page."""
+        if self.agents.wrapped_up(agent, self.unix_clock()):
+            self.changed()
 
     # -- pages -------------------------------------------------------------------------
 

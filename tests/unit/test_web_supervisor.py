@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -15,12 +16,15 @@ from aiohttp.test_utils import TestServer
 from pbxbridge.tracking.agents_board import AgentBoard
 from pbxbridge.tracking.call_board import CallBoard
 from pbxbridge.web import WebConfig, setup_web
+from pbxbridge.web.agents import parse_agents
+from pbxbridge.web.passwords import verify_password
 from pbxbridge.web.server import CSP
 from pbxbridge.web.supervisor import SupervisorPage, setup_supervisor
 from pbxbridge.web.supervisor_live import SupervisorConfig, SupervisorHub
 from pbxbridge.web.supervisor_view import render_board
 from tests.unit.test_call_board import call
 from tests.unit.test_web_desk import Bench, Clock, example_rules, local
+from tests.unit.test_web_hardening import run_sh_demo_logins
 from tests.unit.test_web_server import Site, SseReader, sign_in, write_agents
 
 TOKEN = "wand-token-0123456789abcdef"
@@ -171,3 +175,19 @@ class TestSupervisorConfig:
             {"PBXBRIDGE_SL_TARGET": "lots", "PBXBRIDGE_WALLBOARD_PASSWORD": "short"}
         )
         assert (cfg.target_percent, cfg.threshold_s, cfg.wallboard_token) == (80.0, 20.0, "")
+
+
+class TestDemoLogin:
+    def test_run_sh_prints_a_working_supervisor_login(self, tmp_path: Path) -> None:
+        result = run_sh_demo_logins(tmp_path)
+        assert result.returncode == 0, result.stderr
+        match = re.search(
+            r"^  leitung\s+(\S+)   supervisor page: http://127.0.0.1:8090/supervisor/$",
+            result.stdout,
+            re.M,
+        )
+        assert match, result.stdout
+        agents = parse_agents((tmp_path / "var" / "agents.yaml").read_text(encoding="utf-8"))
+        assert agents["leitung"].supervisor and not agents["agent1"].supervisor
+        assert verify_password(match.group(1), agents["leitung"].password)
+        assert match.group(1) not in (tmp_path / "var" / "agents.yaml").read_text()
