@@ -198,6 +198,9 @@ class Decision:
         reject: Rejection for ``REJECT``.
         screen_pop_url: Rendered knowledge-base URL, ``""`` if the tenant has none.
         reasons: Human-readable trace of every step taken.
+        menu_digit: The 115 menu digit the decision was made with (``""``: the
+            menu timed out), ``None`` when no menu was played; journalled, so
+            that a replay can route the call again exactly.
     """
 
     action: Action
@@ -216,6 +219,7 @@ class Decision:
     reject: Reject | None = None
     screen_pop_url: str = ""
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    menu_digit: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready view of the decision (CLI ``--json``, logs, HTTP).

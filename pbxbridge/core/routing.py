@@ -122,7 +122,12 @@ def route(
     tenant = rules.tenants[tenant_id]
     is_open = _is_open(tenant, rules, at, overrides, reasons)
     decision = _decision(tenant, is_open, did, caller, caller_name, via_115, reasons)
-    return replace(decision, caller_invalid=caller_invalid) if caller_invalid else decision
+    if caller_invalid or (via_115 and call.menu_digit is not None):
+        # Rare (a menu was played, or the caller sent garbage): the common
+        # decision is built once, without a second copy.
+        menu_digit = call.menu_digit if via_115 else None
+        return replace(decision, caller_invalid=caller_invalid, menu_digit=menu_digit)
+    return decision
 
 
 def _caller(call: Call, region: str, reasons: list[str]) -> str | None:

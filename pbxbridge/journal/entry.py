@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from pbxbridge.core.lifecycle import CallRecord, State
@@ -50,6 +50,11 @@ class JournalEntry:
         wait_s: Seconds waited in the queue (until answer or abandon).
         talk_s: Seconds of conversation.
         rings: Ring attempts: ``[{"agent", "started", "ended", "outcome"}]``.
+        menu_digit: The 115 menu digit pressed (``""``: the menu timed out),
+            ``None`` when no menu was played. Not personal data: it stays after
+            the purge, so ``pbxbridge replay`` can route such calls again.
+            Keyword-only, so that the subclass's columns may follow without
+            defaults.
     """
 
     node: str
@@ -70,6 +75,7 @@ class JournalEntry:
     wait_s: float | None
     talk_s: float | None
     rings: tuple[dict[str, str | None], ...]
+    menu_digit: str | None = field(default=None, kw_only=True)
 
     def rings_json(self) -> str:
         """The ring attempts as JSON text (for storage)."""
@@ -139,4 +145,5 @@ def entry_from_record(record: CallRecord, node: str) -> JournalEntry:
             }
             for r in record.rings
         ),
+        menu_digit=d.menu_digit,
     )

@@ -82,6 +82,7 @@ def entry_to_json(entry: JournalEntry) -> dict[str, Any]:
         "wait_s": entry.wait_s,
         "talk_s": entry.talk_s,
         "rings": list(entry.rings),
+        "menu_digit": entry.menu_digit,
     }
 
 
@@ -122,6 +123,8 @@ def entry_from_json(data: dict[str, Any]) -> JournalEntry:
         wait_s=None if data["wait_s"] is None else float(data["wait_s"]),
         talk_s=None if data["talk_s"] is None else float(data["talk_s"]),
         rings=tuple(dict(r) for r in data["rings"]),
+        # Absent in lines spooled before the column existed.
+        menu_digit=None if data.get("menu_digit") is None else str(data["menu_digit"]),
     )
 
 

@@ -447,6 +447,7 @@ class _SqlJournal(JournalStore):
             e.wait_s,
             e.talk_s,
             _clean(e.rings_json()),
+            _clean_or_none(e.menu_digit),
         )
 
     def _row(self, raw: tuple[Any, ...]) -> CallRow:
@@ -471,6 +472,7 @@ class _SqlJournal(JournalStore):
             wait_s,
             talk_s,
             rings,
+            menu_digit,
             disposition,
             disposition_at,
             disposition_by,
@@ -508,6 +510,7 @@ class _SqlJournal(JournalStore):
             None if callback_due_at is None else t(callback_due_at),
             None if callback_done_at is None else t(callback_done_at),
             None if purged_at is None else t(purged_at),
+            menu_digit=menu_digit,
         )
 
     # -- the API -----------------------------------------------------------

@@ -49,6 +49,7 @@ callback_number       number to call back (E.164; personal data, purged)
 callback_due_at       end of the next working day (tenant's calendar)
 callback_done_at      when the callback was marked done
 purged_at             when retention removed the personal data
+menu_digit            115 menu digit pressed ("" timed out, NULL no menu); kept
 ====================  ======================================================
 
 A migration, once released, is never edited: databases out there have applied
@@ -119,6 +120,11 @@ JOURNAL_SQLITE_MIGRATIONS: tuple[str, ...] = (
     """
     DROP TABLE IF EXISTS overrides;
     """,
+    # 4: the 115 menu digit, so that ``pbxbridge replay`` routes a menu call
+    # again as it went (not personal data: the purge keeps it).
+    """
+    ALTER TABLE calls ADD COLUMN menu_digit TEXT;
+    """,
 )
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
@@ -174,6 +180,10 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX calls_unpurged ON calls (arrived_at) WHERE purged_at IS NULL;
     CREATE INDEX calls_callback_due ON calls (callback_due_at, tenant)
         WHERE disposition = 'callback';
+    """,
+    # 3: as SQLite's 4.
+    """
+    ALTER TABLE calls ADD COLUMN menu_digit TEXT;
     """,
 )
 

@@ -399,6 +399,16 @@ class StoreBehaviour:
         rows = {r.call_id: r for r in store.calls_between(at(-1e8), at(1))}
         assert rows["old"].purged_at == at(0) and rows["new"].purged_at == at(20)
 
+    def test_the_menu_digit_is_stored_and_outlives_the_purge(self, store: JournalStore) -> None:
+        pressed = entry("pressed", did="+49441115", via_115=True, menu_digit="2")
+        timed_out = entry("timeout", did="+49441115", via_115=True, menu_digit="")
+        store.upsert([pressed, timed_out, entry("none")])
+        store.purge(at(1), at(2))
+        rows = {r.call_id: r for r in store.calls_between(at(-1), at(1))}
+        assert (rows["pressed"].menu_digit, rows["timeout"].menu_digit) == ("2", "")
+        assert rows["none"].menu_digit is None
+        assert rows["pressed"].caller is None  # purged, the digit stays
+
     def test_purged_numbers_do_not_come_back(self, store: JournalStore) -> None:
         vs = versions("c1", arrived=at(-100 * 86400))
         store.upsert([vs[3]])
@@ -538,7 +548,7 @@ class TestSqliteMigrations:
         db.commit()
         db.close()
         with SqliteJournal(path) as store:
-            assert store.schema_version == SCHEMA_VERSION == 3
+            assert store.schema_version == SCHEMA_VERSION == 4
             assert [r.call_id for r in store.calls_between(at(-100), at(1))] == ["kept"]
         db = sqlite3.connect(path)
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -561,7 +571,7 @@ class TestSqliteMigrations:
         db.close()
         with SqliteJournal(path) as store:
             # 3 since migration 3 (the unused overrides table dropped).
-            assert store.schema_version == SCHEMA_VERSION == 3
+            assert store.schema_version == SCHEMA_VERSION == 4
             assert store.purge(at(-90 * 86400), at(0)) == 1
             (row,) = store.calls_between(at(-1e8), at(1))
             assert row.caller is None and row.reasons == ()
@@ -697,3 +707,27 @@ class TestPostgresConnectErrors:
         assert "hunter" not in str(caught.value)
         assert "***" in str(caught.value)
         assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+class TestMenuDigitJournalled:
+    """The 115 menu digit goes from the decision into the row and the spool line."""
+
+    def test_from_route_to_entry_and_spool(self) -> None:
+        from pbxbridge.config import load_rules
+        from pbxbridge.core import Call, route
+        from pbxbridge.journal.spool import entry_from_json, entry_to_json
+
+        rules, _ = load_rules(ROOT / "config" / "routing.yaml")
+        mobile = Call(did="115", caller="0171 1234567")
+        assert route(mobile, rules, T0).menu_digit is None  # the menu is still to play
+        decision = route(replace(mobile, menu_digit="2"), rules, T0)
+        assert (decision.tenant, decision.menu_digit) == ("wardenburg", "2")
+        row = entry_from_record(start("c1", decision, T0), "n1")
+        assert row.menu_digit == "2"
+        assert entry_from_json(entry_to_json(row)).menu_digit == "2"
+        # a line spooled before the column existed reads as "no menu"
+        old_line = {k: v for k, v in entry_to_json(row).items() if k != "menu_digit"}
+        assert entry_from_json(old_line).menu_digit is None
+        # a call not on 115 never carries a digit, whatever the Call held
+        direct = route(Call(did="+494407730", menu_digit="2"), rules, T0)
+        assert direct.menu_digit is None
