@@ -120,12 +120,52 @@ def _describe(d: Decision, rules: Rules) -> str:
 
 @cli.command()
 @click.option("-c", "--config", required=True, envvar=CONFIG_ENV, type=click.Path(dir_okay=False))
-@click.option("--tenant", required=True, help="Tenant id (or a calendar id).")
-@click.option("--from", "first", required=True, type=click.DateTime(["%Y-%m-%d"]))
-@click.option("--to", "last", required=True, type=click.DateTime(["%Y-%m-%d"]))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def calendar(config: str, tenant: str, first: datetime, last: datetime, as_json: bool) -> None:
-    """List open and closed periods day by day, with holiday names."""
+@click.option("--tenant", default=None, help="Tenant id (or a calendar id) to list or publish.")
+@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), help="First day.")
+@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), help="Last day (inclusive).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "ics"]),
+    default=None,
+    help="text (default), json, or ics: an iCalendar feed to subscribe to.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option(
+    "--import",
+    "import_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="iCalendar file (.ics) whose events are closures: print them as a diff of the rules.",
+)
+@click.option("--calendar", "calendar_key", default=None, help="With --import: the calendar.")
+@click.option("--write", is_flag=True, help="With --import: apply the diff to the rules file.")
+def calendar(
+    config: str,
+    tenant: str | None,
+    first: datetime | None,
+    last: datetime | None,
+    fmt: str | None,
+    as_json: bool,
+    import_file: str | None,
+    calendar_key: str | None,
+    write: bool,
+) -> None:
+    r"""List open and closed periods day by day, publish them as iCalendar, or import closures.
+
+    \b
+    pbxbridge calendar -c RULES --tenant T --from DAY --to DAY [--format text|json|ics]
+    pbxbridge calendar -c RULES --import FILE.ics --calendar NAME [--from --to] [--write]
+    """
+    if import_file is not None:
+        if calendar_key is None:
+            base.fail("--import needs --calendar NAME (the calendar to add the closures to)")
+        _import(config, import_file, calendar_key, first, last, write)
+        return
+    if calendar_key is not None or write:
+        base.fail("--calendar and --write go with --import FILE.ics")
+    if tenant is None or first is None or last is None:
+        base.fail("give --tenant, --from and --to (or --import FILE.ics --calendar NAME)")
+    fmt = "json" if as_json else (fmt or "text")
     rules, _ = base.load(config)
     if tenant in rules.tenants:
         cal = rules.tenants[tenant].calendar
@@ -139,11 +179,17 @@ def calendar(config: str, tenant: str, first: datetime, last: datetime, as_json:
         base.fail("--to is before --from")
     if (last - first).days > 731:
         base.fail("at most two years at a time")
+    if fmt == "ics":
+        from pbxbridge.config.feed import build_feed
+
+        feed = build_feed(rules, tenant, first.date(), last.date(), stamp=base.now())
+        click.echo(feed.decode("utf-8"), nl=False)
+        return
     days: dict[date, list[tuple[str, bool, str]]] = {}
     for period in cal.periods(first.date(), last.date()):
         span = f"{_hhmm(period.start)}-{_hhmm(period.end)}"
         days.setdefault(period.day, []).append((span, period.is_open, period.why))
-    if as_json:
+    if fmt == "json":
         payload = [
             {
                 "date": day.isoformat(),
@@ -162,6 +208,95 @@ def calendar(config: str, tenant: str, first: datetime, last: datetime, as_json:
             click.echo(f"{head}  open   {', '.join(opened):<24} {why}")
         else:
             click.echo(f"{head}  closed {'':<24} {periods[0][2]}")
+
+
+def _import(
+    config: str,
+    ics_file: str,
+    calendar_key: str,
+    first: datetime | None,
+    last: datetime | None,
+    write: bool,
+) -> None:
+    """Print (or apply) the entries an iCalendar file adds to a calendar, as a unified diff."""
+    import difflib
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from pbxbridge.config import ConfigError
+    from pbxbridge.config.edit import apply_entries, plan_import
+    from pbxbridge.config.ical import IcsError, closures, parse_ics, yearly_series
+    from pbxbridge.config.loader import parse_rules
+
+    rules, model = base.load(config)
+    if calendar_key not in rules.calendars:
+        base.fail(
+            f"unknown calendar {calendar_key!r} (known: {', '.join(sorted(rules.calendars))})"
+        )
+    today = base.now().astimezone(rules.timezone).date()
+    start = first.date() if first else today
+    end = last.date() if last else date(today.year + 1, 12, 31)
+    if end < start:
+        base.fail("--to is before --from")
+    try:
+        cal = parse_ics(Path(ics_file).read_bytes())
+        series = yearly_series(cal)
+        found = closures(
+            cal,
+            tz=rules.timezone,
+            first=start,
+            last=end,
+            skip_uids=frozenset(s.uid for s in series),
+        )
+    except IcsError as exc:
+        base.fail(f"{ics_file}:{exc.line}: {exc.message}")
+    except OSError as exc:
+        base.fail(f"{ics_file}: {exc.strerror or exc}")
+    plan = plan_import(rules.calendars[calendar_key], model.calendars[calendar_key], found, series)
+    for note in plan.notes:
+        click.echo(f"skipped: {note}", err=True)
+    if not plan.entries:
+        click.echo(f"{config}: nothing to add from {ics_file} ({start} to {end})", err=True)
+        return
+    path = Path(config)
+    old = path.read_text(encoding="utf-8")
+    new = apply_entries(old, calendar_key, plan.entries)
+    try:
+        parse_rules(new, config, base_dir=path.resolve().parent)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            click.echo(str(issue), err=True)
+        base.fail("the import would make the rules invalid; nothing written")
+    diff = difflib.unified_diff(
+        old.splitlines(keepends=True),
+        new.splitlines(keepends=True),
+        fromfile=config,
+        tofile=f"{config} (with {Path(ics_file).name})",
+    )
+    click.echo("".join(diff), nl=False)
+    if write:
+        # Replace atomically, so a reload never reads half a file.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.resolve().parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(new)
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        click.echo(
+            f"{config}: {len(plan.entries)} entries added to calendars.{calendar_key}; "
+            "the daemon picks the change up on its next reload",
+            err=True,
+        )
+    else:
+        click.echo(
+            f"{len(plan.entries)} entries for calendars.{calendar_key} "
+            f"({start} to {end}); --write applies them",
+            err=True,
+        )
 
 
 def _hhmm(seconds: int) -> str:

@@ -189,14 +189,22 @@ def parse_ics(raw: bytes | str) -> icalendar.Calendar:
     return cal
 
 
-def closures(raw: bytes | str, *, tz: ZoneInfo, first: date, last: date) -> tuple[Closure, ...]:
+def closures(
+    raw: bytes | str | icalendar.Calendar,
+    *,
+    tz: ZoneInfo,
+    first: date,
+    last: date,
+    skip_uids: frozenset[str] = frozenset(),
+) -> tuple[Closure, ...]:
     """The closures an iCalendar file implies for local days ``first`` to ``last``.
 
     Args:
-        raw: The file's content.
+        raw: The file's content (or a calendar :func:`parse_ics` returned).
         tz: The rules' time zone (timed events are read in it; floating times too).
         first: First local date of the window.
         last: Last local date of the window (inclusive).
+        skip_uids: Events (series) to leave out, e.g. those imported as yearly entries.
 
     Returns:
         Closures sorted by day and start; whole days merged per day.
@@ -204,7 +212,7 @@ def closures(raw: bytes | str, *, tz: ZoneInfo, first: date, last: date) -> tupl
     Raises:
         IcsError: If the file cannot be read or expanded.
     """
-    cal = parse_ics(raw)
+    cal = raw if isinstance(raw, icalendar.Calendar) else parse_ics(raw)
     try:
         query = recurring_ical_events.of(cal, skip_bad_series=False)
         instances: Iterable[Any] = query.between(first, last + timedelta(days=1))
@@ -213,6 +221,8 @@ def closures(raw: bytes | str, *, tz: ZoneInfo, first: date, last: date) -> tupl
             if count > MAX_INSTANCES:
                 raise IcsError(0, f"more than {MAX_INSTANCES} events between {first} and {last}")
             if str(event.get("STATUS", "")).upper() == "CANCELLED":
+                continue
+            if skip_uids and str(event.get("UID", "")) in skip_uids:
                 continue
             summary = str(event.get("SUMMARY", "")).strip() or "closed"
             found.extend(_instance_closures(event, tz, summary, first, last))
@@ -276,3 +286,79 @@ def _merge(found: list[Closure]) -> tuple[Closure, ...]:
         elif c.day not in whole:
             kept.setdefault((c.day, c.start, c.end), c)
     return tuple(sorted(kept.values(), key=lambda c: (c.day, c.start, c.end)))
+
+
+@dataclass(frozen=True, slots=True)
+class YearlySeries:
+    """An all-day event that repeats on the same date every year, without end.
+
+    Such a series becomes one yearly entry (``MM-DD`` or ``MM-DD..MM-DD``) on
+    import, instead of one dated entry per year that needs re-entering.
+
+    Attributes:
+        uid: The series' UID.
+        first: The first day of the first occurrence.
+        days: How many days each occurrence lasts.
+        summary: The event's title.
+    """
+
+    uid: str
+    first: date
+    days: int
+    summary: str
+
+    @property
+    def entry(self) -> str:
+        """The yearly entry: ``MM-DD`` or ``MM-DD..MM-DD``."""
+        start = f"{self.first:%m-%d}"
+        if self.days == 1:
+            return start
+        return f"{start}..{self.first + timedelta(days=self.days - 1):%m-%d}"
+
+
+def yearly_series(cal: icalendar.Calendar) -> tuple[YearlySeries, ...]:
+    """The all-day series that are exactly "every year on this date, for ever".
+
+    A series with an end (``COUNT``, ``UNTIL``), exceptions (``EXDATE``,
+    ``RDATE``, a ``RECURRENCE-ID`` instance) or any rule part beyond the date
+    itself is not one: its instances are imported one by one. A series that
+    starts on 29 February is not one either (it would close nothing in three
+    of four years, or a different day, depending on the program that wrote it).
+
+    Args:
+        cal: A calendar from :func:`parse_ics`.
+
+    Returns:
+        The series, in file order.
+    """
+    events: list[Any] = list(cal.walk("VEVENT"))
+    moved = {str(e.get("UID", "")) for e in events if "RECURRENCE-ID" in e}
+    found: list[YearlySeries] = []
+    for e in events:
+        rule = e.get("RRULE")
+        start = e["DTSTART"].dt
+        if rule is None or isinstance(start, datetime) or "RECURRENCE-ID" in e:
+            continue
+        if str(e.get("STATUS", "")).upper() == "CANCELLED":
+            continue
+        uid = str(e.get("UID", ""))
+        parts = {k.upper(): v for k, v in dict(rule).items()}
+        if parts.pop("FREQ", None) != ["YEARLY"] or uid in moved or not uid:
+            continue
+        if "EXDATE" in e or "RDATE" in e or (start.month, start.day) == (2, 29):
+            continue
+        if parts.pop("INTERVAL", [1]) != [1]:
+            continue
+        if [int(m) for m in parts.pop("BYMONTH", [start.month])] != [start.month]:
+            continue
+        if [int(d) for d in parts.pop("BYMONTHDAY", [start.day])] != [start.day]:
+            continue
+        if parts:  # COUNT, UNTIL, BYDAY, ...
+            continue
+        end = e.get("DTEND")
+        days = (end.dt - start).days if end is not None else 1
+        if not 1 <= days <= 31:
+            continue
+        summary = str(e.get("SUMMARY", "")).strip() or "closed"
+        found.append(YearlySeries(uid, start, days, summary))
+    return tuple(found)
