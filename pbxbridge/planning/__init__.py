@@ -1,0 +1,1 @@
+"""Planning from the call journal: staffing forecast, its rendering and its simulation check."""
