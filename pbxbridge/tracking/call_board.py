@@ -147,18 +147,43 @@ class CallBoard:
         tenant = record.decision.tenant or "unknown"
         state = record.state
         if event.kind is EventKind.JOIN and state is State.QUEUED:
-            slots = self._slots(event.at, tenant)
-            if slots is not None:
-                slots[self.slot_of(event.at.astimezone(self.tz))].offered += 1
-                self.generation += 1
+            self.offered(tenant, event.at)
         elif event.kind is EventKind.CONNECT and state is State.ANSWERED:
-            self._outcome(tenant, event.at, True, record.waited_s(event.at))
+            self.outcome(tenant, event.at, answered=True, wait_s=record.waited_s(event.at))
         elif state is State.ABANDONED:
-            self._outcome(tenant, event.at, False, record.waited_s(event.at))
+            self.outcome(tenant, event.at, answered=False, wait_s=record.waited_s(event.at))
 
-    def _outcome(self, tenant: str, at: datetime, answered: bool, wait_s: float) -> None:
-        within = answered and servicelevel.answered_within(wait_s, self.threshold_s)
-        short = not answered and servicelevel.short_abandon(wait_s, self.short_abandon_s)
+    def offered(self, tenant: str, at: datetime) -> None:
+        """Count a call that joined a queue (live, or from the journal after a restart).
+
+        Args:
+            tenant: Tenant id.
+            at: When it joined.
+        """
+        slots = self._slots(at, tenant)
+        if slots is not None:
+            slots[self.slot_of(at.astimezone(self.tz))].offered += 1
+            self.generation += 1
+
+    def outcome(self, tenant: str, at: datetime, *, answered: bool, wait_s: float | None) -> None:
+        """Count an answer or an abandon (live, or from the journal after a restart).
+
+        Args:
+            tenant: Tenant id.
+            at: When it was answered or abandoned.
+            answered: True for answered, False for abandoned.
+            wait_s: Seconds waited (``None``: unknown; an unknown answer is late).
+        """
+        if wait_s is None:
+            # Unknown waits count against the service level, as in the report.
+            within = False
+            short = False
+        else:
+            within = answered and servicelevel.answered_within(wait_s, self.threshold_s)
+            short = not answered and servicelevel.short_abandon(wait_s, self.short_abandon_s)
+        self._add(tenant, at, answered, within, short)
+
+    def _add(self, tenant: str, at: datetime, answered: bool, within: bool, short: bool) -> None:
         self._recent.append(_Outcome(at, tenant, answered, within, short))
         slots = self._slots(at, tenant)
         if slots is not None:
@@ -218,7 +243,7 @@ class CallBoard:
             self._recent.popleft()
         out: dict[str, Tally] = {ALL: Tally()}
         for o in self._recent:
-            if o.at > now:
+            if o.at > now or o.at < since:  # journal seeds may arrive out of order
                 continue
             for key in (o.tenant, ALL):
                 tally = out.setdefault(key, Tally())

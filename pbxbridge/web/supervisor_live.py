@@ -29,10 +29,12 @@ import structlog
 from pbxbridge.core import servicelevel
 from pbxbridge.core.lifecycle import CallEvent, CallRecord
 from pbxbridge.core.rules import Rules
+from pbxbridge.journal.entry import Outcome
+from pbxbridge.journal.store import CallRow
 from pbxbridge.runtime.settings import read_secret
 from pbxbridge.tracking.agents_board import AgentBoard, AgentView, MemberStatus
 from pbxbridge.tracking.call_board import ALL, CallBoard, Tally, Waiting, waiting
-from pbxbridge.web.desk import CallbackCounts
+from pbxbridge.web.desk import CallbackCounts, JournalLink
 
 log = structlog.get_logger(__name__)
 
@@ -344,6 +346,57 @@ class SupervisorHub:
         """The agent recorded a wrap-up on the agent page."""
         if self.agents.wrapped_up(agent, self.unix_clock()):
             self.changed()
+
+    async def seed(self, link: JournalLink, *, before: datetime) -> int:
+        """Count today's calls this node journalled before ``before`` (a restart keeps the day).
+
+        Calls routed since are counted live, so the two never overlap. A
+        journal that cannot be read leaves the figures as they are (logged).
+
+        Args:
+            link: The journal.
+            before: The daemon's start.
+
+        Returns:
+            Rows counted.
+        """
+        tz = self._rules().timezone
+        start = datetime.combine(before.astimezone(tz).date(), datetime.min.time(), tz)
+
+        def read() -> list[CallRow]:
+            store = link.open()
+            try:
+                return [r for r in store.calls_between(start, before) if r.node == link.node]
+            finally:
+                store.close()
+
+        try:
+            rows = await asyncio.to_thread(read)
+        except Exception as exc:
+            log.warning("supervisor.seed_failed", error=f"{type(exc).__name__}: {exc}"[:200])
+            return 0
+        for row in rows:
+            self._seed_row(row)
+        log.info("supervisor.seeded", calls=len(rows), since=start.isoformat())
+        self.changed()
+        return len(rows)
+
+    def _seed_row(self, row: CallRow) -> None:
+        queued = row.queued_at
+        if queued is None or row.action == "closed":
+            return  # never offered to a queue (the report's "not queued")
+        tenant = row.tenant or "unknown"
+        self.calls.offered(tenant, queued)
+        if row.answered_at is not None:
+            wait = row.wait_s
+            if wait is None:
+                wait = max(0.0, (row.answered_at - queued).total_seconds())
+            self.calls.outcome(tenant, row.answered_at, answered=True, wait_s=wait)
+        elif row.outcome == Outcome.ABANDONED and row.ended_at is not None:
+            wait = row.wait_s
+            if wait is None:
+                wait = (row.ended_at - queued).total_seconds()
+            self.calls.outcome(tenant, row.ended_at, answered=False, wait_s=wait)
 
     # -- pages -------------------------------------------------------------------------
 

@@ -191,3 +191,19 @@ class TestDemoLogin:
         assert agents["leitung"].supervisor and not agents["agent1"].supervisor
         assert verify_password(match.group(1), agents["leitung"].password)
         assert match.group(1) not in (tmp_path / "var" / "agents.yaml").read_text()
+
+
+class TestSeedFromJournal:
+    async def test_a_restart_keeps_todays_figures(self, sv: SupervisorSite) -> None:
+        bench = sv.site.bench
+        bench.answered_call("c1")
+        bench.ring("c2", "agent2")
+        bench.clock.tick(38)
+        bench.ev("QueueCallerAbandon", "c2", HoldTime="40")
+        assert "wardenburg" not in sv.calls.today(bench.clock())  # fed nothing live
+        assert bench.link is not None
+        assert await sv.hub.seed(bench.link, before=bench.clock()) == 2
+        tally = sv.calls.today(bench.clock())["wardenburg"]
+        assert (tally.offered, tally.answered, tally.within, tally.abandoned) == (2, 1, 1, 1)
+        # Calls journalled after the start are counted live, not again.
+        assert await sv.hub.seed(bench.link, before=bench.clock() - timedelta(hours=1)) == 0
