@@ -6,7 +6,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, date, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from pbxbridge.web.agents import parse_agents
 from pbxbridge.web.passwords import verify_password
 from pbxbridge.web.server import CSP
 from pbxbridge.web.supervisor import SupervisorPage, setup_supervisor
+from pbxbridge.web.supervisor_forecast import ForecastProvider
 from pbxbridge.web.supervisor_live import SupervisorConfig, SupervisorHub
 from pbxbridge.web.supervisor_view import render_board
 from tests.unit.test_call_board import call
@@ -207,3 +208,27 @@ class TestSeedFromJournal:
         assert (tally.offered, tally.answered, tally.within, tally.abandoned) == (2, 1, 1, 1)
         # Calls journalled after the start are counted live, not again.
         assert await sv.hub.seed(bench.link, before=bench.clock() - timedelta(hours=1)) == 0
+
+
+class TestForecastProvider:
+    async def test_arrivals_and_agents_needed_from_last_weeks_calls(
+        self, bench: Bench, tmp_path: Path
+    ) -> None:
+        bench.clock.now = local(2026, 11, 18, 10, 0).astimezone(UTC)  # Wednesday a week ago
+        for i in range(10):
+            bench.answered_call(f"h{i}")  # 10:00-10:06 local
+        bench.clock.now = local(2026, 11, 25, 10, 5).astimezone(UTC)
+        provider = ForecastProvider(
+            lambda: bench.rules, lambda: bench.link, SupervisorConfig(), clock=bench.clock
+        )
+        assert provider.needed(bench.clock()) is None
+        await provider.refresh()
+        assert provider.error is None
+        expected = provider.arrivals(date(2026, 11, 25))[""]
+        assert len(expected) == 48
+        # The only history Wednesday had ten calls between 10:00 and 10:30.
+        assert expected[20] == pytest.approx(10.0)
+        assert sum(expected) == pytest.approx(10.0)
+        assert (provider.needed(bench.clock()) or 0) >= 1
+        assert provider.arrivals(date(2026, 12, 25)) == {}
+        assert provider.needed(local(2026, 12, 25, 10, 5)) is None
