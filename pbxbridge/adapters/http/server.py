@@ -1,5 +1,9 @@
 """Loopback HTTP: ``/healthz`` (JSON) for monitoring and the operator.
 
+Also ``/metrics`` (Prometheus) and, when the composition root passes the rules,
+``/calendar/{tenant}.ics`` (see :mod:`pbxbridge.adapters.http.calendar_feed`;
+off unless ``PBXBRIDGE_CALENDAR_FEED`` turns it on).
+
 Bound to 127.0.0.1 by default: it tells connection states and rule errors,
 which is nobody else's business; put a reverse proxy in front for more.
 """
@@ -11,6 +15,9 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+
+from pbxbridge.adapters.http.calendar_feed import FeedAccess, mount_calendar_feed
+from pbxbridge.core.rules import Rules
 
 log = structlog.get_logger(__name__)
 
@@ -27,10 +34,20 @@ class HttpServer:
         health: Returns ``(healthy, body)`` for ``/healthz``: HTTP 200 when
             healthy, else 503; a ``status`` in the body is kept.
         metrics: Returns the Prometheus exposition for ``/metrics``.
+        calendar: Returns the rules in force, for ``/calendar/{tenant}.ics``.
+        calendar_access: Who may read the feed (default: from the environment,
+            :meth:`FeedAccess.from_env`, which raises on a bad setting).
     """
 
     def __init__(
-        self, host: str, port: int, health: HealthSource, metrics: MetricsSource | None = None
+        self,
+        host: str,
+        port: int,
+        health: HealthSource,
+        metrics: MetricsSource | None = None,
+        *,
+        calendar: Callable[[], Rules] | None = None,
+        calendar_access: FeedAccess | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -41,6 +58,8 @@ class HttpServer:
         self.app.router.add_get("/healthz", self._healthz)
         if metrics is not None:
             self.app.router.add_get("/metrics", self._metrics_handler)
+        if calendar is not None:
+            mount_calendar_feed(self.app, calendar, calendar_access or FeedAccess.from_env())
 
     async def start(self) -> None:
         """Start listening."""
