@@ -23,6 +23,7 @@ from pbxbridge.config.schema import (
     ClosedConfig,
     RulesFile,
     TenantConfig,
+    VirtualHoldConfig,
 )
 from pbxbridge.core.calendar import (
     WEEKDAYS,
@@ -47,6 +48,7 @@ from pbxbridge.core.rules import (
     UnknownDid,
     UrlTemplate,
 )
+from pbxbridge.core.virtual_hold import OFF, VirtualHoldPolicy, VirtualHoldSounds
 
 Loc = tuple[str | int, ...]
 Problems = list[tuple[Loc, str]]
@@ -414,6 +416,33 @@ def _tenant(
         closed=closed,
         screen_pop=screen_pop,
         callback_working_days=cfg.callback.working_days,
+        virtual_hold=_virtual_hold(cfg.virtual_hold),
+    )
+
+
+def _virtual_hold(cfg: VirtualHoldConfig | None) -> VirtualHoldPolicy:
+    """The tenant's virtual-hold policy; defaults are the core's (one copy)."""
+    if cfg is None:
+        return OFF
+    sounds = {k: v for k, v in cfg.sounds.model_dump().items() if v is not None}
+    estimate, waited = cfg.offer_when_estimate_over, cfg.offer_after_waiting
+    if estimate is None and waited is None:
+        estimate = OFF.offer_after_estimate_s
+    return VirtualHoldPolicy(
+        enabled=cfg.enabled,
+        offer_after_estimate_s=estimate,
+        offer_after_waited_s=waited,
+        offer_when=cfg.offer_when,
+        repeat_s=cfg.repeat_every,
+        digit=cfg.digit,
+        sounds=VirtualHoldSounds(**sounds),
+        retry_delay_s=cfg.retry_after,
+        max_tries=cfg.max_tries,
+        answer_timeout_s=cfg.answer_timeout,
+        entry_attempts=cfg.entry_attempts,
+        allow_international=cfg.allow_international,
+        repeat_caller_priority=cfg.repeat_caller_priority,
+        outbound_context=cfg.outbound_context,
     )
 
 

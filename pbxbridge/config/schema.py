@@ -175,6 +175,99 @@ class CallbackConfig(_Strict):
     )
 
 
+class VirtualHoldSoundsConfig(_Strict):
+    """The prompts of a virtual hold; each one left out keeps its default."""
+
+    offer: Sound | None = Field(
+        default=None, description="The offer (default pbxbridge/vhold-offer): press the digit."
+    )
+    read_back: Sound | None = Field(
+        default=None, description="Before the caller's number is read back as digits."
+    )
+    confirm_or_enter: Sound | None = Field(
+        default=None, description="Press the digit to confirm, or type another number and #."
+    )
+    enter_number: Sound | None = Field(
+        default=None, description="Type your number with area code, ending with #."
+    )
+    invalid_number: Sound | None = Field(
+        default=None, description="This number cannot be called back."
+    )
+    premium_number: Sound | None = Field(
+        default=None, description="Premium-rate, service and emergency numbers are not called."
+    )
+    international_number: Sound | None = Field(
+        default=None, description="Only German numbers are called back."
+    )
+    confirmed: Sound | None = Field(default=None, description="Thank you, you may hang up.")
+    may_call_tomorrow: Sound | None = Field(
+        default=None,
+        description="Played with the offer: if we close first, we call back the next working day.",
+    )
+
+
+class VirtualHoldConfig(_Strict):
+    """Virtual hold: a waiting caller may take a callback and keep their place in the queue."""
+
+    enabled: bool = Field(default=False, description="Offer callbacks (off unless true).")
+    offer_when_estimate_over: int | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        description=(
+            "Offer when the estimated wait exceeds this many seconds. With neither this "
+            "nor offer_after_waiting: 120."
+        ),
+    )
+    offer_after_waiting: int | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        description="Offer once the caller has waited this many seconds.",
+    )
+    offer_when: Literal["any", "all"] = Field(
+        default="any",
+        description="With both thresholds: offer when either (any) or both (all) hold.",
+    )
+    repeat_every: int = Field(
+        default=60, ge=0, le=3600, description="Seconds until the offer is repeated; 0: once."
+    )
+    digit: str = Field(
+        default="1", pattern=r"^[0-9*]$", description='The digit that accepts (quoted, "1").'
+    )
+    sounds: VirtualHoldSoundsConfig = Field(default_factory=VirtualHoldSoundsConfig)
+    retry_after: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="Seconds after a failed callback until the next try.",
+    )
+    max_tries: int = Field(default=3, ge=1, le=10, description="Calls to the citizen in all.")
+    answer_timeout: int = Field(
+        default=30, ge=5, le=120, description="Seconds the citizen's phone rings per try."
+    )
+    entry_attempts: int = Field(
+        default=2, ge=1, le=5, description="Number entries before the caller goes back to waiting."
+    )
+    allow_international: bool = Field(
+        default=False, description="Call back numbers outside Germany too."
+    )
+    repeat_caller_priority: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description=(
+            "Added to the queue priority of a call whose number has an open callback "
+            "or a pending virtual hold."
+        ),
+    )
+    outbound_context: str = Field(
+        default="pbxbridge-forward",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Dialplan context that dials the citizen through the outbound trunk.",
+    )
+
+
 class TenantConfig(_Strict):
     """A public authority whose calls the service centre answers."""
 
@@ -188,10 +281,22 @@ class TenantConfig(_Strict):
         ),
     )
     calendar: str = Field(description="Key of a calendar under calendars.")
+    places: list[Annotated[str, Field(min_length=2, max_length=80)]] = Field(
+        default_factory=list,
+        description=(
+            "Places the tenant covers, as the phonenumbers geocoder names local "
+            "networks (Jever, Varel); pbxbridge check warns about a 115 area code "
+            "mapped to the tenant whose place is none of them. Default: the words "
+            "of name (Gemeinde Wardenburg: Wardenburg)."
+        ),
+    )
     open: OpenConfig
     closed: ClosedConfig = Field(default_factory=ClosedConfig)
     screen_pop: ScreenPopConfig | None = None
     callback: CallbackConfig = Field(default_factory=CallbackConfig)
+    virtual_hold: VirtualHoldConfig | None = Field(
+        default=None, description="Callback instead of waiting (off without this block)."
+    )
 
 
 class MenuConfig(_Strict):

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from pbxbridge.core.calendar import Calendar
 from pbxbridge.core.models import ClosedHandling, Menu, QueueTarget, Reject
+from pbxbridge.core.virtual_hold import OFF, VirtualHoldPolicy
 
 URL_FIELDS = ("caller", "tenant", "did", "caller_name", "via_115")
 """Placeholders allowed in a screen-pop URL template."""
@@ -95,6 +96,7 @@ class Tenant:
         closed: Handling outside opening hours.
         screen_pop: Knowledge-base URL template, if any.
         callback_working_days: Callback deadline in working days (end of day).
+        virtual_hold: Its virtual-hold policy (disabled unless configured).
     """
 
     id: str
@@ -105,6 +107,7 @@ class Tenant:
     closed: ClosedHandling
     screen_pop: UrlTemplate | None = None
     callback_working_days: int = 1
+    virtual_hold: VirtualHoldPolicy = OFF
 
 
 @dataclass(frozen=True, slots=True)
