@@ -127,12 +127,13 @@ def _summary(snap: Snapshot, lang: str) -> Markup:
             name="sl-15",
         ),
         _big_tile(
-            label(lang, "sv_agents_ready"),
-            label(lang, "sv_needed_of", signed_in=snap.signed_in, needed=snap.agents_needed)
-            if snap.agents_needed is not None
-            else str(snap.signed_in),
+            label(lang, "sv_agents_needed"),
+            f"{snap.signed_in} / {snap.agents_needed}",
             name="staffing",
-        ),
+            grade_="ok" if snap.signed_in >= snap.agents_needed else "bad",
+        )
+        if snap.agents_needed is not None
+        else _big_tile(label(lang, "sv_agents_ready"), str(snap.signed_in), name="staffing"),
     ]
     if shared.virtual_holds is not None:
         tiles.append(
@@ -172,10 +173,11 @@ def _tenant_table(snap: Snapshot, lang: str) -> Markup:
         keys.append("sv_virtual_holds")
     head = tag("tr", *(tag("th", label(lang, k), scope="col") for k in keys))
     rows = [_tenant_row(row, snap, lang, holds) for row in snap.rows]
+    table = tag("table", tag("thead", head), tag("tbody", join(rows)), class_="figures")
     return tag(
         "section",
         tag("h2", label(lang, "sv_queues")),
-        tag("table", tag("thead", head), tag("tbody", join(rows)), class_="figures"),
+        tag("div", table, class_="scroll"),
         class_="queues",
     )
 
@@ -238,29 +240,22 @@ def _agents(snap: Snapshot, lang: str, personal: bool) -> Markup:
         return tag("section", title, summary, class_="agents")
     if not snap.agents:
         return tag("section", title, summary, tag("p", label(lang, "sv_no_agents"), class_="empty"))
-    head = tag(
-        "tr",
-        *(
-            tag("th", label(lang, k), scope="col")
-            for k in ("sv_agent", "sv_state", "sv_reason", "sv_since", "sv_member_of")
-        ),
-    )
-    rows = [
+    cards = [
         tag(
-            "tr",
-            tag("th", snap.names.get(view.agent, view.agent), scope="row"),
-            tag("td", label(lang, f"sv_state_{view.state.value}"), class_="state"),
-            tag("td", view.reason),
-            tag("td", _ticker(view.since, snap.unix)),
-            tag("td", ", ".join(view.queues)),
+            "li",
+            tag("span", snap.names.get(view.agent, view.agent), class_="agent-name"),
+            tag("span", _ticker(view.since, snap.unix), class_="since"),
+            tag("span", label(lang, f"sv_state_{view.state.value}"), class_="state"),
+            tag("span", view.reason, class_="reason") if view.reason else EMPTY,
+            tag("span", ", ".join(view.queues), class_="queues"),
             data_agent=view.agent,
             data_state=view.state.value,
-            class_=f"state-{view.state.value}",
+            class_=f"agent state-{view.state.value}",
         )
         for view in snap.agents
     ]
-    table = tag("table", tag("thead", head), tag("tbody", join(rows)), class_="agent-list")
-    return tag("section", title, summary, table, class_="agents")
+    grid = tag("ul", join(cards), class_="agent-grid", aria_label=label(lang, "sv_agents"))
+    return tag("section", title, summary, grid, class_="agents")
 
 
 # -- charts ----------------------------------------------------------------------------

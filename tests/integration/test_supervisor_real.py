@@ -53,7 +53,7 @@ WATCH = """(() => {
     const board = document.getElementById('board');
     new MutationObserver(() => {
         const at = performance.timeOrigin + performance.now();
-        const row = board.querySelector('tr[data-agent="agent1"]');
+        const row = board.querySelector('li[data-agent="agent1"]');
         const state = row ? row.getAttribute('data-state') : null;
         const s = window.__seen.states;
         if (state && (s.length === 0 || s[s.length - 1][0] !== state)) s.push([state, at]);
@@ -116,7 +116,7 @@ class TestSupervisorPage:
             await page.goto(base + "supervisor/")
             await page.wait_for(LIVE)
             # Rebuilt from QueueStatus at the AMI login: the test bed's members.
-            await page.wait_for("!!document.querySelector('tr[data-agent=\"agent1\"]')", 10)
+            await page.wait_for("!!document.querySelector('li[data-agent=\"agent1\"]')", 10)
             assert await page.text("h1, .target") != ""
             assert await page.eval(tile_grade("sl-day")) == "none"
             await page.eval(WATCH)
@@ -126,7 +126,7 @@ class TestSupervisorPage:
             assert first.ok, first.describe()
             await page.wait_for(f"{tile_grade('sl-day')} === 'ok'", 10)
             await page.wait_for(
-                "document.querySelector('tr[data-agent=\"agent1\"]').dataset.state === 'wrapup'", 10
+                "document.querySelector('li[data-agent=\"agent1\"]').dataset.state === 'wrapup'", 10
             )
 
             # Late: agent1 rings 3 s. The first call's wrap-up ends when agent1 is
@@ -134,7 +134,7 @@ class TestSupervisorPage:
             await page.eval("window.__seen = {states: [], waiting: []}")
             second = asyncio.ensure_future(call(tb, 3000))
             await page.wait_for(
-                "document.querySelector('tr[data-agent=\"agent1\"]').dataset.state === 'talking'",
+                "document.querySelector('li[data-agent=\"agent1\"]').dataset.state === 'talking'",
                 15,
             )
             await page.screenshot(SCREENSHOTS / "supervisor-de.png", full_page=True)
@@ -142,7 +142,7 @@ class TestSupervisorPage:
             assert result.ok, result.describe()
             await page.wait_for(f"{tile_grade('sl-day')} === 'bad'", 10)
             await page.wait_for(
-                "document.querySelector('tr[data-agent=\"agent1\"]').dataset.state === 'wrapup'",
+                "document.querySelector('li[data-agent=\"agent1\"]').dataset.state === 'wrapup'",
                 10,
             )
             seen: dict[str, list[list[Any]]] = await page.eval("window.__seen")
