@@ -7,6 +7,7 @@ command gets its own module here and one import line below.
 
 from pbxbridge.cli import daemon, journal, overrides, rules
 from pbxbridge.cli import forecast as forecast_commands
+from pbxbridge.cli import replay as replay_commands
 from pbxbridge.cli import staffing as staffing_commands
 from pbxbridge.cli.base import cli
 from pbxbridge.cli.journal import run_report_cli
@@ -14,7 +15,15 @@ from pbxbridge.cli.journal import run_report_cli
 __all__ = ["cli", "main", "run_report_cli"]
 
 # The modules are imported for their side effect: each registers its commands.
-_COMMANDS = (daemon, journal, overrides, rules, staffing_commands, forecast_commands)
+_COMMANDS = (
+    daemon,
+    journal,
+    overrides,
+    rules,
+    staffing_commands,
+    forecast_commands,
+    replay_commands,
+)
 
 
 def main() -> None:

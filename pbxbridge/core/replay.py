@@ -37,7 +37,7 @@ import bisect
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Final, Protocol
 
 from pbxbridge.core.calendar import Calendar
@@ -48,6 +48,8 @@ from pbxbridge.core.rules import Rules
 
 SAMPLES_PER_GROUP: Final = 3
 """Calls of each group whose reasons (both sides) the report keeps."""
+
+_DAY: Final = timedelta(days=1)
 
 FIELDS: Final = ("tenant", "action", "queue", "priority", "closed")
 """What is compared, in this order (a change's ``kind`` lists the differing ones)."""
@@ -263,7 +265,10 @@ class OverrideTimeline:
 
     def at(self, instant: datetime) -> tuple[int, tuple[Override, ...]]:
         """The stretch ``instant`` falls in, and the overrides in force then."""
-        index = bisect.bisect_right(self._points, instant)
+        points = self._points
+        if not points:
+            return 0, ()
+        index = bisect.bisect_right(points, instant)
         return index, self._sets[index]
 
 
@@ -274,6 +279,8 @@ class _Side:
         self.rules = rules
         self._dids: dict[str, bool] = {}
         self._days: dict[date, list[int]] = {}
+        self._lo = self._hi = 0.0
+        self._last: tuple[date, int] = (date.min, 0)
         calendars: dict[int, Calendar] = {id(c): c for c in rules.calendars.values()}
         calendars.update((id(t.calendar), t.calendar) for t in rules.tenants.values())
         self._calendars = tuple(calendars.values())
@@ -291,27 +298,49 @@ class _Side:
         """What of the caller a 115 decision reads: withheld, or the matching area code."""
         if caller is None:
             return None
-        e164 = normalize(caller, self.rules.region).e164
+        # The journal keeps callers as route() normalised them: E.164 needs
+        # no second normalisation (the common case, and most of the cost).
+        e164 = caller if caller.startswith("+") else normalize(caller, self.rules.region).e164
         if e164 is None:
             return None
         service = self.rules.service_115
         hit = service.by_area_code.longest(e164) if service is not None else None
         return "" if hit is None else hit[0]
 
-    def stretch(self, at: datetime) -> tuple[date, int]:
-        """The local day and the stretch of it in which no calendar changes state."""
-        local = at.astimezone(self.rules.timezone)
+    def stretch(self, at: datetime, stamp: float) -> tuple[date, int]:
+        """The local day and the stretch of it in which no calendar changes state.
+
+        Args:
+            at: The instant.
+            stamp: The same as Unix seconds.
+        """
+        # Calls come oldest first and a stretch lasts hours: the last one
+        # found usually holds the next call too.
+        if self._lo <= stamp < self._hi:
+            return self._last
+        tz = self.rules.timezone
+        local = at.astimezone(tz)
         day = local.date()
         bounds = self._days.get(day)
         if bounds is None:
-            edges: set[int] = set()
+            edges: set[int] = {0, 86_400}
             for calendar in self._calendars:
                 for interval in calendar.state_on(day)[0]:
                     edges.add(interval.start)
                     edges.add(interval.end)
             bounds = self._days[day] = sorted(edges)
         second = local.hour * 3600 + local.minute * 60 + local.second
-        return day, bisect.bisect_right(bounds, second)
+        index = bisect.bisect_right(bounds, second)
+        self._last = (day, index)
+        midnight = datetime(day.year, day.month, day.day, tzinfo=tz)
+        if midnight.utcoffset() == (midnight + _DAY).utcoffset():
+            # Wall-clock seconds map to instants one to one on this day.
+            self._lo = (midnight + timedelta(seconds=bounds[index - 1])).timestamp()
+            self._hi = (midnight + timedelta(seconds=bounds[index])).timestamp()
+        else:
+            # A day the clocks change: no shortcut, every call is looked up.
+            self._lo = self._hi = 0.0
+        return self._last
 
 
 class Replayer:
@@ -360,14 +389,15 @@ class Replayer:
                 self.report.not_replayable[row.tenant] += 1
             return None
         at = row.arrived_at
+        stamp = at.timestamp()
         stretch, overrides = self._overrides.at(at)
         caller = row.caller
         key = (
             did,
             row.menu_digit,
             (b.area(caller), a.area(caller)) if via_115 else None,
-            b.stretch(at),
-            a.stretch(at),
+            b.stretch(at, stamp),
+            a.stretch(at, stamp),
             stretch,
         )
         pair = self._memo.get(key)
