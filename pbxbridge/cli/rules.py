@@ -24,14 +24,28 @@ from pbxbridge.cli.base import CONFIG_ENV, cli
 @click.argument("config", type=click.Path(dir_okay=False), envvar=CONFIG_ENV)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing when the file is valid.")
 def check(config: str, quiet: bool) -> None:
-    """Validate a rules file; list every error as FILE:LINE: key.path: message."""
-    rules, _ = base.load(config)
+    """Validate a rules file; list every error as FILE:LINE: key.path: message.
+
+    Valid but probably wrong entries (a closure on a public holiday, a special
+    opening on a day that is open anyway, a 115 area code of another place) are
+    listed as FILE:LINE: key.path: warning: message on stderr; they do not
+    change the exit status.
+    """
+    from pathlib import Path
+
+    from pbxbridge.config.lint import format_warning, lint_rules
+
+    rules, model = base.load(config)
+    today = base.now().astimezone(rules.timezone).date()
+    warnings = lint_rules(Path(config).read_bytes(), config, rules, model, today=today)
+    for warning in warnings:
+        click.echo(format_warning(warning), err=True)
     if not quiet:
         click.echo(
             f"{config}: OK ({len(rules.tenants)} tenants, {len(rules.exact_dids)} numbers, "
             f"{len(rules.prefix_dids.entries)} number blocks, "
             f"{len(rules.service_115.by_area_code.entries) if rules.service_115 else 0} "
-            "115 area codes)"
+            "115 area codes)" + (f", {len(warnings)} warning(s)" if warnings else "")
         )
 
 

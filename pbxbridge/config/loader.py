@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -157,6 +157,25 @@ def parse_rules(
         raise ConfigError(issues)
     assert rules is not None
     return rules, model
+
+
+def line_finder(raw: bytes | str) -> Callable[[Path_], int]:
+    """Map key paths of a (valid) rules file to their lines, for warnings.
+
+    Args:
+        raw: The YAML text.
+
+    Returns:
+        A function from a key path (``("calendars", "main", "closed", 0)``)
+        to its 1-based line, as errors report it.
+    """
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+    finally:
+        loader.dispose()
+    return lambda loc: _line_for(root, loc)
 
 
 def ics_files(model: RulesFile, base_dir: Path) -> list[Path]:

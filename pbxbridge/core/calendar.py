@@ -422,6 +422,31 @@ class Calendar:
                 return left, cut[1] if not left else why, name
         return intervals, why, name
 
+    def regular_state(self, day: date) -> tuple[tuple[Interval, ...], str, str]:
+        """The state of a day as it would be without any special opening.
+
+        For ``pbxbridge check``: a special opening on a day that is open anyway
+        is probably meant for another day.
+
+        Args:
+            day: A local date.
+
+        Returns:
+            ``(intervals, why, holiday)`` as :meth:`state_on` gives them, with
+            dated and yearly special openings left out.
+        """
+        closed = self.closed_dates.get(day)
+        if closed is not None:
+            return (), closed, ""
+        closed = self.yearly_closed.get((day.month, day.day))
+        if closed is not None:
+            return (), closed, ""
+        name = self.holiday(day)
+        if name:
+            return (), f"holiday: {name}", name
+        weekday = day.weekday()
+        return self.weekly[weekday], WEEKDAYS[weekday], ""
+
     def _undated_state(self, day: date) -> tuple[tuple[Interval, ...], str, str]:
         """Steps 3-6 of the precedence: yearly entries, holidays, weekly hours."""
         if self.yearly_open or self.yearly_closed:
