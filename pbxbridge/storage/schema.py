@@ -5,11 +5,13 @@ Three databases, three tuples of migrations:
 * :data:`JOURNAL_SQLITE_MIGRATIONS`: a node's journal file (``journal.sqlite``),
   version in ``PRAGMA user_version``; run by
   :class:`~pbxbridge.journal.sqlite.SqliteJournal`.
-* :data:`OVERRIDES_SQLITE_MIGRATIONS`: a node's overrides state file, version in
-  ``PRAGMA user_version``; run by
-  :class:`~pbxbridge.storage.overrides.SqliteOverrideStore`.
-* :data:`POSTGRES_MIGRATIONS`: the database several nodes share, journal and
-  overrides together, version in the ``schema_version`` table; run by
+* :data:`OVERRIDES_SQLITE_MIGRATIONS`: a node's state file (overrides and
+  virtual holds), version in ``PRAGMA user_version``; run by
+  :class:`~pbxbridge.storage.overrides.SqliteOverrideStore` and
+  :class:`~pbxbridge.storage.virtual_holds.SqliteVirtualHoldStore`, whichever
+  opens it first.
+* :data:`POSTGRES_MIGRATIONS`: the database several nodes share, journal,
+  overrides and virtual holds together, version in the ``schema_version`` table; run by
   :func:`~pbxbridge.storage.postgres.migrate_postgres` whichever store opens it
   first.
 
@@ -185,6 +187,41 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE calls ADD COLUMN menu_digit TEXT;
     """,
+    # 4: pending and finished virtual holds, shared by the nodes (the columns
+    # are those of the state file's virtual_holds, times as timestamptz).
+    """
+    CREATE TABLE virtual_holds (
+        node TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        caller TEXT,
+        number TEXT,
+        dial TEXT NOT NULL,
+        state TEXT NOT NULL,
+        arrived_at TIMESTAMPTZ NOT NULL,
+        offered_at TIMESTAMPTZ NOT NULL,
+        offers INTEGER NOT NULL,
+        last_offer_waited_s DOUBLE PRECISION,
+        accepted_at TIMESTAMPTZ,
+        placeholder_answered_at TIMESTAMPTZ,
+        agent TEXT NOT NULL,
+        attempts TEXT NOT NULL,
+        next_try_at TIMESTAMPTZ,
+        connected_at TIMESTAMPTZ,
+        ticket_due_at TIMESTAMPTZ,
+        updated_at TIMESTAMPTZ NOT NULL,
+        events TEXT NOT NULL,
+        purged_at TIMESTAMPTZ,
+        PRIMARY KEY (node, call_id)
+    );
+    CREATE INDEX virtual_holds_pending ON virtual_holds (node)
+        WHERE state IN ('accepted', 'waiting', 'agent_reached', 'calling', 'retry_wait');
+    CREATE INDEX virtual_holds_arrived ON virtual_holds (arrived_at, tenant);
+    CREATE INDEX virtual_holds_number ON virtual_holds (number) WHERE number IS NOT NULL;
+    """,
 )
 
 
@@ -203,6 +240,43 @@ OVERRIDES_SQLITE_MIGRATIONS: tuple[str, ...] = (
         cleared_by  TEXT
     );
     CREATE INDEX overrides_live ON overrides (cleared_at, expires_at);
+    """,
+    # 2: a node's pending and finished virtual holds (the state file is the
+    # node's durable operational state; the journal file may lag behind its
+    # writer). Times as REAL Unix seconds like the journal's; columns in
+    # :mod:`pbxbridge.storage.virtual_holds`.
+    """
+    CREATE TABLE virtual_holds (
+        node TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        caller TEXT,
+        number TEXT,
+        dial TEXT NOT NULL,
+        state TEXT NOT NULL,
+        arrived_at REAL NOT NULL,
+        offered_at REAL NOT NULL,
+        offers INTEGER NOT NULL,
+        last_offer_waited_s REAL,
+        accepted_at REAL,
+        placeholder_answered_at REAL,
+        agent TEXT NOT NULL,
+        attempts TEXT NOT NULL,
+        next_try_at REAL,
+        connected_at REAL,
+        ticket_due_at REAL,
+        updated_at REAL NOT NULL,
+        events TEXT NOT NULL,
+        purged_at REAL,
+        PRIMARY KEY (node, call_id)
+    );
+    CREATE INDEX virtual_holds_pending ON virtual_holds (node)
+        WHERE state IN ('accepted', 'waiting', 'agent_reached', 'calling', 'retry_wait');
+    CREATE INDEX virtual_holds_arrived ON virtual_holds (arrived_at, tenant);
+    CREATE INDEX virtual_holds_number ON virtual_holds (number) WHERE number IS NOT NULL;
     """,
 )
 

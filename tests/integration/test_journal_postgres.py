@@ -247,7 +247,7 @@ class TestPersonalData:
         create_schema(fresh_database, 1)
         fill_journal(fresh_database, 10, datetime(2026, 11, 25, tzinfo=UTC))
         with PostgresJournal(fresh_database) as store:
-            assert store.schema_version == SCHEMA_VERSION == 3
+            assert store.schema_version == SCHEMA_VERSION == 4
             assert len(list(store.calls_between(at(-1e10), at(1e10)))) == 10
         names = {
             r[0]

@@ -420,10 +420,10 @@ class TestSqliteFile:
 
 
 class TestSqliteMigration:
-    def test_new_file_gets_user_version_1_and_wal(self, db_path: Path) -> None:
+    def test_new_file_gets_the_current_user_version_and_wal(self, db_path: Path) -> None:
         SqliteOverrideStore(db_path).close()
         with sqlite3.connect(db_path) as raw:
-            assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+            assert raw.execute("PRAGMA user_version").fetchone()[0] == 2  # + virtual holds
             assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master")}
         assert {"overrides", "overrides_live"} <= tables
@@ -433,7 +433,7 @@ class TestSqliteMigration:
             with SqliteOverrideStore(db_path) as s:
                 s.set("wardenburg", CLOSED, "x", at=T0)
         with sqlite3.connect(db_path) as raw:
-            assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+            assert raw.execute("PRAGMA user_version").fetchone()[0] == 2  # + virtual holds
             assert raw.execute("SELECT COUNT(*) FROM overrides").fetchone()[0] == 3
 
     def test_concurrent_first_open_of_a_fresh_file(self, tmp_path: Path) -> None:
