@@ -255,7 +255,7 @@ def _import(
         base.fail("--to is before --from")
     try:
         cal = parse_ics(Path(ics_file).read_bytes())
-        series = yearly_series(cal)
+        series = yearly_series(cal, since=start)
         found = closures(
             cal,
             tz=rules.timezone,

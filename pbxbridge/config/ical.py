@@ -316,8 +316,12 @@ class YearlySeries:
         return f"{start}..{self.first + timedelta(days=self.days - 1):%m-%d}"
 
 
-def yearly_series(cal: icalendar.Calendar) -> tuple[YearlySeries, ...]:
+def yearly_series(cal: icalendar.Calendar, *, since: date) -> tuple[YearlySeries, ...]:
     """The all-day series that are exactly "every year on this date, for ever".
+
+    Only series that have begun by their next occurrence on or after ``since``
+    count: a yearly entry for a series that starts in a later year would close
+    the days before it too.
 
     A series with an end (``COUNT``, ``UNTIL``), exceptions (``EXDATE``,
     ``RDATE``, a ``RECURRENCE-ID`` instance) or any rule part beyond the date
@@ -327,6 +331,7 @@ def yearly_series(cal: icalendar.Calendar) -> tuple[YearlySeries, ...]:
 
     Args:
         cal: A calendar from :func:`parse_ics`.
+        since: The first day the entries matter (the import window's start).
 
     Returns:
         The series, in file order.
@@ -359,6 +364,11 @@ def yearly_series(cal: icalendar.Calendar) -> tuple[YearlySeries, ...]:
         days = (end.dt - start).days if end is not None else 1
         if not 1 <= days <= 31:
             continue
+        upcoming = start.replace(year=since.year)
+        if upcoming < since:
+            upcoming = upcoming.replace(year=since.year + 1)
+        if start > upcoming:
+            continue  # begins in a later year
         summary = str(e.get("SUMMARY", "")).strip() or "closed"
         found.append(YearlySeries(uid, start, days, summary))
     return tuple(found)

@@ -16,7 +16,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pbxbridge.config.ical import Closure, IcsError, closures, parse_ics
+from pbxbridge.config.ical import (
+    Closure,
+    IcsError,
+    YearlySeries,
+    closures,
+    parse_ics,
+    yearly_series,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ics"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -79,6 +86,52 @@ class TestClosures:
     def test_window(self) -> None:
         found = read("outlook-schliesstage.ics", date(2027, 1, 1), date(2027, 12, 31))
         assert found == [Closure(date(2027, 12, 27), 0, 24 * H, "Inventur")]
+
+
+def calendar_with(*events: str) -> bytes:
+    body = "".join(
+        f"BEGIN:VEVENT\nUID:e{i}\nDTSTAMP:20260101T000000Z\nSUMMARY:E{i}\n{e}END:VEVENT\n"
+        for i, e in enumerate(events)
+    )
+    return f"BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:t\n{body}END:VCALENDAR\n".encode()
+
+
+class TestYearlySeries:
+    def test_outlook_yearly_event(self) -> None:
+        cal = parse_ics((DATA / "outlook-schliesstage.ics").read_bytes())
+        (series,) = yearly_series(cal, since=date(2026, 3, 2))
+        assert (series.entry, series.summary, series.first) == (
+            "12-27",
+            "Inventur",
+            date(2026, 12, 27),
+        )
+
+    def test_a_series_beginning_in_a_later_year_is_not_yearly(self) -> None:
+        cal = parse_ics((DATA / "outlook-schliesstage.ics").read_bytes())
+        assert yearly_series(cal, since=date(2025, 6, 1)) == ()
+
+    def test_only_plain_for_ever_yearly_all_day_series(self) -> None:
+        day = "DTSTART;VALUE=DATE:20241224\nDTEND;VALUE=DATE:20241227\n"
+        cal = parse_ics(
+            calendar_with(
+                day + "RRULE:FREQ=YEARLY\n",  # e0: yes, three days
+                day + "RRULE:FREQ=YEARLY;COUNT=3\n",
+                day + "RRULE:FREQ=YEARLY;INTERVAL=2\n",
+                day + "RRULE:FREQ=YEARLY\nEXDATE;VALUE=DATE:20251224\n",
+                day + "RRULE:FREQ=MONTHLY\n",
+                "DTSTART:20241224T100000\nRRULE:FREQ=YEARLY\n",  # timed
+                "DTSTART;VALUE=DATE:20240229\nRRULE:FREQ=YEARLY\n",
+                "DTSTART;VALUE=DATE:20241231\nRRULE:FREQ=YEARLY;BYMONTH=12;BYMONTHDAY=31\n",
+            )
+        )
+        assert yearly_series(cal, since=date(2026, 1, 1)) == (
+            YearlySeries("e0", date(2024, 12, 24), 3, "E0"),
+            YearlySeries("e7", date(2024, 12, 31), 1, "E7"),
+        )
+        assert [s.entry for s in yearly_series(cal, since=date(2026, 1, 1))] == [
+            "12-24..12-26",
+            "12-31",
+        ]
 
 
 BROKEN = [
