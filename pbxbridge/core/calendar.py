@@ -485,6 +485,12 @@ class Calendar:
             if interval.contains(second):
                 return DayState(True, f"{stamp} inside {interval.label} {interval.text}")
         hours = ", ".join(i.text for i in intervals)
+        cut = self.closed_hours.get(day)
+        closure = next((c for c in cut[0] if c.contains(second)), None) if cut else None
+        if closure is not None:
+            return DayState(
+                False, f"{stamp} inside closure {closure.label} {closure.text} (open {hours})"
+            )
         return DayState(False, f"{stamp} outside {intervals[0].label} {hours}")
 
     def periods(self, first: date, last: date) -> Iterator[Period]:

@@ -181,12 +181,19 @@ class TestClosedHours:
             name="c",
             weekly=(weekday,) * 7,
             closed_hours={
-                date(2026, 11, 25): ((Interval(12 * 3600, 86400),), "Betriebsversammlung"),
+                date(2026, 11, 25): (
+                    (Interval(12 * 3600, 86400, "Betriebsversammlung"),),
+                    "closed: Betriebsversammlung (ics)",
+                ),
                 date(2026, 11, 26): ((Interval(0, 86400),), "Betriebsausflug"),
             },
         )
         state = cal.state_at(datetime(2026, 11, 25, 12, 30, tzinfo=BERLIN))
         assert not state.is_open
+        assert state.reason == (
+            "Wed 25.11.2026 12:30 CET inside closure Betriebsversammlung 12:00-24:00 "
+            "(open 07:00-12:00)"
+        )
         assert cal.state_at(datetime(2026, 11, 25, 11, 59, tzinfo=BERLIN)).is_open
         assert cal.state_on(date(2026, 11, 26)) == ((), "Betriebsausflug", "")
 
