@@ -52,7 +52,8 @@ def run_forecast_cli(
 ) -> str:
     """Everything ``pbxbridge forecast`` does except parsing options and printing.
 
-    Reads the history weeks' calls (:func:`~pbxbridge.journal.forecast.history_rows`),
+    Sums the history weeks' calls per half hour
+    (:func:`~pbxbridge.journal.forecast.half_hours`, in the database),
     forecasts each tenant of the rules (or only ``tenant``) and the shared queue
     with the rules' time zone and calendars, and renders the result.
 
@@ -75,7 +76,7 @@ def run_forecast_cli(
     Raises:
         ValueError: With a message for the user.
     """
-    from pbxbridge.journal.forecast import history_rows
+    from pbxbridge.journal.forecast import half_hours
     from pbxbridge.planning.forecast import build_forecast, history_period
     from pbxbridge.planning.render import FORMATS, format_csv, format_json, format_table
 
@@ -88,7 +89,7 @@ def run_forecast_cli(
     first, last = history_period(year, week, weeks, today)
     wanted = [tenant] if tenant is not None else sorted(rules.tenants)
     forecast = build_forecast(
-        history_rows(journal, first, last, tz, tenant),
+        half_hours(journal, first, last, tz, tenant),
         year=year,
         week=week,
         weeks=weeks,

@@ -1,22 +1,20 @@
 """Next week's staffing from the call journal: arrivals, handle time, patience, agents (pure).
 
-:func:`build_forecast` reads journal rows (the store's
-:class:`~pbxbridge.journal.store.CallRow`, as the reports do) of the history
-weeks and forecasts, for every day of the target ISO week and every half hour
-of local time, per tenant and for the shared queue:
+:func:`build_forecast` reads the history weeks' calls summed per tenant and
+half hour (:class:`~pbxbridge.journal.forecast.HalfHour`, which also defines
+*offered*, talk, wrap-up and waits) and forecasts, for every day of the target
+ISO week and every half hour of local time, per tenant and for the shared queue:
 
 ``calls``
     Expected *offered* calls (the report's definition: reached the service
-    queue in opening hours, i.e. ``queued_at`` set and ``action`` not
-    ``closed``/``reject``), bucketed by local arrival time.
+    queue in opening hours), by local arrival time.
 ``aht_s``
     Mean handle time: talk plus wrap-up. Talk is the journal's ``talk_s`` of
     answered calls, averaged over the same weekday and half hour when that
     cell holds at least :data:`MIN_CELL_CALLS` answered calls, else over the
     tenant's whole history. Wrap-up is the time from the end of the call to
-    the agent's disposition (``disposition_at - ended_at``, capped at
-    :data:`MAX_WRAP_S`: a longer gap is an agent who left the card open, not
-    work on the call), averaged over the tenant's calls that have one.
+    the agent's disposition (clamped: a card left open is not work on the
+    call), averaged over the tenant's calls that have one.
 ``patience_s``
     Mean patience, estimated from the abandons as the standard estimator
     for exponential patience under censoring: total time spent waiting by
@@ -60,7 +58,6 @@ The shared queue
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -69,20 +66,13 @@ from zoneinfo import ZoneInfo
 
 from pbxbridge.core import erlang
 from pbxbridge.core.calendar import WEEKDAYS, Calendar
-from pbxbridge.journal.entry import Outcome
-from pbxbridge.journal.store import CallRow
+from pbxbridge.journal.forecast import SLOT_S, HalfHour
 
-SLOT_S: Final = 1800
-"""Length of a forecast interval: half an hour."""
 SLOTS: Final = 86400 // SLOT_S
 SHARED: Final = "*"
 """Tenant label of the shared queue (as the report's all-tenants rows)."""
 MIN_CELL_CALLS: Final = 30
 """Answered calls a weekday/half-hour cell needs for its own talk-time mean."""
-MAX_WRAP_S: Final = 900.0
-"""Wrap-up longer than this is capped (the card was left open)."""
-HANDLE_SAMPLES: Final = 5000
-"""Handle times kept per tenant for the simulation (a seeded reservoir sample)."""
 _LOOKBACK_DAYS: Final = 14
 """How far back over closed days a day looks for a holiday or closure."""
 
@@ -138,8 +128,6 @@ class Forecast:
             by day and half hour.
         after_closure: Per tenant, the after-closure factor used.
         patience_s: Per tenant and :data:`SHARED`, the estimated mean patience.
-        handle_samples: Per tenant and :data:`SHARED`, observed handle times
-            (a seeded sample of at most :data:`HANDLE_SAMPLES`).
     """
 
     year: int
@@ -154,7 +142,6 @@ class Forecast:
     slots: tuple[Slot, ...]
     after_closure: Mapping[str, float]
     patience_s: Mapping[str, float | None]
-    handle_samples: Mapping[str, tuple[float, ...]] = field(repr=False)
 
     def slot(self, tenant: str, day: date, index: int) -> Slot:
         """One slot.
@@ -214,18 +201,17 @@ def history_period(
 
 @dataclass(slots=True)
 class _Tenant:
-    """What the rows of one tenant add up to while they stream past."""
+    """One tenant's half-hour sums, gathered."""
 
     counts: dict[tuple[date, int], int] = field(default_factory=dict)
     talk: dict[tuple[int, int], list[float]] = field(default_factory=dict)
+    """(weekday, half hour) to [talk seconds, answered calls]."""
     talk_sum: float = 0.0
     talk_n: int = 0
     wrap_sum: float = 0.0
     wrap_n: int = 0
     wait_sum: float = 0.0
     abandons: int = 0
-    samples: list[tuple[float, float | None]] = field(default_factory=list)
-    seen: int = 0
 
 
 def _regular(calendar: Calendar, day: date) -> bool:
@@ -277,57 +263,30 @@ class _Clock:
 
 
 def _accumulate(
-    rows: Iterable[CallRow], tz: ZoneInfo, wanted: set[str], first: date, last: date
+    sums: Iterable[HalfHour], tz: ZoneInfo, wanted: set[str], first: date, last: date
 ) -> tuple[dict[str, _Tenant], date | None]:
     clock = _Clock(tz)
     acc: dict[str, _Tenant] = {t: _Tenant() for t in wanted}
     earliest: date | None = None
-    # Not for secrecy: the sample is part of the result (same rows, same sample).
-    rng = random.Random(0)  # noqa: S311
-    for row in rows:
-        day, index = clock(row.arrived_at)
+    for half in sums:
+        day, index = clock(half.start)
         if earliest is None or day < earliest:
             earliest = day
-        t = acc.get(row.tenant)
+        t = acc.get(half.tenant)
         if t is None or not first <= day <= last:
             continue
-        queued = row.queued_at
-        if queued is None or row.action in ("closed", "reject") or row.outcome == Outcome.REJECTED:
-            continue
         key = (day, index)
-        t.counts[key] = t.counts.get(key, 0) + 1
-        wait = row.wait_s
-        if row.answered_at is not None:
-            if wait is None:
-                wait = max(0.0, (row.answered_at - queued).total_seconds())
-            talk = row.talk_s
-            if talk is not None:
-                cell = (day.weekday(), index)
-                t.talk.setdefault(cell, []).append(talk)
-                t.talk_sum += talk
-                t.talk_n += 1
-                wrap: float | None = None
-                if row.disposition_at is not None and row.ended_at is not None:
-                    gap = (row.disposition_at - row.ended_at).total_seconds()
-                    wrap = min(MAX_WRAP_S, max(0.0, gap))
-                    t.wrap_sum += wrap
-                    t.wrap_n += 1
-                # Reservoir sample (Algorithm R) of (talk, wrap-up or unknown).
-                t.seen += 1
-                if len(t.samples) < HANDLE_SAMPLES:
-                    t.samples.append((talk, wrap))
-                else:
-                    j = rng.randrange(t.seen)
-                    if j < HANDLE_SAMPLES:
-                        t.samples[j] = (talk, wrap)
-        elif row.outcome == Outcome.ABANDONED:
-            t.abandons += 1
-            if wait is None and row.ended_at is not None:
-                wait = max(0.0, (row.ended_at - queued).total_seconds())
-        elif wait is None and row.ended_at is not None:
-            wait = max(0.0, (row.ended_at - queued).total_seconds())
-        if wait is not None:
-            t.wait_sum += wait
+        t.counts[key] = t.counts.get(key, 0) + half.offered
+        if half.answered:
+            cell = t.talk.setdefault((day.weekday(), index), [0.0, 0])
+            cell[0] += half.talk_sum
+            cell[1] += half.answered
+        t.talk_sum += half.talk_sum
+        t.talk_n += half.answered
+        t.wrap_sum += half.wrap_sum
+        t.wrap_n += half.wrapped
+        t.wait_sum += half.waited_sum
+        t.abandons += half.abandoned
     return acc, earliest
 
 
@@ -355,11 +314,6 @@ def _profile(
     return profile, (seen / expected if expected > 0 else 1.0)
 
 
-def _handle_samples(t: _Tenant) -> tuple[float, ...]:
-    mean_wrap = t.wrap_sum / t.wrap_n if t.wrap_n else 0.0
-    return tuple(talk + (mean_wrap if wrap is None else wrap) for talk, wrap in t.samples)
-
-
 def _staff(
     calls: float,
     aht: float | None,
@@ -384,7 +338,7 @@ def _staff(
 
 
 def build_forecast(
-    rows: Iterable[CallRow],
+    sums: Iterable[HalfHour],
     *,
     year: int,
     week: int,
@@ -399,7 +353,8 @@ def build_forecast(
     """Forecast a week per tenant and for the shared queue (see the module docstring).
 
     Args:
-        rows: Journal rows covering :func:`history_period` (others are ignored).
+        sums: The journal's half-hour sums over :func:`history_period`
+            (:func:`pbxbridge.journal.forecast.half_hours`; others are ignored).
         year: ISO year of the target week.
         week: ISO week number.
         weeks: History weeks.
@@ -419,14 +374,13 @@ def build_forecast(
     """
     days = week_days(year, week)
     first, last = history_period(year, week, weeks, today)
-    acc, earliest = _accumulate(rows, tz, set(calendars), first, last)
+    acc, earliest = _accumulate(sums, tz, set(calendars), first, last)
     start = max(first, earliest) if earliest is not None else first
     history = [start + timedelta(days=i) for i in range((last - start).days + 1)]
     tenants = tuple(sorted(calendars))
     slots: list[Slot] = []
     factors: dict[str, float] = {}
     patience: dict[str, float | None] = {}
-    samples: dict[str, tuple[float, ...]] = {}
     shared_calls = [[0.0] * SLOTS for _ in days]
     shared_work = [[0.0] * SLOTS for _ in days]
     for tenant in tenants:
@@ -435,7 +389,6 @@ def build_forecast(
         profile, factor = _profile(t, calendar, history)
         factors[tenant] = factor
         patience[tenant] = t.wait_sum / t.abandons if t.abandons else None
-        samples[tenant] = _handle_samples(t)
         talk_mean = t.talk_sum / t.talk_n if t.talk_n else None
         wrap_mean = t.wrap_sum / t.wrap_n if t.wrap_n else 0.0
         for n, day in enumerate(days):
@@ -445,8 +398,8 @@ def build_forecast(
                 calls = profile.get((day.weekday(), index), 0.0) * scale
                 if index not in open_slots:
                     calls = 0.0
-                cell = t.talk.get((day.weekday(), index), [])
-                talk = sum(cell) / len(cell) if len(cell) >= MIN_CELL_CALLS else talk_mean
+                talk_s, answered = t.talk.get((day.weekday(), index), (0.0, 0))
+                talk = talk_s / answered if answered >= MIN_CELL_CALLS else talk_mean
                 aht = None if talk is None else talk + wrap_mean
                 staffed = _staff(
                     calls,
@@ -463,7 +416,6 @@ def build_forecast(
     waits = sum(acc[x].wait_sum for x in tenants)
     abandons = sum(acc[x].abandons for x in tenants)
     patience[SHARED] = waits / abandons if abandons else None
-    samples[SHARED] = tuple(s for x in tenants for s in samples[x])
     if len(tenants) > 1:
         for n, day in enumerate(days):
             for index in range(SLOTS):
@@ -491,7 +443,6 @@ def build_forecast(
         slots=tuple(slots),
         after_closure=factors,
         patience_s=patience,
-        handle_samples=samples,
     )
 
 

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pbxbridge.core.calendar import Calendar, Interval
+from pbxbridge.journal.forecast import fold_half_hours, handle_times
 from pbxbridge.journal.store import CallRow
 from pbxbridge.planning.forecast import SHARED, build_forecast
 from pbxbridge.planning.simulate import simulate
@@ -65,16 +66,28 @@ def journal() -> list[CallRow]:
 def forecast_slot() -> tuple[float, int, tuple[float, ...], float | None]:
     day = (Interval(8 * 3600, 16 * 3600, "mon-fri"),)
     cal = Calendar(name="c", weekly=(day,) * 5 + ((), ()))
+    rows = journal()
     fc = build_forecast(
-        journal(), year=2026, week=50, weeks=4, tz=BERLIN, calendars={"a": cal, "b": cal},
-        target_level=0.8, threshold_s=20, model="erlang-a",
-    )  # fmt: skip
+        fold_half_hours(rows),
+        year=2026,
+        week=50,
+        weeks=4,
+        tz=BERLIN,
+        calendars={"a": cal, "b": cal},
+        target_level=0.8,
+        threshold_s=20,
+        model="erlang-a",
+    )
     slot = fc.slot(SHARED, date(2026, 12, 7), NINE)
     # 32 abandons over 4 x (83 x 3 s + 8 x 60 s) of waiting: 91.1 s patience.
     assert fc.patience_s[SHARED] == pytest.approx(4 * (83 * 3 + 8 * 60) / 32)
     assert slot.calls == 91 and slot.staffing is not None
     assert slot.staffing.model == "erlang-a"
-    return slot.calls, slot.agents, fc.handle_samples[SHARED], fc.patience_s[SHARED]
+    # The shared queue's handle times: every tenant's.
+    observed = handle_times(rows)
+    assert sorted(observed) == ["a", "b"] and len(observed["a"]) + len(observed["b"]) == 4 * 83
+    shared = tuple(observed["a"] + observed["b"])
+    return slot.calls, slot.agents, shared, fc.patience_s[SHARED]
 
 
 class TestSimulation:
