@@ -529,9 +529,11 @@ class _SqlJournal(JournalStore):
         if tenant is not None:
             where += " AND tenant = ?"
             bounds.append(tenant)
-        return self._pages(where, bounds)
+        return self._pages(where, bounds, by_arrival=True)
 
-    def _pages(self, where: str, bounds: list[Any]) -> Iterator[CallRow]:
+    def _pages(
+        self, where: str, bounds: list[Any], *, by_arrival: bool = False
+    ) -> Iterator[CallRow]:
         # Keyset paging: each page is a short query of its own, so iterating a
         # long range holds no transaction (and no lock) between pages.
         first = self._sql(_SELECT + where + _ORDER)
@@ -543,6 +545,12 @@ class _SqlJournal(JournalStore):
             if len(raw) < _PAGE:
                 return
             last = raw[-1]
+            if by_arrival:
+                # The next page starts at the last arrival: SQLite's index
+                # search takes the first lower bound, not the row value, and
+                # would otherwise walk every earlier row again on each page
+                # (a million calls: 40 s instead of 10).
+                bounds = [last[_ARRIVED], *bounds[1:]]
             raw = self._read(after, [*bounds, last[_ARRIVED], last[0], last[1], _PAGE])
 
     def callbacks_due_between(

@@ -399,6 +399,22 @@ class StoreBehaviour:
         rows = {r.call_id: r for r in store.calls_between(at(-1e8), at(1))}
         assert rows["old"].purged_at == at(0) and rows["new"].purged_at == at(20)
 
+    def test_pages_through_a_range_with_ties(
+        self, store: JournalStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import pbxbridge.journal.store as store_module
+
+        monkeypatch.setattr(store_module, "_PAGE", 3)
+        # 11 calls, several arriving at the same instant on two nodes, across pages
+        calls = [entry(f"c{i:02d}", node=f"n{i % 2}", arrived_at=at(i // 3)) for i in range(11)]
+        store.upsert([*calls, entry("early", arrived_at=at(-5)), entry("late", arrived_at=at(9))])
+        got = keys(store.calls_between(at(0), at(4)))
+        expected = sorted((c.node, c.call_id) for c in calls)
+        assert sorted(got) == expected and len(got) == len(set(got)) == 11
+        assert [c for c in got] == sorted(
+            got, key=lambda k: ({c.call_id: c.arrived_at for c in calls}[k[1]], k[0], k[1])
+        )
+
     def test_the_menu_digit_is_stored_and_outlives_the_purge(self, store: JournalStore) -> None:
         pressed = entry("pressed", did="+49441115", via_115=True, menu_digit="2")
         timed_out = entry("timeout", did="+49441115", via_115=True, menu_digit="")
