@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +14,12 @@ from pbxbridge.core import servicelevel
 from pbxbridge.core.rules import Rules
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from pbxbridge.config.schema import RulesFile
+    from pbxbridge.core.virtual_hold import VirtualHold
     from pbxbridge.journal.report import Granularity, RowSource
+    from pbxbridge.storage.virtual_holds import VirtualHoldStore
 from pbxbridge.cli import base
 from pbxbridge.cli.base import CONFIG_ENV, cli
 
@@ -30,6 +36,7 @@ def run_report_cli(
     now: datetime,
     threshold_s: float = servicelevel.THRESHOLD_S,
     short_abandon_s: float = servicelevel.SHORT_ABANDON_S,
+    holds: Sequence[VirtualHold] = (),
 ) -> str:
     """Everything ``pbxbridge report`` does except parsing options and printing.
 
@@ -49,6 +56,10 @@ def run_report_cli(
         now: The current instant (aware), for overdue callbacks.
         threshold_s: Service-level threshold.
         short_abandon_s: Short-abandon limit.
+        holds: The virtual holds of the period's calls: a call answered by
+            callback counts as answered (see :mod:`pbxbridge.journal.virtual_holds`),
+            and ``table`` and ``json`` show the virtual holds apart when any
+            tenant offers them or there are any.
 
     Returns:
         The text to print or write; CSV formats start with a byte-order mark,
@@ -66,6 +77,12 @@ def run_report_cli(
         monthly_invoice_csv,
     )
     from pbxbridge.journal.report import build_report, report_rows
+    from pbxbridge.journal.virtual_holds import (
+        answered_by_callback,
+        as_json,
+        virtual_hold_figures,
+    )
+    from pbxbridge.journal.virtual_holds import format_table as holds_table
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
@@ -78,8 +95,9 @@ def run_report_cli(
     if end < start:
         raise ValueError(f"the period ends ({end}) before it starts ({start})")
     tz = rules.timezone
+    by_call = {(h.node, h.call_id): h for h in holds if tenant is None or h.tenant == tenant}
     report = build_report(
-        report_rows(journal, start, end, tz, tenant),
+        answered_by_callback(report_rows(journal, start, end, tz, tenant), by_call),
         start=start,
         end=end,
         tz=tz,
@@ -95,9 +113,16 @@ def run_report_cli(
     if fmt == "invoice":
         assert tenant is not None
         return monthly_invoice_csv(report, tenant, bom=True)
+    offering = [t for t, spec in rules.tenants.items() if spec.virtual_hold.enabled]
+    shown = by_call or (offering if tenant is None else tenant in offering)
+    if not shown:
+        return format_json(report) if fmt == "json" else format_table(report)
+    per, total = virtual_hold_figures(by_call.values(), [tenant] if tenant else offering)
     if fmt == "json":
-        return format_json(report)
-    return format_table(report)
+        data = json.loads(format_json(report))
+        data["virtual_holds"] = as_json(per, total)
+        return json.dumps(data, ensure_ascii=False)
+    return format_table(report).rstrip("\n") + "\n\n" + holds_table(per, total)
 
 
 @cli.command()
@@ -155,6 +180,7 @@ def report(
         base.fail("give --from and --to, or --month")
     journal = base.open_journal(config, model)
     try:
+        holds = _virtual_holds(config, model, rules, start, end)
         text = run_report_cli(
             journal,
             rules,
@@ -166,6 +192,7 @@ def report(
             now=base.now(),
             threshold_s=threshold,
             short_abandon_s=short_abandon,
+            holds=holds,
         )
     except ValueError as exc:
         base.fail(str(exc))
@@ -202,9 +229,30 @@ def purge(config: str, days: int | None) -> None:
     try:
         # The daemon's spool directory.
         spool = spool_dir(state_path(model, config))
-        count = purge_older_than(journal, days=days, now=base.now(), spool_dir=spool)
+        with _open_holds(config, model) as holds:
+            count = purge_older_than(
+                journal, days=days, now=base.now(), spool_dir=spool, holds=holds
+            )
     except ValueError as exc:
         base.fail(str(exc))
     finally:
         journal.close()
     click.echo(f"removed personal data from {count} call(s) older than {days} days")
+
+
+def _open_holds(config: str, model: RulesFile) -> VirtualHoldStore:
+    """The virtual-hold store the daemon uses (PostgreSQL with a URL, else the state file)."""
+    from pbxbridge.storage.virtual_holds import open_virtual_hold_store
+
+    return open_virtual_hold_store(base.database_url(), state_path(model, config))
+
+
+def _virtual_holds(
+    config: str, model: RulesFile, rules: Rules, start: date, end: date
+) -> list[VirtualHold]:
+    """The virtual holds of the calls that arrived in the period (local dates)."""
+    from pbxbridge.journal.report import period_range
+
+    first, after = period_range(start, end, rules.timezone)
+    with _open_holds(config, model) as store:
+        return store.between(first, after)

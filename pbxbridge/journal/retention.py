@@ -28,6 +28,7 @@ import structlog
 
 from pbxbridge.journal.spool import age_rejected
 from pbxbridge.journal.store import JournalStore
+from pbxbridge.storage.virtual_holds import VirtualHoldStore
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +41,7 @@ def purge_older_than(
     days: int = DEFAULT_RETENTION_DAYS,
     now: datetime | None = None,
     spool_dir: Path | None = None,
+    holds: VirtualHoldStore | None = None,
 ) -> int:
     """Remove the personal data of calls that arrived more than ``days`` ago.
 
@@ -50,6 +52,8 @@ def purge_older_than(
         now: The current instant (aware); defaults to the system clock.
         spool_dir: The journal writer's spool directory: its ``rejected.jsonl``
             loses the entries of calls older than the retention too.
+        holds: The virtual-hold store: finished holds of such calls lose the
+            caller's and the callback number too (pending ones keep them).
 
     Returns:
         How many calls were purged by this run.
@@ -65,7 +69,10 @@ def purge_older_than(
     before = at - timedelta(days=days)
     purged = store.purge(before, at)
     rejected = 0 if spool_dir is None else age_rejected(spool_dir, before)
-    log.info("journal.purged", calls=purged, rejected_entries=rejected, days=days)
+    vholds = 0 if holds is None else holds.purge(before, at)
+    log.info(
+        "journal.purged", calls=purged, rejected_entries=rejected, virtual_holds=vholds, days=days
+    )
     return purged
 
 
@@ -77,6 +84,7 @@ async def retention_loop(
     interval_s: float = 86_400.0,
     retry_s: float = 3_600.0,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    holds_factory: Callable[[], VirtualHoldStore] | None = None,
 ) -> None:
     """Purge now and then every ``interval_s`` until cancelled (for the daemon).
 
@@ -92,13 +100,18 @@ async def retention_loop(
         interval_s: Seconds between runs.
         retry_s: Seconds until the next try after a failure.
         clock: "now" (tests inject one).
+        holds_factory: Opens the virtual-hold store, whose finished holds are
+            purged in the same run; ``None``: no virtual holds.
     """
     if days < 1:
         raise ValueError(f"the retention period must be at least 1 day, got {days}")
 
     def once() -> int:
         with store_factory() as store:
-            return purge_older_than(store, days, clock(), spool_dir)
+            if holds_factory is None:
+                return purge_older_than(store, days, clock(), spool_dir)
+            with holds_factory() as holds:
+                return purge_older_than(store, days, clock(), spool_dir, holds)
 
     while True:
         try:
