@@ -1,24 +1,47 @@
-"""The composition root: build the adapters, start them, stop them in order.
+"""The composition root: build every part in one step, run them in another.
 
-Start: rules (must be valid) → overrides → HTTP → ARI (reconnects forever;
-Asterisk may come later) → READY=1. Stop (SIGTERM): STOPPING=1 → finish the
-calls being routed → close the ARI socket (Asterisk then sends new calls down
-the dialplan fallback) → finish what arrived meanwhile → close the rest.
+:meth:`Daemon.build` makes every part and wires them together (nothing is
+started, nothing connects) and returns them as :class:`Components`: the parts
+themselves (:class:`Parts`, ``None`` where switched off) and each part's face
+(:mod:`pbxbridge.components`: ``start``/``stop``, ``health``, ``problems``,
+``gauges``). :meth:`Daemon.run` starts the faces in the declared order
+(:attr:`Components.order`), waits for SIGTERM and stops them in reverse:
 
-Two steps: :meth:`Daemon.build` makes every part and wires them together
-(nothing connects), :meth:`Daemon.run` starts them in the order above.
-``/healthz`` and ``/metrics`` see each part through its face in
-:mod:`pbxbridge.components`, never through its internals.
+- start: rules (loaded before building: they must be valid) → overrides read →
+  HTTP → … → FastAGI listening and ARI connecting (reconnects forever; Asterisk
+  may come later) → READY=1;
+- stop: STOPPING=1 → finish the calls being routed (ARI and FastAGI together)
+  → close the ARI socket (Asterisk then sends new calls down the dialplan
+  fallback) → finish what arrived meanwhile → close the rest, last in first out.
+
+``/healthz`` and ``/metrics`` see each part through its face
+(:attr:`Components.body`, in the order of the body's keys), never through its
+internals. The journal backend is chosen by
+:func:`pbxbridge.journal.backend.journal_opener`, the same function the command
+line uses.
+
+Adding a component:
+
+1. write its face in :mod:`pbxbridge.components` (a :class:`~pbxbridge.components.Part`
+   subclass with ``start``/``stop`` and what it reports, taking ``None`` for a
+   part that is switched off; export it from the package);
+2. make the part in :meth:`Daemon.build` and add it to :class:`Parts`; add
+   its face as a field of :class:`Components`, made in :func:`faces`;
+3. put the face in :attr:`Components.order` (where it starts; it stops in
+   reverse) and, if it has ``/healthz`` keys or gauges, in
+   :attr:`Components.body`.
+
+``tests/unit/test_app_lifecycle.py`` writes the order down; extend it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import structlog
@@ -28,8 +51,9 @@ from pbxbridge import __version__, components
 from pbxbridge.adapters.agi import AgiRouter, AgiServer
 from pbxbridge.adapters.ami.client import AmiClient, AmiConfig
 from pbxbridge.adapters.ami.errors import AmiActionFailed
+from pbxbridge.adapters.ami.events import AmiEvent
 from pbxbridge.adapters.ari.client import AriClient, AriConfig
-from pbxbridge.adapters.ari.router import StasisRouter, routing_alive
+from pbxbridge.adapters.ari.router import StasisRouter
 from pbxbridge.adapters.http.server import HttpServer
 from pbxbridge.adapters.mqtt.publisher import MqttPublisher
 from pbxbridge.adapters.mqtt.settings import MqttSettings
@@ -40,11 +64,10 @@ from pbxbridge.core.lifecycle import CallEvent, CallRecord
 from pbxbridge.core.models import Decision
 from pbxbridge.journal.backend import journal_opener, spool_dir
 from pbxbridge.journal.repeat import RepeatCallers
-from pbxbridge.journal.retention import retention_loop
 from pbxbridge.journal.store import JournalStore
 from pbxbridge.journal.writer import JournalWriter
 from pbxbridge.runtime.live import LiveOverrides, LiveRules
-from pbxbridge.runtime.sdnotify import SystemdNotifier, watchdog_loop
+from pbxbridge.runtime.sdnotify import SystemdNotifier
 from pbxbridge.runtime.settings import Settings
 from pbxbridge.tracking.call_tracker import FOLLOWED_EVENTS, WALLBOARD_EVERY_S, CallTracker
 from pbxbridge.tracking.metrics import CallMetrics, LiveServiceLevel, ScrapeCollector, render
@@ -59,6 +82,147 @@ RESYNC_BACKOFF_S = 0.25
 """AMI resync refused (app_queue still loading): retry after 0.25, 0.5 … 4 s (~7.75 s)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """Every part :meth:`Daemon.build` makes; ``None`` where it is switched off.
+
+    The faces in :class:`Components` read these; tests put fakes here.
+    """
+
+    rules: LiveRules
+    overrides: LiveOverrides | None = None
+    ari: AriClient | None = None
+    router: StasisRouter | None = None
+    tracker: CallTracker | None = None
+    call_metrics: CallMetrics | None = None
+    desk: AgentDesk | None = None
+    mqtt: MqttPublisher | None = None
+    ami: AmiClient | None = None
+    journal: JournalWriter | None = None
+    repeat: RepeatCallers | None = None
+    agi: AgiServer | None = None
+    agi_router: AgiRouter | None = None
+    http: HttpServer | None = None
+    web: AgentPage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Components:
+    """The built daemon: its parts and one face per part (see :mod:`pbxbridge.components`)."""
+
+    parts: Parts
+    rules: components.Rules
+    overrides: components.Overrides
+    http: components.Http
+    web: components.Web
+    journal: components.Journal
+    mqtt: components.Mqtt
+    tracker: components.Tracker
+    service_level: components.ServiceLevel
+    ami: components.Ami
+    agi: components.Agi
+    ari: components.Ari
+    calls: components.Calls
+
+    @property
+    def order(self) -> tuple[tuple[Component, ...], ...]:
+        """The start order, one stage after another; the stop runs it backwards.
+
+        The faces of a stage start one after the other and stop together: the
+        two entry points (FastAGI, ARI) drain their calls at the same time.
+        Whatever a part hands its work to is started before it and so stopped
+        after it (the journal and MQTT after the tracker, which AMI feeds).
+        """
+        return (
+            (self.rules,),
+            (self.overrides,),
+            (self.http,),
+            (self.web,),
+            (self.journal,),
+            (self.mqtt,),
+            (self.tracker,),
+            (self.service_level,),
+            (self.ami,),
+            (self.agi, self.ari, self.calls),
+        )
+
+    @property
+    def body(self) -> tuple[Component, ...]:
+        """The faces in the order of the ``/healthz`` body's keys (a format monitors read)."""
+        return (
+            self.ari,
+            self.ami,
+            self.mqtt,
+            self.tracker,
+            self.service_level,
+            self.journal,
+            self.rules,
+            self.overrides,
+            self.agi,
+            self.web,
+            self.calls,
+        )
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        """Health for ``/healthz``: one verdict a monitor can read (see :func:`components.health`).
+
+        Returns:
+            ``(status == "ok", body)``.
+        """
+        return components.health(__version__, self.body)
+
+    def gauges(self) -> Iterator[components.Sample]:
+        """Every face's gauges, read now (``/metrics``)."""
+        return components.gauges(self.body)
+
+
+def faces(
+    parts: Parts,
+    settings: Settings,
+    *,
+    notifier: SystemdNotifier | None = None,
+    open_journal: Callable[[], JournalStore] | None = None,
+) -> Components:
+    """Put a face on every part: what :meth:`Daemon.build` returns.
+
+    Args:
+        parts: The parts (fakes in tests).
+        settings: Intervals and names the faces need.
+        notifier: systemd's side (reloads, the watchdog); ``None`` in tests.
+        open_journal: Opens a journal store for the retention job.
+    """
+    ami, tracker = parts.ami, parts.tracker
+    on_event = on_connected = None
+    if ami is not None and tracker is not None:
+        on_event, on_connected = _ami_handlers(ami, tracker)
+    return Components(
+        parts=parts,
+        rules=components.Rules(parts.rules, notifier=notifier, poll_s=settings.rules_poll_s),
+        overrides=components.Overrides(parts.overrides, poll_s=settings.overrides_poll_s),
+        http=components.Http(parts.http),
+        web=components.Web(parts.web, parts.desk),
+        journal=components.Journal(
+            parts.journal,
+            repeat=parts.repeat,
+            open_store=open_journal,
+            retention_days=settings.retention_days,
+        ),
+        mqtt=components.Mqtt(parts.mqtt),
+        tracker=components.Tracker(tracker, parts.rules),
+        service_level=components.ServiceLevel(parts.call_metrics),
+        ami=components.Ami(ami, on_event=on_event, on_connected=on_connected),
+        agi=components.Agi(parts.agi, parts.agi_router, drain_s=DRAIN_SECONDS),
+        ari=components.Ari(
+            parts.ari,
+            settings.ari_app,
+            router=parts.router,
+            notifier=notifier,
+            drain_s=DRAIN_SECONDS,
+        ),
+        calls=components.Calls(parts.router),
+    )
+
+
 class Daemon:
     """pbxbridge as a service.
 
@@ -70,30 +234,13 @@ class Daemon:
     def __init__(self, config: str | Path, settings: Settings) -> None:
         self.settings = settings
         self.rules = LiveRules(config)
-        self.overrides: LiveOverrides | None = None
-        self.router: StasisRouter | None = None
-        self.ari: AriClient | None = None
-        self.http: HttpServer | None = None
-        self.ami: AmiClient | None = None
-        self.mqtt: MqttPublisher | None = None
-        self.tracker: CallTracker | None = None
-        self.journal: JournalWriter | None = None
-        self._journal_observer: Callable[[CallRecord, CallEvent | None], None] | None = None
-        self.repeat: RepeatCallers | None = None
-        self.agi: AgiServer | None = None
-        self.agi_router: AgiRouter | None = None
-        self.desk: AgentDesk | None = None
-        self.web: AgentPage | None = None
-        # Set by the journal wiring: how the page opens a journal store of its
-        # own, and this node's name. Until then the page shows pops and says
-        # that wrap-up is unavailable.
-        self.journal_link: JournalLink | None = None
-        self.web_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-        self.registry = CollectorRegistry()
-        self.call_metrics: CallMetrics | None = None
         self.notifier = SystemdNotifier()
+        self.registry = CollectorRegistry()
+        # The agent page's clock (tests move it).
+        self.web_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        # What run() built (None before).
+        self.components: Components | None = None
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[Any]] = []
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT: build every part, start them, stop them in order.
@@ -103,12 +250,18 @@ class Daemon:
         """
         if not self._load_rules():
             return 1
-        session = aiohttp.ClientSession()
-        self.build(session)
-        await self._start()
-        await self._stop.wait()
-        await self._shutdown(session)
+        async with aiohttp.ClientSession() as session:
+            self.components = built = self.build(session)
+            await self._start(built)
+            await self._stop.wait()
+            await self._shutdown(built)
         return 0
+
+    def stop(self) -> None:
+        """Ask the daemon to stop gracefully (SIGTERM)."""
+        if not self._stop.is_set():
+            log.info("daemon.stopping")
+            self._stop.set()
 
     def _load_rules(self) -> bool:
         """Load the rules file; log why not (the daemon then does not start)."""
@@ -135,301 +288,228 @@ class Daemon:
         )
         return True
 
-    def build(self, session: aiohttp.ClientSession) -> None:
+    def build(self, session: aiohttp.ClientSession) -> Components:
         """Build every part and wire them together; nothing is started, nothing connects.
 
         Needs the rules loaded (the state file and the time zone come from them).
 
         Args:
-            session: The HTTP session of the ARI client (closed by the shutdown).
+            session: The HTTP session of the ARI client (closed by :meth:`run`).
+
+        Returns:
+            The parts and their faces.
         """
+        settings, rules = self.settings, self.rules
+        state_file = state_path(rules.model, rules.path)
         # Shared through PostgreSQL like the journal when a URL is configured,
         # else the node's SQLite state file (the CLI makes the same choice).
-        self.overrides = LiveOverrides(
-            state_path(self.rules.model, self.rules.path), self.settings.database_url
-        )
-        self.ari = AriClient(
+        overrides = LiveOverrides(state_file, settings.database_url)
+        ari = AriClient(
             AriConfig(
-                base_url=self.settings.ari_url,
-                username=self.settings.ari_user,
-                password=self.settings.ari_password,
-                app=self.settings.ari_app,
-                backoff_max=self.settings.ari_backoff_max_s,
+                base_url=settings.ari_url,
+                username=settings.ari_user,
+                password=settings.ari_password,
+                app=settings.ari_app,
+                backoff_max=settings.ari_backoff_max_s,
             ),
             session=session,
         )
-        if self.settings.mqtt_enabled:
-            self.mqtt = MqttPublisher(MqttSettings.from_env())
+        mqtt = MqttPublisher(MqttSettings.from_env()) if settings.mqtt_enabled else None
         # Call journal: SQLite beside the state, or a shared PostgreSQL. It is fed
         # by the AMI call tracking, so without AMI there is nothing to write.
-        if self.settings.ami_enabled:
-            open_journal = self._journal_opener()
-            state_file = state_path(self.rules.model, self.rules.path)
-            self.journal = JournalWriter(open_journal, spool_dir(state_file))
-            self._journal_observer = self.journal.observer(self.settings.node)
-            self.repeat = RepeatCallers(open_journal)
-            self.journal_link = JournalLink(open=open_journal, node=self.settings.node)
-        self.call_metrics = CallMetrics(self.registry, LiveServiceLevel(self.rules.rules.timezone))
-        self.registry.register(
-            ScrapeCollector(lambda: components.gauges(self.components()), components.GAUGE_HELP)
-        )
+        open_journal = journal_opener(settings.database_url, state_file)
+        journal: JournalWriter | None = None
+        repeat: RepeatCallers | None = None
+        journal_link: JournalLink | None = None
+        if settings.ami_enabled:
+            journal = JournalWriter(open_journal, spool_dir(state_file))
+            repeat = RepeatCallers(open_journal)
+            journal_link = JournalLink(open=open_journal, node=settings.node)
+        call_metrics = CallMetrics(self.registry, LiveServiceLevel(rules.rules.timezone))
+        on_record = _observers(call_metrics, journal, settings.node)
         # Agent page: fed by the call tracker's local sink.
-        self.desk = AgentDesk(
-            lambda: self.rules.rules, lambda: self.journal_link, clock=self.web_clock
-        )
-        web_on = bool(self.settings.web_agents_file and self.settings.http_port)
-        self.tracker = CallTracker(
-            self.mqtt,
-            ring_timeout_s=self.settings.ring_timeout_s,
-            on_record=self._on_record,
-            repeat_calls=self.repeat.count if self.repeat is not None else None,
-            local=self.desk.deliver if web_on else None,
+        desk = AgentDesk(lambda: rules.rules, lambda: journal_link, clock=self.web_clock)
+        web_on = bool(settings.web_agents_file and settings.http_port)
+        tracker = CallTracker(
+            mqtt,
+            ring_timeout_s=settings.ring_timeout_s,
+            on_record=on_record,
+            repeat_calls=repeat.count if repeat is not None else None,
+            local=desk.deliver if web_on else None,
             wallboard_every_s=WALLBOARD_EVERY_S,
         )
-        overrides = self.overrides
-        self.router = StasisRouter(
-            self.ari,
-            lambda: self.rules.rules,
+        routed = _on_decision(tracker, repeat)
+        router = StasisRouter(
+            ari,
+            lambda: rules.rules,
             lambda: overrides.items,
-            on_decision=self._routed,
-            stasis_max_s=self.settings.stasis_max_s,
+            on_decision=routed,
+            stasis_max_s=settings.stasis_max_s,
         )
         # FastAGI entry point: the same core, rules, overrides and observer as ARI.
-        if self.settings.agi_enabled:
-            self.agi_router = AgiRouter(
-                lambda: self.rules.rules,
+        agi: AgiServer | None = None
+        agi_router: AgiRouter | None = None
+        if settings.agi_enabled:
+            agi_router = AgiRouter(
+                lambda: rules.rules,
                 lambda: overrides.items,
-                on_decision=self._routed,
-                menu_max_s=self.settings.stasis_max_s,
+                on_decision=routed,
+                menu_max_s=settings.stasis_max_s,
             )
-            self.agi = AgiServer(
-                self.settings.agi_host,
-                self.settings.agi_port,
-                {"route": self.agi_router.route},
-                secret=self.settings.agi_secret,
+            agi = AgiServer(
+                settings.agi_host,
+                settings.agi_port,
+                {"route": agi_router.route},
+                secret=settings.agi_secret,
             )
-        if self.settings.ami_enabled:
-            self.ami = AmiClient(
+        ami: AmiClient | None = None
+        if settings.ami_enabled:
+            ami = AmiClient(
                 AmiConfig(
-                    host=self.settings.ami_host,
-                    port=self.settings.ami_port,
-                    username=self.settings.ami_user,
-                    password=self.settings.ami_password,
+                    host=settings.ami_host,
+                    port=settings.ami_port,
+                    username=settings.ami_user,
+                    password=settings.ami_password,
                     events=FOLLOWED_EVENTS,
                     backoff_max=2.0,
                 )
             )
-        if self.settings.http_port:
-            self.http = HttpServer(
-                self.settings.http_host,
-                self.settings.http_port,
-                self.health,
+        http: HttpServer | None = None
+        web: AgentPage | None = None
+        if settings.http_port:
+            # The server asks the faces, made below, at request time.
+            http = HttpServer(
+                settings.http_host,
+                settings.http_port,
+                lambda: built.health(),
                 lambda: render(self.registry),
             )
             # Agent page: its routes must be added before the server starts.
             if web_on:
-                self.web = setup_web(
-                    self.http.app,
-                    self.desk,
+                web = setup_web(
+                    http.app,
+                    desk,
                     WebConfig(
-                        agents_file=self.settings.web_agents_file,
-                        secure_cookies=self.settings.web_secure_cookies,
-                        session_secret=self.settings.web_session_secret,
-                        trusted_proxies=self.settings.web_trusted_proxies,
+                        agents_file=settings.web_agents_file,
+                        secure_cookies=settings.web_secure_cookies,
+                        session_secret=settings.web_session_secret,
+                        trusted_proxies=settings.web_trusted_proxies,
                         # Sign-outs are kept there across restarts.
-                        state_dir=str(state_path(self.rules.model, self.rules.path).parent),
+                        state_dir=str(state_file.parent),
                     ),
                 )
+        parts = Parts(
+            rules=rules,
+            overrides=overrides,
+            ari=ari,
+            router=router,
+            tracker=tracker,
+            call_metrics=call_metrics,
+            desk=desk,
+            mqtt=mqtt,
+            ami=ami,
+            journal=journal,
+            repeat=repeat,
+            agi=agi,
+            agi_router=agi_router,
+            http=http,
+            web=web,
+        )
+        built = faces(parts, settings, notifier=self.notifier, open_journal=open_journal)
+        self.registry.register(ScrapeCollector(built.gauges, components.GAUGE_HELP))
+        return built
 
-    async def _start(self) -> None:
-        """Start what :meth:`build` built, in order, then say READY=1."""
-        assert self.overrides is not None and self.ari is not None and self.router is not None
-        assert self.desk is not None
-        await self.overrides.poll()
-        if self.http is not None:
-            await self.http.start()
-        # FastAGI listens before READY=1; a taken port is
-        # logged and retried in the background, ARI routing goes on meanwhile.
-        if self.agi is not None:
-            await self.agi.start()
-
+    async def _start(self, built: Components) -> None:
+        """Start the faces in :attr:`Components.order`, then say READY=1."""
+        for stage in built.order:
+            for face in stage:
+                await face.start()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-
-        self._spawn(self.ari.run(self.router.handle, on_connected=self.router.resync), "ari")
-        ari, ari_task = self.ari, self._tasks[-1]
-        # Routes channels in the application that the router never heard of.
-        self._spawn(self.router.sweep(), "stasis-sweep")
-        if self.ami is not None:
-            self._spawn(self.ami.run(self._ami_event, on_connected=self._ami_resync), "ami")
-        if self.mqtt is not None:
-            self._spawn(self.mqtt.run(), "mqtt")
-        if self.journal is not None:
-            self._spawn(self.journal.run(), "journal")
-            self._spawn(
-                retention_loop(
-                    self._journal_opener(),
-                    days=self.settings.retention_days,
-                    spool_dir=self.journal.spool_dir,
-                ),
-                "retention",
-            )
-        self._spawn(self._watch_rules(), "rules-watch")
-        self._spawn(self._watch_overrides(), "overrides-watch")
-        self._spawn(self.desk.run(), "callback-figures")
-        # Fed only while the loop turns and the ARI supervisor is alive (see
-        # routing_alive; Asterisk down still counts as alive).
-        self._spawn(watchdog_loop(self.notifier, lambda: routing_alive(ari, ari_task)), "watchdog")
+        loop.add_signal_handler(signal.SIGHUP, lambda: built.rules.reload("SIGHUP"))
         self.notifier.ready(status=f"routing with rules generation {self.rules.generation}")
-        log.info("daemon.ready", http_port=self.http.port if self.http else None)
+        http = built.parts.http
+        log.info("daemon.ready", http_port=http.port if http else None)
 
-    def stop(self) -> None:
-        """Ask the daemon to stop gracefully (SIGTERM)."""
-        if not self._stop.is_set():
-            log.info("daemon.stopping")
-            self._stop.set()
+    async def _shutdown(self, built: Components) -> None:
+        """Say STOPPING=1, then stop the stages in reverse (a stage's faces together)."""
+        self.notifier.stopping(status="finishing calls being routed")
+        for stage in reversed(built.order):
+            await asyncio.gather(*(face.stop() for face in stage))
+        router = built.parts.router
+        log.info("daemon.stopped", routed=router.stats.routed if router else 0)
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
-        self._tasks.append(asyncio.create_task(coro, name=name))
 
-    def _journal_opener(self) -> Callable[[], JournalStore]:
-        state_file = state_path(self.rules.model, self.rules.path)
-        return journal_opener(self.settings.database_url, state_file)
+def _observers(
+    call_metrics: CallMetrics, journal: JournalWriter | None, node: str
+) -> Callable[[CallRecord, CallEvent | None], None]:
+    """What every change of a call's life feeds: the metrics and the journal."""
+    journal_observer = journal.observer(node) if journal is not None else None
 
-    def _routed(self, call_id: str, decision: Decision) -> None:
-        """A call was decided (any entry point): follow it, look its caller up."""
-        assert self.tracker is not None
-        if self.repeat is not None:
-            self.repeat.prefetch(decision.caller)
-        self.tracker.routed(call_id, decision)
-
-    def _on_record(self, record: CallRecord, event: CallEvent | None) -> None:
-        """Every change of a call's life: metrics and the journal."""
-        assert self.call_metrics is not None
-        self.call_metrics.observe(record, event)
-        if self._journal_observer is not None:
+    def on_record(record: CallRecord, event: CallEvent | None) -> None:
+        call_metrics.observe(record, event)
+        if journal_observer is not None:
             # The writer's own observer: a record it cannot take is logged
             # there and never breaks the tracker or the metrics.
-            self._journal_observer(record, event)
+            journal_observer(record, event)
 
-    def components(self) -> list[Component]:
-        """Every part's face towards ``/healthz`` and ``/metrics``, in the body's key order.
+    return on_record
 
-        A part not built (switched off, or before :meth:`build`) is
-        listed with ``None`` and reports itself disabled.
-        """
-        return [
-            components.Ari(self.ari, self.settings.ari_app),
-            components.Ami(self.ami),
-            components.Mqtt(self.mqtt),
-            components.Tracker(self.tracker, self.rules),
-            components.ServiceLevel(self.call_metrics),
-            components.Journal(self.journal),
-            components.Rules(self.rules),
-            components.Overrides(self.overrides),
-            components.Agi(self.agi, self.agi_router),
-            components.Web(self.web, self.desk),
-            components.Calls(self.router),
-        ]
 
-    async def _ami_event(self, event: dict[str, str]) -> None:
-        assert self.tracker is not None
-        self.tracker.ami_event(event)
+def _on_decision(
+    tracker: CallTracker, repeat: RepeatCallers | None
+) -> Callable[[str, Decision], None]:
+    """What a decided call (any entry point) sets off: following it, looking its caller up."""
 
-    async def _ami_resync(self) -> None:
-        # AMI does not replay what happened while we were away: ask app_queue
-        # which callers wait now, so their records are queued, not stuck routed.
-        assert self.ami is not None and self.tracker is not None
-        for attempt in range(1, RESYNC_TRIES + 1):
-            try:
-                snapshot = await self.ami.queue_status()
-            except AmiActionFailed as exc:
-                # Right after an Asterisk restart the manager accepts logins
-                # before app_queue is loaded ("QueueStatus: unknown command"):
-                # wait for it quietly instead of failing the session.
-                log.debug("ami.resync_refused", attempt=attempt, error=exc.message)
-                if attempt == RESYNC_TRIES:
-                    # Without app_queue nobody waits in a queue: nothing to
-                    # resync. Events flow; the next login resyncs again.
-                    log.warning("ami.resync_skipped", tries=attempt, error=exc.message)
-                    return
-                await asyncio.sleep(RESYNC_BACKOFF_S * 2 ** (attempt - 1))
-                continue
-            if attempt > 1:
-                log.warning("ami.resync_retried", tries=attempt)
-            self.tracker.resync({e.uniqueid: e.queue for e in snapshot.entries})
-            return
+    def routed(call_id: str, decision: Decision) -> None:
+        if repeat is not None:
+            repeat.prefetch(decision.caller)
+        tracker.routed(call_id, decision)
 
-    def _on_sighup(self) -> None:
-        self._spawn(self._reload("SIGHUP"), "reload")
+    return routed
 
-    async def _reload(self, why: str) -> None:
-        self.notifier.reloading(status=f"reloading rules ({why})")
-        await self.rules.reload(why)
-        status = f"routing with rules generation {self.rules.generation}"
-        if self.rules.last_error:
-            status += f"; last reload rejected ({len(self.rules.last_error)} errors)"
-        self.notifier.ready(status=status)
 
-    async def _watch_rules(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.rules_poll_s)
-            if self.rules.changed_on_disk():
-                await self._reload("file changed")
+def _ami_handlers(
+    ami: AmiClient, tracker: CallTracker
+) -> tuple[Callable[[AmiEvent], Awaitable[None]], Callable[[], Awaitable[None]]]:
+    """The AMI session's event handler (the tracker) and what it does after each login."""
 
-    async def _watch_overrides(self) -> None:
-        assert self.overrides is not None
-        while True:
-            await asyncio.sleep(self.settings.overrides_poll_s)
-            await self.overrides.poll()
+    async def on_event(event: AmiEvent) -> None:
+        tracker.ami_event(event)
 
-    async def _shutdown(self, session: aiohttp.ClientSession) -> None:
-        self.notifier.stopping(status="finishing calls being routed")
-        assert self.router is not None and self.ari is not None
-        # FastAGI: stop listening now (new AGI calls take the
-        # dialplan fallback at once) and let sessions finish, alongside ARI.
-        agi_stop = (
-            asyncio.ensure_future(self.agi.stop(DRAIN_SECONDS)) if self.agi is not None else None
-        )
-        if not await self.router.drain(DRAIN_SECONDS):
-            log.warning("daemon.drain_timeout", in_progress=self.router.in_progress)
-        # Closing the socket unregisters the application: from here on the
-        # dialplan's Stasis() fails over to the static queue.
-        await self.ari.close(grace=2.0)
-        await self.router.drain(5.0)  # calls that arrived just before the close
-        if agi_stop is not None and not await agi_stop:
-            log.warning("daemon.agi_drain_timeout")
-        if self.ami is not None:
-            await self.ami.close()
-        if self.tracker is not None:
-            self.tracker.flush_wallboard()  # the last held-back states, before MQTT closes
-        if self.mqtt is not None:
-            left = await self.mqtt.close(timeout=2.0)
-            if left:
-                log.warning("mqtt.unsent_at_stop", messages=left)
-        if self.journal is not None:
-            # Whatever is not written by now goes to the spool on disk.
-            await self.journal.close(timeout=5.0)
-        if self.repeat is not None:
-            self.repeat.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await session.close()
-        if self.desk is not None:  # ends the agent page's event streams
-            await self.desk.close()
-        if self.http is not None:
-            await self.http.stop()
-        if self.overrides is not None:
-            self.overrides.close()
-        log.info("daemon.stopped", routed=self.router.stats.routed)
+    async def on_connected() -> None:
+        await ami_resync(ami, tracker)
 
-    def health(self) -> tuple[bool, dict[str, object]]:
-        """Health for ``/healthz``: one verdict a monitor can read (see :func:`components.health`).
+    return on_event, on_connected
 
-        Returns:
-            ``(status == "ok", body)``.
-        """
-        return components.health(__version__, self.components())
+
+async def ami_resync(ami: AmiClient, tracker: CallTracker) -> None:
+    """After every AMI login: ask app_queue which callers wait now.
+
+    AMI does not replay what happened while we were away: the answer puts
+    their records in the queue, not stuck in routing.
+
+    Args:
+        ami: The AMI client.
+        tracker: The call tracker to resync.
+    """
+    for attempt in range(1, RESYNC_TRIES + 1):
+        try:
+            snapshot = await ami.queue_status()
+        except AmiActionFailed as exc:
+            # Right after an Asterisk restart the manager accepts logins
+            # before app_queue is loaded ("QueueStatus: unknown command"):
+            # wait for it quietly instead of failing the session.
+            log.debug("ami.resync_refused", attempt=attempt, error=exc.message)
+            if attempt == RESYNC_TRIES:
+                # Without app_queue nobody waits in a queue: nothing to
+                # resync. Events flow; the next login resyncs again.
+                log.warning("ami.resync_skipped", tries=attempt, error=exc.message)
+                return
+            await asyncio.sleep(RESYNC_BACKOFF_S * 2 ** (attempt - 1))
+            continue
+        if attempt > 1:
+            log.warning("ami.resync_retried", tries=attempt)
+        tracker.resync({e.uniqueid: e.queue for e in snapshot.entries})
+        return

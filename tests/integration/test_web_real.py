@@ -406,8 +406,8 @@ class TestWrapUpAndCallbacks:
             assert journal_row(db, call_ids[1]).callback_done_at is None
 
             # The overdue callbacks in /metrics (recounted right after the change).
-            assert daemon.desk is not None
-            await daemon.desk.refresh_figures()
+            assert daemon.components is not None and daemon.components.parts.desk is not None
+            await daemon.components.parts.desk.refresh_figures()
             async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as resp:
                 text = await resp.text()
             assert re.search(r'pbxbridge_callbacks_overdue\{tenant="wardenburg"\} 1\.0', text)

@@ -1,8 +1,7 @@
-"""The daemon's AMI resync waits quietly for app_queue after an Asterisk restart."""
+"""app.ami_resync waits quietly for app_queue after an Asterisk restart."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,8 +10,6 @@ import structlog
 
 from pbxbridge import app
 from pbxbridge.adapters.ami.errors import AmiActionFailed, AmiUnavailable
-from pbxbridge.app import Daemon
-from pbxbridge.runtime.settings import Settings
 
 UNKNOWN = AmiActionFailed(
     "QueueStatus",
@@ -44,47 +41,47 @@ class FakeTracker:
 
 
 @pytest.fixture
-def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Daemon:
+def tracker(monkeypatch: pytest.MonkeyPatch) -> FakeTracker:
     monkeypatch.setattr(app, "RESYNC_BACKOFF_S", 0.001)
-    d = Daemon(tmp_path / "routing.yaml", Settings.from_env({}))
-    d.tracker = FakeTracker()  # type: ignore[assignment]
-    return d
+    return FakeTracker()
 
 
-async def test_unknown_command_is_retried_with_one_warning(daemon: Daemon) -> None:
-    daemon.ami = ami = FakeAmi(UNKNOWN, UNKNOWN, UNKNOWN)  # type: ignore[assignment]
+async def resync(ami: FakeAmi, tracker: FakeTracker) -> None:
+    await app.ami_resync(ami, tracker)  # type: ignore[arg-type]
+
+
+async def test_unknown_command_is_retried_with_one_warning(tracker: FakeTracker) -> None:
+    ami = FakeAmi(UNKNOWN, UNKNOWN, UNKNOWN)
     with structlog.testing.capture_logs() as logs:
-        await daemon._ami_resync()
+        await resync(ami, tracker)
     assert ami.calls == 4
-    assert daemon.tracker.resyncs == [{"1700000000.1": "servicecenter"}]  # type: ignore[union-attr]
+    assert tracker.resyncs == [{"1700000000.1": "servicecenter"}]
     warnings = [e for e in logs if e["log_level"] in ("warning", "error", "critical")]
     assert [e["event"] for e in warnings] == ["ami.resync_retried"]
     assert not any("exc_info" in e for e in logs)
 
 
 async def test_gives_up_after_the_tries_with_one_warning_and_no_exception(
-    daemon: Daemon,
+    tracker: FakeTracker,
 ) -> None:
-    daemon.ami = ami = FakeAmi(*[UNKNOWN] * app.RESYNC_TRIES)  # type: ignore[assignment]
+    ami = FakeAmi(*[UNKNOWN] * app.RESYNC_TRIES)
     with structlog.testing.capture_logs() as logs:
-        await daemon._ami_resync()  # returns: the session goes on delivering events
+        await resync(ami, tracker)  # returns: the session goes on delivering events
     assert ami.calls == app.RESYNC_TRIES
-    assert daemon.tracker.resyncs == []  # type: ignore[union-attr]
+    assert tracker.resyncs == []
     warnings = [e for e in logs if e["log_level"] in ("warning", "error", "critical")]
     assert [e["event"] for e in warnings] == ["ami.resync_skipped"]
     assert not any("exc_info" in e for e in logs)
 
 
-async def test_first_answer_resyncs_without_a_warning(daemon: Daemon) -> None:
-    daemon.ami = FakeAmi()  # type: ignore[assignment]
+async def test_first_answer_resyncs_without_a_warning(tracker: FakeTracker) -> None:
     with structlog.testing.capture_logs() as logs:
-        await daemon._ami_resync()
-    assert daemon.tracker.resyncs == [{"1700000000.1": "servicecenter"}]  # type: ignore[union-attr]
+        await resync(FakeAmi(), tracker)
+    assert tracker.resyncs == [{"1700000000.1": "servicecenter"}]
     assert not [e for e in logs if e["log_level"] != "debug" and e["event"] != "calls.resync"]
 
 
-async def test_a_lost_connection_still_ends_the_session(daemon: Daemon) -> None:
+async def test_a_lost_connection_still_ends_the_session(tracker: FakeTracker) -> None:
     # Not app_queue loading: the client reconnects and resyncs after the next login.
-    daemon.ami = FakeAmi(AmiUnavailable("connection lost"))  # type: ignore[assignment]
     with pytest.raises(AmiUnavailable):
-        await daemon._ami_resync()
+        await resync(FakeAmi(AmiUnavailable("connection lost")), tracker)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
 import aiohttp
@@ -19,14 +21,20 @@ async def test_build_starts_nothing(tmp_path: Path) -> None:
     d = Daemon(rules, Settings.from_env({}))  # AMI, MQTT, FastAGI and HTTP on
     assert d._load_rules()
     async with aiohttp.ClientSession() as session:
-        d.build(session)
+        tasks_before = asyncio.all_tasks()
+        built = d.build(session)
+        p = built.parts
         try:
-            built: list[object] = [d.overrides, d.ari, d.router, d.tracker, d.desk]
-            built += [d.call_metrics, d.ami, d.mqtt, d.journal, d.agi, d.agi_router, d.http]
-            assert all(part is not None for part in built)
-            assert d._tasks == []
-            assert d.agi is not None and not d.agi.listening
-            healthy, body = d.health()
+            made: list[object] = [p.overrides, p.ari, p.router, p.tracker, p.desk]
+            made += [p.call_metrics, p.ami, p.mqtt, p.journal, p.repeat, p.agi, p.agi_router]
+            made += [p.http]
+            assert all(part is not None for part in made)
+            assert asyncio.all_tasks() == tasks_before
+            assert p.agi is not None and not p.agi.listening
+            # Every face is in the start order, each once.
+            in_order = [face for stage in built.order for face in stage]
+            assert len(in_order) == len(set(map(id, in_order))) == len(fields(built)) - 1
+            healthy, body = built.health()
             # Built, not started: the ARI socket is not up, nothing listens yet.
             assert not healthy and body["status"] == "down"
             problems = body["problems"]
@@ -35,5 +43,5 @@ async def test_build_starts_nothing(tmp_path: Path) -> None:
             assert body["overrides"] is not None  # the store is open, not read yet
             assert "agi: not listening on 127.0.0.1:4574" in problems
         finally:
-            assert d.overrides is not None
-            d.overrides.close()
+            assert p.overrides is not None
+            p.overrides.close()

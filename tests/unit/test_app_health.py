@@ -12,9 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from pbxbridge import app
 from pbxbridge.adapters.ari.client import AriConnectionStatus, AriState
 from pbxbridge.adapters.http.server import HttpServer
-from pbxbridge.app import Daemon
+from pbxbridge.runtime.live import LiveRules
 from pbxbridge.runtime.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,19 +27,30 @@ def _ari(connected: bool) -> SimpleNamespace:
     return SimpleNamespace(status=status, connected=connected)
 
 
+class Daemon:
+    """The daemon's faces (app.faces) over the parts a test sets; nothing started."""
+
+    def __init__(self, rules: LiveRules) -> None:
+        self.rules = rules
+        self.parts: dict[str, Any] = {}
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        return app.faces(app.Parts(self.rules, **self.parts), Settings.from_env({})).health()
+
+
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     """A daemon with its rules loaded and every part healthy (fakes), nothing started."""
     rules = tmp_path / "routing.yaml"
     shutil.copy(REPO / "config/routing.yaml", rules)
-    d = Daemon(rules, Settings.from_env({}))
+    d = Daemon(LiveRules(rules))
     d.rules.load_initial()
-    d.ari = _ari(True)  # type: ignore[assignment]
+    d.parts["ari"] = _ari(True)
     yield d
 
 
 def _set(d: Daemon, name: str, value: Any) -> None:
-    setattr(d, name, value)
+    d.parts[name] = value
 
 
 def test_all_well_is_ok(daemon: Daemon) -> None:
@@ -47,7 +59,7 @@ def test_all_well_is_ok(daemon: Daemon) -> None:
 
 
 def test_ari_down_is_down(daemon: Daemon) -> None:
-    daemon.ari = _ari(False)  # type: ignore[assignment]
+    daemon.parts["ari"] = _ari(False)
     healthy, body = daemon.health()
     assert not healthy and body["status"] == "down"
     assert body["problems"] == ["ari: not connected"]
@@ -105,7 +117,9 @@ def test_healthy_parts_do_not_degrade(daemon: Daemon) -> None:
         SimpleNamespace(status=lambda: SimpleNamespace(connected=True, as_dict=dict)),
     )
     _set(daemon, "journal", SimpleNamespace(stats=SimpleNamespace(last_error=None, as_dict=dict)))
-    daemon.agi_router = None  # the Agi face reports it disabled; its problem reads the server
+    daemon.parts["agi_router"] = (
+        None  # the Agi face reports it disabled; its problem reads the server
+    )
     healthy, body = daemon.health()
     assert healthy and body["status"] == "ok", body["problems"]
 
