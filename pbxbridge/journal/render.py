@@ -17,7 +17,9 @@ from typing import Any
 
 from pbxbridge.journal.report import (
     COUNTERS,
+    FIGURES,
     PCT_FIELDS,
+    SECONDS_FIELDS,
     TOTAL,
     Figures,
     Granularity,
@@ -39,35 +41,9 @@ CSV_COLUMNS: tuple[str, ...] = (
     "bucket_end",
     "threshold_s",
     "short_abandon_s",
-    "calls",
-    "offered",
-    "answered",
-    "answered_within",
-    "abandoned",
-    "short_abandoned",
-    "other_offered",
-    "not_queued",
-    "closed_hours",
-    "rejected",
-    "via_115",
-    "sl_answered_pct",
-    "sl_offered_pct",
-    "mean_wait_s",
-    "p90_wait_s",
-    "mean_talk_s",
-    "via_115_pct",
-    "resolved",
-    "callbacks_requested",
-    "fcr_pct",
-    "callbacks_due",
-    "callbacks_overdue",
-    "callbacks_on_time",
-    "callbacks_late",
-    "callback_on_time_pct",
+    *FIGURES,
 )
 """Columns of :func:`format_csv`, in order (stable: append only)."""
-
-_SECONDS_FIELDS = ("mean_wait_s", "p90_wait_s", "mean_talk_s")
 
 
 def _pct_hundredths(fig: Figures, name: str) -> int | None:
@@ -102,7 +78,7 @@ def _figure_values(fig: Figures, decimal: str) -> dict[str, str]:
         out[name] = str(getattr(fig, name))
     for name in PCT_FIELDS:
         out[name] = _pct_text(fig, name, 2, decimal)
-    for name in _SECONDS_FIELDS:
+    for name in SECONDS_FIELDS:
         out[name] = _seconds_text(getattr(fig, name), decimal)
     return out
 
@@ -272,7 +248,7 @@ def _figures_json(fig: Figures) -> dict[str, Any]:
     for name in PCT_FIELDS:
         hundredths = _pct_hundredths(fig, name)
         out[name] = None if hundredths is None else hundredths / 100
-    for name in _SECONDS_FIELDS:
+    for name in SECONDS_FIELDS:
         value = getattr(fig, name)
         out[name] = None if value is None else round(value, 2)
     return out
@@ -379,7 +355,7 @@ def format_table(report: Report) -> str:
         for _, attr in _TABLE_COLUMNS:
             if attr in PCT_FIELDS:
                 text = _pct_text(fig, attr, 1)
-            elif attr in _SECONDS_FIELDS:
+            elif attr in SECONDS_FIELDS:
                 text = _seconds_text(getattr(fig, attr))
             else:
                 text = str(getattr(fig, attr))

@@ -83,7 +83,7 @@ the second set by deadline (``callbacks_due_between``), not by a fixed window.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
@@ -200,14 +200,44 @@ class Figures:
         raise KeyError(name)
 
 
-PCT_FIELDS: tuple[str, ...] = (
+FIGURES: tuple[str, ...] = (
+    "calls",
+    "offered",
+    "answered",
+    "answered_within",
+    "abandoned",
+    "short_abandoned",
+    "other_offered",
+    "not_queued",
+    "closed_hours",
+    "rejected",
+    "via_115",
     "sl_answered_pct",
     "sl_offered_pct",
+    "mean_wait_s",
+    "p90_wait_s",
+    "mean_talk_s",
     "via_115_pct",
+    "resolved",
+    "callbacks_requested",
     "fcr_pct",
+    "callbacks_due",
+    "callbacks_overdue",
+    "callbacks_on_time",
+    "callbacks_late",
     "callback_on_time_pct",
 )
-"""The percentages of :class:`Figures`, in rendering order."""
+"""Every figure of :class:`Figures` (fields and percentages), in rendering order.
+
+The CSV's columns after its keys, in this order: a new figure is appended.
+"""
+
+COUNTERS: tuple[str, ...] = tuple(f.name for f in fields(Figures) if f.type == "int")
+"""The counts of :class:`Figures` (its ``int`` fields, in declaration order)."""
+SECONDS_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Figures) if f.name.endswith("_s"))
+"""The times of :class:`Figures` (seconds or ``None``)."""
+PCT_FIELDS: tuple[str, ...] = tuple(name for name in FIGURES if name.endswith("_pct"))
+"""The percentages of :class:`Figures` (properties), in rendering order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,27 +366,6 @@ class _Acc:
             p90_wait_s=percentile_nearest_rank(waits, 90),
             mean_talk_s=self.talk_sum / self.talk_n if self.talk_n else None,
         )
-
-
-COUNTERS: tuple[str, ...] = (
-    "calls",
-    "offered",
-    "answered",
-    "answered_within",
-    "abandoned",
-    "short_abandoned",
-    "other_offered",
-    "not_queued",
-    "closed_hours",
-    "rejected",
-    "via_115",
-    "resolved",
-    "callbacks_requested",
-    "callbacks_due",
-    "callbacks_overdue",
-    "callbacks_on_time",
-    "callbacks_late",
-)
 
 
 def percentile_nearest_rank(values: Sequence[float], pct: int) -> float | None:

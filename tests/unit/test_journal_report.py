@@ -6,7 +6,7 @@ import csv
 import io
 import json
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,8 @@ from pbxbridge.journal.render import (
     monthly_invoice_csv,
 )
 from pbxbridge.journal.report import (
+    FIGURES,
+    PCT_FIELDS,
     Figures,
     Granularity,
     Report,
@@ -612,6 +614,25 @@ def german_number(text: str) -> float | None:
 
 
 class TestCsv:
+    def test_header_is_stable(self) -> None:
+        # Spreadsheets read the columns by position: existing ones never move.
+        text = format_csv(report([], tenants=["ganderkesee"]))
+        assert text.splitlines()[0].split(";") == [
+            "tenant", "bucket", "bucket_start", "bucket_end", "threshold_s",
+            "short_abandon_s", "calls", "offered", "answered", "answered_within", "abandoned",
+            "short_abandoned", "other_offered", "not_queued", "closed_hours", "rejected",
+            "via_115", "sl_answered_pct", "sl_offered_pct", "mean_wait_s", "p90_wait_s",
+            "mean_talk_s", "via_115_pct", "resolved", "callbacks_requested", "fcr_pct",
+            "callbacks_due", "callbacks_overdue", "callbacks_on_time", "callbacks_late",
+            "callback_on_time_pct",
+        ]  # fmt: skip
+
+    def test_every_figure_is_a_column(self) -> None:
+        # A counter added to Figures but not to FIGURES would be missing from the CSV.
+        names = {f.name for f in fields(Figures)} | set(PCT_FIELDS)
+        assert set(FIGURES) == names and len(FIGURES) == len(names)
+        assert set(PCT_FIELDS) == {n for n in dir(Figures) if n.endswith("_pct")}
+
     def test_round_trip(self) -> None:
         r = report(MIXED, tenants=["ganderkesee"], by="day")
         text = format_csv(r)
