@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from pbxbridge.components.base import DISABLED, Component, Part, Sample
 from pbxbridge.components.entry import Agi, Ari, Calls, Http, Overrides, Rules
 from pbxbridge.components.feeds import Ami, Journal, Mqtt, ServiceLevel, Tracker, Web
+from pbxbridge.core import servicelevel
 
 __all__ = [
     "DISABLED",
@@ -56,9 +57,9 @@ __all__ = [
 GAUGE_HELP = {
     "pbxbridge_calls_waiting": "Callers waiting in a queue now (queued or ringing).",
     "pbxbridge_service_level_ratio": (
-        "Answered within 20 s: as a share of answered calls (definition=answered) or of "
-        "offered calls without short abandons (definition=offered), over the last 15 "
-        "minutes or the current local day."
+        f"Answered within {servicelevel.THRESHOLD_S:g} s: as a share of answered calls "
+        "(definition=answered) or of offered calls without short abandons "
+        "(definition=offered), over the last 15 minutes or the current local day."
     ),
     "pbxbridge_up": "1 when the connection to the component is up.",
     "pbxbridge_rules_generation": "Generation of the routing rules in force.",
