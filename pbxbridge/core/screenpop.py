@@ -113,7 +113,11 @@ def _times(record: CallRecord) -> dict[str, str | None]:
 
 
 def agent_message(
-    record: CallRecord, pop: Pop, *, repeat_calls_7d: int | None = None
+    record: CallRecord,
+    pop: Pop,
+    *,
+    repeat_calls_7d: int | None = None,
+    open_callback: str | None = None,
 ) -> dict[str, object]:
     """The screen pop for one agent.
 
@@ -121,6 +125,10 @@ def agent_message(
         record: The call record after the event.
         pop: The pop to send.
         repeat_calls_7d: How often this number called in the last 7 days, when known.
+        open_callback: The caller has an open callback ticket or a pending
+            virtual hold: the note to show
+            (:func:`~pbxbridge.core.virtual_hold.open_callback_note`,
+            "offener Rückruf vom Di 09:14"); ``None`` when not (or not known).
 
     Returns:
         A JSON-ready dict (see ``pbxbridge/schemas/screenpop.schema.json``).
@@ -146,6 +154,7 @@ def agent_message(
         "queue": record.queue,
         "waited_s": round(record.waited_s(pop.at), 1),
         "repeat_calls_7d": repeat_calls_7d,
+        "open_callback": open_callback,
         "kb_url": d.screen_pop_url or None,
         "times": _times(record),
     }

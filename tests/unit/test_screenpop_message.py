@@ -71,3 +71,18 @@ class TestCaller:
             decision = route(call, rules, T0)
             record = CallRecord(call_id="1.1", decision=decision, state=State.RINGING, routed_at=T0)
             validator.validate(agent_message(record, Pop(PopKind.RINGING, "agent1", T0)))
+
+
+class TestOpenCallback:
+    def test_the_note_goes_into_the_pop_and_fits_the_schema(
+        self, rules: Rules, validator: jsonschema.Draft202012Validator
+    ) -> None:
+        decision = route(Call(did="04407730", caller="04411234567"), rules, T0)
+        record = CallRecord(call_id="1.1", decision=decision, state=State.RINGING, routed_at=T0)
+        pop = Pop(PopKind.RINGING, "agent1", T0)
+        with_note = agent_message(record, pop, open_callback="offener Rückruf vom Di 09:14")
+        assert with_note["open_callback"] == "offener Rückruf vom Di 09:14"
+        validator.validate(with_note)
+        plain = agent_message(record, pop)
+        assert plain["open_callback"] is None
+        validator.validate(plain)
