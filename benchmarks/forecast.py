@@ -21,7 +21,10 @@ Then :func:`pbxbridge.core.erlang.staffing` and ``evaluate`` are timed for a
 small queue (91 calls per half hour at 180 s), a large one (8,000 calls: ~830
 agents) and Erlang A with 60 s patience.
 
-Usage: ``python benchmarks/forecast.py [--rows 1000000] [--days 56] [--repeat 3]``.
+``--engine sqlite`` writes the same calls into an SQLite journal file instead (the
+default when no database URL is configured).
+
+Usage: ``python benchmarks/forecast.py [--rows 1000000] [--days 56] [--repeat 3] [--engine postgres|sqlite]``.
 The last line of output is JSON with ``rows``, ``days``, ``read_rows`` (calls in
 the history the forecast sums),
 ``forecast_s`` (target <= 5), ``fill_s`` and the ``staffing_us`` timings
@@ -31,13 +34,16 @@ the history the forecast sums),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sqlite3
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -46,6 +52,8 @@ from pbxbridge.config import load_rules
 from pbxbridge.core import erlang
 from pbxbridge.journal.postgres import PostgresJournal
 from pbxbridge.journal.report import period_range
+from pbxbridge.journal.sqlite import SqliteJournal
+from pbxbridge.journal.store import JournalStore
 from pbxbridge.planning.forecast import history_period
 from tests.journal_fill import fill_journal
 from tests.postgres import query, throwaway_database
@@ -128,12 +136,44 @@ def staffing_timings() -> dict[str, float]:
     }
 
 
+def fill_sqlite(path: Path, rows: int, newest: datetime, days: float) -> None:
+    """The same calls as ``tests/journal_fill.py`` writes to PostgreSQL, into an SQLite journal."""
+    SqliteJournal(path).close()  # the journal's own schema, migrated
+    end = newest.timestamp()
+    step = days * 86400 / rows
+
+    def generate() -> Any:
+        for i in range(rows):
+            t = end - step * i
+            callback = i % 10 == 0
+            yield (
+                f"n{i % 3}", f"c{i}", f"t{i % 40:03d}", f"+49440773{i % 100:02d}",
+                f"+49441{i % 9000000:07d}", int(i % 5 == 0), "queue", "[]",
+                t, t + 1, t + 5, t + 65, "answered", f"agent{i % 20}", "servicecenter",
+                4.0, 60.0, "[]", "callback" if callback else "resolved", t + 70,
+                f"agent{i % 20}", "", f"+49171{i:07d}" if callback else None,
+                t + 86400 if callback else None,
+            )  # fmt: skip
+
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            "INSERT INTO calls (node, call_id, tenant, did, caller, via_115, action, reasons,"
+            " arrived_at, queued_at, answered_at, ended_at, outcome, agent, queue, wait_s,"
+            " talk_s, rings, disposition, disposition_at, disposition_by, disposition_note,"
+            " callback_number, callback_due_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            generate(),
+        )
+        db.execute("ANALYZE")
+
+
 def main() -> None:
     """Run the benchmark and print the JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--days", type=float, default=56)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--engine", choices=["postgres", "sqlite"], default="postgres")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -141,27 +181,43 @@ def main() -> None:
         path.write_text(rules_yaml(), encoding="utf-8")
         rules, _ = load_rules(path)
 
-    with throwaway_database() as url:
-        PostgresJournal(url).close()  # migrated
+    first, last = history_period(YEAR, WEEK, 8, NOW.astimezone(rules.timezone).date())
+    start, after = period_range(first, last, rules.timezone)
+    newest = NOW - timedelta(microseconds=1)
+    with contextlib.ExitStack() as stack:
         started = time.perf_counter()
-        # The newest call a microsecond before the target week starts.
-        fill_journal(url, args.rows, NOW - timedelta(microseconds=1), args.days)
+        opener: Callable[[], JournalStore]
+        if args.engine == "postgres":
+            url = stack.enter_context(throwaway_database())
+            PostgresJournal(url).close()  # migrated
+            fill_journal(url, args.rows, newest, args.days)
+            # The calls the forecast's history covers (what it sums).
+            read_rows = int(
+                query(
+                    url,
+                    f"SELECT count(*) FROM calls WHERE arrived_at >= '{start.isoformat()}'"
+                    f" AND arrived_at < '{after.isoformat()}'",
+                )[0][0]
+            )
+            opener = lambda: PostgresJournal(url)  # noqa: E731
+        else:
+            path = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "journal.sqlite"
+            fill_sqlite(path, args.rows, newest, args.days)
+            with sqlite3.connect(path) as db:
+                read_rows = db.execute(
+                    "SELECT count(*) FROM calls WHERE arrived_at >= ? AND arrived_at < ?",
+                    (start.timestamp(), after.timestamp()),
+                ).fetchone()[0]
+            opener = lambda: SqliteJournal(path)  # noqa: E731
         fill_s = time.perf_counter() - started
-        print(f"filled {args.rows:,} calls over {args.days:g} days in {fill_s:.1f} s", flush=True)
-        first, last = history_period(YEAR, WEEK, 8, NOW.astimezone(rules.timezone).date())
-        start, after = period_range(first, last, rules.timezone)
-        # The calls the forecast's history covers (what it sums).
-        read_rows = int(
-            query(
-                url,
-                f"SELECT count(*) FROM calls WHERE arrived_at >= '{start.isoformat()}'"
-                f" AND arrived_at < '{after.isoformat()}'",
-            )[0][0]
+        print(
+            f"filled {args.rows:,} calls over {args.days:g} days ({args.engine}) in {fill_s:.1f} s",
+            flush=True,
         )
         best = float("inf")
         text = ""
         for _ in range(args.repeat):
-            with PostgresJournal(url) as store:
+            with opener() as store:
                 started = time.perf_counter()
                 text = run_forecast_cli(
                     store, rules, year=YEAR, week=WEEK, weeks=8, fmt="csv", now=NOW
@@ -175,6 +231,7 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "engine": args.engine,
                 "rows": args.rows,
                 "days": args.days,
                 "tenants": TENANTS,

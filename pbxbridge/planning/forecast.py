@@ -142,6 +142,9 @@ class Forecast:
     slots: tuple[Slot, ...]
     after_closure: Mapping[str, float]
     patience_s: Mapping[str, float | None]
+    _index: Mapping[tuple[str, date, int], Slot] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def slot(self, tenant: str, day: date, index: int) -> Slot:
         """One slot.
@@ -157,10 +160,7 @@ class Forecast:
         Raises:
             KeyError: If it is not in the forecast.
         """
-        for s in self.slots:
-            if s.tenant == tenant and s.day == day and s.index == index:
-                return s
-        raise KeyError((tenant, day, index))
+        return self._index[(tenant, day, index)]
 
 
 def week_days(year: int, week: int) -> tuple[date, ...]:
@@ -443,6 +443,7 @@ def build_forecast(
         slots=tuple(slots),
         after_closure=factors,
         patience_s=patience,
+        _index={(s.tenant, s.day, s.index): s for s in slots},
     )
 
 

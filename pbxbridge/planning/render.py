@@ -36,7 +36,7 @@ CSV_COLUMNS: tuple[str, ...] = (
 )
 """Columns of :func:`format_csv`, in order (stable: append only)."""
 
-_WEEKDAYS_DE = ("Mo", "Di", "Mi", "Do", "Fr", "Sa", "So")
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def _pct(value: float) -> float:
@@ -148,7 +148,7 @@ def format_table(forecast: Forecast) -> str:
     for slot in forecast.slots:
         by_tenant[slot.tenant][(forecast.days.index(slot.day), slot.index)] = slot
     header = "       " + "".join(
-        f"{_WEEKDAYS_DE[i] + ' ' + d.strftime('%d.%m.'):>12}" for i, d in enumerate(forecast.days)
+        f"{_WEEKDAYS[i] + ' ' + d.strftime('%d.%m.'):>12}" for i, d in enumerate(forecast.days)
     )
     for tenant in order:
         cells = by_tenant[tenant]
