@@ -1,0 +1,145 @@
+"""Does a caller have an open callback? For the pop's note and the repeat-caller priority.
+
+A number with an open callback ticket (the journal's callbacks list) or a
+pending virtual hold (the virtual-hold store) that calls again gets a note in
+the screen pop ("offener Rückruf vom Di 09:14") and, if the tenant's rules say
+so, a higher queue priority (:func:`~pbxbridge.core.virtual_hold.repeat_priority`).
+
+Like :class:`~pbxbridge.journal.repeat.RepeatCallers`, the lookup starts when
+the call is routed and runs in a worker thread; whatever is known when the pop
+goes out (or the priority is set) is used, and a slow or dead database only
+means no note. Open callbacks are few (tens per tenant), so one query per
+lookup lists them all and the number is matched here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Final
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from pbxbridge.core.virtual_hold import open_callback_note
+from pbxbridge.journal.store import JournalStore
+from pbxbridge.journal.virtual_holds import open_callback_since
+from pbxbridge.storage.virtual_holds import VirtualHoldStore
+
+log = structlog.get_logger(__name__)
+
+_TTL_S: Final = 60.0
+"""A known answer is reused this long (a callback done meanwhile shows up after it)."""
+_MAX_ENTRIES: Final = 10_000
+
+
+class OpenCallbacks:
+    """Cache of "open callback since" per caller number.
+
+    Args:
+        open_journal: Opens a journal store of its own (called in a worker thread).
+        open_holds: Opens the virtual-hold store (worker thread); ``None``: tickets only.
+        tz: The rules' time zone (the note's weekday and time).
+        clock: Now (aware); tests inject one.
+    """
+
+    def __init__(
+        self,
+        open_journal: Callable[[], JournalStore],
+        open_holds: Callable[[], VirtualHoldStore] | None,
+        tz: ZoneInfo,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._open_journal = open_journal
+        self._open_holds = open_holds
+        self.tz = tz
+        self._clock = clock
+        self._journal: JournalStore | None = None
+        self._holds: VirtualHoldStore | None = None
+        self._known: dict[str, tuple[float, datetime | None]] = {}
+        self._pending: dict[str, asyncio.Task[None]] = {}
+
+    def prefetch(self, caller: str | None) -> None:
+        """Start looking a caller up (non-blocking; call when the call is routed).
+
+        Args:
+            caller: E.164 number, or ``None`` for withheld callers.
+        """
+        if not caller or caller in self._pending:
+            return
+        known = self._known.get(caller)
+        if known is not None and time.monotonic() - known[0] < _TTL_S:
+            return
+        task = asyncio.get_running_loop().create_task(self._lookup(caller))
+        self._pending[caller] = task
+
+    async def wait(self, caller: str) -> None:
+        """Wait for a running lookup of ``caller`` (tests; the daemon never waits)."""
+        task = self._pending.get(caller)
+        if task is not None:
+            await asyncio.shield(task)
+
+    def since(self, caller: str | None) -> datetime | None:
+        """When the caller's oldest open callback was asked for, if known.
+
+        Args:
+            caller: E.164 number or ``None``.
+
+        Returns:
+            The instant, ``None`` when none is open or it is not known (yet).
+        """
+        if not caller:
+            return None
+        known = self._known.get(caller)
+        return known[1] if known is not None else None
+
+    def note(self, caller: str | None) -> str | None:
+        """The pop's note ("offener Rückruf vom Di 09:14"), ``None`` without an open callback."""
+        since = self.since(caller)
+        if since is None:
+            return None
+        now = self._clock().astimezone(self.tz)
+        return open_callback_note(since.astimezone(self.tz), now=now)
+
+    async def _lookup(self, caller: str) -> None:
+        try:
+            since = await asyncio.to_thread(self._query, caller)
+        except Exception as exc:
+            # The number stays out of the log (personal data); the error's
+            # text is the store's, already without row data.
+            log.warning("journal.open_callback_lookup_failed", error=str(exc))
+            self._close_stores()  # reopen next time (connection lost)
+            return
+        finally:
+            self._pending.pop(caller, None)
+        if len(self._known) >= _MAX_ENTRIES:
+            self._known.clear()
+        self._known[caller] = (time.monotonic(), since)
+
+    def _query(self, caller: str) -> datetime | None:
+        if self._journal is None:
+            self._journal = self._open_journal()
+        holds = []
+        if self._open_holds is not None:
+            if self._holds is None:
+                self._holds = self._open_holds()
+            holds = self._holds.for_number(caller)
+        return open_callback_since(
+            caller, holds=holds, callbacks=self._journal.open_callbacks(None)
+        )
+
+    def _close_stores(self) -> None:
+        for store in (self._journal, self._holds):
+            if store is not None:
+                with contextlib.suppress(Exception):  # closing a broken connection
+                    store.close()
+        self._journal = self._holds = None
+
+    def close(self) -> None:
+        """Cancel lookups and close the stores."""
+        for task in list(self._pending.values()):
+            task.cancel()
+        self._close_stores()
