@@ -34,6 +34,9 @@ NOT_PATHS = (
     "pbxbridge/v1",
     # Prose: "which pbxbridge/Asterisk node handled the call".
     "pbxbridge/Asterisk",
+    # Asterisk sound names of the virtual hold (pbxbridge/vhold-offer ...), in
+    # Asterisk's sounds directory, not in the repository.
+    "pbxbridge/vhold-",
 )
 
 MACHINE_PATH = re.compile(r"(?<![\w.-])/work/")
