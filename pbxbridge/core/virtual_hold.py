@@ -43,7 +43,9 @@ from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
 from pbxbridge.core.calendar import Calendar
-from pbxbridge.core.callback_number import NumberCheck, NumberProblem, check_callback_number
+from pbxbridge.core.callback_number import NumberCheck as NumberCheck
+from pbxbridge.core.callback_number import NumberProblem as NumberProblem
+from pbxbridge.core.callback_number import check_callback_number as check_callback_number
 
 # ---------------------------------------------------------------- the policy
 
@@ -684,6 +686,68 @@ def ticket_due(calendar: Calendar, tz: ZoneInfo, *, at: datetime, working_days: 
     return calendar.end_of_working_day(local_day, working_days, tz)
 
 
+def retry_due(hold: VirtualHold, at: datetime) -> bool:
+    """Whether a hold waiting for a retry (or lost) should be queued again now.
+
+    Args:
+        hold: The hold.
+        at: Now.
+
+    Returns:
+        True in ``RETRY_WAIT`` once ``next_try_at`` has come.
+    """
+    return (
+        hold.state is VHoldState.RETRY_WAIT
+        and hold.next_try_at is not None
+        and hold.next_try_at <= at
+    )
+
+
+CLOSABLE: Final = frozenset({VHoldState.ACCEPTED, VHoldState.WAITING, VHoldState.RETRY_WAIT})
+"""States a closing turns into a ticket. A hold an agent already took
+(``AGENT_REACHED``, ``CALLING``) finishes its try first; should that try fail,
+its retry is closed here."""
+
+
+def closing_step(
+    hold: VirtualHold,
+    *,
+    open_now: bool,
+    at: datetime,
+    policy: VirtualHoldPolicy,
+    calendar: Calendar,
+    tz: ZoneInfo,
+    working_days: int,
+) -> VirtualHold | None:
+    """The hold as a ticket when its tenant is closed now, else ``None``.
+
+    Call it for every pending hold whenever the open state may have changed
+    (the calendar's hours, an override, a rules reload) and before queueing a
+    retry. ``open_now`` is the routing's verdict
+    (:func:`pbxbridge.core.routing.tenant_open` with the overrides in force),
+    so a hold closes exactly when new calls would get the closed handling.
+
+    Args:
+        hold: A hold.
+        open_now: Whether the hold's tenant is open at ``at``.
+        at: Now.
+        policy: The tenant's policy.
+        calendar: The tenant's calendar (the ticket's deadline).
+        tz: The rules' time zone.
+        working_days: The tenant's ``callback_working_days``.
+
+    Returns:
+        The hold after ``CLOSED`` (a ticket due at the end of the
+        ``working_days``-th next working day), or ``None`` when nothing changes.
+    """
+    if open_now or hold.state not in CLOSABLE:
+        return None
+    due = ticket_due(calendar, tz, at=at, working_days=working_days)
+    return step(
+        hold, VHoldEvent.CLOSED, at=at, policy=policy, ticket_due_at=due, detail="tenant closed"
+    )
+
+
 # ---------------------------------------------------------------- repeat callers
 
 _WEEKDAYS_DE: Final = ("Mo", "Di", "Mi", "Do", "Fr", "Sa", "So")
@@ -720,35 +784,3 @@ def repeat_priority(base: int, policy: VirtualHoldPolicy, *, has_open_callback: 
         ``base + repeat_caller_priority`` for such callers, else ``base``.
     """
     return base + policy.repeat_caller_priority if has_open_callback else base
-
-
-__all__ = [  # check_callback_number and its types are re-exported
-    "DEFAULT_HANDLE_S",
-    "FAILED_OUTCOMES",
-    "OFF",
-    "PENDING",
-    "RECENT_HANDLES",
-    "TERMINAL",
-    "Attempt",
-    "InvalidTransition",
-    "NumberCheck",
-    "NumberProblem",
-    "Offer",
-    "OfferWhen",
-    "VHoldEvent",
-    "VHoldState",
-    "VirtualHold",
-    "VirtualHoldPolicy",
-    "VirtualHoldSounds",
-    "check_callback_number",
-    "estimate_wait",
-    "next_try_at",
-    "offer_due",
-    "offered",
-    "open_callback_note",
-    "repeat_priority",
-    "requeue_spot",
-    "step",
-    "ticket_due",
-    "tries_left",
-]

@@ -177,19 +177,23 @@ class TestJournalVirtualHolds:
             holds = [connected(accepted(hold("cb")), 400), ticket(accepted(hold("tk")))]
             day = date(2026, 3, 12)
 
-            def run(fmt: str, given: list[VirtualHold]) -> str:
+            def run(fmt: str, given: list[VirtualHold], tenant: str | None = None) -> str:
                 return run_report_cli(
-                    journal, rules, start=day, end=day, now=NOW, fmt=fmt, holds=given
+                    journal, rules, start=day, end=day, now=NOW, fmt=fmt, holds=given, tenant=tenant
                 )
 
             data = json.loads(run("json", holds))
             table = run("table", holds)
-            plain = json.loads(run("json", []))
+            offering = json.loads(run("json", []))
+            plain = json.loads(run("json", [], tenant="wilhelmshaven"))
         wardenburg = data["virtual_holds"]["tenants"]["wardenburg"]
         assert (wardenburg["offered"], wardenburg["connected"], wardenburg["failed"]) == (2, 1, 1)
         assert wardenburg["mean_to_connect_s"] == 330.0
         assert "Virtual hold" in table
-        assert "virtual_holds" not in plain  # no tenant offers it, no holds given
+        # The example's Wardenburg offers virtual hold: listed with zeros.
+        assert list(offering["virtual_holds"]["tenants"]) == ["wardenburg"]
+        assert offering["virtual_holds"]["total"]["offered"] == 0
+        assert "virtual_holds" not in plain  # Wilhelmshaven does not offer it, no holds
 
     def test_purge_takes_the_virtual_holds_along(self, tmp_path: Path) -> None:
         with (

@@ -17,6 +17,7 @@ from pbxbridge.core.virtual_hold import (
     VirtualHold,
     VirtualHoldPolicy,
     check_callback_number,
+    closing_step,
     estimate_wait,
     next_try_at,
     offer_due,
@@ -24,6 +25,7 @@ from pbxbridge.core.virtual_hold import (
     open_callback_note,
     repeat_priority,
     requeue_spot,
+    retry_due,
     step,
     ticket_due,
 )
@@ -266,3 +268,34 @@ class TestRepeatCallers:
         policy = VirtualHoldPolicy(repeat_caller_priority=10)
         assert repeat_priority(5, policy, has_open_callback=True) == 15
         assert repeat_priority(5, policy, has_open_callback=False) == 5
+
+
+class TestClosing:
+    DAY = (Interval(8 * 3600, 16 * 3600),)
+    CAL = Calendar(name="c", weekly=(DAY, DAY, DAY, DAY, DAY, (), ()))
+
+    def close(self, hold: VirtualHold, *, open_now: bool, at: datetime) -> VirtualHold | None:
+        return closing_step(
+            hold, open_now=open_now, at=at, policy=ON, calendar=self.CAL, tz=BERLIN, working_days=1
+        )
+
+    def test_a_waiting_hold_becomes_a_ticket_due_end_of_next_working_day(self) -> None:
+        hold = step(_accepted(), VHoldEvent.PLACEHOLDER_QUEUED, at=T0, policy=ON)
+        friday_close = datetime(2026, 12, 4, 16, 0, tzinfo=BERLIN)
+        got = self.close(hold, open_now=False, at=friday_close)
+        assert got is not None and got.state is VHoldState.TICKET
+        assert got.ticket_due_at == datetime(2026, 12, 7, 16, 0, tzinfo=BERLIN)
+        assert got.events[-1][1:] == ("closed", "tenant closed")
+
+    def test_open_tenant_or_agent_already_on_it_changes_nothing(self) -> None:
+        waiting = step(_accepted(), VHoldEvent.PLACEHOLDER_QUEUED, at=T0, policy=ON)
+        assert self.close(waiting, open_now=True, at=T0) is None
+        taken = step(waiting, VHoldEvent.AGENT_REACHED, at=T0, policy=ON, agent="anna")
+        assert self.close(taken, open_now=False, at=T0) is None
+
+    def test_retry_due(self) -> None:
+        hold = _calling(_accepted(), T0)
+        hold = step(hold, VHoldEvent.CITIZEN_FAILED, at=T0, policy=ON, outcome="busy")
+        assert not retry_due(hold, T0 + timedelta(seconds=299))
+        assert retry_due(hold, T0 + timedelta(seconds=300))
+        assert not retry_due(_accepted(), T0 + timedelta(days=1))
