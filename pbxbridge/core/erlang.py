@@ -222,6 +222,21 @@ def evaluate(
     return Staffing(agents, load, level, pw, pw * aht_s / spare, load / agents, 0.0, model)
 
 
+def _digamma(x: float) -> float:
+    """The digamma function for ``x > 0`` (recurrence up to 10, then the asymptotic series)."""
+    shift = 0.0
+    while x < 10.0:
+        shift -= 1.0 / x
+        x += 1.0
+    inv = 1.0 / (x * x)
+    return (
+        shift
+        + math.log(x)
+        - 0.5 / x
+        - inv * (1.0 / 12 - inv * (1.0 / 120 - inv * (1.0 / 252 - inv * (1.0 / 240))))
+    )
+
+
 def _series(a: float, w: float) -> tuple[float, float, float]:
     """``S(a, w)`` and ``sum_k s_k * H_k`` as ``(log_scale, S, SH)`` with ``S, SH`` scaled.
 
@@ -231,14 +246,20 @@ def _series(a: float, w: float) -> tuple[float, float, float]:
         return -math.log(a), 1.0, 1.0 / a
     log_w = math.log(w)
     base = math.lgamma(a)
-    # The terms rise while w > a + k and fall after: sum from k = 0 past the
-    # peak until they no longer count.
+    # The terms rise while w > a + k and fall after, like a Poisson weight
+    # around the peak: start where they are below double precision of the
+    # peak (12 standard deviations before it; long patience makes w huge)
+    # and sum past the peak until they no longer count.
     peak = max(0, math.floor(w - a))
     log_peak = peak * log_w - math.lgamma(a + peak + 1) + base
+    k = max(0, peak - math.ceil(12 * math.sqrt(w)) - 10)
+    # H_k = sum_{i<k} 1/(a+i) = digamma(a+k) - digamma(a), exact sum for short runs.
+    if k > 64:
+        harmonic = _digamma(a + k) - _digamma(a)
+    else:
+        harmonic = sum(1.0 / (a + i) for i in range(k))
     total = 0.0
     weighted = 0.0
-    harmonic = 0.0
-    k = 0
     while True:
         harmonic += 1.0 / (a + k)
         log_term = k * log_w - math.lgamma(a + k + 1) + base
@@ -250,6 +271,14 @@ def _series(a: float, w: float) -> tuple[float, float, float]:
         k += 1
 
 
+def _log_add(a: float, b: float) -> float:
+    """``log(exp(a) + exp(b))`` without overflow."""
+    if a == -math.inf:
+        return b
+    high, low = max(a, b), min(a, b)
+    return high + math.log1p(math.exp(low - high))
+
+
 def _erlang_a(agents: int, load: float, aht_s: float, patience_s: float, t: float) -> Staffing:
     mu = 1.0 / aht_s
     lam = load * mu
@@ -257,35 +286,45 @@ def _erlang_a(agents: int, load: float, aht_s: float, patience_s: float, t: floa
     if agents == 0:
         # Nobody answers: every caller abandons.
         return Staffing(0, load, 0.0, 1.0, math.inf, 0.0, 1.0, "erlang-a")
+    b = erlang_b(agents, load)
+    if b == 0.0:
+        # Far more agents than load: all n busy is below double precision.
+        return Staffing(agents, load, 1.0, 0.0, 0.0, load / agents, 0.0, "erlang-a")
     x = agents * mu / theta
     y = lam / theta
-    b = erlang_b(agents, load)
-    # A(x, y) = x * S(x, y); everything below is in units of exp(scale).
+    log_x = math.log(x)
+    # Everything in logarithms: with long patience and n < A the queue's sum
+    # A(x, y) = x * S(x, y) exceeds the largest double.
     scale_q, s_q, _ = _series(x, y)
-    queue_sum = x * math.exp(scale_q) * s_q
-    pi_n = b / (1.0 + (queue_sum - 1.0) * b)
-    p_wait = pi_n * queue_sum
+    log_queue = log_x + scale_q + math.log(s_q)
+    # pi_n = B / (1 - B + A(x, y) * B)
+    log_pi_n = math.log(b) - _log_add(
+        math.log1p(-b) if b < 1.0 else -math.inf, log_queue + math.log(b)
+    )
+    p_wait = math.exp(log_pi_n + log_queue)
     scale, s_all, sh_all = _series(x + 1.0, y)
-    served_after_wait = pi_n * x * math.exp(scale) * s_all
+    base = log_pi_n + log_x + scale
+    served_after_wait = math.exp(base + math.log(s_all))
     z = math.exp(-theta * t)
     if z > 0:
         scale_z, s_z, _ = _series(x + 1.0, y * z)
         log_tail = (x + 1.0) * math.log(z) + y * (1.0 - z) + scale_z
-        late = pi_n * x * math.exp(log_tail) * s_z
+        # P(answered after more than t): pi_n * x * integral_0^z u^x e^(y(1-u)) du.
+        answered_late = math.exp(log_pi_n + log_x + log_tail + math.log(s_z))
     else:
-        late = 0.0
-    answered_late = min(served_after_wait, late)
+        answered_late = 0.0
+    answered_late = min(served_after_wait, answered_late)
     level = (1.0 - p_wait) + served_after_wait - answered_late
     abandon = max(0.0, p_wait - served_after_wait)
     answered = 1.0 - abandon
-    wait_sum = pi_n * x / theta * math.exp(scale) * sh_all
+    wait_sum = math.exp(base + math.log(sh_all)) / theta
     asa = wait_sum / answered if answered > 0 else math.inf
     occupancy = load * answered / agents
     return Staffing(
         agents,
         load,
         min(1.0, max(0.0, level)),
-        p_wait,
+        min(1.0, p_wait),
         asa,
         min(1.0, occupancy),
         abandon,
@@ -339,11 +378,9 @@ def staffing(
             model=model,
             patience_s=patience_s,
         )
-    # Service level rises with every agent; Erlang C needs more than A of them
-    # to be stable at all, Erlang A may meet a loose target with fewer.
-    n = math.floor(load) + 1 if model == "erlang-c" else 1
-    while n <= max_agents:
-        result = evaluate(
+
+    def at(n: int) -> Staffing:
+        return evaluate(
             calls,
             interval_s,
             aht_s,
@@ -352,10 +389,35 @@ def staffing(
             model=model,
             patience_s=patience_s,
         )
+
+    # Service level rises with every agent, so the fewest is found by doubling
+    # the step until the target is met and then halving the gap (a dozen
+    # evaluations for 800 agents, not hundreds). Erlang C needs more than A
+    # agents to be stable at all; Erlang A may meet a target with fewer, but
+    # not with fewer than target * A: n agents answer at most n/A of the calls.
+    low = math.floor(load) + 1 if model == "erlang-c" else max(1, math.ceil(target_level * load))
+    if low > max_agents:
+        raise ValueError(f"more than {max_agents} agents would be needed")
+    best = at(low)
+    if best.service_level >= target_level:
+        return best
+    step = 1
+    while True:  # invariant: at(low) misses the target
+        high = min(low + step, max_agents)
+        best = at(high)
+        if best.service_level >= target_level:
+            break
+        if high == max_agents:
+            raise ValueError(f"more than {max_agents} agents would be needed")
+        low, step = high, step * 2
+    while high - low > 1:  # at(low) misses, at(high) = best meets
+        middle = (low + high) // 2
+        result = at(middle)
         if result.service_level >= target_level:
-            return result
-        n += 1
-    raise ValueError(f"more than {max_agents} agents would be needed")
+            high, best = middle, result
+        else:
+            low = middle
+    return best
 
 
 __all__ = [

@@ -189,6 +189,21 @@ class TestErlang:
         # Capacity 400/300 per s against 2 per s offered: a third must abandon.
         assert result.abandon == pytest.approx(1 - (400 / 300) / 2, abs=0.01)
 
+    def test_erlang_a_very_long_patience_at_scale(self) -> None:
+        # 800 Erlangs, patience of 11 days: Erlang A is Erlang C (checked against
+        # the exact factorial form above), found without summing millions of terms.
+        a = erlang.staffing(
+            8000, 1800, 180, target_level=0.8, threshold_s=20, model="erlang-a", patience_s=1e6
+        )
+        c = erlang.staffing(8000, 1800, 180, target_level=0.8, threshold_s=20)
+        assert a.agents == c.agents
+        assert a.service_level == pytest.approx(c.service_level, abs=1e-3)
+        # Fewer agents than Erlangs: the queue is still finite, the surplus abandons.
+        over = erlang.evaluate(
+            3600, 1800, 300, agents=400, threshold_s=20, model="erlang-a", patience_s=1e7
+        )
+        assert over.abandon == pytest.approx(1 / 3, rel=1e-6) and over.occupancy <= 1.0
+
     @pytest.mark.parametrize(
         ("text", "expected"),
         [("80/20", (0.8, 20.0)), ("82,5 % / 15 s", (0.825, 15.0)), ("90/0", (0.9, 0.0))],
