@@ -253,11 +253,8 @@ def _series(a: float, w: float) -> tuple[float, float, float]:
     peak = max(0, math.floor(w - a))
     log_peak = peak * log_w - math.lgamma(a + peak + 1) + base
     k = max(0, peak - math.ceil(12 * math.sqrt(w)) - 10)
-    # H_k = sum_{i<k} 1/(a+i) = digamma(a+k) - digamma(a), exact sum for short runs.
-    if k > 64:
-        harmonic = _digamma(a + k) - _digamma(a)
-    else:
-        harmonic = sum(1.0 / (a + i) for i in range(k))
+    # H_k = sum_{i<k} 1/(a+i) = digamma(a+k) - digamma(a); summed for short runs.
+    harmonic = _digamma(a + k) - _digamma(a) if k > 64 else sum(1.0 / (a + i) for i in range(k))
     total = 0.0
     weighted = 0.0
     while True:
