@@ -23,13 +23,16 @@ from pbxbridge.cli.base import CONFIG_ENV, cli
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False), envvar=CONFIG_ENV)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing when the file is valid.")
-def check(config: str, quiet: bool) -> None:
+@click.option("--ari", "ari_url", default=None, help="Check the sounds against this Asterisk.")
+@click.option("--language", "languages", multiple=True, help="With --ari: a language to check.")
+def check(config: str, quiet: bool, ari_url: str | None, languages: tuple[str, ...]) -> None:
     """Validate a rules file; list every error as FILE:LINE: key.path: message.
 
     Valid but probably wrong entries (a closure on a public holiday, a special
     opening on a day that is open anyway, a 115 area code of another place) are
     listed as FILE:LINE: key.path: warning: message on stderr; they do not
-    change the exit status.
+    change the exit status. With --ari, each sound the rules name that this
+    Asterisk lacks is an error (FILE:LINE too).
     """
     from pathlib import Path
 
@@ -40,6 +43,10 @@ def check(config: str, quiet: bool) -> None:
     warnings = lint_rules(Path(config).read_bytes(), config, rules, model, today=today)
     for warning in warnings:
         click.echo(format_warning(warning), err=True)
+    if ari_url is not None:
+        from pbxbridge.cli.sounds import check_sounds
+
+        check_sounds(config, model, ari_url, languages)
     if not quiet:
         click.echo(
             f"{config}: OK ({len(rules.tenants)} tenants, {len(rules.exact_dids)} numbers, "
