@@ -29,7 +29,9 @@ from collections.abc import Iterable, Iterator
 from pbxbridge.components.base import DISABLED, Component, Part, Sample
 from pbxbridge.components.entry import Agi, Ari, Calls, Http, Overrides, Rules
 from pbxbridge.components.feeds import Ami, Journal, Mqtt, ServiceLevel, Tracker, Web
+from pbxbridge.components.virtual_holds import VirtualHolds
 from pbxbridge.core import servicelevel
+from pbxbridge.tracking import virtual_holds as _virtual_holds
 
 __all__ = [
     "DISABLED",
@@ -49,6 +51,7 @@ __all__ = [
     "Sample",
     "ServiceLevel",
     "Tracker",
+    "VirtualHolds",
     "Web",
     "gauges",
     "health",
@@ -86,6 +89,8 @@ GAUGE_HELP = {
     "pbxbridge_callbacks_open": "Callbacks recorded by agents and not done yet (journal).",
     "pbxbridge_callbacks_overdue": "Open callbacks past their deadline (journal).",
     "pbxbridge_callbacks_due_today": "Open callbacks due later today (journal).",
+    # Virtual holds per tenant, from the board the orchestration feeds.
+    **_virtual_holds.HELP,
 }
 """Help text of every gauge family :func:`gauges` yields."""
 

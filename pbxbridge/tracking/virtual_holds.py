@@ -1,5 +1,6 @@
 """Live virtual-hold figures for ``/metrics``: waiting now, accepted, connected, failed today.
 
+Its face on ``/metrics`` is :class:`pbxbridge.components.VirtualHolds`.
 The daemon's virtual-hold orchestration saves every step of a hold to the
 store and then shows the hold to :meth:`VirtualHoldBoard.observe`; after a
 restart it shows the holds it re-adopts (and today's finished ones, if it
@@ -112,33 +113,3 @@ class VirtualHoldBoard:
             for tenant in sorted(tenants):
                 family = f"pbxbridge_virtual_holds_{kind}"
                 yield family, {"tenant": tenant}, float(counts[kind][tenant])
-
-
-class VirtualHolds:
-    """The component face of the virtual holds (``/metrics``; nothing to start).
-
-    Args:
-        board: The board, ``None`` when no tenant offers virtual hold.
-    """
-
-    def __init__(self, board: VirtualHoldBoard | None) -> None:
-        self._board = board
-
-    async def start(self) -> None:
-        """Nothing to start: the orchestration feeds the board."""
-
-    async def stop(self) -> None:
-        """Nothing to stop."""
-
-    def health(self) -> dict[str, object]:
-        """No ``/healthz`` key of its own (the store's health is the orchestration's)."""
-        return {}
-
-    def problems(self) -> list[str]:
-        """None: a board cannot fail."""
-        return []
-
-    def gauges(self) -> Iterator[Sample]:
-        """The board's gauges (none when there is no board)."""
-        if self._board is not None:
-            yield from self._board.gauges()

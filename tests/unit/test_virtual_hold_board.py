@@ -6,6 +6,8 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from pbxbridge import components
+from pbxbridge.components import VirtualHolds
 from pbxbridge.core.virtual_hold import (
     VHoldEvent,
     VirtualHold,
@@ -14,7 +16,7 @@ from pbxbridge.core.virtual_hold import (
     offered,
     step,
 )
-from pbxbridge.tracking.virtual_holds import HELP, VirtualHoldBoard, VirtualHolds
+from pbxbridge.tracking.virtual_holds import HELP, VirtualHoldBoard
 
 BERLIN = ZoneInfo("Europe/Berlin")
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=BERLIN).astimezone(UTC)
@@ -82,3 +84,5 @@ class TestVirtualHoldBoard:
         assert face.health() == {} and face.problems() == []
         assert len(list(face.gauges())) == 4
         assert list(VirtualHolds(None).gauges()) == []
+        asyncio.run(face.stop())
+        assert set(HELP) <= set(components.GAUGE_HELP)
