@@ -34,9 +34,11 @@ def exact_erlang_c(agents: int, load: Fraction) -> Fraction:
     return top / bottom
 
 
-def birth_death(agents: int, lam: float, mu: float, theta: float, t: float) -> dict[str, float]:
-    """M/M/n+M figures from the chain itself (truncated far into the tail)."""
-    cap = agents + 400
+def birth_death(
+    agents: int, lam: float, mu: float, theta: float, t: float, queue: int = 400
+) -> dict[str, float]:
+    """M/M/n+M figures from the chain itself (truncated ``queue`` places into the tail)."""
+    cap = agents + queue
     weights = [1.0]
     for k in range(1, cap + 1):
         down = min(k, agents) * mu + max(0, k - agents) * theta
@@ -166,6 +168,16 @@ class TestErlang:
         )
         for name, value in expected.items():
             assert getattr(result, name) == pytest.approx(value, rel=1e-7, abs=1e-9), name
+
+    def test_erlang_a_long_queue_matches_birth_death_chain(self) -> None:
+        # 80 agents for 100 Erlangs, patience 10,000 s: some 2,000 callers queue,
+        # and the module's series start near their peak (the digamma path).
+        expected = birth_death(80, 1.0, 1 / 100, 1 / 10_000, 20, queue=6000)
+        result = erlang.evaluate(
+            1800, 1800, 100, agents=80, threshold_s=20, model="erlang-a", patience_s=10_000
+        )
+        for name, value in expected.items():
+            assert getattr(result, name) == pytest.approx(value, rel=1e-6, abs=1e-9), name
 
     def test_erlang_a_tends_to_erlang_c_and_staffs_fewer(self) -> None:
         c = erlang.evaluate(91, 1800, 180, agents=12, threshold_s=20)
