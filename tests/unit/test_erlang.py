@@ -46,8 +46,8 @@ def birth_death(
     total = sum(weights)
     pi = [w / total for w in weights]
     p_wait = sum(pi[agents:])
-    queue = sum((k - agents) * pi[k] for k in range(agents, cap + 1))
-    abandon = theta * queue / lam  # abandons per arrival = theta * E[Q] / lambda
+    queued = sum((k - agents) * pi[k] for k in range(agents, cap + 1))
+    abandon = theta * queued / lam  # abandons per arrival = theta * E[Q] / lambda
     # A caller who finds j queued is at position j (0 = next). From position k
     # the queue moves on at rate n*mu + k*theta; the caller abandons at theta.
     positions = pi[agents:]
