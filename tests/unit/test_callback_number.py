@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pbxbridge.core.callback_number import NumberProblem, check_callback_number
 from pbxbridge.core.virtual_hold import VirtualHoldSounds
@@ -70,3 +72,24 @@ class TestCheckCallbackNumber:
         assert sounds.prompt_for(NumberProblem.INTERNATIONAL) == sounds.international_number
         assert sounds.prompt_for(NumberProblem.EMPTY) == sounds.enter_number
         assert sounds.prompt_for(NumberProblem.TOO_SHORT) == sounds.invalid_number
+
+
+class TestHostileInput:
+    @settings(max_examples=400, deadline=None)
+    @given(st.text(max_size=80))
+    def test_never_raises_and_dials_digits_only(self, raw: str) -> None:
+        got = check_callback_number(raw, allow_international=True)
+        assert got.ok == (got.problem is None)
+        if got.ok:
+            assert got.dial.isascii() and got.dial.isdigit()
+            assert got.e164 is not None and got.e164[1:].isdigit()
+        else:
+            assert got.dial == ""
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.from_regex(r"0[1-9][0-9]{3,12}", fullmatch=True))
+    def test_accepted_national_numbers_dial_as_typed(self, raw: str) -> None:
+        got = check_callback_number(raw)
+        if got.ok:
+            assert got.dial == raw
+            assert got.e164 == "+49" + raw[1:]
