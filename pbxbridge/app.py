@@ -383,6 +383,7 @@ class Daemon:
                 settings.http_port,
                 lambda: built.health(),
                 lambda: render(self.registry),
+                calendar=lambda: rules.rules,  # /calendar/{tenant}.ics, if PBXBRIDGE_CALENDAR_FEED
             )
             # Agent page: its routes must be added before the server starts.
             if web_on:

@@ -143,3 +143,25 @@ def test_ics_changes_reload_and_a_broken_ics_keeps_the_last_rules(daemon: Daemon
     replace_file(ics, (ICS / "feiertage-niedersachsen.ics").read_bytes())
     rules = daemon.wait(lambda h: h["rules"]["generation"] == 3)["rules"]
     assert rules["last_reload_error"] is None
+
+
+def test_the_daemon_serves_the_feed_from_the_rules_in_force(daemon: Daemon) -> None:
+    path = "/calendar/wardenburg.ics?from=2026-06-11&to=2026-06-12"
+    status, body, _ = daemon.get(path)
+    assert (status, body) == (403, b"calendar feed: token missing or wrong\n")
+
+    status, body, headers = daemon.get(path + f"&token={TOKEN}")
+    assert status == 200
+    assert headers["Content-Type"] == "text/calendar; charset=utf-8"
+    assert b"SUMMARY:Geschlossen (Schlie\xc3\x9fung)\r\n" in body  # 12 June: the excursion
+    assert b"Betriebsausflug" not in body
+    assert body.count(b"BEGIN:VEVENT") == 2  # open on 11 June, closed on 12 June
+
+    # The file changes: the excursion moves a week; the feed follows the reload.
+    ics = daemon.workdir / "closures.ics"
+    replace_file(ics, ics.read_bytes().replace(b"2026061", b"2026071"))
+    daemon.wait(lambda h: h["rules"]["generation"] == 2)
+    status, body, _ = daemon.get(path + f"&token={TOKEN}")
+    assert status == 200
+    assert b"Geschlossen" not in body
+    assert body.count(b"SUMMARY:Ge\xc3\xb6ffnet\r\n") == 2

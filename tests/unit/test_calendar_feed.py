@@ -131,6 +131,23 @@ class TestFeedRoute:
             await server.stop()
 
 
+class TestMisconfiguredFeed:
+    async def test_a_bad_setting_turns_the_feed_off_but_the_server_runs(
+        self, rules: Rules, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("PBXBRIDGE_CALENDAR_FEED", "token")  # and no token anywhere
+        monkeypatch.delenv("PBXBRIDGE_CALENDAR_FEED_TOKEN", raising=False)
+        monkeypatch.delenv("PBXBRIDGE_CALENDAR_FEED_TOKEN_FILE", raising=False)
+        monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+        server = HttpServer("127.0.0.1", 0, lambda: (True, {}), calendar=lambda: rules)
+        await server.start()
+        try:
+            assert (await get(http, server, "/calendar/wardenburg.ics"))[0] == 404
+            assert (await get(http, server, "/healthz"))[0] == 200
+        finally:
+            await server.stop()
+
+
 class TestFeedAccess:
     def test_modes(self) -> None:
         assert FeedAccess.from_env({}).mode == "off"

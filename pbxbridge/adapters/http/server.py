@@ -16,7 +16,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from pbxbridge.adapters.http.calendar_feed import FeedAccess, mount_calendar_feed
+from pbxbridge.adapters.http.calendar_feed import (
+    FeedAccess,
+    FeedSettingsError,
+    mount_calendar_feed,
+)
 from pbxbridge.core.rules import Rules
 
 log = structlog.get_logger(__name__)
@@ -36,7 +40,8 @@ class HttpServer:
         metrics: Returns the Prometheus exposition for ``/metrics``.
         calendar: Returns the rules in force, for ``/calendar/{tenant}.ics``.
         calendar_access: Who may read the feed (default: from the environment,
-            :meth:`FeedAccess.from_env`, which raises on a bad setting).
+            :meth:`FeedAccess.from_env`; a bad setting turns the feed off with an
+            error in the log: a calendar feed never keeps calls from being routed).
     """
 
     def __init__(
@@ -59,7 +64,7 @@ class HttpServer:
         if metrics is not None:
             self.app.router.add_get("/metrics", self._metrics_handler)
         if calendar is not None:
-            mount_calendar_feed(self.app, calendar, calendar_access or FeedAccess.from_env())
+            mount_calendar_feed(self.app, calendar, calendar_access or _feed_access())
 
     async def start(self) -> None:
         """Start listening."""
@@ -91,3 +96,11 @@ class HttpServer:
         return web.Response(
             body=self._metrics(), headers={"Content-Type": "text/plain; version=0.0.4"}
         )
+
+
+def _feed_access() -> FeedAccess:
+    try:
+        return FeedAccess.from_env()
+    except FeedSettingsError as exc:
+        log.error("calendar_feed.disabled", error=str(exc))  # the message never holds the token
+        return FeedAccess("off")
