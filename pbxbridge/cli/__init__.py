@@ -9,6 +9,7 @@ from pbxbridge.cli import daemon, journal, overrides, rules
 from pbxbridge.cli import forecast as forecast_commands
 from pbxbridge.cli import replay as replay_commands
 from pbxbridge.cli import staffing as staffing_commands
+from pbxbridge.cli import virtual_holds as virtual_hold_commands
 from pbxbridge.cli.base import cli
 from pbxbridge.cli.journal import run_report_cli
 
@@ -23,6 +24,7 @@ _COMMANDS = (
     staffing_commands,
     forecast_commands,
     replay_commands,
+    virtual_hold_commands,
 )
 
 
