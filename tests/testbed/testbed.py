@@ -11,6 +11,7 @@ import base64
 import contextlib
 import csv
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -37,6 +38,16 @@ from tests.testbed.config import (
 
 #: The repository's shipped dialplan snippets.
 PROJECT_DIALPLANS = Path(__file__).resolve().parents[2] / "dialplans"
+
+#: Where the sounds the example rules name are read from: the example itself
+#: (custom/...) and the virtual hold's default prompts (pbxbridge/vhold-...).
+PROMPT_SOURCES: tuple[tuple[Path, str], ...] = (
+    (PROJECT_DIALPLANS.parent / "config" / "routing.yaml", r"\b(custom/[A-Za-z0-9_.-]+)"),
+    (
+        PROJECT_DIALPLANS.parent / "pbxbridge" / "core" / "virtual_hold.py",
+        r"\"(pbxbridge/vhold-[a-z-]+)\"",
+    ),
+)
 
 #: Columns of ``cdr-csv/Master.csv`` with loguniqueid, loguserfield, newcdrcolumns.
 CDR_COLUMNS: tuple[str, ...] = (
@@ -565,6 +576,7 @@ class Testbed:
         for name in ("astdb.sqlite3", "astdb"):
             (self.root / LIB_DIR_IN_CHROOT.lstrip("/") / name).unlink(missing_ok=True)
         self._prepare_voicemail()
+        self._install_prompts()
         for stale in (self.root / RUN_DIR_IN_CHROOT.lstrip("/")).glob("*"):
             if stale.is_file() or stale.is_socket():
                 stale.unlink()
@@ -593,6 +605,20 @@ class Testbed:
         beeps = sorted((self.root / "usr/share/asterisk/sounds").glob("*/beep.gsm"))
         if beeps:
             shutil.copyfile(beeps[0], self.voicemail_dir / "unavail.gsm")
+
+    def _install_prompts(self) -> None:
+        # The example rules' whispers, announcements and menu prompt, and the
+        # virtual hold's prompts, as 0.3 s of silence: a missing whisper costs
+        # app_queue ~10 ms per call looking for it, a missing prompt plays
+        # nothing, and `pbxbridge check --ari` would report them. Written where
+        # Asterisk plays them in every language (sounds/custom/x.ulaw).
+        sounds = self.root / "usr/share/asterisk/sounds"
+        for source, pattern in PROMPT_SOURCES:
+            for name in sorted(set(re.findall(pattern, source.read_text(encoding="utf-8")))):
+                path = sounds / f"{name}.ulaw"
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(b"\xff" * 2400)
 
     def _check_ports_free(self) -> None:
         cfg = self.config
