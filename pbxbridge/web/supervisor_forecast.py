@@ -18,7 +18,7 @@ from typing import Final
 import structlog
 
 from pbxbridge.core.rules import Rules
-from pbxbridge.journal.forecast import history_rows
+from pbxbridge.journal.forecast import half_hours
 from pbxbridge.planning.forecast import SHARED, SLOTS, Forecast, build_forecast, history_period
 from pbxbridge.tracking.call_board import ALL
 from pbxbridge.web.desk import JournalLink
@@ -81,7 +81,7 @@ class ForecastProvider:
         store = link.open()
         try:
             return build_forecast(
-                history_rows(store, first, last, rules.timezone),
+                half_hours(store, first, last, rules.timezone),
                 year=year,
                 week=week,
                 weeks=HISTORY_WEEKS,
