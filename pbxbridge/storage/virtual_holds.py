@@ -116,19 +116,24 @@ class VirtualHoldStore(ABC):
     backend: ClassVar[str]
     """``"sqlite"`` or ``"postgresql"``."""
 
-    def save(self, hold: VirtualHold) -> None:
+    def save(self, hold: VirtualHold) -> bool:
         """Create the hold's record or replace it with this state.
 
-        Once purged, a record keeps its personal data out: a late save of an
-        old hold does not bring the number back.
+        A state older than the stored one (``updated_at`` before the stored
+        ``updated_at``: a slow task saving what another already moved on) is
+        not written, so a hold never steps back. Once purged, a record keeps
+        its personal data out: a late save does not bring the number back.
 
         Args:
             hold: The hold as it stands after its last step.
 
+        Returns:
+            Whether it was written (``False``: the store holds a newer state).
+
         Raises:
             ValueError: If a time is naive or a text holds a NUL character.
         """
-        self._save(_values(hold))
+        return self._save(_values(hold))
 
     @abstractmethod
     def get(self, node: str, call_id: str) -> VirtualHold | None:
@@ -193,8 +198,8 @@ class VirtualHoldStore(ABC):
         """Close the connection (idempotent)."""
 
     @abstractmethod
-    def _save(self, values: dict[str, Any]) -> None:
-        """Upsert one row (values as :func:`_values` gives them, times aware UTC)."""
+    def _save(self, values: dict[str, Any]) -> bool:
+        """Upsert one row unless the stored one is newer; whether it was written."""
 
     def __enter__(self) -> Self:
         return self
@@ -318,6 +323,7 @@ def _upsert_sql(mark: str) -> str:
         f"INSERT INTO virtual_holds ({', '.join(COLUMNS)})"  # noqa: S608 - our column names
         f" VALUES ({', '.join([mark] * len(COLUMNS))})"
         f" ON CONFLICT (node, call_id) DO UPDATE SET {updates}"
+        " WHERE virtual_holds.updated_at <= excluded.updated_at"
     )
 
 
@@ -362,10 +368,10 @@ class SqliteVirtualHoldStore(VirtualHoldStore):
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         return immediate_transaction(self._db)
 
-    def _save(self, values: dict[str, Any]) -> None:
+    def _save(self, values: dict[str, Any]) -> bool:
         row = [_ts(values[c]) if c in _TIMES else values[c] for c in COLUMNS]
         with self._tx() as db:
-            db.execute(_upsert_sql("?"), row)
+            return db.execute(_upsert_sql("?"), row).rowcount > 0
 
     def _rows(self, where: str, params: Sequence[Any]) -> list[VirtualHold]:
         cur = self._db.execute(f"{_SELECT} WHERE {where}", params)
@@ -466,9 +472,10 @@ class PostgresVirtualHoldStore(VirtualHoldStore):
     def close(self) -> None:  # noqa: D102 - see base
         self._db.close()
 
-    def _save(self, values: dict[str, Any]) -> None:
+    def _save(self, values: dict[str, Any]) -> bool:
         with self._use() as conn:
-            conn.execute(_upsert_sql("%s").encode(), [values[c] for c in COLUMNS])
+            cur = conn.execute(_upsert_sql("%s").encode(), [values[c] for c in COLUMNS])
+            return cur.rowcount > 0
 
     def _rows(self, where: str, params: Sequence[Any]) -> list[VirtualHold]:
         with self._use() as conn:

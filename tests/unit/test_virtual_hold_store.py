@@ -102,10 +102,19 @@ class VirtualHoldStoreBehaviour:
 
     def test_save_replaces(self, store: VirtualHoldStore) -> None:
         hold = new_hold("c1")
-        store.save(hold)
+        assert store.save(hold)
         later = accepted(hold, T0 + timedelta(minutes=1))
-        store.save(later)
+        assert store.save(later)
         assert store.get("n1", "c1") == later
+
+    def test_an_older_state_never_overwrites_a_newer_one(self, store: VirtualHoldStore) -> None:
+        hold = accepted(new_hold("c1"), T0 + timedelta(minutes=1))
+        later = connected(hold, T0 + timedelta(minutes=5))
+        assert store.save(hold)
+        assert store.save(later)
+        assert not store.save(hold)  # a slow task with the old state
+        assert store.get("n1", "c1") == later
+        assert store.save(later)  # the same state again is fine
 
     def test_pending_lists_open_holds_by_acceptance(self, store: VirtualHoldStore) -> None:
         store.save(new_hold("offered-only"))
