@@ -33,6 +33,10 @@ MAX_INSTANCES = 20_000
 """Refuse files that expand to more event instances than this in the window."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9-]+(?=[;:])")
+_NEEDED = frozenset(
+    ("DTSTART", "DTEND", "DURATION", "RRULE", "RDATE", "EXDATE", "RECURRENCE-ID", "STATUS", "UID")
+)
+"""Properties whose faults change the closures; a fault elsewhere is ignored."""
 
 
 class IcsError(ValueError):
@@ -171,6 +175,8 @@ def parse_ics(raw: bytes | str) -> icalendar.Calendar:
     events: list[Any] = list(cal.walk("VEVENT"))
     for event, (begin, _) in zip(events, begins, strict=False):
         for prop, message in event.errors:
+            if prop is not None and prop.upper() not in _NEEDED:
+                continue  # a broken CREATED or X-... changes no closure
             raise IcsError(
                 _property_line(lines, begin, prop),
                 f"{prop or 'content line'}: {message}",

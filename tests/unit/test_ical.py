@@ -190,6 +190,15 @@ class TestBrokenFiles:
         assert info.value.line == line
         assert fragment in info.value.message
 
+    def test_a_broken_property_that_changes_nothing_is_ignored(self) -> None:
+        text = (
+            "BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:t\nBEGIN:VEVENT\nUID:x\n"
+            "DTSTAMP:20260101T000000Z\nCREATED:yesterday\nLAST-MODIFIED:2026\n"
+            "DTSTART;VALUE=DATE:20260612\nSUMMARY:Ausflug\nEND:VEVENT\nEND:VCALENDAR\n"
+        )
+        found = closures(text, tz=BERLIN, first=date(2026, 1, 1), last=date(2026, 12, 31))
+        assert found == (Closure(date(2026, 6, 12), 0, 24 * H, "Ausflug"),)
+
     def test_not_utf8(self) -> None:
         with pytest.raises(IcsError, match="UTF-8") as info:
             parse_ics(b"BEGIN:VCALENDAR\nSUMMARY:\xff\nEND:VCALENDAR\n")
