@@ -178,17 +178,32 @@ def line_finder(raw: bytes | str) -> Callable[[Path_], int]:
     return lambda loc: _line_for(root, loc)
 
 
-def ics_files(model: RulesFile, base_dir: Path) -> list[Path]:
-    """The ``ics:`` files the rules name, resolved against the rules file's folder.
+def named_ics_files(path: str | Path) -> list[Path]:
+    """The ``.ics`` files a rules file names, read leniently, for watching them.
+
+    It needs no valid file: a reload that fails because a newly named ``.ics``
+    is broken must still watch that ``.ics``, so that fixing it reloads the rules.
 
     Args:
-        model: The validated rules.
-        base_dir: The rules file's folder.
+        path: The rules file.
 
     Returns:
-        One path per calendar that names a file, in calendar order.
+        The named files, resolved against the rules file's folder; ``[]`` when
+        the file cannot be read as YAML at all.
     """
-    return [base_dir / cfg.ics for cfg in model.calendars.values() if cfg.ics]
+    base = Path(path).resolve().parent
+    try:
+        data = yaml.load(Path(path).read_bytes(), Loader=_Loader)  # noqa: S506 (a safe loader)
+    except (OSError, yaml.YAMLError, ValueError, RecursionError):
+        return []
+    calendars = data.get("calendars") if isinstance(data, dict) else None
+    if not isinstance(calendars, dict):
+        return []
+    return [
+        base / cal["ics"]
+        for cal in calendars.values()
+        if isinstance(cal, dict) and isinstance(cal.get("ics"), str)
+    ]
 
 
 def _read_ics(

@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from pbxbridge.config import ConfigError, load_rules
-from pbxbridge.config.loader import ics_files
+from pbxbridge.config.loader import named_ics_files
 from pbxbridge.config.schema import RulesFile
 from pbxbridge.core.models import Override
 from pbxbridge.core.rules import Rules
@@ -64,8 +64,10 @@ class LiveRules:
         self.last_error: list[str] = []
         self.last_error_at: datetime | None = None
         self.reload_failures = 0
-        # The rules file's stamp, then those of the .ics files its calendars name.
+        # The rules file's stamp, then those of the .ics files its calendars name
+        # (as the last file read names them, valid or not).
         self._stamp: tuple[_FileStamp | None, ...] = ()
+        self._ics: list[Path] = []
         self._lock = asyncio.Lock()
 
     def load_initial(self) -> None:
@@ -75,15 +77,15 @@ class LiveRules:
             ConfigError: If the file is invalid (the daemon must not start with
                 no rules at all).
         """
-        stamp = _stamp(self.path)
+        self._ics = named_ics_files(self.path)
+        stamp = self._stamps()
         self.rules, self.model = load_rules(self.path)
+        self._stamp = stamp
         self.generation = 1
-        self._stamp = (stamp, *self._stamps()[1:])
         self.loaded_at = datetime.now(UTC)
 
     def _stamps(self) -> tuple[_FileStamp | None, ...]:
-        files = ics_files(self.model, self.path.resolve().parent) if self.generation else []
-        return tuple(_stamp(p) for p in (self.path, *files))
+        return tuple(_stamp(p) for p in (self.path, *self._ics))
 
     def changed_on_disk(self) -> bool:
         """Whether the file or an ``.ics`` file it names differs (mtime, size or inode).
@@ -104,6 +106,7 @@ class LiveRules:
             True when new rules are in force.
         """
         async with self._lock:
+            self._ics = await asyncio.to_thread(named_ics_files, self.path)
             stamp = self._stamps()
             try:
                 rules, model = await asyncio.to_thread(load_rules, self.path)

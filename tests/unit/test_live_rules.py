@@ -88,3 +88,24 @@ class TestLiveRules:
         assert live.rules.digest != first
         reason = live.rules.calendars["servicecenter"].state_on(date(2026, 11, 25))
         assert [i.text for i in reason[0]] == ["07:00-12:00"]
+
+    async def test_fixing_a_newly_named_broken_ics_reloads(self, tmp_path: Path) -> None:
+        # The YAML names an .ics that is broken: the reload fails. Fixing the
+        # .ics alone (the YAML unchanged) must be seen and reload the rules.
+        path = tmp_path / "routing.yaml"
+        shutil.copyfile(EXAMPLE, path)
+        live = LiveRules(path)
+        live.load_initial()
+        assert rules_with_ics(tmp_path) == path  # the YAML now names closures.ics
+        (tmp_path / "closures.ics").write_bytes((ICS / "invalid-dtstart.ics").read_bytes())
+        touch_later(path)
+        assert live.changed_on_disk()
+        assert not await live.reload("file changed")
+        assert not live.changed_on_disk()
+
+        ics = tmp_path / "closures.ics"
+        ics.write_bytes((ICS / "outlook-schliesstage.ics").read_bytes())
+        touch_later(ics)
+        assert live.changed_on_disk()
+        assert await live.reload("file changed")
+        assert not is_open(live, datetime(2026, 6, 12, 10, tzinfo=BERLIN))
