@@ -52,6 +52,7 @@ from pbxbridge.adapters.agi import AgiRouter, AgiServer
 from pbxbridge.adapters.ami.client import AmiClient, AmiConfig
 from pbxbridge.adapters.ami.errors import AmiActionFailed
 from pbxbridge.adapters.ami.events import AmiEvent
+from pbxbridge.adapters.ami.queue import QueueSnapshot
 from pbxbridge.adapters.ari.client import AriClient, AriConfig
 from pbxbridge.adapters.ari.router import StasisRouter
 from pbxbridge.adapters.http.server import HttpServer
@@ -69,9 +70,20 @@ from pbxbridge.journal.writer import JournalWriter
 from pbxbridge.runtime.live import LiveOverrides, LiveRules
 from pbxbridge.runtime.sdnotify import SystemdNotifier
 from pbxbridge.runtime.settings import Settings
-from pbxbridge.tracking.call_tracker import FOLLOWED_EVENTS, WALLBOARD_EVERY_S, CallTracker
+from pbxbridge.tracking.agents_board import BOARD_EVENTS, AgentBoard, MemberStatus
+from pbxbridge.tracking.call_board import CallBoard
+from pbxbridge.tracking.call_tracker import (
+    FOLLOWED_EVENTS,
+    WALLBOARD_EVERY_S,
+    CallTracker,
+    agent_id,
+)
 from pbxbridge.tracking.metrics import CallMetrics, LiveServiceLevel, ScrapeCollector, render
 from pbxbridge.web import AgentDesk, AgentPage, JournalLink, WebConfig, setup_web
+from pbxbridge.web.supervisor import SupervisorPage, setup_supervisor
+from pbxbridge.web.supervisor_forecast import ForecastProvider
+from pbxbridge.web.supervisor_live import SupervisorConfig, SupervisorHub
+from pbxbridge.web.supervisor_view import render_board
 
 log = structlog.get_logger(__name__)
 
@@ -104,6 +116,8 @@ class Parts:
     agi_router: AgiRouter | None = None
     http: HttpServer | None = None
     web: AgentPage | None = None
+    supervisor: SupervisorPage | None = None
+    forecast: ForecastProvider | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +129,7 @@ class Components:
     overrides: components.Overrides
     http: components.Http
     web: components.Web
+    supervisor: components.Supervisor
     journal: components.Journal
     mqtt: components.Mqtt
     tracker: components.Tracker
@@ -138,6 +153,9 @@ class Components:
             (self.overrides,),
             (self.http,),
             (self.web,),
+            # Before AMI and ARI: today's figures are counted from the journal
+            # up to its start, every later call live.
+            (self.supervisor,),
             (self.journal,),
             (self.mqtt,),
             (self.tracker,),
@@ -160,6 +178,7 @@ class Components:
             self.overrides,
             self.agi,
             self.web,
+            self.supervisor,
             self.calls,
         )
 
@@ -192,15 +211,25 @@ def faces(
         open_journal: Opens a journal store for the retention job.
     """
     ami, tracker = parts.ami, parts.tracker
+    hub = parts.supervisor.hub if parts.supervisor is not None else None
     on_event = on_connected = None
     if ami is not None and tracker is not None:
-        on_event, on_connected = _ami_handlers(ami, tracker)
+        on_event, on_connected = _ami_handlers(ami, tracker, hub)
     return Components(
         parts=parts,
         rules=components.Rules(parts.rules, notifier=notifier, poll_s=settings.rules_poll_s),
         overrides=components.Overrides(parts.overrides, poll_s=settings.overrides_poll_s),
         http=components.Http(parts.http),
         web=components.Web(parts.web, parts.desk),
+        supervisor=components.Supervisor(
+            parts.supervisor,
+            forecast=parts.forecast,
+            journal=(
+                JournalLink(open_journal, settings.node)
+                if open_journal is not None and parts.journal is not None
+                else None
+            ),
+        ),
         journal=components.Journal(
             parts.journal,
             repeat=parts.repeat,
@@ -326,10 +355,24 @@ class Daemon:
             repeat = RepeatCallers(open_journal)
             journal_link = JournalLink(open=open_journal, node=settings.node)
         call_metrics = CallMetrics(self.registry, LiveServiceLevel(rules.rules.timezone))
-        on_record = _observers(call_metrics, journal, settings.node)
         # Agent page: fed by the call tracker's local sink.
         desk = AgentDesk(lambda: rules.rules, lambda: journal_link, clock=self.web_clock)
         web_on = bool(settings.web_agents_file and settings.http_port)
+        # Supervisor page (beside the agent page, on its sign-in): fed by the
+        # tracker's records, the AMI member events and the desk's wrap-ups.
+        hub: SupervisorHub | None = None
+        if web_on:
+            sv_config = SupervisorConfig.from_env()
+            hub = SupervisorHub(
+                lambda: rules.rules,
+                lambda: tracker.records.values(),
+                CallBoard(rules.rules.timezone, threshold_s=sv_config.threshold_s),
+                AgentBoard(),
+                lambda: desk.figures,
+                render_board,
+                sv_config,
+            )
+        on_record = _observers(call_metrics, journal, settings.node, hub)
         tracker = CallTracker(
             mqtt,
             ring_timeout_s=settings.ring_timeout_s,
@@ -370,12 +413,14 @@ class Daemon:
                     port=settings.ami_port,
                     username=settings.ami_user,
                     password=settings.ami_password,
-                    events=FOLLOWED_EVENTS,
+                    events=_ami_events(hub),
                     backoff_max=2.0,
                 )
             )
         http: HttpServer | None = None
         web: AgentPage | None = None
+        supervisor: SupervisorPage | None = None
+        forecast: ForecastProvider | None = None
         if settings.http_port:
             # The server asks the faces, made below, at request time.
             http = HttpServer(
@@ -399,6 +444,17 @@ class Daemon:
                         state_dir=str(state_file.parent),
                     ),
                 )
+                if hub is not None:
+                    agents_file = web.agents
+                    hub.names = lambda: {a.id: a.name for a in agents_file.agents().values()}
+                    web.on_wrapped_up = hub.wrapped_up
+                    supervisor = setup_supervisor(http.app, web, hub)
+                    if journal_link is not None:
+                        forecast = ForecastProvider(
+                            lambda: rules.rules, lambda: journal_link, hub.config
+                        )
+                        hub.forecast = forecast.arrivals
+                        hub.agents_needed = forecast.needed
         parts = Parts(
             rules=rules,
             overrides=overrides,
@@ -415,6 +471,8 @@ class Daemon:
             agi_router=agi_router,
             http=http,
             web=web,
+            supervisor=supervisor,
+            forecast=forecast,
         )
         built = faces(parts, settings, notifier=self.notifier, open_journal=open_journal)
         self.registry.register(ScrapeCollector(built.gauges, components.GAUGE_HELP))
@@ -443,9 +501,12 @@ class Daemon:
 
 
 def _observers(
-    call_metrics: CallMetrics, journal: JournalWriter | None, node: str
+    call_metrics: CallMetrics,
+    journal: JournalWriter | None,
+    node: str,
+    supervisor: SupervisorHub | None = None,
 ) -> Callable[[CallRecord, CallEvent | None], None]:
-    """What every change of a call's life feeds: the metrics and the journal."""
+    """What every change of a call's life feeds: the metrics, the journal, the supervisor page."""
     journal_observer = journal.observer(node) if journal is not None else None
 
     def on_record(record: CallRecord, event: CallEvent | None) -> None:
@@ -454,6 +515,8 @@ def _observers(
             # The writer's own observer: a record it cannot take is logged
             # there and never breaks the tracker or the metrics.
             journal_observer(record, event)
+        if supervisor is not None:
+            supervisor.observe(record, event)  # never raises
 
     return on_record
 
@@ -471,29 +534,56 @@ def _on_decision(
     return routed
 
 
+def _ami_events(supervisor: SupervisorHub | None) -> tuple[str, ...]:
+    """The AMI events the session asks for: the tracker's, and the agent board's if it is on."""
+    events = FOLLOWED_EVENTS + (BOARD_EVENTS if supervisor is not None else ())
+    return tuple(dict.fromkeys(events))
+
+
 def _ami_handlers(
-    ami: AmiClient, tracker: CallTracker
+    ami: AmiClient, tracker: CallTracker, supervisor: SupervisorHub | None = None
 ) -> tuple[Callable[[AmiEvent], Awaitable[None]], Callable[[], Awaitable[None]]]:
-    """The AMI session's event handler (the tracker) and what it does after each login."""
+    """The AMI session's event handler (tracker, agent board) and what it does after each login."""
 
     async def on_event(event: AmiEvent) -> None:
         tracker.ami_event(event)
+        if supervisor is not None:
+            supervisor.ami_event(event)  # never raises
 
     async def on_connected() -> None:
-        await ami_resync(ami, tracker)
+        await ami_resync(ami, tracker, supervisor)
 
     return on_event, on_connected
 
 
-async def ami_resync(ami: AmiClient, tracker: CallTracker) -> None:
-    """After every AMI login: ask app_queue which callers wait now.
+def queue_members(snapshot: QueueSnapshot) -> list[MemberStatus]:
+    """The agent board's view of a ``QueueStatus`` answer's members."""
+    return [
+        MemberStatus(
+            queue=m.queue,
+            agent=agent_id({"MemberName": m.name, "Interface": m.interface}),
+            device=m.status,
+            paused=m.paused,
+            reason=m.paused_reason,
+            in_call=m.in_call,
+        )
+        for m in snapshot.members
+    ]
+
+
+async def ami_resync(
+    ami: AmiClient, tracker: CallTracker, supervisor: SupervisorHub | None = None
+) -> None:
+    """After every AMI login: ask app_queue which callers wait now, and who is a member.
 
     AMI does not replay what happened while we were away: the answer puts
-    their records in the queue, not stuck in routing.
+    their records in the queue, not stuck in routing, and rebuilds the
+    supervisor page's agent board.
 
     Args:
         ami: The AMI client.
         tracker: The call tracker to resync.
+        supervisor: The supervisor page's hub, if it is on.
     """
     for attempt in range(1, RESYNC_TRIES + 1):
         try:
@@ -513,4 +603,6 @@ async def ami_resync(ami: AmiClient, tracker: CallTracker) -> None:
         if attempt > 1:
             log.warning("ami.resync_retried", tries=attempt)
         tracker.resync({e.uniqueid: e.queue for e in snapshot.entries})
+        if supervisor is not None:
+            supervisor.rebuild(queue_members(snapshot))
         return

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from pbxbridge.components.base import DISABLED, Component, Part, Sample
 from pbxbridge.components.entry import Agi, Ari, Calls, Http, Overrides, Rules
 from pbxbridge.components.feeds import Ami, Journal, Mqtt, ServiceLevel, Tracker, Web
+from pbxbridge.components.supervisor import Supervisor
 from pbxbridge.components.virtual_holds import VirtualHolds
 from pbxbridge.core import servicelevel
 from pbxbridge.tracking import virtual_holds as _virtual_holds
@@ -50,6 +51,7 @@ __all__ = [
     "Rules",
     "Sample",
     "ServiceLevel",
+    "Supervisor",
     "Tracker",
     "VirtualHolds",
     "Web",
@@ -65,6 +67,7 @@ GAUGE_HELP = {
         "(definition=offered), over the last 15 minutes or the current local day."
     ),
     "pbxbridge_up": "1 when the connection to the component is up.",
+    "pbxbridge_supervisor_viewers": "Open supervisor pages and wallboards (event streams).",
     "pbxbridge_rules_generation": "Generation of the routing rules in force.",
     "pbxbridge_rules_reload_failures": "Rejected rule reloads since start.",
     "pbxbridge_calls_in_routing": (

@@ -218,7 +218,8 @@ class SupervisorHub:
         self._callbacks = callbacks
         self._render = render
         self.config = config
-        self._names = names
+        self.names = names
+        """Agent id to display name (the agents file)."""
         self.clock = clock
         self.unix_clock = unix_clock
         self.virtual_holds: VirtualHolds | None = None
@@ -270,7 +271,7 @@ class SupervisorHub:
             unix=unix,
             rows=rows,
             agents=self.agents.agents(unix),
-            names=self._names(),
+            names=self.names(),
             half_hours=self.calls.half_hours(now).get(ALL, []),
             forecast=forecast,
             agents_needed=needed,

@@ -24,8 +24,8 @@ from pbxbridge.runtime.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 
 START = [
-    "rules", "overrides", "http", "web", "journal", "mqtt", "tracker", "service_level",
-    "ami", "agi", "ari", "calls",
+    "rules", "overrides", "http", "web", "supervisor", "journal", "mqtt", "tracker",
+    "service_level", "ami", "agi", "ari", "calls",
 ]  # fmt: skip
 
 
@@ -80,7 +80,7 @@ async def test_start_in_order_stop_in_reverse(tmp_path: Path) -> None:
     assert begun == {"agi", "ari", "calls"}
     stopped = [name for what, name in events[3:] if what == "stopped"]
     assert stopped[3:] == [
-        "ami", "service_level", "tracker", "mqtt", "journal", "web", "http", "overrides",
-        "rules",
+        "ami", "service_level", "tracker", "mqtt", "journal", "supervisor", "web", "http",
+        "overrides", "rules",
     ]  # fmt: skip
     assert sorted(stopped[:3]) == ["agi", "ari", "calls"]
