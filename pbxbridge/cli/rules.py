@@ -171,11 +171,12 @@ def calendar(
     calendar_key: str | None,
     write: bool,
 ) -> None:
-    r"""List open and closed periods day by day, publish them as iCalendar, or import closures.
+    """List open and closed periods day by day, publish them as iCalendar, or import closures.
 
-    \b
-    pbxbridge calendar -c RULES --tenant T --from DAY --to DAY [--format text|json|ics]
-    pbxbridge calendar -c RULES --import FILE.ics --calendar NAME [--from --to] [--write]
+    List or publish: --tenant T --from DAY --to DAY [--format text|json|ics].
+
+    Import: --import FILE.ics --calendar NAME [--from DAY --to DAY] [--write]; the
+    closures the file implies are printed as a unified diff of the rules file.
     """
     if import_file is not None:
         if calendar_key is None:

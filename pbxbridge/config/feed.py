@@ -98,7 +98,13 @@ def build_feed(rules: Rules, name: str, first: date, last: date, *, stamp: datet
     out.add("x-wr-timezone", tz.key)
     out.add("refresh-interval", timedelta(hours=6), parameters={"VALUE": "DURATION"})
     out.add("x-published-ttl", "PT6H")
-    out.add_component(icalendar.Timezone.from_tzinfo(tz, first_date=first, last_date=last))
+    # Whole years: a window without a switch of offset would give a VTIMEZONE
+    # without STANDARD/DAYLIGHT, which RFC 5545 does not allow.
+    out.add_component(
+        icalendar.Timezone.from_tzinfo(
+            tz, first_date=date(first.year, 1, 1), last_date=date(last.year, 12, 31)
+        )
+    )
     for event in _events(cal, tz, first, last, stamp):
         out.add_component(event)
     return bytes(out.to_ical())

@@ -153,6 +153,19 @@ class TestImport:
         assert "unknown calendar 'nope' (known: friesland, servicecenter)" in result.stderr
 
 
+class TestFeedTimezone:
+    def test_a_window_without_an_offset_switch_still_has_a_valid_vtimezone(
+        self, run: Run, config: Path
+    ) -> None:
+        result = ok(
+            run("calendar", "-c", config, "--format", "ics", "--tenant", "wardenburg",
+                "--from", "2026-12-24", "--to", "2026-12-24")
+        )  # fmt: skip
+        cal = icalendar.Calendar.from_ical(result.stdout)
+        (tz,) = cal.walk("VTIMEZONE")
+        assert [c.name for c in tz.subcomponents] == ["STANDARD", "DAYLIGHT", "STANDARD"]
+
+
 class TestFeed:
     def feed(self, run: Run, config: Path, *args: str) -> icalendar.Calendar:
         result = ok(run("calendar", "-c", config, "--format", "ics", *args))
