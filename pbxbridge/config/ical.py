@@ -88,14 +88,14 @@ def _content_lines(text: str) -> list[_Line]:
     return lines
 
 
-def _check_structure(lines: list[_Line]) -> list[tuple[int, str]]:
+def _check_structure(lines: list[_Line]) -> list[int]:
     """Line-level faults and the BEGIN line of every VEVENT, in document order.
 
     ``icalendar`` reports a malformed line or an unbalanced ``BEGIN``/``END``
     without saying where; the operator needs the line.
     """
     stack: list[tuple[str, int]] = []
-    events: list[tuple[int, str]] = []
+    events: list[int] = []
     if not lines or lines[0].text.strip().upper() != "BEGIN:VCALENDAR":
         first = lines[0].number if lines else 1
         raise IcsError(first, "not an iCalendar file: it must start with BEGIN:VCALENDAR")
@@ -110,7 +110,7 @@ def _check_structure(lines: list[_Line]) -> list[tuple[int, str]]:
         if key == "BEGIN":
             stack.append((value.strip().upper(), line.number))
             if value.strip().upper() == "VEVENT":
-                events.append((line.number, ""))
+                events.append(line.number)
         elif key == "END":
             what = value.strip().upper()
             if not stack:
@@ -173,7 +173,7 @@ def parse_ics(raw: bytes | str) -> icalendar.Calendar:
     except ValueError as exc:
         raise IcsError(0, f"cannot read the calendar: {exc}") from None
     events: list[Any] = list(cal.walk("VEVENT"))
-    for event, (begin, _) in zip(events, begins, strict=False):
+    for event, begin in zip(events, begins, strict=False):
         for prop, message in event.errors:
             if prop is not None and prop.upper() not in _NEEDED:
                 continue  # a broken CREATED or X-... changes no closure
@@ -190,7 +190,14 @@ def parse_ics(raw: bytes | str) -> icalendar.Calendar:
                 _property_line(lines, begin, "DTEND"),
                 "DTEND: a date where DTSTART has a time, or the other way round",
             )
-        if end is not None and end.dt < start:
+        try:
+            backwards = end is not None and end.dt < start
+        except TypeError:  # one has a time zone, the other is floating
+            raise IcsError(
+                _property_line(lines, begin, "DTEND"),
+                "DTEND: with a time zone where DTSTART has none, or the other way round",
+            ) from None
+        if backwards:
             raise IcsError(_property_line(lines, begin, "DTEND"), "DTEND: before DTSTART")
     return cal
 

@@ -171,6 +171,13 @@ BROKEN = [
         "DTEND: before DTSTART",
     ),
     (
+        "floating-end-of-a-zoned-start",
+        "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:x\nDTSTART:20260101T100000Z\n"
+        "DTEND:20260101T120000\nEND:VEVENT\nEND:VCALENDAR\n",
+        5,
+        "DTEND: with a time zone where DTSTART has none",
+    ),
+    (
         "folded-line-counts-from-its-start",
         "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:x\nSUMMARY:a long\n  title\n"
         "DTSTART;VALUE=DATE:\n 2026-01-01\nEND:VEVENT\nEND:VCALENDAR\n",
