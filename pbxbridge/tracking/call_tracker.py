@@ -51,9 +51,17 @@ _AMI_KINDS: Mapping[str, EventKind] = {
     "QueueCallerLeave": EventKind.LEAVE,
     "Hangup": EventKind.HANGUP,
 }
-"""AMI events we follow, and the lifecycle event each one is."""
+"""AMI events the tracker understands, and the lifecycle event each one is."""
 
-FOLLOWED_EVENTS = tuple(_AMI_KINDS)
+FOLLOWED_EVENTS = tuple(name for name, kind in _AMI_KINDS.items() if kind is not EventKind.LEAVE)
+"""The AMI events the daemon asks Asterisk for on the tracker's behalf.
+
+``QueueCallerLeave`` is understood but not asked for: it follows an answer or
+an abandon whose own event already moved the call on, so it never changes a
+record (:func:`pbxbridge.core.lifecycle.advance` keeps the record as it is),
+and at one event per call it would cost a parse, a dispatch and a journal
+write for nothing. A consumer that needs it declares it itself.
+"""
 
 WALLBOARD_EVERY_S = 1.0
 """The daemon's wallboard window: at most one message per call per second (docs/mqtt.md)."""
@@ -159,12 +167,14 @@ class CallTracker:
         local: Optional in-process sink for agent pops ``(agent, message)``,
             e.g. the agent web page; called with the same messages as MQTT.
         wallboard_every_s: ``0``: one wallboard message per state change. Else
-            at most one per call per this many seconds: the call's latest state
-            (its ``times`` carry the milestones skipped in between), sent when
-            the window ends; call :meth:`flush_wallboard` before stopping.
-            A wallboard shows the current state; a call passes routed, queued,
-            ringing and answered within milliseconds, and each message is a
-            QoS 1 round trip to the broker.
+            at most one per call per this many seconds: a change opens the
+            call's window, and the state the call has when the window closes
+            is sent (its ``times`` carry the milestones skipped in between);
+            call :meth:`flush_wallboard` before stopping. A wallboard shows the
+            current state; a call passes routed, queued, ringing and answered
+            within milliseconds, and each message is a QoS 1 round trip to the
+            broker. Windows are the call's own: a call that is over within one
+            is sent once, in its final state.
     """
 
     def __init__(
@@ -185,8 +195,11 @@ class CallTracker:
         self._on_record = on_record
         self._local = local
         self._wallboard_every_s = wallboard_every_s
-        # call id -> (record, when): the latest state not yet published.
+        # call id -> (record, when): the latest state not yet published, in
+        # order of the latest change (the order they go out in).
         self._wall_pending: dict[str, tuple[CallRecord, datetime]] = {}
+        # call id -> loop time its window closes, in order of the windows' opening.
+        self._wall_due: dict[str, float] = {}
         self._wall_flush: asyncio.TimerHandle | None = None
         self.records: dict[str, CallRecord] = {}
         self.stats = TrackerStats()
@@ -229,16 +242,19 @@ class CallTracker:
         Args:
             event: The AMI event (fields as Asterisk sends them).
         """
-        mapped = to_call_event(event, self._clock())
-        if mapped is None:
-            return
-        call_id, call_event = mapped
+        call_id = event.get("Uniqueid", "")
         record = self.records.get(call_id)
         if record is None:
             # Not a call we routed (the agent's leg, a pure-dialplan call, or
-            # one that ended already): nothing to pop.
-            self.stats.unknown_calls += 1
+            # one that ended already): nothing to pop. Looked up before the
+            # translation: a third of the events of a queue call are such.
+            if event.get("Event", "") in _AMI_KINDS and call_id:
+                self.stats.unknown_calls += 1
             return
+        mapped = to_call_event(event, self._clock())
+        if mapped is None:
+            return
+        call_event = mapped[1]
         step = advance(record, call_event)
         if step.ignored:
             self.stats.ignored_events += 1
@@ -255,7 +271,9 @@ class CallTracker:
             self._pop(new, pop.kind, pop.agent, step_pop_at=pop.at)
         if new.state is not record.state:
             self._wallboard(new, call_event.at)
-            log.info(
+            # debug: four lines per call at info cost more than the tracking;
+            # the journal keeps every call's milestones.
+            log.debug(
                 "call.state",
                 call_id=call_id,
                 tenant=new.decision.tenant,
@@ -304,6 +322,7 @@ class CallTracker:
             self._wall_flush.cancel()
             self._wall_flush = None
         pending, self._wall_pending = self._wall_pending, {}
+        self._wall_due.clear()
         for record, at in pending.values():
             self._publish_wallboard(record, at)
 
@@ -313,13 +332,42 @@ class CallTracker:
         if self._wallboard_every_s <= 0:
             self._publish_wallboard(record, at)
             return
+        call_id = record.call_id
         # pop + insert: the dict stays in order of the latest change, which is
         # the order the held-back messages go out in.
-        self._wall_pending.pop(record.call_id, None)
-        self._wall_pending[record.call_id] = (record, at)
-        if self._wall_flush is None:
+        self._wall_pending.pop(call_id, None)
+        self._wall_pending[call_id] = (record, at)
+        if call_id not in self._wall_due:
             loop = asyncio.get_running_loop()
-            self._wall_flush = loop.call_later(self._wallboard_every_s, self.flush_wallboard)
+            self._wall_due[call_id] = loop.time() + self._wallboard_every_s
+            if self._wall_flush is None:
+                self._schedule_wallboard(loop)
+
+    def _schedule_wallboard(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Late by up to a tenth of the window, never early: windows closing
+        # that close together go out on one timer, not one timer per call.
+        first = next(iter(self._wall_due.values()))
+        self._wall_flush = loop.call_at(first + self._wallboard_every_s / 10, self._flush_due)
+
+    def _flush_due(self) -> None:
+        """Publish the calls whose window has closed; wait for the next one."""
+        self._wall_flush = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        closed: set[str] = set()
+        for call_id, due in self._wall_due.items():
+            if due > now:
+                break  # in order of opening, so of closing too
+            closed.add(call_id)
+        for call_id in closed:
+            del self._wall_due[call_id]
+        ready = [entry for call_id, entry in self._wall_pending.items() if call_id in closed]
+        for call_id in closed:
+            del self._wall_pending[call_id]
+        for record, at in ready:
+            self._publish_wallboard(record, at)
+        if self._wall_due:
+            self._schedule_wallboard(loop)
 
     def _publish_wallboard(self, record: CallRecord, at: datetime) -> None:
         if self._publisher is None or not record.decision.tenant:

@@ -5,7 +5,7 @@ only the events the call tracker reads, during real queue calls and again after
 a reconnect (filters are per session), while a session without filter sees the
 dialplan's ``Newexten``/``VarSet`` flood of the same calls. What arrives is
 counted on the wire, before the client's own filter, by wrapping the client's
-message callback. That screen pops keep working with this filter is shown by
+event callback. That screen pops keep working with this filter is shown by
 ``test_screenpops_real.py``, whose daemon uses the same configuration.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pbxbridge.adapters.ami import AmiClient, AmiConfig, AmiEvent, normalize_event
+from pbxbridge.adapters.ami import AmiClient, AmiConfig, AmiEvent
 from pbxbridge.adapters.ami.filter import ALWAYS_EVENTS
 from pbxbridge.tracking.call_tracker import FOLLOWED_EVENTS
 from tests.testbed.fixtures import AgentFactory
@@ -51,14 +51,14 @@ class WireCount:
         self.wire: Counter[str] = Counter()
         self.delivered: list[AmiEvent] = []
         self.connects = 0
-        inner = self.client._on_message  # the wire hook
+        inner = self.client._on_event  # the wire hook: every event, either way in
 
-        def counting(manager: Any, message: Any) -> None:
-            self.wire[normalize_event(message).get("Event", "")] += 1
-            inner(manager, message)
+        def counting(event: AmiEvent) -> None:
+            self.wire[event.get("Event", "")] += 1
+            inner(event)
 
-        # Bound before the first connection registers it with panoramisk.
-        self.client._on_message = counting  # type: ignore[method-assign,assignment]
+        # Bound before the first connection hands it to the protocol.
+        self.client._on_event = counting  # type: ignore[method-assign]
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

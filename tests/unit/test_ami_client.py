@@ -670,6 +670,52 @@ class TestUtf8Split:
         assert aborted == [True]
 
 
+class TestPlainEventPath:
+    """Events that answer no action reach ``on_event`` as plain dicts, without panoramisk."""
+
+    TEXTS = (
+        "Event: AgentConnect\r\nChanVariable: PBXBRIDGE_TENANT=t1\r\n"
+        "ChanVariable: OTHER=x=y\r\nCallerIDName: Jörg Müller\r\nAccountCode: ",
+        "Event: QueueCallerJoin\r\nUniqueid: 1.1\r\nData:  two leading\r\n--free text--",
+        "Event: Hangup\nUniqueid: 1.2\nCause-txt: Normal Clearing",
+    )
+
+    def _wired(self) -> tuple[Utf8AmiProtocol, list[Message], list[AmiEvent]]:
+        proto, via_panoramisk = _protocol()
+        plain: list[AmiEvent] = []
+        proto.on_event = plain.append
+        return proto, via_panoramisk, plain
+
+    @pytest.mark.parametrize("text", TEXTS)
+    def test_same_dict_as_the_panoramisk_way(self, text: str) -> None:
+        proto, via_panoramisk, plain = self._wired()
+        proto.data_received(text.encode() + b"\r\n\r\n")
+        message = parse_message(text)
+        assert message is not None
+        assert via_panoramisk == []
+        assert plain == [normalize_event(message)]
+        assert all(type(v) is str for v in plain[0].values())
+
+    def test_action_answers_and_shutdown_go_the_panoramisk_way(self) -> None:
+        proto, via_panoramisk, plain = self._wired()
+        proto.data_received(
+            b"Response: Success\r\nActionID: a1\r\nMessage: ok\r\n\r\n"
+            b"Event: QueueMember\r\nActionID: a2\r\nQueue: q\r\n\r\n"
+            b"Event: Hangup\r\nUniqueid: 1.1\r\n\r\n"
+            b"Event: Shutdown\r\nShutdown: Cleanly\r\n\r\n"
+        )
+        assert [e["Event"] for e in plain] == ["Hangup"]
+        # The response has no waiting action and no Event: panoramisk drops it.
+        assert [m["Event"] for m in via_panoramisk] == ["QueueMember", "Shutdown"]
+
+    def test_many_messages_in_one_chunk_and_split_over_chunks(self) -> None:
+        proto, _, plain = self._wired()
+        raw = b"".join(f"Event: E{i}\r\nUniqueid: {i}\r\n\r\n".encode() for i in range(50))
+        for cut in range(0, len(raw), 7):
+            proto.data_received(raw[cut : cut + 7])
+        assert [e["Uniqueid"] for e in plain] == [str(i) for i in range(50)]
+
+
 class TestParsing:
     def test_parse_message_keeps_empty_last_header_and_repeats(self) -> None:
         msg = parse_message(

@@ -111,3 +111,25 @@ def test_without_window_every_state_at_once(rules: Rules) -> None:
     pops, pub, _ = _pops(rules, 0.0)
     pops.ami_event(ev("QueueCallerJoin", "1.1", Queue="servicecenter"))
     assert [m["event"] for m in pub.wallboard()] == ["routed", "routed", "queued"]
+
+
+async def test_each_call_has_its_own_window(rules: Rules) -> None:
+    # A call over within its first window is sent once, in its final state; a
+    # call whose window opened later is not sent with the first one.
+    pub, clock = Publisher(), Clock()
+    pops = CallTracker(pub, clock=clock, wallboard_every_s=0.2)
+    pops.routed("1.1", route(Call(did="04407730", caller="0441 1234567"), rules, T0))
+    pops.ami_event(ev("QueueCallerJoin", "1.1", Queue="servicecenter"))
+    await asyncio.sleep(0.12)
+    pops.routed("2.2", route(Call(did="04407730", caller="0441 1234567"), rules, T0))
+    pops.ami_event(ev("AgentCalled", "1.1", MemberName="agent1"))
+    pops.ami_event(ev("AgentConnect", "1.1", MemberName="agent1"))
+    pops.ami_event(ev("Hangup", "1.1"))
+    await asyncio.sleep(0.15)  # 1.1's window has closed, 2.2's not yet
+    assert [(m["call_id"], m["event"]) for m in pub.wallboard()] == [("1.1", "ended")]
+    assert pub.wallboard()[0]["times"]["answered"] is not None
+    await asyncio.sleep(0.15)
+    assert [(m["call_id"], m["event"]) for m in pub.wallboard()] == [
+        ("1.1", "ended"),
+        ("2.2", "routed"),
+    ]

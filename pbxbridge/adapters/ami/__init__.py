@@ -17,6 +17,7 @@ from .errors import AmiActionFailed, AmiError, AmiUnavailable
 from .events import AmiEvent, chan_variables, normalize_event, ordering_key
 from .protocol import Utf8AmiProtocol, parse_message
 from .queue import QueueEntry, QueueMember, QueueParams, QueueSnapshot, parse_queue_status
+from .subscribers import AmiSubscribers, Consumer
 
 __all__ = [
     "AmiActionFailed",
@@ -26,8 +27,10 @@ __all__ = [
     "AmiEvent",
     "AmiState",
     "AmiStatus",
+    "AmiSubscribers",
     "AmiUnavailable",
     "ConnectedCallback",
+    "Consumer",
     "EventHandler",
     "QueueEntry",
     "QueueMember",

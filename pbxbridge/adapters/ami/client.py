@@ -555,6 +555,8 @@ class AmiClient:
                 ssl=self._config.ssl or None,
             )
         manager.attach(transport, protocol)
+        # Events that answer no action skip panoramisk (see protocol.py).
+        protocol.on_event = self._on_event
         self._protocol = protocol
         # Raises AmiActionFailed on "Response: Error" (wrong secret, ACL).
         await self._action(
@@ -746,8 +748,12 @@ class AmiClient:
     # ------------------------------------------------------------- events
 
     def _on_message(self, _manager: Any, message: Any) -> None:
-        # Called synchronously from the protocol's data_received: never block.
-        event = normalize_event(message)
+        # Events panoramisk dispatches: those carrying an ActionID, Shutdown.
+        self._on_event(normalize_event(message))
+
+    def _on_event(self, event: AmiEvent) -> None:
+        # Every event from the wire, called synchronously from the protocol's
+        # data_received: never block.
         name = event.get("Event", "")
         if event.get("ActionID") and name != "OriginateResponse":
             log.debug("ami.orphan_action_event", event_name=name)

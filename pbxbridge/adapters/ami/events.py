@@ -28,7 +28,7 @@ AmiEvent = dict[str, str]
 MULTI_VALUE_SEPARATOR: Final = "\n"
 
 # Message attributes panoramisk keeps outside the header mapping.
-_CONTENT_KEY: Final = "content"
+CONTENT_KEY: Final = "content"
 
 
 def normalize_event(raw: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> AmiEvent:
@@ -53,7 +53,7 @@ def normalize_event(raw: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> AmiEv
     event: AmiEvent = {}
     for key, value in items:
         text = _text(value)
-        if key == _CONTENT_KEY and not text:
+        if key == CONTENT_KEY and not text:
             # QUIRK: panoramisk's Message stores its body as an ordinary *key*
             # "content" (its constructor passes content=... to dict.update), so
             # every message has one, normally empty. Keep it only with a body.

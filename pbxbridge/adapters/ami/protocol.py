@@ -13,12 +13,19 @@ replaces the protocol class (panoramisk accepts one through its
 * replaces (instead of dropping) bytes that really are invalid, so a broken
   name stays visibly broken rather than silently shortened;
 * frames messages itself on the blank line and parses them with
-  :func:`parse_message`, which (unlike ``panoramisk.Message.from_line``) keeps
-  headers whose value is empty even when they are the last line of a message.
+  :func:`split_message`, which (unlike ``panoramisk.Message.from_line``) keeps
+  headers whose value is empty even when they are the last line of a message;
+* hands events that answer no action straight to :attr:`Utf8AmiProtocol.on_event`
+  as plain dicts, when the client set it.
 
-Everything else (action bookkeeping by ``ActionID``, event dispatch, the
-``Shutdown`` event) is panoramisk's: parsed messages go to the inherited
-``handle_message``.
+The last point is about cost: panoramisk would build a case-insensitive
+``Message`` per event, look it up in its response table, match it against every
+registered pattern, and the client would then copy it into a plain dict again:
+most of the daemon's AMI time per call. An event without ``ActionID`` belongs to
+no action, so panoramisk has nothing to do with it. Everything else (responses,
+the list items of ``QueueStatus``, ``OriginateResponse`` of an ``originate``
+that waits, the ``Shutdown`` event that ends the connection) goes the panoramisk
+way: a ``Message`` to the inherited ``handle_message``.
 """
 
 from __future__ import annotations
@@ -26,12 +33,22 @@ from __future__ import annotations
 import codecs
 import logging
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
-__all__ = ["BANNER_PREFIX", "MAX_MESSAGE_CHARS", "Utf8AmiProtocol", "parse_message"]
+from .events import CONTENT_KEY, MULTI_VALUE_SEPARATOR, AmiEvent
+
+__all__ = [
+    "BANNER_PREFIX",
+    "MAX_MESSAGE_CHARS",
+    "Utf8AmiProtocol",
+    "parse_message",
+    "plain_event",
+    "split_message",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -56,20 +73,19 @@ _LINE_SPLIT: Final = re.compile(r"\r?\n")
 _SEPARATOR_OVERLAP: Final = 3
 
 
-def parse_message(text: str) -> Message | None:
-    """Parse one AMI message (the text between two blank lines).
+def split_message(text: str) -> tuple[dict[str, Any], list[str]]:
+    """Split one AMI message into its headers and its body lines.
 
     Header lines are ``Key: value``. A header sent several times (``ChanVariable``,
-    ``Output``, ``Variable``) becomes a list of values, which is what panoramisk's
-    ``Message.getdict()`` expects. Lines without a colon are collected as the
-    message's ``content`` (old-style ``Response: Follows`` command output).
+    ``Output``, ``Variable``) becomes a list of values. Lines without a colon are
+    body lines (old-style ``Response: Follows`` command output).
 
     Args:
         text: The message text without the terminating blank line.
 
     Returns:
-        A panoramisk ``Message``, or ``None`` when the text is neither an event nor
-        a response (e.g. stray text before the banner).
+        The headers (a value is a ``str``, or a ``list`` for a repeated header)
+        and the body lines.
     """
     headers: dict[str, Any] = {}
     content: list[str] = []
@@ -92,10 +108,52 @@ def parse_message(text: str) -> Message | None:
             existing.append(value)
         else:
             headers[key] = [existing, value]
+    return headers, content
+
+
+def parse_message(text: str) -> Message | None:
+    """Parse one AMI message (the text between two blank lines) into a panoramisk ``Message``.
+
+    The headers as :func:`split_message` gives them (a repeated header is a list
+    of values, which is what panoramisk's ``Message.getdict()`` expects), the body
+    lines as the message's ``content``.
+
+    Args:
+        text: The message text without the terminating blank line.
+
+    Returns:
+        A panoramisk ``Message``, or ``None`` when the text is neither an event nor
+        a response (e.g. stray text before the banner).
+    """
+    return _message(*split_message(text))
+
+
+def _message(headers: dict[str, Any], content: list[str]) -> Message | None:
     lowered = {k.lower() for k in headers}
     if "event" not in lowered and "response" not in lowered:
         return None
     return Message(headers, "\n".join(content))
+
+
+def plain_event(headers: dict[str, Any], content: list[str]) -> AmiEvent:
+    """What :func:`~.events.normalize_event` makes of the same message, without a ``Message``.
+
+    Repeated headers joined with :data:`~.events.MULTI_VALUE_SEPARATOR`, the body
+    (if any) under ``"content"``.
+
+    Args:
+        headers: From :func:`split_message` (changed in place and returned).
+        content: Its body lines.
+
+    Returns:
+        The event as a plain dict.
+    """
+    for key, value in headers.items():
+        if value.__class__ is list:
+            headers[key] = MULTI_VALUE_SEPARATOR.join(value)
+    if content:
+        headers[CONTENT_KEY] = "\n".join(content)
+    return headers
 
 
 class Utf8AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
@@ -106,7 +164,12 @@ class Utf8AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyp
     Attributes:
         version: The AMI version from the banner (``"9.0.0"`` on Asterisk 22),
             ``None`` until the banner was received.
+        on_event: Called with each event that answers no action (no
+            ``ActionID``), as a plain dict, instead of panoramisk's dispatch;
+            ``None`` (the default): every message goes the panoramisk way.
     """
+
+    on_event: Callable[[AmiEvent], None] | None = None
 
     def connection_made(self, transport: Any) -> None:
         """Set up per-connection state (called by asyncio).
@@ -132,14 +195,28 @@ class Utf8AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyp
         self._buffer += self._decoder.decode(data)
         if not self._banner_done and not self._take_banner():
             return
+        buffer = self._buffer
+        start = 0
+        on_event = self.on_event
         while True:
-            match = _MESSAGE_END.search(self._buffer, self._scan_from)
+            match = _MESSAGE_END.search(buffer, max(start, self._scan_from))
             if match is None:
                 break
-            text = self._buffer[: match.start()]
-            self._buffer = self._buffer[match.end() :]
-            self._scan_from = 0
-            message = parse_message(text)
+            text = buffer[start : match.start()]
+            start = match.end()
+            headers, content = split_message(text)
+            name = headers.get("Event")
+            if (
+                on_event is not None
+                and name is not None
+                and name != "Shutdown"
+                and "ActionID" not in headers
+            ):
+                # Asterisk spells these headers exactly so; anything else takes
+                # the panoramisk way below, which finds them in any case.
+                on_event(plain_event(headers, content))
+                continue
+            message = _message(headers, content)
             if message is None:
                 if text.strip():
                     _log.debug("ignored AMI text without Event/Response: %.80r", text)
@@ -149,6 +226,8 @@ class Utf8AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyp
                 # handle_message() closes the connection on "Event: Shutdown";
                 # anything after that belongs to no one.
                 return
+        # Cut what was handled once per chunk, not once per message.
+        self._buffer = buffer[start:] if start else buffer
         if len(self._buffer) > MAX_MESSAGE_CHARS:
             _log.error("AMI message exceeds %d characters; closing", MAX_MESSAGE_CHARS)
             self._buffer = ""
