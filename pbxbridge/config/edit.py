@@ -88,11 +88,19 @@ def plan_import(
         plan.entries.append(Entry("closed", s.entry, comment=s.summary))
 
     whole = [c for c in found if c.all_day]
-    for summary, first, last in _runs(whole):
+    special = {key.strip() for key in cfg.open}
+    for summary, first, last in sorted(_runs(whole), key=lambda run: run[1]):
         days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
         text = first.isoformat() if first == last else f"{first}..{last}"
         if all(not cal.state_on(d)[0] for d in days):
             plan.notes.append(f"{text} ({summary}): closed all day already")
+            continue
+        clash = [d.isoformat() for d in days if d.isoformat() in special]
+        if clash:
+            # closed and open on one date is an error in the rules: the operator decides
+            plan.notes.append(
+                f"{text} ({summary}): {', '.join(clash)} has a special opening; change it by hand"
+            )
             continue
         if text in listed:
             continue
@@ -110,7 +118,7 @@ def plan_import(
         if left == intervals:
             plan.notes.append(f"{day} ({summary}): outside the opening hours already")
             continue
-        if day.isoformat() in cfg.open:
+        if day.isoformat() in special:
             plan.notes.append(
                 f"{day} ({summary}): has a special opening already; change it by hand"
             )

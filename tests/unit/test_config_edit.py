@@ -1,10 +1,19 @@
-"""apply_entries: closures added to the YAML text, comments and layout kept."""
+"""plan_import and apply_entries: closures planned and added to the YAML text, layout kept."""
 
 from __future__ import annotations
 
+from datetime import date
+from pathlib import Path
+
 import pytest
 
-from pbxbridge.config.edit import Entry, apply_entries
+from pbxbridge.config import parse_rules
+from pbxbridge.config.edit import Entry, apply_entries, plan_import
+from pbxbridge.config.ical import Closure
+from pbxbridge.config.schema import CalendarConfig
+from pbxbridge.core.calendar import Calendar
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "routing.yaml"
 
 CLOSED = Entry("closed", "2026-06-12", comment="Betriebsausflug")
 OPEN = Entry("open", "2026-11-25", ("07:00-12:00",), comment="Personalversammlung")
@@ -79,3 +88,36 @@ class TestApplyEntries:
     def test_unknown_calendar(self) -> None:
         with pytest.raises(KeyError):
             apply_entries(HEAD + "  main: {}\n", "nope", [CLOSED])
+
+
+class TestPlanImport:
+    def calendar(self, extra: str = "") -> tuple[Calendar, CalendarConfig]:
+        text = EXAMPLE.read_text(encoding="utf-8")
+        if extra:
+            text = text.replace("    open: {}  ", f"    open: {extra}  ", 1)
+        rules, model = parse_rules(text, "r.yaml")
+        return rules.calendars["servicecenter"], model.calendars["servicecenter"]
+
+    def test_runs_in_date_order_and_days_closed_anyway_skipped(self) -> None:
+        cal, cfg = self.calendar()
+        found = [
+            Closure(date(2026, 7, 1), 0, 86400, "Zeta"),
+            Closure(date(2026, 7, 2), 0, 86400, "Zeta"),
+            Closure(date(2026, 6, 3), 0, 86400, "Alpha"),
+            Closure(date(2026, 12, 25), 0, 86400, "Weihnachten"),  # a holiday anyway
+        ]
+        plan = plan_import(cal, cfg, found, ())
+        assert plan.entries == [
+            Entry("closed", "2026-06-03", comment="Alpha"),
+            Entry("closed", "2026-07-01..2026-07-02", comment="Zeta"),
+        ]
+        assert plan.notes == ["2026-12-25 (Weihnachten): closed all day already"]
+
+    def test_a_closure_on_a_special_opening_is_left_to_the_operator(self) -> None:
+        cal, cfg = self.calendar('{"2026-07-01": ["08:00-12:00"]}')
+        found = [Closure(date(2026, 7, 1), 0, 86400, "Umzug")]
+        plan = plan_import(cal, cfg, found, ())
+        assert plan.entries == []
+        assert plan.notes == [
+            "2026-07-01 (Umzug): 2026-07-01 has a special opening; change it by hand"
+        ]
