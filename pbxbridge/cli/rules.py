@@ -283,7 +283,10 @@ def _import(
         return
     path = Path(config)
     old = path.read_text(encoding="utf-8")
-    new = apply_entries(old, calendar_key, plan.entries)
+    try:
+        new = apply_entries(old, calendar_key, plan.entries)
+    except ValueError as exc:
+        base.fail(f"{config}: {exc}")
     try:
         parse_rules(new, config, base_dir=path.resolve().parent)
     except ConfigError as exc:

@@ -172,6 +172,7 @@ def apply_entries(text: str, calendar: str, entries: Sequence[Entry]) -> str:
 
     Raises:
         KeyError: If the calendar does not exist.
+        ValueError: If the calendar is a flow mapping (``name: {hours: ...}``).
     """
     for section in ("closed", "open"):  # each step parses the text it gets anew
         items = [e for e in entries if e.section == section]
@@ -205,6 +206,11 @@ def _pairs(node: yaml.Node | None) -> list[tuple[str, yaml.Node]]:
 
 def _add_section(text: str, calendar: str, section: str, items: Sequence[Entry]) -> str:
     cal = _calendar_node(text, calendar)
+    if cal.flow_style or not cal.value:
+        raise ValueError(
+            f"calendars.{calendar} is written on one line ({{...}}); write it as a block "
+            "(one key per line) to import into it"
+        )
     lines = text.splitlines(keepends=True)
     keys = [k for k, _ in cal.value]
     node = next((v for k, v in cal.value if k.value == section), None)

@@ -85,6 +85,10 @@ class TestApplyEntries:
             == HEAD + '  main:\n    closed:\n      - "2026-06-12"  # a"b - "x": [evil] # \\ (ics)\n'
         )
 
+    def test_a_calendar_on_one_line_is_refused(self) -> None:
+        with pytest.raises(ValueError, match=r"calendars\.main is written on one line"):
+            apply_entries(HEAD + '  main: {hours: {mon: ["07:00-12:00"]}}\n', "main", [CLOSED])
+
     def test_unknown_calendar(self) -> None:
         with pytest.raises(KeyError):
             apply_entries(HEAD + "  main: {}\n", "nope", [CLOSED])
