@@ -76,15 +76,12 @@ from __future__ import annotations
 import argparse
 import bisect
 import dataclasses
-import json
 import math
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -97,14 +94,12 @@ from tests.testbed.bench import (
     asterisk_pid,
     bench_config,
     cpu_ticks,
-    exit_on_sigterm,
     progress,
+    run_benchmark,
     stop_own_sipp_children,
 )
 from tests.testbed.config import AGI_SECRET
-from tests.testbed.lock import testbed_lock
 from tests.testbed.sipp import (
-    WORKDIR_ENV,
     AgentBehaviour,
     CallResult,
     SippAgent,
@@ -835,32 +830,20 @@ def main() -> int:
     if args.agents == "instant":
         args.ring_delay_ms = 0  # what the agents add; the "fixed ring" figures use it
 
-    exit_on_sigterm()
-    workdir = Path(tempfile.mkdtemp(prefix="pbxbridge-asterisk-load-"))
-    os.environ.setdefault(WORKDIR_ENV, str(workdir / "sipp"))
-    keep = args.keep
-    try:
-        with testbed_lock(say):
-            res = run(args, workdir)
-        # failed calls: keep the evidence (sipp's *_errors.log, the daemon log)
-        keep = keep or bool(
+    # failed calls: keep the evidence (sipp's *_errors.log, the daemon log)
+    return run_benchmark(
+        "asterisk-load",
+        lambda workdir: run(args, workdir),
+        say=say,
+        summary=print_summary,
+        keep=args.keep,
+        failed=lambda res: bool(
             res["failed_calls"]
             or res["warmup_failed"]
             or res["agi_failed_calls"]
             or res["agi_warmup_failed"]
-        )
-    except BaseException:
-        keep = True
-        raise
-    finally:
-        stop_own_sipp_children(say)
-        if keep and any(workdir.iterdir()):
-            say(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print_summary(res)
-    print(json.dumps(res, ensure_ascii=False))
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":

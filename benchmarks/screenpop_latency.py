@@ -65,9 +65,7 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -76,24 +74,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.integration.daemon import DaemonProcess, install_test_sound
 from tests.testbed.bench import (
+    MQTT_HOST,
+    MQTT_PORT,
+    MqttListener,
     asterisk_pid,
     bench_config,
     cpu_ticks,
-    exit_on_sigterm,
     progress,
+    run_benchmark,
     stop_own_sipp_children,
 )
-from tests.testbed.lock import testbed_lock
 from tests.testbed.sipp import (
     TRUNK_SCENARIO,
-    WORKDIR_ENV,
     CallResult,
     SippAgent,
     percentile,
@@ -106,8 +102,6 @@ DID = "+494407730"  # tenant wardenburg in TEST_RULES
 DISPLAY = "Jörg Müller"
 MEASURED_PREFIX = "044071"  # + 5 digits: 04407100000 .. 04407199999
 WARMUP_PREFIX = "044079"
-MQTT_HOST = "127.0.0.1"
-MQTT_PORT = 1883
 TARGET_P99_MS = 50.0
 WINDOW_S = 10.0
 
@@ -192,30 +186,19 @@ class PopCollector:
     payloads are parsed afterwards, not on the receiving path.
     """
 
-    def __init__(self, host: str, port: int, prefix: str) -> None:
-        self.topic_filter = f"{prefix}/agents/+/screenpop"
+    def __init__(self, prefix: str) -> None:
         self.arrivals: list[tuple[float, str, bytes]] = []
         self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"screenpop-latency-{os.getpid()}"
+        self._listener = MqttListener(
+            f"{prefix}/agents/+/screenpop",
+            self._on_message,
+            client_id=f"screenpop-latency-{os.getpid()}",
         )
-        self._client.on_message = self._on_message
-        self._client.on_subscribe = self._on_subscribe
-        self._client.connect(host, port)
-        self._client.subscribe(self.topic_filter, qos=1)
-        self._client.loop_start()
-        if not self._subscribed.wait(5):
-            self.close()
-            raise RuntimeError(f"subscription to {self.topic_filter} not acknowledged")
 
-    def _on_subscribe(self, *_args: Any) -> None:
-        self._subscribed.set()
-
-    def _on_message(self, _client: Any, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, topic: str, payload: bytes) -> None:
         now = time.time()
         with self._lock:
-            self.arrivals.append((now, msg.topic, bytes(msg.payload)))
+            self.arrivals.append((now, topic, payload))
 
     def count(self) -> int:
         """Messages received so far."""
@@ -229,8 +212,7 @@ class PopCollector:
 
     def close(self) -> None:
         """Stop the network thread and disconnect."""
-        self._client.loop_stop()
-        self._client.disconnect()
+        self._listener.close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -453,7 +435,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Measurement:
         daemon.wait_health(
             lambda h: h["ami"]["state"] == "connected" and h["mqtt"]["connected"], timeout=15
         )
-        collector = PopCollector(MQTT_HOST, MQTT_PORT, daemon.topic_prefix)
+        collector = PopCollector(daemon.topic_prefix)
         scenario = injection_scenario(workdir)
 
         warmup_failed = 0
@@ -726,26 +708,14 @@ def main() -> int:
     # the parser alike, so no DST fold can shift a stamp.
     os.environ["TZ"] = "UTC"
     time.tzset()
-    exit_on_sigterm()
-    workdir = Path(tempfile.mkdtemp(prefix="pbxbridge-screenpop-latency-"))
-    os.environ.setdefault(WORKDIR_ENV, str(workdir / "sipp"))
-    keep = args.keep
-    try:
-        with testbed_lock(say):
-            measurement = run(args, workdir)
-        res = summarise(args, measurement, workdir / "samples.csv")
-        keep = keep or not res["target_met"]
-    except BaseException:
-        keep = True
-        raise
-    finally:
-        if keep:
-            say(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print_summary(res)
-    print(json.dumps(res, ensure_ascii=False))
-    return 0
+    return run_benchmark(
+        "screenpop-latency",
+        lambda workdir: summarise(args, run(args, workdir), workdir / "samples.csv"),
+        say=say,
+        summary=print_summary,
+        keep=args.keep,
+        failed=lambda res: not res["target_met"],
+    )
 
 
 if __name__ == "__main__":

@@ -57,10 +57,8 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -68,8 +66,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -77,23 +73,23 @@ from pbxbridge.web.agents import agents_file_line
 from pbxbridge.web.passwords import hash_password
 from tests.integration.daemon import TEST_RULES, DaemonProcess, install_test_sound
 from tests.testbed.bench import (
+    MQTT_HOST,
+    MQTT_PORT,
+    MqttListener,
     asterisk_pid,
     bench_config,
     cpu_ticks,
-    exit_on_sigterm,
     progress,
     rss_kib,
+    run_benchmark,
     stop_own_sipp_children,
 )
 from tests.testbed.config import AGI_SECRET
-from tests.testbed.lock import testbed_lock
-from tests.testbed.sipp import WORKDIR_ENV, CallResult, SippAgent, place_calls, stop_agents
+from tests.testbed.sipp import CallResult, SippAgent, place_calls, stop_agents
 from tests.testbed.testbed import Testbed
 
 DID = "+494407730"  # tenant wardenburg in TEST_RULES
 CALLER = "04407123456"
-MQTT_HOST = "127.0.0.1"
-MQTT_PORT = 1883
 #: Agents of the agents file signed in on the page (chefin is the supervisor).
 PAGE_AGENTS = ("agent1", "agent2", "chefin")
 #: Their passwords (test values; the file holds only scrypt hashes).
@@ -127,24 +123,15 @@ class PopSubscriber:
         self.other: Counter[str] = Counter()
         self.bad = 0
         self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2)
-        self._client.on_message = self._on_message
-        self._client.on_subscribe = lambda *_a: self._ready.set()
-        self._client.connect(MQTT_HOST, MQTT_PORT)
-        self._client.subscribe(f"{prefix}/#", qos=1)
-        self._client.loop_start()
-        if not self._ready.wait(5):
-            self.close()
-            raise RuntimeError(f"MQTT subscription to {prefix}/# not acknowledged")
+        self._listener = MqttListener(f"{prefix}/#", self._on_message)
 
-    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        parts = msg.topic[len(self.prefix) + 1 :].split("/")
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        parts = topic[len(self.prefix) + 1 :].split("/")
         with self._lock:
             if len(parts) == 3 and parts[0] == "agents" and parts[2] == "screenpop":
                 self.agent_messages += 1
                 try:
-                    message = json.loads(msg.payload)
+                    message = json.loads(payload)
                     self.pops.add((str(message["call_id"]), str(message["event"]), parts[1]))
                 except (ValueError, KeyError, TypeError):
                     self.bad += 1
@@ -158,9 +145,7 @@ class PopSubscriber:
 
     def close(self) -> None:
         """Disconnect."""
-        self._client.loop_stop()
-        with contextlib.suppress(Exception):
-            self._client.disconnect()
+        self._listener.close()
 
 
 @dataclasses.dataclass
@@ -662,27 +647,15 @@ def main() -> int:
     if args.calls < 1 or args.rate <= 0 or not 1 <= args.first < args.calls:
         parser.error("--calls >= 1, --rate > 0, 1 <= --first < --calls")
 
-    exit_on_sigterm()
-    workdir = Path(tempfile.mkdtemp(prefix="pbxbridge-soak-"))
-    os.environ.setdefault(WORKDIR_ENV, str(workdir / "sipp"))
-    keep = args.keep
-    try:
-        with testbed_lock(say):
-            res = run(args, workdir)
-        # keep the evidence (sipp's *_errors.log, the daemon log, the journal)
-        keep = keep or not all(res["targets_met"].values())
-    except BaseException:
-        keep = True
-        raise
-    finally:
-        stop_own_sipp_children(say)
-        if keep and any(workdir.iterdir()):
-            say(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print_summary(res)
-    print(json.dumps(res, ensure_ascii=False))
-    return 0
+    # keep the evidence (sipp's *_errors.log, the daemon log, the journal)
+    return run_benchmark(
+        "soak",
+        lambda workdir: run(args, workdir),
+        say=say,
+        summary=print_summary,
+        keep=args.keep,
+        failed=lambda res: not all(res["targets_met"].values()),
+    )
 
 
 if __name__ == "__main__":
