@@ -55,21 +55,25 @@ from pbxbridge.adapters.ami.events import AmiEvent
 from pbxbridge.adapters.ami.queue import QueueSnapshot
 from pbxbridge.adapters.ari.client import AriClient, AriConfig
 from pbxbridge.adapters.ari.router import StasisRouter
+from pbxbridge.adapters.ari.sounds import SoundCheck
 from pbxbridge.adapters.http.server import HttpServer
 from pbxbridge.adapters.mqtt.publisher import MqttPublisher
 from pbxbridge.adapters.mqtt.settings import MqttSettings
 from pbxbridge.components import Component
 from pbxbridge.config import ConfigError
 from pbxbridge.config.compile import state_path
+from pbxbridge.config.sounds import sounds_named
 from pbxbridge.core.lifecycle import CallEvent, CallRecord
 from pbxbridge.core.models import Decision
 from pbxbridge.journal.backend import journal_opener, spool_dir
 from pbxbridge.journal.repeat import RepeatCallers
+from pbxbridge.journal.replay import ReloadImpact
 from pbxbridge.journal.store import JournalStore
 from pbxbridge.journal.writer import JournalWriter
 from pbxbridge.runtime.live import LiveOverrides, LiveRules
 from pbxbridge.runtime.sdnotify import SystemdNotifier
 from pbxbridge.runtime.settings import Settings
+from pbxbridge.storage.overrides import open_override_store
 from pbxbridge.tracking.agents_board import BOARD_EVENTS, AgentBoard, MemberStatus
 from pbxbridge.tracking.call_board import CallBoard
 from pbxbridge.tracking.call_tracker import (
@@ -118,6 +122,8 @@ class Parts:
     web: AgentPage | None = None
     supervisor: SupervisorPage | None = None
     forecast: ForecastProvider | None = None
+    sounds: SoundCheck | None = None
+    impact: ReloadImpact | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +132,7 @@ class Components:
 
     parts: Parts
     rules: components.Rules
+    sounds: components.Sounds
     overrides: components.Overrides
     http: components.Http
     web: components.Web
@@ -161,6 +168,8 @@ class Components:
             (self.tracker,),
             (self.service_level,),
             (self.ami,),
+            # Before ARI, whose connects start its checks: stopped after it.
+            (self.sounds,),
             (self.agi, self.ari, self.calls),
         )
 
@@ -175,6 +184,7 @@ class Components:
             self.service_level,
             self.journal,
             self.rules,
+            self.sounds,
             self.overrides,
             self.agi,
             self.web,
@@ -215,9 +225,18 @@ def faces(
     on_event = on_connected = None
     if ami is not None and tracker is not None:
         on_event, on_connected = _ami_handlers(ami, tracker, hub)
+    live = parts.rules
+    sounds = components.Sounds(parts.sounds, lambda: sounds_named(live.model))
     return Components(
         parts=parts,
-        rules=components.Rules(parts.rules, notifier=notifier, poll_s=settings.rules_poll_s),
+        rules=components.Rules(
+            parts.rules,
+            notifier=notifier,
+            poll_s=settings.rules_poll_s,
+            impact=parts.impact,
+            reloaded=lambda: sounds.recheck("rules reloaded"),
+        ),
+        sounds=sounds,
         overrides=components.Overrides(parts.overrides, poll_s=settings.overrides_poll_s),
         http=components.Http(parts.http),
         web=components.Web(parts.web, parts.desk),
@@ -247,6 +266,7 @@ def faces(
             router=parts.router,
             notifier=notifier,
             drain_s=DRAIN_SECONDS,
+            connected=lambda: sounds.recheck("ARI connected"),
         ),
         calls=components.Calls(parts.router),
     )
@@ -473,6 +493,17 @@ class Daemon:
             web=web,
             supervisor=supervisor,
             forecast=forecast,
+            # The rules' sounds, checked against Asterisk on each ARI connect and reload.
+            sounds=SoundCheck(ari.config),
+            # What a reload changes over the last week of the journal.
+            impact=(
+                ReloadImpact(
+                    open_journal,
+                    lambda: open_override_store(settings.database_url, state_file),
+                )
+                if journal is not None
+                else None
+            ),
         )
         built = faces(parts, settings, notifier=self.notifier, open_journal=open_journal)
         self.registry.register(ScrapeCollector(built.gauges, components.GAUGE_HELP))

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from pbxbridge.components import sounds as _sounds
 from pbxbridge.components.base import DISABLED, Component, Part, Sample
 from pbxbridge.components.entry import Agi, Ari, Calls, Http, Overrides, Rules
 from pbxbridge.components.feeds import Ami, Journal, Mqtt, ServiceLevel, Tracker, Web
+from pbxbridge.components.sounds import Sounds
 from pbxbridge.components.supervisor import Supervisor
 from pbxbridge.components.virtual_holds import VirtualHolds
 from pbxbridge.core import servicelevel
@@ -51,6 +53,7 @@ __all__ = [
     "Rules",
     "Sample",
     "ServiceLevel",
+    "Sounds",
     "Supervisor",
     "Tracker",
     "VirtualHolds",
@@ -94,10 +97,12 @@ GAUGE_HELP = {
     "pbxbridge_callbacks_due_today": "Open callbacks due later today (journal).",
     # Virtual holds per tenant, from the board the orchestration feeds.
     **_virtual_holds.HELP,
+    # The rules' sounds Asterisk lacks.
+    **_sounds.HELP,
 }
 """Help text of every gauge family :func:`gauges` yields."""
 
-PROBLEM_ORDER = ("ari", "rules", "agi", "overrides", "web", "ami", "mqtt", "journal")
+PROBLEM_ORDER = ("ari", "rules", "sounds", "agi", "overrides", "web", "ami", "mqtt", "journal")
 """The order of ``problems`` on ``/healthz``: routing first, then what it loses."""
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import structlog
 
@@ -12,6 +12,7 @@ from pbxbridge.adapters.ari.client import AriClient
 from pbxbridge.adapters.ari.router import StasisRouter, routing_alive
 from pbxbridge.adapters.http.server import HttpServer
 from pbxbridge.components.base import DISABLED, Part, Sample, up
+from pbxbridge.journal.replay import ReloadImpact
 from pbxbridge.runtime.live import LiveOverrides, LiveRules
 from pbxbridge.runtime.sdnotify import SystemdNotifier, watchdog_loop
 
@@ -33,6 +34,8 @@ class Ari(Part):
         router: The Stasis router the events go to (``None``: nothing to start).
         notifier: Where the watchdog pings go (``None``: no watchdog).
         drain_s: How long a stop waits for the calls being routed.
+        connected: Told after each (re)connect and resync (it must return at
+            once: it starts background work, e.g. the sound check).
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class Ari(Part):
         router: StasisRouter | None = None,
         notifier: SystemdNotifier | None = None,
         drain_s: float = 15.0,
+        connected: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self._client = client
@@ -50,13 +54,26 @@ class Ari(Part):
         self._router = router
         self._notifier = notifier
         self._drain_s = drain_s
+        self._connected = connected
 
     async def start(self) -> None:
         """Spawn the connection supervisor, the Stasis sweep and the watchdog."""
         client, router = self._client, self._router
         if client is None or router is None:
             return
-        supervisor = self._spawn(client.run(router.handle, on_connected=router.resync), "ari")
+        connected = self._connected
+
+        async def on_connected() -> None:
+            await router.resync()
+            if connected is not None:
+                connected()
+
+        supervisor = self._spawn(
+            client.run(
+                router.handle, on_connected=router.resync if connected is None else on_connected
+            ),
+            "ari",
+        )
         # Routes channels in the application that the router never heard of.
         self._spawn(router.sweep(), "stasis-sweep")
         if self._notifier is not None:
@@ -230,6 +247,10 @@ class Rules(Part):
         rules: The live rules (loaded before the daemon builds anything).
         notifier: Told RELOADING=1, then READY=1 with the generation, on each reload.
         poll_s: How often the file is checked for changes (``None``: not watched).
+        impact: Replays the last days by the old and the new rules after a
+            reload (in the background; its summary is ``rules.replay``).
+        reloaded: Told after each reload that did not reject the file, new
+            rules or not (returns at once).
     """
 
     def __init__(
@@ -238,11 +259,15 @@ class Rules(Part):
         *,
         notifier: SystemdNotifier | None = None,
         poll_s: float | None = None,
+        impact: ReloadImpact | None = None,
+        reloaded: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self._rules = rules
         self._notifier = notifier
         self._poll_s = poll_s
+        self._impact = impact
+        self._reloaded = reloaded
 
     async def start(self) -> None:
         """Spawn the watch of the rules file."""
@@ -256,7 +281,14 @@ class Rules(Part):
     async def _reload(self, why: str) -> None:
         if self._notifier is not None:
             self._notifier.reloading(status=f"reloading rules ({why})")
-        await self._rules.reload(why)
+        before = self._rules.rules
+        changed = await self._rules.reload(why)
+        if changed and self._impact is not None:
+            self._impact.start(before, self._rules.rules, self._rules.generation)
+        if self._reloaded is not None and not self._rules.last_error:
+            # Also for an unchanged file: SIGHUP after copying a missing
+            # prompt into place is how an operator asks for a new look.
+            self._reloaded()
         status = f"routing with rules generation {self._rules.generation}"
         if self._rules.last_error:
             status += f"; last reload rejected ({len(self._rules.last_error)} errors)"
@@ -269,9 +301,18 @@ class Rules(Part):
             if self._rules.changed_on_disk():
                 await self._reload("file changed")
 
+    async def stop(self) -> None:
+        """End the watch, and a reload's replay still running."""
+        if self._impact is not None:
+            self._impact.cancel()
+        await self._cancel()
+
     def health(self) -> Mapping[str, object]:
-        """``rules``: file, generation, last reload."""
-        return {"rules": self._rules.health()}
+        """``rules``: file, generation, last reload, what the last reload changed."""
+        body = self._rules.health()
+        if self._impact is not None:
+            body = {**body, "replay": self._impact.last}
+        return {"rules": body}
 
     def problems(self) -> list[str]:
         """A rejected reload: the previous generation still routes."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +139,84 @@ class TestSoundsReal:
         )
         assert done.returncode == 1
         assert "cannot list Asterisk's sounds" in done.stderr
+
+
+def test_the_daemon_checks_sounds_and_summarises_a_reload(tb: Testbed, tmp_path: Path) -> None:
+    """Real daemon, real Asterisk: /healthz, /metrics and the log after a rules change."""
+    from datetime import UTC, datetime, timedelta
+
+    from pbxbridge.journal.sqlite import SqliteJournal
+    from tests.integration.daemon import TEST_RULES, free_port, running_daemon
+    from tests.unit.test_cli_replay import entry
+
+    missing_file = tb.root / "usr/share/asterisk/sounds/custom/pbxbridge-nowhere.ulaw"
+    missing_file.unlink(missing_ok=True)
+    now = datetime.now(UTC)
+    with SqliteJournal(tmp_path / "journal.sqlite") as journal:  # beside state.sqlite
+        journal.upsert(
+            [
+                entry(f"c{i}", "+494407730", f"+49441123456{i}", now - timedelta(hours=i + 1))
+                for i in range(3)
+            ]
+            + [entry("old", "+494407730", "+494411234560", now - timedelta(days=8))]
+        )
+    env = {"PBXBRIDGE_AGI_BIND": f"127.0.0.1:{free_port()}"}
+    with running_daemon(tb, tmp_path, extra_env=env) as daemon:
+        daemon.wait_health(lambda h: h["sounds"]["checked_at"] is not None, timeout=15)
+        body = daemon.health()
+        assert (body["status"], body["sounds"]["missing"]) == ("ok", []), body
+        assert body["rules"]["replay"] is None  # no reload yet
+        assert daemon.metrics()["pbxbridge_sounds_missing"] == 0.0
+
+        changed = TEST_RULES.replace(
+            "priority: 5, whisper: custom/pbxbridge-test",
+            "priority: 6, whisper: custom/pbxbridge-test",
+        ).replace(
+            'open: {queue: servicecenter, priority: 3, callerid_prefix: "OL"}',
+            'open: {queue: servicecenter, priority: 3, callerid_prefix: "OL",'
+            " whisper: custom/pbxbridge-nowhere}",
+        )
+        assert changed.count("pbxbridge-nowhere") == 1 and "priority: 6" in changed
+        daemon.rules_path.write_text(changed, encoding="utf-8")
+        daemon.wait_health(
+            lambda h: (
+                h["rules"]["generation"] == 2
+                and h["rules"]["replay"] is not None
+                and h["sounds"]["missing"] != []
+            ),
+            timeout=15,
+        )
+        body = daemon.health()
+        replay = body["rules"]["replay"]
+        assert (replay["generation"], replay["days"], replay["calls"]) == (2, 7, 3)
+        assert (replay["changed"], replay["by_kind"]) == (3, {"priority": 3})
+        assert body["status"] == "degraded"
+        assert body["problems"] == ["sounds: 1 missing in Asterisk (custom/pbxbridge-nowhere [en])"]
+        assert body["sounds"]["missing"] == [
+            {
+                "sound": "custom/pbxbridge-nowhere",
+                "language": "en",
+                "used_at": ["tenants.oldenburg.open.whisper"],
+            }
+        ]
+        metrics = daemon.metrics()
+        assert metrics["pbxbridge_sounds_missing"] == 1.0
+        assert (
+            metrics['pbxbridge_sound_missing{language="en",sound="custom/pbxbridge-nowhere"}']
+            == 1.0
+        )
+        (line,) = [e for e in daemon.logs() if e.get("event") == "rules.replay"]
+        assert line["changed"] == 3 and "+49" not in json.dumps(line)
+        assert [e["sound"] for e in daemon.logs() if e.get("event") == "sounds.missing"] == [
+            "custom/pbxbridge-nowhere"
+        ]
+
+        # The operator copies the prompt into place and reloads the same file.
+        missing_file.write_bytes(b"\xff" * 2400)
+        try:
+            daemon.signal(signal.SIGHUP)
+            daemon.wait_health(lambda h: h["sounds"]["missing"] == [], timeout=15)
+            assert daemon.health()["status"] == "ok"
+            assert daemon.metrics()["pbxbridge_sounds_missing"] == 0.0
+        finally:
+            missing_file.unlink(missing_ok=True)

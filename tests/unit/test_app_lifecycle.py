@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 START = [
     "rules", "overrides", "http", "web", "supervisor", "journal", "mqtt", "tracker",
-    "service_level", "ami", "agi", "ari", "calls",
+    "service_level", "ami", "sounds", "agi", "ari", "calls",
 ]  # fmt: skip
 
 
@@ -80,7 +80,7 @@ async def test_start_in_order_stop_in_reverse(tmp_path: Path) -> None:
     assert begun == {"agi", "ari", "calls"}
     stopped = [name for what, name in events[3:] if what == "stopped"]
     assert stopped[3:] == [
-        "ami", "service_level", "tracker", "mqtt", "journal", "supervisor", "web", "http",
+        "sounds", "ami", "service_level", "tracker", "mqtt", "journal", "supervisor", "web", "http",
         "overrides", "rules",
     ]  # fmt: skip
     assert sorted(stopped[:3]) == ["agi", "ari", "calls"]

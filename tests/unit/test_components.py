@@ -125,9 +125,9 @@ def test_nothing_built(tmp_path: Path) -> None:
     assert body["problems"] == ["ari: not connected"]
     assert list(body) == [
         "status", "problems", "version", "ari", "ami", "mqtt", "screen_pops",
-        "journal", "rules", "overrides", "agi", "web", "supervisor", "calls",
+        "journal", "rules", "sounds", "overrides", "agi", "web", "supervisor", "calls",
     ]  # fmt: skip
-    for off in ("ami", "mqtt", "journal", "agi", "web", "supervisor"):
+    for off in ("ami", "mqtt", "journal", "sounds", "agi", "web", "supervisor"):
         assert body[off] == {"state": "disabled"}
     assert body["overrides"] is None
     assert body["screen_pops"] == {"following": 0}
