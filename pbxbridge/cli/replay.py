@@ -26,6 +26,7 @@ from pbxbridge.core.calendar import format_local
 from pbxbridge.core.numbers import printable
 from pbxbridge.core.replay import ChangedCall, ReplayReport, Routed
 from pbxbridge.core.rules import Rules
+from pbxbridge.journal.backend import JOURNAL_FILE
 from pbxbridge.journal.replay import override_timeline, replay_journal
 from pbxbridge.runtime.settings import SettingsError, database_url_from_env
 from pbxbridge.storage.overrides import open_override_store
@@ -155,6 +156,10 @@ def _run(
     except SettingsError as exc:
         _error(str(exc))
     state = state_path(model, config)
+    journal_file = state.with_name(JOURNAL_FILE)
+    if not url and not journal_file.exists():
+        # Opening would create an empty one: say where the journal was looked for.
+        _error(f"no journal at {journal_file} (is the daemon's state elsewhere?)")
     try:
         timeline = None
         # A node that never stored an override has no state file: don't create one.

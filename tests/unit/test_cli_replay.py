@@ -196,6 +196,13 @@ class TestReplayCommand:
         assert result.exit_code == 2
         assert message in result.output
 
+    def test_no_journal_is_an_error_and_none_is_made(self, setup: Path) -> None:
+        (setup / "state" / "journal.sqlite").unlink()
+        result = run(setup)
+        assert result.exit_code == 2
+        assert "no journal at" in result.output
+        assert not (setup / "state" / "journal.sqlite").exists()
+
     def test_invalid_new_rules_exit_2_with_the_line(self, setup: Path) -> None:
         (setup / "new.yaml").write_text(RULES.replace("CAL", "nosuchcalendar"), encoding="utf-8")
         result = run(setup)
