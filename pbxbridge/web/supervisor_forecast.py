@@ -121,12 +121,16 @@ class ForecastProvider:
             day: A local date of the forecast week.
 
         Returns:
-            ``{"": [48 values]}``, or ``{}`` when the day is not forecast.
+            ``{"": [48 values]}``, or ``{}`` when the day is not forecast or
+            nothing is expected all day (no history).
         """
         shared = self._shared()
         if (shared, day, 0) not in self._slots:
             return {}
-        return {ALL: [self._slots[(shared, day, i)][0] for i in range(SLOTS)]}
+        expected = [self._slots[(shared, day, i)][0] for i in range(SLOTS)]
+        # No history behind it (a new installation): a flat zero would read as
+        # "no calls expected"; show no forecast instead.
+        return {ALL: expected} if any(expected) else {}
 
     def needed(self, now: datetime) -> int | None:
         """Agents needed for the shared queue in the half hour of ``now``.
@@ -138,6 +142,8 @@ class ForecastProvider:
             The forecast's agents, or ``None`` without a forecast for that day.
         """
         local = now.astimezone(self._rules().timezone)
+        if not self.arrivals(local.date()):
+            return None  # no history for the day: "0 needed" would mislead
         index = (local.hour * 60 + local.minute) // 30
         hit = self._slots.get((self._shared(), local.date(), index))
         return hit[1] if hit is not None else None

@@ -389,7 +389,7 @@ def arrivals_chart(snap: Snapshot, lang: str) -> Markup:
     forecast = snap.forecast or []
     expected = [forecast[s] if s < len(forecast) else 0.0 for s in slots]
     peak = max([1.0, *offered, *expected])
-    top = float(_nice(peak))
+    top = float(_nice(peak / 4) * 4)  # four steps of 1, 2, 5 × 10^n: whole calls on each line
     parts: list[Markup] = []
     for k, (slot, count) in enumerate(zip(slots, offered, strict=True)):
         if not count:

@@ -232,3 +232,13 @@ class TestForecastProvider:
         assert (provider.needed(bench.clock()) or 0) >= 1
         assert provider.arrivals(date(2026, 12, 25)) == {}
         assert provider.needed(local(2026, 12, 25, 10, 5)) is None
+
+    async def test_no_history_no_forecast(self, bench: Bench) -> None:
+        provider = ForecastProvider(
+            lambda: bench.rules, lambda: bench.link, SupervisorConfig(), clock=bench.clock
+        )
+        await provider.refresh()
+        assert provider.error is None and provider.forecast is not None
+        # A flat zero would read as "nobody needed": nothing is shown instead.
+        assert provider.arrivals(bench.clock().date()) == {}
+        assert provider.needed(bench.clock()) is None
