@@ -184,6 +184,10 @@ class CallBoard:
         self._add(tenant, at, answered, within, short)
 
     def _add(self, tenant: str, at: datetime, answered: bool, within: bool, short: bool) -> None:
+        # Bounded without readers too (no page open for weeks): older than the
+        # window behind the newest outcome is never needed again.
+        while self._recent and self._recent[0].at < at - RECENT:
+            self._recent.popleft()
         self._recent.append(_Outcome(at, tenant, answered, within, short))
         slots = self._slots(at, tenant)
         if slots is not None:

@@ -92,6 +92,14 @@ class TestCallBoard:
             board.recent(now)["t"].sl_offered().ratio(),
         )
 
+    def test_the_window_stays_bounded_without_readers(self) -> None:
+        board = CallBoard(BERLIN)
+        for i in range(200):
+            call(board, str(i), "t", T0 + timedelta(minutes=i), 5.0, True)
+        # 200 minutes of calls, one a minute: only the last 15 minutes are kept.
+        assert len(board._recent) <= 16
+        assert board.today(T0 + timedelta(minutes=200))[ALL].answered == 200
+
 
 class TestWaiting:
     def test_counts_queued_and_ringing_callers_with_the_longest_wait(self) -> None:
