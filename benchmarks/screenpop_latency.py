@@ -124,6 +124,15 @@ def e164(national: str) -> str:
     return "+49" + national[1:]
 
 
+def national(number: str) -> str:
+    """``+494407100042`` -> ``04407100042``; a national number stays as it is.
+
+    The agent's phone shows the caller in the E.164 form the daemon sets, the
+    sipp trunk dials the national one.
+    """
+    return "0" + number[3:] if number.startswith("+49") else number
+
+
 def injection_scenario(workdir: Path) -> Path:
     """A copy of ``trunk_call.xml`` that takes the calling number from ``-inf``."""
     text = TRUNK_SCENARIO.read_text(encoding="utf-8")
@@ -307,7 +316,7 @@ def agent_invites(agent: str, workdir: Path) -> list[AgentInvite]:
                 continue
             # local time of sipp, which runs with TZ=UTC (see main())
             stamp = datetime.strptime(head.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
-            out[call_id] = AgentInvite(agent, sender.group(1), call_id, stamp.timestamp())
+            out[call_id] = AgentInvite(agent, national(sender.group(1)), call_id, stamp.timestamp())
     return list(out.values())
 
 
