@@ -8,9 +8,12 @@ consecutive weeks of office hours and evenings, then times
 filling it not) against a copy of ``config/routing.yaml`` with three changes:
 a priority, an area code moved to another tenant and a shorter Friday.
 
-Usage: ``python benchmarks/replay.py [--calls 42000 1000000]``. The last line is
-JSON with, per size, the seconds and calls per second. Targets: 42,000 calls
-(a month of the centre) in ≤ 2 s, 1,000,000 in ≤ 30 s.
+Usage: ``python benchmarks/replay.py [--calls 42000 1000000] [--postgres]``.
+With ``--postgres`` the journal is a throwaway database on the machine's
+PostgreSQL instead, filled by the server (``tests/journal_fill.py``: its own
+mix, the partners' numbers only). The last line is JSON with, per size, the
+seconds and calls per second. Targets: 42,000 calls (a month of the centre) in
+≤ 2 s, 1,000,000 in ≤ 30 s.
 """
 
 from __future__ import annotations
@@ -119,11 +122,50 @@ def fill(path: Path, calls: int, rng: random.Random) -> tuple[datetime, datetime
     return START, START + span + timedelta(days=1)
 
 
+def postgres(sizes: list[int]) -> None:
+    from pbxbridge.journal.postgres import PostgresJournal
+    from tests.journal_fill import fill_journal
+    from tests.postgres import throwaway_database
+
+    results: dict[str, object] = {}
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    with tempfile.TemporaryDirectory() as tmp:
+        before = load_rules(EXAMPLE)[0]
+        after = load_rules(changed_rules(Path(tmp)))[0]
+        for calls in sizes:
+            days = 30 * calls / 42_000
+            with throwaway_database() as url:
+                PostgresJournal(url).close()  # the schema, migrated
+                fill_journal(url, calls, now, days)
+                with PostgresJournal(url) as journal:
+                    began = time.perf_counter()
+                    report = replay_journal(
+                        journal,
+                        before,
+                        after,
+                        now - timedelta(days=days + 1),
+                        now + timedelta(days=1),
+                    )
+                    seconds = time.perf_counter() - began
+            assert report.calls == calls, (report.calls, calls)
+            print(f"{calls:>9} calls (PostgreSQL): {seconds:6.2f} s", file=sys.stderr)
+            results[f"postgres_calls_{calls}"] = {
+                "seconds": round(seconds, 3),
+                "calls_per_s": round(calls / seconds),
+                "changed": len(report.changed),
+            }
+    print(json.dumps(results))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, nargs="+", default=[42_000, 1_000_000])
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--postgres", action="store_true", help="Journal in PostgreSQL.")
     args = parser.parse_args()
+    if args.postgres:
+        postgres(args.calls)
+        return
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
         before = load_rules(EXAMPLE)[0]

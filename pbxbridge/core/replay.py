@@ -23,10 +23,11 @@ replayed exactly.
 Speed: a month of the centre's traffic is some 42,000 calls, a year about half
 a million, and :func:`route` takes some 15 µs. Within a stretch of time in
 which no calendar of either rule set changes state and no override starts or
-ends, two calls with the same DID, menu digit and area-code match route to the
-same tenant, action, queue, priority and closed handling, so the pair of
-decisions is computed once per such key (:class:`Replayer`) and the full route
-with its reasons is run again only for the sampled calls. The key names every
+ends, two calls to numbers that reach the same tenant (or, on 115, with the
+same menu digit and area-code match) route to the same tenant, action, queue,
+priority and closed handling, so the pair of decisions is computed once per
+such key (:class:`Replayer`) and the full route with its reasons is run again
+only for the sampled calls. The key names every
 input :func:`route` reads for those fields; tests compare the keyed replay
 with routing every call.
 """
@@ -37,11 +38,11 @@ import bisect
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Final, Protocol
 
 from pbxbridge.core.calendar import Calendar
-from pbxbridge.core.models import Call, Decision, Override
+from pbxbridge.core.models import Action, Call, Decision, Override
 from pbxbridge.core.numbers import normalize, shorten
 from pbxbridge.core.routing import route
 from pbxbridge.core.rules import Rules
@@ -50,6 +51,8 @@ SAMPLES_PER_GROUP: Final = 3
 """Calls of each group whose reasons (both sides) the report keeps."""
 
 _DAY: Final = timedelta(days=1)
+_ANY_TIME: Final = datetime(2000, 1, 3, 12, tzinfo=UTC)
+"""An instant for questions whose answer does not depend on the time."""
 
 FIELDS: Final = ("tenant", "action", "queue", "priority", "closed")
 """What is compared, in this order (a change's ``kind`` lists the differing ones)."""
@@ -277,7 +280,7 @@ class _Side:
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
-        self._dids: dict[str, bool] = {}
+        self._dids: dict[str, Hashable] = {}
         self._days: dict[date, list[int]] = {}
         self._lo = self._hi = 0.0
         self._last: tuple[date, int] = (date.min, 0)
@@ -285,14 +288,24 @@ class _Side:
         calendars.update((id(t.calendar), t.calendar) for t in rules.tenants.values())
         self._calendars = tuple(calendars.values())
 
-    def is_115(self, did: str) -> bool:
-        hit = self._dids.get(did)
-        if hit is None:
-            service = self.rules.service_115
-            e164 = normalize(did, self.rules.region).e164
-            hit = service is not None and e164 is not None and e164 in service.dids
-            self._dids[did] = hit
-        return hit
+    def did_class(self, did: str) -> Hashable:
+        """What of the DID a decision reads: ``"115"``, or the tenant it names (or reject).
+
+        Asked of :func:`route` itself, once per DID: outside 115 the tenant a
+        number reaches does not depend on the time, and two numbers of one
+        tenant (or two unknown ones) route alike in everything compared.
+        """
+        found = self._dids.get(did)
+        if found is None:
+            decision = route(Call(did=did), self.rules, _ANY_TIME)
+            if decision.via_115:
+                found = "115"
+            elif decision.action is Action.REJECT:
+                found = ("reject",)
+            else:
+                found = ("tenant", decision.tenant)
+            self._dids[did] = found
+        return found
 
     def area(self, caller: str | None) -> Hashable:
         """What of the caller a 115 decision reads: withheld, or the matching area code."""
@@ -382,7 +395,8 @@ class Replayer:
         """
         b, a = self._before, self._after
         did = row.did
-        via_115 = b.is_115(did) or a.is_115(did)
+        did_b, did_a = b.did_class(did), a.did_class(did)
+        via_115 = did_b == "115" or did_a == "115"
         if via_115 and row.caller is None and row.purged_at is not None:
             if self._tenant is None or row.tenant == self._tenant:
                 self.report.calls += 1
@@ -393,9 +407,10 @@ class Replayer:
         stretch, overrides = self._overrides.at(at)
         caller = row.caller
         key = (
-            did,
-            row.menu_digit,
-            (b.area(caller), a.area(caller)) if via_115 else None,
+            did_b,
+            did_a,
+            # Only 115 calls read the caller and the menu digit.
+            (row.menu_digit, b.area(caller), a.area(caller)) if via_115 else None,
             b.stretch(at, stamp),
             a.stretch(at, stamp),
             stretch,

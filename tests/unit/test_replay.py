@@ -250,6 +250,7 @@ class TestReplay:
             RULES.replace("CAL", "short")
             .replace('"+49 4407": wardenburg', '"+49 4407": friesland')
             .replace('"2": wardenburg', '"2": oldenburg')
+            .replace("unknown_did: {tenant: oldenburg}", "unknown_did: {reject: {}}")
             .replace('hours: {mon-fri: ["07:00-18:00"]}', 'hours: {mon-fri: ["07:30-17:00"]}'),
             "after",
         )
@@ -270,7 +271,7 @@ class TestReplay:
             for i in range(1, 8)
         ]
         timeline = OverrideTimeline(overrides)
-        dids = [WAR_DID, OL_DID, FRI_DID, "115", "+4930999", "garbage"]
+        dids = [WAR_DID, "04407 73-0", OL_DID, FRI_DID, "115", "+4930999", "garbage", "0"]
         callers = ["+494407123456", "+494411234567", "+491711234567", "+494461555", None]
         rows = [
             Row(
