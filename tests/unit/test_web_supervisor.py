@@ -26,7 +26,7 @@ from pbxbridge.web.supervisor_view import render_board
 from tests.unit.test_call_board import call
 from tests.unit.test_web_desk import Bench, Clock, example_rules, local
 from tests.unit.test_web_hardening import run_sh_demo_logins
-from tests.unit.test_web_server import Site, SseReader, sign_in, write_agents
+from tests.unit.test_web_server import Site, SseReader, hidden, sign_in, write_agents
 
 TOKEN = "wand-token-0123456789abcdef"
 
@@ -104,6 +104,25 @@ class TestSupervisorPage:
             for name in ("supervisor.js", "supervisor.css"):
                 async with http.get(site.url(f"/supervisor/static/{name}")) as resp:
                     assert resp.status == 200
+
+    async def test_sign_out_from_the_board_needs_the_csrf_token(self, sv: SupervisorSite) -> None:
+        site = sv.site
+        async with site.browser() as http:
+            await sign_in(http, site, "chefin")
+            async with http.get(site.url("/supervisor/")) as resp:
+                token = hidden(await resp.text(), "csrf")
+            async with http.post(
+                site.url("/agent/logout"), data={"csrf": "forged"}, allow_redirects=False
+            ) as resp:
+                assert resp.status == 403
+            async with http.get(site.url("/supervisor/"), allow_redirects=False) as resp:
+                assert resp.status == 200  # still signed in
+            async with http.post(
+                site.url("/agent/logout"), data={"csrf": token}, allow_redirects=False
+            ) as resp:
+                assert resp.status == 303
+            async with http.get(site.url("/supervisor/events"), allow_redirects=False) as resp:
+                assert resp.status == 401
 
     async def test_live_board_follows_agent_events_and_escapes_reasons(
         self, sv: SupervisorSite
