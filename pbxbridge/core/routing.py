@@ -201,6 +201,14 @@ def _tenant_for_did(did: str, rules: Rules, reasons: list[str]) -> str | None:
     return None
 
 
+def tenant_open(tenant: Tenant, rules: Rules, at: datetime, overrides: Sequence[Override]) -> bool:
+    """Whether a tenant is open at ``at``: its override in force, else its calendar.
+
+    The same verdict :func:`route` gives a call (virtual hold asks it at closing time).
+    """
+    return _is_open(tenant, rules, at, overrides, [])
+
+
 def _is_open(
     tenant: Tenant,
     rules: Rules,

@@ -30,6 +30,9 @@ The layout (all on loopback, the chroot shares the host's network):
   restricted presentation.
 * ``127.0.0.3:5071..5074`` the agents: sipp UAS instances behind the PJSIP endpoints
   ``agent1``..``agent4`` (static AOR contacts).
+* ``127.0.0.3:5081`` the citizens called back by a virtual hold: endpoint ``citizen``;
+  the outbound context ``testbed-citizens`` (a tenant's ``virtual_hold.outbound_context``)
+  dials ``PJSIP/<number>@citizen`` after a ``TestbedCitizen`` UserEvent.
 """
 
 from __future__ import annotations
@@ -141,6 +144,8 @@ MODULES: tuple[str, ...] = (
     "func_devstate.so",
     "func_hangupcause.so",
     "func_cut.so",
+    # AstDB: the virtual hold's tenants and outcomes (DB(), DB_EXISTS())
+    "func_db.so",
     "res_musiconhold.so",
     "res_clioriginate.so",
     # CDR evidence for tests: Master.csv and AMI "Cdr" events
@@ -211,6 +216,13 @@ def default_queues(agent_count: int = 4) -> tuple[QueueSettings, ...]:
     return (
         QueueSettings(name="servicecenter", members=agents),
         QueueSettings(name="afterhours", members=agents[-1:]),
+        # Virtual hold: digit 1 leaves the queue for the offer (no periodic
+        # announcement: a test presses 1 when it wants, and the bed has no prompts)
+        QueueSettings(
+            name="vhold",
+            members=agents,
+            extra={"context": "pbxbridge-vhold-offer"},
+        ),
     )
 
 
@@ -241,6 +253,8 @@ class TestbedConfig:
         agent_ip: Address the agents' sipp UAS instances listen on.
         agent_base_port: Port of ``agent1``; ``agentN`` listens on base + N - 1.
         agent_count: Number of agent endpoints.
+        citizen_port: SIP port of the sipp UAS behind endpoint ``citizen`` (on
+            ``agent_ip``): the phones a virtual hold calls back.
         queues: Queue definitions.
         fallback_queue: Value of the ``PBXBRIDGE_FALLBACK_QUEUE`` global (empty: the
             snippet's default ``servicecenter``).
@@ -269,6 +283,7 @@ class TestbedConfig:
     agent_ip: str = "127.0.0.3"
     agent_base_port: int = 5071
     agent_count: int = 4
+    citizen_port: int = 5081
     queues: tuple[QueueSettings, ...] = dataclasses.field(default_factory=default_queues)
     fallback_queue: str = ""
     verbose: int = 3
@@ -533,6 +548,16 @@ max_contacts = 1
 """
         )
         parts.append(_endpoint(name, "agents", aors=name))
+    parts.append(
+        f"""\
+[citizen]
+type = aor
+contact = sip:citizen@{cfg.agent_ip}:{cfg.citizen_port}
+qualify_frequency = 0
+max_contacts = 1
+"""
+    )
+    parts.append(_endpoint("citizen", "agents", aors="citizen"))
     return "\n".join(parts)
 
 
@@ -674,6 +699,14 @@ exten => _did.,1,Set(__FROM_DID=${{EXTEN:3}})
 exten => _X.,1,Queue(servicecenter,t)
  same => n,Hangup()
 exten => _+X.,1,Queue(servicecenter,t)
+ same => n,Hangup()
+
+; The outbound trunk of the virtual hold's callbacks (virtual_hold.outbound_context):
+; every citizen is the sipp UAS behind endpoint "citizen"; the UserEvent tells a
+; test which number was dialled and when.
+[testbed-citizens]
+exten => _X.,1,UserEvent(TestbedCitizen,Number: ${{EXTEN}})
+ same => n,Dial(PJSIP/${{EXTEN}}@citizen,60)
  same => n,Hangup()
 
 ; Calls placed by agents are not part of any test.

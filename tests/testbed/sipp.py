@@ -48,8 +48,11 @@ AGENT_SCENARIOS: dict[str, Path] = {
     "reject": SCENARIO_DIR / "agent_reject.xml",
     # 200 OK at once, no ring (ring_delay_ms is ignored): Asterisk's own time
     "instant": SCENARIO_DIR / "agent_instant.xml",
+    # answers after the ring delay, talks 3 s, hangs up (an agent finishing a
+    # call; a citizen called back by a virtual hold)
+    "talk": SCENARIO_DIR / "answer_talk.xml",
 }
-AgentBehaviour = Literal["answer", "noanswer", "reject", "instant"]
+AgentBehaviour = Literal["answer", "noanswer", "reject", "instant", "talk"]
 
 #: Parent directory of all sipp working directories (override with
 #: ``PBXBRIDGE_SIPP_WORKDIR``; defaults to the system temp dir).
@@ -417,8 +420,8 @@ class SippAgent:
         name: Label (e.g. ``agent1``).
         ip: Listen address.
         port: SIP port.
-        behaviour: ``answer``, ``noanswer``, ``reject`` or ``instant``.
-        ring_delay_ms: For ``answer``: ringing time before the 200 OK.
+        behaviour: ``answer``, ``noanswer``, ``reject``, ``instant`` or ``talk``.
+        ring_delay_ms: For ``answer`` and ``talk``: ringing time before the 200 OK.
         workdir: sipp's working directory.
     """
 
@@ -485,6 +488,27 @@ class SippAgent:
             trace_messages=trace_messages,
         )
 
+    @classmethod
+    def for_citizen(
+        cls,
+        behaviour: AgentBehaviour = "talk",
+        ring_delay_ms: int = 300,
+        config: TestbedConfig | None = None,
+    ) -> SippAgent:
+        """The UAS behind PJSIP endpoint ``citizen``: the phones a virtual hold calls back.
+
+        Args:
+            behaviour: ``talk`` (answers, hangs up 3 s later), ``noanswer`` or
+                ``reject`` (busy).
+            ring_delay_ms: Ring time before answering.
+            config: Test bed configuration (default layout when omitted).
+
+        Returns:
+            The (not yet started) phone.
+        """
+        cfg = config or _DEFAULT_CONFIG
+        return cls("citizen", cfg.agent_ip, cfg.citizen_port, behaviour, ring_delay_ms)
+
     @property
     def stat_file(self) -> Path:
         """sipp's statistics CSV."""
@@ -535,7 +559,7 @@ class SippAgent:
             "1",
             "-trace_screen",
         ]
-        if self.behaviour == "answer":
+        if self.behaviour in ("answer", "talk"):
             # The ring delay is the global receive timeout of the "wait for CANCEL"
             # step (sipp cannot take a pause length from a -key); 0 would mean "no
             # timeout", i.e. never answer.

@@ -77,6 +77,8 @@ EVENT_CLASSES: Final[Mapping[str, str]] = {
     "OriginateResponse": "call",
     # main/asterisk.c, EVENT_FLAG_SYSTEM
     "Shutdown": "system",
+    # app_userevent (the virtual hold's dialplan reports with it), EVENT_FLAG_USER
+    "UserEvent": "user",
 }
 """The manager class (``EVENT_FLAG_*``) Asterisk sends each known event under."""
 
