@@ -14,7 +14,8 @@ rings 3 s misses it:
 * agent1 (no supervisor) gets 403;
 * after a restart (agent2 paused meanwhile, no daemon listening) the board is
   rebuilt from ``QueueStatus`` (agent2 paused, reason shown) and today's counts
-  come back from the journal.
+  come back from the journal;
+* a pause while the daemon runs shows live (``QueueMemberPause``), with its reason.
 
 Screenshots go to ``docs/screenshots/`` (supervisor-de.png, supervisor-en.png,
 wallboard.png).
@@ -224,7 +225,18 @@ class TestSupervisorPage:
                 ".textContent === '2'",
                 10,
             )
+
+            # Live: a pause while the daemon listens arrives as QueueMemberPause
+            # (through the session's event filter).
+            for queue in await asyncio.to_thread(queues_of, tb, "PJSIP/agent3"):
+                await asyncio.to_thread(
+                    tb.cli, f"queue pause member PJSIP/agent3 queue {queue} reason Telefonat"
+                )
+            agent3 = "document.querySelector('li[data-agent=\"agent3\"]')"
+            await page.wait_for(f"{agent3}.dataset.state === 'paused'", 5)
+            assert await page.text('li[data-agent="agent3"] .reason') == "Telefonat"
         finally:
             if paused:
+                await asyncio.to_thread(tb.cli, "queue unpause member PJSIP/agent3")
                 await asyncio.to_thread(tb.cli, "queue unpause member PJSIP/agent2")
             await asyncio.to_thread(daemon.stop)
