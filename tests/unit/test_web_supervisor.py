@@ -86,12 +86,16 @@ class TestSupervisorPage:
             async with http.get(site.url("/supervisor/"), allow_redirects=False) as resp:
                 assert resp.status == 303 and resp.headers["Location"] == "../agent/login"
             await sign_in(http, site, "agent1")
+            async with http.get(site.url("/agent/")) as resp:
+                assert "../supervisor/" not in await resp.text()  # no link for agents
             for path in ("/supervisor/", "/supervisor/events"):
                 async with http.get(site.url(path)) as resp:
                     assert resp.status == 403, path
                     assert resp.headers["Content-Security-Policy"] == CSP
         async with site.browser() as http:
             await sign_in(http, site, "chefin")
+            async with http.get(site.url("/agent/")) as resp:
+                assert 'href="../supervisor/"' in await resp.text()
             async with http.get(site.url("/supervisor/")) as resp:
                 assert resp.status == 200
                 html = await resp.text()
