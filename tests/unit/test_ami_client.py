@@ -37,6 +37,7 @@ from pbxbridge.adapters.ami import (
     ordering_key,
     parse_message,
     parse_queue_status,
+    split_message,
 )
 
 PASSWORD = "s3cret-pw"
@@ -729,6 +730,20 @@ class TestParsing:
         assert chan_variables(ev) == {"PBXBRIDGE_TENANT": "t1", "OTHER": "x=y"}
         assert chan_variables(ev, "Dest") == {"PBXBRIDGE_TENANT": ""}
         assert parse_message("Garbage line\r\nFoo: bar") is None
+
+    @pytest.mark.parametrize(
+        ("text", "headers", "content"),
+        [
+            ("Event: X\r\nA: 1\r\nB:\r\nC:  2", {"Event": "X", "A": "1", "B": "", "C": " 2"}, []),
+            ("Event: X\nA: a\rb\r\nB: c\r", {"Event": "X", "A": "a\rb", "B": "c"}, []),
+            ("Event: X\r\nA: 1\r\nA: 2", {"Event": "X", "A": ["1", "2"]}, []),
+            ("Event: X\r\nNo colon here\r\nA b: c", {"Event": "X"}, ["No colon here", "A b: c"]),
+            ("Event: X\r\nA: x: y\r\n: z", {"Event": "X", "A": "x: y"}, [": z"]),
+            ("\r\nEvent: X\r\n", {"Event": "X"}, []),
+        ],
+    )
+    def test_split_message(self, text: str, headers: dict[str, object], content: list[str]) -> None:
+        assert split_message(text) == (headers, content)
 
     def test_ordering_key(self) -> None:
         assert ordering_key({"Uniqueid": "2", "Linkedid": "1"}) == "1"

@@ -15,7 +15,7 @@ from .client import (
 )
 from .errors import AmiActionFailed, AmiError, AmiUnavailable
 from .events import AmiEvent, chan_variables, normalize_event, ordering_key
-from .protocol import Utf8AmiProtocol, parse_message
+from .protocol import Utf8AmiProtocol, parse_message, plain_event, split_message
 from .queue import QueueEntry, QueueMember, QueueParams, QueueSnapshot, parse_queue_status
 from .subscribers import AmiSubscribers, Consumer
 
@@ -43,4 +43,6 @@ __all__ = [
     "ordering_key",
     "parse_message",
     "parse_queue_status",
+    "plain_event",
+    "split_message",
 ]

@@ -68,6 +68,10 @@ _MESSAGE_END: Final = re.compile(r"\r?\n\r?\n")
 # Split lines on CRLF/LF only. str.splitlines() would also split on U+2028, U+0085,
 # \x1c... which may legitimately occur inside a UTF-8 caller name.
 _LINE_SPLIT: Final = re.compile(r"\r?\n")
+# One header line as split_message's loop reads it: a key without spaces up to
+# the first colon, one optional space, the value (a CR before the LF is not part
+# of it). Lines that are not (body lines, empty lines) fail to match.
+_HEADER_LINE: Final = re.compile(r"^([^:\r\n ]+): ?([^\r\n]*)\r?$", re.MULTILINE)
 # Longest separator minus one: how far back to re-scan when a chunk arrives, so a
 # separator split across chunks is still found without re-scanning the buffer.
 _SEPARATOR_OVERLAP: Final = 3
@@ -87,9 +91,17 @@ def split_message(text: str) -> tuple[dict[str, Any], list[str]]:
         The headers (a value is a ``str``, or a ``list`` for a repeated header)
         and the body lines.
     """
+    body = text.strip("\r\n")
+    # Most messages are nothing but distinct "Key: value" lines: then one
+    # findall in C does it (the loop below takes twice as long per event).
+    pairs = _HEADER_LINE.findall(body)
+    if len(pairs) == body.count("\n") + 1:
+        simple: dict[str, Any] = dict(pairs)
+        if len(simple) == len(pairs):
+            return simple, []
     headers: dict[str, Any] = {}
     content: list[str] = []
-    for line in _LINE_SPLIT.split(text.strip("\r\n")):
+    for line in _LINE_SPLIT.split(body):
         if not line:
             continue
         key, sep, value = line.partition(":")

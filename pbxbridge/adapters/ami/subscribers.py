@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import structlog
@@ -38,8 +38,8 @@ __all__ = ["AmiSubscribers", "Consumer"]
 
 log = structlog.get_logger(__name__)
 
-Consumer = Callable[[AmiEvent], Awaitable[None] | None]
-"""Called with each event of the names it was added for (a coroutine function or not)."""
+Consumer = Callable[[AmiEvent], object]
+"""Called with each event of the names it was added for; an awaitable it returns is awaited."""
 
 # Exact event names only: a glob would widen the login's event classes to "on"
 # and the Filter action to a regular expression (see filter.py).
