@@ -92,9 +92,13 @@ def agent_id(event: Mapping[str, str]) -> str:
 
 
 def _seconds(event: Mapping[str, str], key: str) -> float | None:
+    # Most events lack most of these keys: no exception for a missing one.
+    value = event.get(key)
+    if value is None:
+        return None
     try:
-        return float(event[key])
-    except (KeyError, ValueError):
+        return float(value)
+    except ValueError:
         return None
 
 
