@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -12,7 +11,12 @@ from typing import Any
 
 from pbxbridge.journal.store import PURGE_BATCH_ROWS, PURGE_SET, _SqlJournal
 from pbxbridge.storage.schema import JOURNAL_SQLITE_MIGRATIONS
-from pbxbridge.storage.sqlite import immediate_transaction, migrate_sqlite, user_version
+from pbxbridge.storage.sqlite import (
+    immediate_transaction,
+    migrate_sqlite,
+    open_migrated,
+    user_version,
+)
 
 
 class SqliteJournal(_SqlJournal):
@@ -36,32 +40,12 @@ class SqliteJournal(_SqlJournal):
     def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
         super().__init__()
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # check_same_thread=False: asyncio.to_thread may use any pool thread.
-        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so that the
-        # migration's read-then-write holds the write lock throughout.
-        self._db = sqlite3.connect(
-            self.path, timeout=busy_timeout, check_same_thread=False, isolation_level=None
+        self._db = open_migrated(
+            self.path,
+            lambda db: migrate_sqlite(db, JOURNAL_SQLITE_MIGRATIONS),
+            busy_timeout=busy_timeout,
+            pragmas=("PRAGMA synchronous=FULL",),
         )
-        try:
-            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            self._db.execute("PRAGMA synchronous=FULL")
-            # Switching a fresh file to WAL and migrating it take locks SQLite may
-            # refuse at once (SQLITE_BUSY without the busy handler) while another
-            # process does the same: retry for a while.
-            deadline = time.monotonic() + max(busy_timeout, 1.0)
-            while True:
-                try:
-                    self._db.execute("PRAGMA journal_mode=WAL")
-                    self._migrate()
-                    break
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-        except BaseException:
-            self._db.close()
-            raise
 
     @property
     def schema_version(self) -> int:
@@ -73,9 +57,6 @@ class SqliteJournal(_SqlJournal):
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock, immediate_transaction(self._db) as db:
             yield db
-
-    def _migrate(self) -> None:
-        migrate_sqlite(self._db, JOURNAL_SQLITE_MIGRATIONS)
 
     def _time(self, value: datetime) -> float:
         return value.timestamp()

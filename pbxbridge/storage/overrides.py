@@ -22,7 +22,6 @@ audit trail of who forced what, when and why.
 from __future__ import annotations
 
 import sqlite3
-import time
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
@@ -34,7 +33,7 @@ import psycopg
 from pbxbridge.core.models import ALL_TENANTS, Override, OverrideState
 from pbxbridge.storage.postgres import PostgresConnection
 from pbxbridge.storage.schema import OVERRIDES_SQLITE_MIGRATIONS
-from pbxbridge.storage.sqlite import immediate_transaction, migrate_sqlite
+from pbxbridge.storage.sqlite import immediate_transaction, migrate_sqlite, open_migrated
 
 HistoryRow = tuple[Override, datetime | None, str]
 """``(override, cleared_at, cleared_by)`` as :meth:`OverrideStore.history` returns it."""
@@ -259,26 +258,10 @@ class SqliteOverrideStore(OverrideStore):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # check_same_thread=False: the daemon reads from a worker thread.
-        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so that a
-        # read-then-write (the migration check) holds the write lock throughout.
-        self._db = sqlite3.connect(
-            self.path, timeout=5.0, check_same_thread=False, isolation_level=None
+        # One file for overrides and virtual holds, one migration sequence.
+        self._db = open_migrated(
+            self.path, lambda db: migrate_sqlite(db, OVERRIDES_SQLITE_MIGRATIONS)
         )
-        self._db.execute("PRAGMA busy_timeout=5000")
-        # Switching a fresh file to WAL and migrating it need locks that SQLite
-        # may refuse at once (SQLITE_BUSY without calling the busy handler)
-        # while another process does the same: retry for a few seconds.
-        for attempt in range(100):
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._migrate()
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 99:
-                    raise
-                time.sleep(0.05)
         self._seen_version: int | None = None
 
     def close(self) -> None:  # noqa: D102 - see base
@@ -286,9 +269,6 @@ class SqliteOverrideStore(OverrideStore):
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         return immediate_transaction(self._db)
-
-    def _migrate(self) -> None:
-        migrate_sqlite(self._db, OVERRIDES_SQLITE_MIGRATIONS)
 
     def _insert(
         self,

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -60,7 +59,7 @@ from pbxbridge.core.virtual_hold import (
 )
 from pbxbridge.storage.postgres import PostgresConnection
 from pbxbridge.storage.schema import OVERRIDES_SQLITE_MIGRATIONS
-from pbxbridge.storage.sqlite import immediate_transaction, migrate_sqlite
+from pbxbridge.storage.sqlite import immediate_transaction, migrate_sqlite, open_migrated
 
 SQLITE: Final = "sqlite"
 POSTGRESQL: Final = "postgresql"
@@ -345,22 +344,10 @@ class SqliteVirtualHoldStore(VirtualHoldStore):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # As the override store opens the same file: autocommit, our own
-        # BEGIN IMMEDIATE, usable from a worker thread.
-        self._db = sqlite3.connect(
-            self.path, timeout=5.0, check_same_thread=False, isolation_level=None
+        # The override store's file and migration sequence (one state file).
+        self._db = open_migrated(
+            self.path, lambda db: migrate_sqlite(db, OVERRIDES_SQLITE_MIGRATIONS)
         )
-        self._db.execute("PRAGMA busy_timeout=5000")
-        for attempt in range(100):
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                migrate_sqlite(self._db, OVERRIDES_SQLITE_MIGRATIONS)
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 99:
-                    raise
-                time.sleep(0.05)
 
     def close(self) -> None:  # noqa: D102 - see base
         self._db.close()
