@@ -185,24 +185,43 @@ def database_url_from_env(env: Mapping[str, str] | None = None) -> str:
 
 
 def _database_url(env: Mapping[str, str]) -> str:
-    # The URL may carry a password, so it is read like one: systemd credential
-    # "database-url", then the file in PBXBRIDGE_DATABASE_URL_FILE, then the variable.
+    # The URL may carry a password, so it is read like one.
+    return read_credential(env, credential="database-url", variable="PBXBRIDGE_DATABASE_URL")
+
+
+def read_credential(env: Mapping[str, str], *, credential: str, variable: str) -> str:
+    """A secret that is not a password (a URL, a token), from the safest source given.
+
+    Order: systemd credential ``$CREDENTIALS_DIRECTORY/<credential>`` (an empty
+    one counts as absent); the file named in ``<variable>_FILE``; ``<variable>``.
+    Surrounding white space is stripped.
+
+    Args:
+        env: The environment.
+        credential: The systemd credential's name (``database-url``).
+        variable: The environment variable (``PBXBRIDGE_DATABASE_URL``).
+
+    Returns:
+        The value, or ``""`` when none is configured.
+
+    Raises:
+        SettingsError: If the file named in ``<variable>_FILE`` cannot be read
+            (the message names the file, never its content).
+    """
     cred_dir = env.get("CREDENTIALS_DIRECTORY")
     if cred_dir:
-        path = Path(cred_dir) / "database-url"
+        path = Path(cred_dir) / credential
         if path.is_file():
             value = path.read_text(encoding="utf-8").strip()
             if value:
                 return value
-    named = env.get("PBXBRIDGE_DATABASE_URL_FILE")
+    named = env.get(f"{variable}_FILE")
     if named:
         try:
             return Path(named).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise SettingsError(
-                f"PBXBRIDGE_DATABASE_URL_FILE: cannot read {named}: {exc.strerror}"
-            ) from None
-    return env.get("PBXBRIDGE_DATABASE_URL", "").strip()
+            raise SettingsError(f"{variable}_FILE: cannot read {named}: {exc.strerror}") from None
+    return env.get(variable, "").strip()
 
 
 AGI_SECRET_PATTERN = re.compile(r"[A-Za-z0-9._~-]{16,256}\Z")

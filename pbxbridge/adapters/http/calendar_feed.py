@@ -25,13 +25,13 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from pbxbridge.config.feed import CONTENT_TYPE, FeedError, build_feed, default_window
 from pbxbridge.core.rules import Rules
+from pbxbridge.runtime.settings import SettingsError, read_credential
 
 log = structlog.get_logger(__name__)
 
@@ -101,22 +101,12 @@ class FeedAccess:
 
 
 def _read_token(env: Mapping[str, str]) -> str:
-    cred_dir = env.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        path = Path(cred_dir) / "calendar-feed-token"
-        if path.is_file():
-            value = path.read_text(encoding="utf-8").strip()
-            if value:
-                return value
-    named = env.get("PBXBRIDGE_CALENDAR_FEED_TOKEN_FILE")
-    if named:
-        try:
-            return Path(named).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise FeedSettingsError(
-                f"PBXBRIDGE_CALENDAR_FEED_TOKEN_FILE: cannot read {named}: {exc.strerror}"
-            ) from None
-    return env.get("PBXBRIDGE_CALENDAR_FEED_TOKEN", "").strip()
+    try:
+        return read_credential(
+            env, credential="calendar-feed-token", variable="PBXBRIDGE_CALENDAR_FEED_TOKEN"
+        )
+    except SettingsError as exc:
+        raise FeedSettingsError(str(exc)) from None
 
 
 def mount_calendar_feed(
