@@ -35,7 +35,7 @@ import structlog
 from aiohttp import web
 
 from pbxbridge.journal.store import MAX_NOTE_CHARS
-from pbxbridge.web import sse
+from pbxbridge.web import sse, views
 from pbxbridge.web.agents import AgentsFile
 from pbxbridge.web.config import MIN_SESSION_SECRET_CHARS, WebConfig, client_address, networks
 from pbxbridge.web.desk import AgentDesk, DeskError
@@ -259,42 +259,7 @@ class AgentPage:
         return response
 
     def _nav(self, request: web.Request, session: Session, current: str) -> Markup:
-        lang = self._lang(request)
-        other = "en" if lang == "de" else "de"
-        links = [
-            tag(
-                "a",
-                label(lang, "nav_desk"),
-                href="./",
-                aria_current="page" if current == "desk" else None,
-            ),
-            tag(
-                "a",
-                label(lang, "nav_callbacks"),
-                href="callbacks",
-                aria_current="page" if current == "callbacks" else None,
-            ),
-            tag(
-                "a", label(lang, "lang_other"), href=f"?lang={other}", hreflang=other, class_="lang"
-            ),
-        ]
-        if session.agent.supervisor:
-            links.insert(2, tag("a", label(lang, "sv_nav"), href="../supervisor/"))
-        who = tag(
-            "span",
-            f"{label(lang, 'signed_in_as')} ",
-            tag("strong", session.agent.name, id="agent-name"),
-            class_="who",
-        )
-        logout = tag(
-            "form",
-            tag("input", type="hidden", name="csrf", value=session.csrf),
-            tag("button", label(lang, "sign_out"), type="submit", class_="link"),
-            method="post",
-            action="logout",
-            class_="logout",
-        )
-        return tag("nav", join(links), who, logout, class_="nav")
+        return views.nav(self._lang(request), session, current=current)
 
     def _json(self, data: Mapping[str, object], status: int = 200) -> web.Response:
         return web.json_response(

@@ -30,6 +30,7 @@ from pbxbridge.web.render import Markup, join, render, tag
 from pbxbridge.web.server import SECURITY_HEADERS, AgentPage
 from pbxbridge.web.sessions import Session
 from pbxbridge.web.supervisor_live import SupervisorHub
+from pbxbridge.web.views import nav
 
 log = structlog.get_logger(__name__)
 
@@ -114,31 +115,7 @@ class SupervisorPage:
         )
 
     def _nav(self, request: web.Request, session: Session) -> Markup:
-        lang = self.page._lang(request)
-        other = "en" if lang == "de" else "de"
-        links = [
-            tag("a", label(lang, "nav_desk"), href="../agent/"),
-            tag("a", label(lang, "nav_callbacks"), href="../agent/callbacks"),
-            tag("a", label(lang, "sv_nav"), href="./", aria_current="page"),
-            tag(
-                "a", label(lang, "lang_other"), href=f"?lang={other}", hreflang=other, class_="lang"
-            ),
-        ]
-        who = tag(
-            "span",
-            f"{label(lang, 'signed_in_as')} ",
-            tag("strong", session.agent.name, id="agent-name"),
-            class_="who",
-        )
-        logout = tag(
-            "form",
-            tag("input", type="hidden", name="csrf", value=session.csrf),
-            tag("button", label(lang, "sign_out"), type="submit", class_="link"),
-            method="post",
-            action="../agent/logout",
-            class_="logout",
-        )
-        return tag("nav", join(links), who, logout, class_="nav")
+        return nav(self.page._lang(request), session, current="supervisor", base="../agent/")
 
     def _main(self, board: str) -> Markup:
         return join(

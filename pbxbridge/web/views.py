@@ -1,4 +1,4 @@
-"""HTML fragments of the agent page built from data (no request handling)."""
+"""HTML fragments of the agent and supervisor pages built from data (no request handling)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,53 @@ from pbxbridge.web.desk import CallbackItem
 from pbxbridge.web.i18n import format_local, label
 from pbxbridge.web.render import EMPTY, Markup, join, tag
 from pbxbridge.web.sessions import Session
+
+
+def nav(lang: str, session: Session, *, current: str, base: str = "") -> Markup:
+    """The bar at the top of every signed-in page: links, who is signed in, sign out.
+
+    Args:
+        lang: Page language.
+        session: The signed-in agent's session (its CSRF token signs the logout).
+        current: ``"desk"``, ``"callbacks"`` or ``"supervisor"``: the page shown.
+        base: The agent page's URL relative to the page shown (``""`` on the
+            agent page itself, ``"../agent/"`` on the supervisor page).
+
+    Returns:
+        The ``<nav>``; the supervisor link only for supervisors.
+    """
+    other = "en" if lang == "de" else "de"
+
+    def link(key: str, href: str, page: str) -> Markup:
+        return tag(
+            "a", label(lang, key), href=href, aria_current="page" if current == page else None
+        )
+
+    links = [
+        link("nav_desk", base or "./", "desk"),
+        link("nav_callbacks", base + "callbacks", "callbacks"),
+    ]
+    if session.agent.supervisor:
+        href = "./" if current == "supervisor" else "../supervisor/"
+        links.append(link("sv_nav", href, "supervisor"))
+    links.append(
+        tag("a", label(lang, "lang_other"), href=f"?lang={other}", hreflang=other, class_="lang")
+    )
+    who = tag(
+        "span",
+        f"{label(lang, 'signed_in_as')} ",
+        tag("strong", session.agent.name, id="agent-name"),
+        class_="who",
+    )
+    logout = tag(
+        "form",
+        tag("input", type="hidden", name="csrf", value=session.csrf),
+        tag("button", label(lang, "sign_out"), type="submit", class_="link"),
+        method="post",
+        action=base + "logout",
+        class_="logout",
+    )
+    return tag("nav", join(links), who, logout, class_="nav")
 
 
 def callback_section(
