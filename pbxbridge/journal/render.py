@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -62,13 +62,15 @@ def _pct_text(fig: Figures, name: str, places: int = 2, decimal: str = ".") -> s
     return f"{whole}{decimal}{digits}"
 
 
-def _seconds_text(value: float | None, decimal: str = ".", places: int = 1) -> str:
+def fixed_text(value: float | None, decimal: str = ".", places: int = 1) -> str:
+    """``value`` with ``places`` decimals and the given separator; ``""`` for ``None``."""
     if value is None:
         return ""
     return f"{value:.{places}f}".replace(".", decimal)
 
 
-def _number_text(value: float, decimal: str) -> str:
+def number_text(value: float, decimal: str) -> str:
+    """``value`` as short as exact (``20``, ``2,5``) with the given separator."""
     return (f"{value:g}" if value != int(value) else str(int(value))).replace(".", decimal)
 
 
@@ -79,8 +81,41 @@ def _figure_values(fig: Figures, decimal: str) -> dict[str, str]:
     for name in PCT_FIELDS:
         out[name] = _pct_text(fig, name, 2, decimal)
     for name in SECONDS_FIELDS:
-        out[name] = _seconds_text(getattr(fig, name), decimal)
+        out[name] = fixed_text(getattr(fig, name), decimal)
     return out
+
+
+def csv_text(
+    header: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    delimiter: str = ";",
+    bom: bool = False,
+) -> str:
+    """CSV as German spreadsheet software and finance offices read it.
+
+    One writer for every CSV pbxbridge prints (reports, invoices, forecasts):
+    ``;`` between fields by default (with a decimal comma in the cells, which
+    the caller formats), CRLF line ends as RFC 4180 and Excel expect, and on
+    request a byte-order mark: without it German Excel does not read UTF-8 and
+    umlauts break.
+
+    Args:
+        header: The column names.
+        rows: The rows, cells already formatted.
+        delimiter: Field separator.
+        bom: Start with a byte-order mark.
+
+    Returns:
+        The CSV text.
+    """
+    buf = io.StringIO()
+    if bom:
+        buf.write("\ufeff")
+    writer = csv.writer(buf, delimiter=delimiter)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def _rows_of(report: Report) -> Iterable[tuple[str, str, datetime, datetime, Figures]]:
@@ -117,13 +152,9 @@ def format_csv(
     Returns:
         The CSV text (CRLF line ends, as RFC 4180 and Excel expect).
     """
-    buf = io.StringIO()
-    if bom:
-        buf.write("\ufeff")
-    writer = csv.writer(buf, delimiter=delimiter)
-    writer.writerow(CSV_COLUMNS)
-    threshold = _number_text(report.threshold_s, decimal)
-    short = _number_text(report.short_abandon_s, decimal)
+    threshold = number_text(report.threshold_s, decimal)
+    short = number_text(report.short_abandon_s, decimal)
+    rows = []
     for who, label, b_start, b_end, fig in _rows_of(report):
         values = _figure_values(fig, decimal)
         values.update(
@@ -134,8 +165,8 @@ def format_csv(
             threshold_s=threshold,
             short_abandon_s=short,
         )
-        writer.writerow([values[c] for c in CSV_COLUMNS])
-    return buf.getvalue()
+        rows.append([values[c] for c in CSV_COLUMNS])
+    return csv_text(CSV_COLUMNS, rows, delimiter=delimiter, bom=bom)
 
 
 INVOICE_COLUMNS: tuple[str, ...] = (
@@ -190,17 +221,13 @@ def monthly_invoice_csv(report: Report, tenant: str, *, bom: bool = False) -> st
         KeyError: If the tenant is not in the report.
     """
     part = report.tenant(tenant)
-    buf = io.StringIO()
-    if bom:
-        buf.write("\ufeff")
-    writer = csv.writer(buf, delimiter=";")
-    writer.writerow(INVOICE_COLUMNS)
-    threshold = _number_text(report.threshold_s, ",")
+    threshold = number_text(report.threshold_s, ",")
     rows = [(_german_label(b.label, report.by), b.figures) for b in part.buckets]
     rows.append((INVOICE_TOTAL, part.total))
+    lines = []
     for label, fig in rows:
         v = _figure_values(fig, ",")
-        writer.writerow(
+        lines.append(
             [
                 tenant,
                 label,
@@ -227,7 +254,7 @@ def monthly_invoice_csv(report: Report, tenant: str, *, bom: bool = False) -> st
                 v["rejected"],
             ]
         )
-    return buf.getvalue()
+    return csv_text(INVOICE_COLUMNS, lines, bom=bom)
 
 
 def _german_label(label: str, by: Granularity | None) -> str:
@@ -343,8 +370,8 @@ def format_table(report: Report) -> str:
     heading = (
         f"service level {report.start.isoformat()}..{report.end.isoformat()} "
         f"({report.tz.key}, {'by ' + report.by if report.by else 'totals'}): SL = answered within "
-        f"{_number_text(report.threshold_s, '.')} s; SL off% excludes abandons under "
-        f"{_number_text(report.short_abandon_s, '.')} s from offered; "
+        f"{number_text(report.threshold_s, '.')} s; SL off% excludes abandons under "
+        f"{number_text(report.short_abandon_s, '.')} s from offered; "
         f"overdue as of {report.now.astimezone(report.tz):%Y-%m-%d %H:%M}"
     )
     header = ["tenant", "period", *(h for h, _ in _TABLE_COLUMNS)]
@@ -356,7 +383,7 @@ def format_table(report: Report) -> str:
             if attr in PCT_FIELDS:
                 text = _pct_text(fig, attr, 1)
             elif attr in SECONDS_FIELDS:
-                text = _seconds_text(getattr(fig, attr))
+                text = fixed_text(getattr(fig, attr))
             else:
                 text = str(getattr(fig, attr))
             values.append(text or "-")

@@ -7,13 +7,11 @@ table shows only the half hours with calls, one grid of days per tenant.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from typing import Any
 
-from pbxbridge.journal.render import _number_text, _seconds_text
+from pbxbridge.journal.render import csv_text, fixed_text, number_text
 from pbxbridge.planning.forecast import SHARED, Forecast, Slot
 
 FORMATS = ("table", "csv", "json")
@@ -107,31 +105,27 @@ def format_csv(
     Returns:
         The CSV text.
     """
-    buf = io.StringIO()
-    if bom:
-        buf.write("\ufeff")
-    writer = csv.writer(buf, delimiter=delimiter)
-    writer.writerow(CSV_COLUMNS)
+    rows = []
     for slot in forecast.slots:
         d = slot_dict(slot)
-        writer.writerow(
+        rows.append(
             [
                 d["tenant"],
                 d["date"],
                 d["weekday"],
                 d["start"],
-                _seconds_text(d["calls"], decimal, 2),
-                _seconds_text(d["aht_s"], decimal),
-                _seconds_text(d["patience_s"], decimal),
+                fixed_text(d["calls"], decimal, 2),
+                fixed_text(d["aht_s"], decimal),
+                fixed_text(d["patience_s"], decimal),
                 d["agents"],
                 d["model"] or "",
-                _seconds_text(d["service_level_pct"], decimal),
-                _seconds_text(d["asa_s"], decimal),
-                _seconds_text(d["occupancy_pct"], decimal),
-                _seconds_text(d["abandon_pct"], decimal),
+                fixed_text(d["service_level_pct"], decimal),
+                fixed_text(d["asa_s"], decimal),
+                fixed_text(d["occupancy_pct"], decimal),
+                fixed_text(d["abandon_pct"], decimal),
             ]
         )
-    return buf.getvalue()
+    return csv_text(CSV_COLUMNS, rows, delimiter=delimiter, bom=bom)
 
 
 def format_table(forecast: Forecast) -> str:
@@ -139,8 +133,8 @@ def format_table(forecast: Forecast) -> str:
     lines = [
         f"Forecast {forecast.year}-W{forecast.week:02d}"
         f" from {forecast.history[0].isoformat()} to {forecast.history[1].isoformat()}"
-        f" ({forecast.weeks} weeks); target {_number_text(forecast.target_level * 100, '.')} %"
-        f" in {_number_text(forecast.threshold_s, '.')} s, {forecast.model};"
+        f" ({forecast.weeks} weeks); target {number_text(forecast.target_level * 100, '.')} %"
+        f" in {number_text(forecast.threshold_s, '.')} s, {forecast.model};"
         " cells: calls/agents"
     ]
     order = [*forecast.tenants, SHARED] if len(forecast.tenants) > 1 else list(forecast.tenants)
