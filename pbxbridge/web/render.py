@@ -15,6 +15,7 @@ every text and attribute value it is given.
 from __future__ import annotations
 
 import html
+import json
 import re
 from functools import cache
 from importlib import resources
@@ -44,6 +45,22 @@ def escape(value: object) -> Markup:
     if isinstance(value, Markup):
         return value
     return Markup(html.escape(str(value), quote=True))
+
+
+def script_json(data: object) -> Markup:
+    """``data`` as JSON safe to place inside ``<script type="application/json">``.
+
+    Inside such a block only ``</`` could end it early; ``<``, ``>`` and ``&``
+    are written as JSON unicode escapes, which JSON.parse reads back unchanged.
+
+    Args:
+        data: JSON-serialisable data (non-ASCII kept as is).
+
+    Returns:
+        The JSON text.
+    """
+    text = json.dumps(data, ensure_ascii=False)
+    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
 def join(parts: list[Markup]) -> Markup:

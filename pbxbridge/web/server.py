@@ -41,7 +41,7 @@ from pbxbridge.web.config import MIN_SESSION_SECRET_CHARS, WebConfig, client_add
 from pbxbridge.web.desk import AgentDesk, DeskError
 from pbxbridge.web.i18n import format_local, label, language, script_labels
 from pbxbridge.web.passwords import ScryptHash, dummy_hash, verify_password
-from pbxbridge.web.render import EMPTY, Markup, join, render, tag
+from pbxbridge.web.render import EMPTY, Markup, join, render, script_json, tag
 from pbxbridge.web.sessions import Attempt, LoginLimiter, Session, SessionManager
 from pbxbridge.web.static import load_static
 from pbxbridge.web.views import callback_section
@@ -298,9 +298,6 @@ class AgentPage:
         if session is None:
             return self._redirect(request, "login")
         lang = self._lang(request)
-        labels = json.dumps(script_labels(lang), ensure_ascii=False)
-        # Inside <script type="application/json"> only "</" could end the block.
-        labels = labels.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
         head = join(
             [
                 tag("meta", name="csrf-token", content=session.csrf),
@@ -314,7 +311,7 @@ class AgentPage:
                 journal_missing=label(lang, "journal_missing"),
                 idle=label(lang, "js_idle"),
                 recent=label(lang, "js_recent"),
-                labels_json=Markup(labels),
+                labels_json=script_json(script_labels(lang)),
                 agent=session.agent.id,
                 max_note=MAX_NOTE_CHARS,
             )

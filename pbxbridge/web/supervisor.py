@@ -18,7 +18,6 @@ wallboard needs no session: its URL carries a secret token (credential
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Final
 
 import structlog
@@ -26,7 +25,7 @@ from aiohttp import web
 
 from pbxbridge.web import sse
 from pbxbridge.web.i18n import label, script_labels
-from pbxbridge.web.render import Markup, join, render, tag
+from pbxbridge.web.render import Markup, join, render, script_json, tag
 from pbxbridge.web.server import SECURITY_HEADERS, AgentPage
 from pbxbridge.web.sessions import Session
 from pbxbridge.web.supervisor_live import SupervisorHub
@@ -100,12 +99,7 @@ class SupervisorPage:
         return session, None
 
     def _head(self, lang: str, static: str = "static/") -> Markup:
-        labels = json.dumps(
-            {k: v for k, v in script_labels(lang).items() if k.startswith("sv_")},
-            ensure_ascii=False,
-        )
-        # Inside <script type="application/json"> only "</" could end the block.
-        labels = labels.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+        labels = script_json({k: v for k, v in script_labels(lang).items() if k.startswith("sv_")})
         return join(
             [
                 tag("link", rel="stylesheet", href=static + "supervisor.css"),
