@@ -441,11 +441,7 @@ class Calendar:
         closed = self.yearly_closed.get((day.month, day.day))
         if closed is not None:
             return (), closed, ""
-        name = self.holiday(day)
-        if name:
-            return (), f"holiday: {name}", name
-        weekday = day.weekday()
-        return self.weekly[weekday], WEEKDAYS[weekday], ""
+        return self._weekly_state(day)
 
     def _undated_state(self, day: date) -> tuple[tuple[Interval, ...], str, str]:
         """Steps 3-6 of the precedence: yearly entries, holidays, weekly hours."""
@@ -457,6 +453,10 @@ class Calendar:
             closed = self.yearly_closed.get(month_day)
             if closed is not None:
                 return (), closed, ""
+        return self._weekly_state(day)
+
+    def _weekly_state(self, day: date) -> tuple[tuple[Interval, ...], str, str]:
+        """The last steps of the precedence: a public holiday, else the weekly hours."""
         name = self.holiday(day)
         if name:
             return (), f"holiday: {name}", name
