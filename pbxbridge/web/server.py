@@ -27,7 +27,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -76,6 +76,32 @@ SECURITY_HEADERS: Final = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
+
+
+def security_headers(
+    prefix: str,
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """A response hook (``on_response_prepare``) for the pages under ``prefix``.
+
+    Adds :data:`SECURITY_HEADERS` (unless a handler set its own) and, but for
+    static files, ``Cache-Control: no-store``: the pages and their data hold
+    personal data.
+
+    Args:
+        prefix: The pages' path (``/agent``, ``/supervisor``).
+
+    Returns:
+        The hook.
+    """
+
+    async def hook(request: web.Request, response: web.StreamResponse) -> None:
+        if request.path == prefix or request.path.startswith(prefix + "/"):
+            for name, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
+            if not request.path.startswith(prefix + "/static/"):
+                response.headers["Cache-Control"] = "no-store"
+
+    return hook
 
 
 def _field(form: Mapping[str, Any], name: str) -> str:
@@ -145,7 +171,7 @@ class AgentPage:
             app: The daemon's aiohttp application.
         """
         r = app.router
-        app.on_response_prepare.append(self._headers)
+        app.on_response_prepare.append(security_headers(PREFIX))
         if self.config_error is not None:
             # Refuse to serve a page whose sessions could be forged by guessing
             # the key; the rest of the daemon (routing) goes on.
@@ -167,13 +193,6 @@ class AgentPage:
     async def _disabled(self, request: web.Request) -> web.StreamResponse:
         text = label(self._lang(request), "page_disabled")
         return web.Response(text=text, status=503, headers={"Retry-After": "3600"})
-
-    async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
-        if request.path == PREFIX or request.path.startswith(PREFIX + "/"):
-            for name, value in SECURITY_HEADERS.items():
-                response.headers.setdefault(name, value)
-            if not request.path.startswith(PREFIX + "/static/"):
-                response.headers["Cache-Control"] = "no-store"
 
     async def _on_shutdown(self, app: web.Application) -> None:
         self.desk.end_streams()

@@ -26,7 +26,7 @@ from aiohttp import web
 from pbxbridge.web import sse
 from pbxbridge.web.i18n import label, script_labels
 from pbxbridge.web.render import Markup, join, render, script_json, tag
-from pbxbridge.web.server import SECURITY_HEADERS, AgentPage
+from pbxbridge.web.server import AgentPage, security_headers
 from pbxbridge.web.sessions import Session
 from pbxbridge.web.supervisor_live import SupervisorHub
 from pbxbridge.web.views import nav
@@ -56,7 +56,7 @@ class SupervisorPage:
         Args:
             app: The daemon's aiohttp application.
         """
-        app.on_response_prepare.append(self._headers)
+        app.on_response_prepare.append(security_headers(PREFIX))
         r = app.router
         if self.page.config_error is not None:
             # Same refusal as the agent page: sessions could be forged.
@@ -69,13 +69,6 @@ class SupervisorPage:
         r.add_get(WALL + "/", self.wall_page)
         r.add_get(WALL + "/events", self.wall_events)
         app.on_shutdown.append(self._on_shutdown)
-
-    async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
-        if request.path == PREFIX or request.path.startswith(PREFIX + "/"):
-            for name, value in SECURITY_HEADERS.items():
-                response.headers.setdefault(name, value)
-            if not request.path.startswith(PREFIX + "/static/"):
-                response.headers["Cache-Control"] = "no-store"
 
     async def _on_shutdown(self, app: web.Application) -> None:
         self.hub.close()
