@@ -10,6 +10,7 @@ import click
 
 from pbxbridge.cli import base
 from pbxbridge.cli.base import CONFIG_ENV, cli
+from pbxbridge.cli.staffing import target_option
 from pbxbridge.core import erlang
 from pbxbridge.core.rules import Rules
 from pbxbridge.journal.report import RowSource
@@ -125,13 +126,7 @@ def run_forecast_cli(
     default="table",
     show_default=True,
 )
-@click.option(
-    "--target",
-    "target_text",
-    default="80/20",
-    show_default=True,
-    help="PERCENT/SECONDS answered within.",
-)
+@target_option
 @click.option(
     "--model",
     type=click.Choice(list(erlang.MODELS)),

@@ -17,6 +17,16 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$")
 _UNIT_S = {"s": 1, "m": 60, "min": 60, "h": 3600, None: 60}
 
 
+target_option = click.option(
+    "--target",
+    "target_text",
+    default=erlang.DEFAULT_TARGET,
+    show_default=True,
+    help="PERCENT/SECONDS answered within.",
+)
+"""``--target`` of every command that staffs (``staffing``, ``forecast``)."""
+
+
 def parse_interval(text: str) -> float:
     """An interval length: ``30m``, ``1h``, ``900s``; a bare number is minutes.
 
@@ -79,13 +89,7 @@ def staffing_dict(
 @click.option(
     "--aht", required=True, type=float, help="Mean handle time in seconds (talk plus wrap-up)."
 )
-@click.option(
-    "--target",
-    "target_text",
-    default="80/20",
-    show_default=True,
-    help="PERCENT/SECONDS answered within.",
-)
+@target_option
 @click.option(
     "--model",
     type=click.Choice(list(erlang.MODELS)),

@@ -60,6 +60,8 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from pbxbridge.core import servicelevel
+
 Model = Literal["erlang-c", "erlang-a"]
 MODELS: Final[tuple[Model, ...]] = ("erlang-c", "erlang-a")
 
@@ -94,6 +96,10 @@ class Staffing:
     abandon: float
     model: Model
 
+
+DEFAULT_TARGET: Final = f"{servicelevel.TARGET_PERCENT:g}/{servicelevel.THRESHOLD_S:g}"
+"""The centre's promise as :func:`parse_target` reads it (``80/20``): the
+service-level module's defaults, so that staffing plans for what is measured."""
 
 _TARGET_RE = re.compile(r"^\s*(\d+(?:[.,]\d+)?)\s*%?\s*/\s*(\d+(?:[.,]\d+)?)\s*s?\s*$")
 
