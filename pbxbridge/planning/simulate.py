@@ -32,6 +32,8 @@ from typing import Any
 
 import simpy
 
+from pbxbridge.core import servicelevel
+
 
 @dataclass(frozen=True, slots=True)
 class SimResult:
@@ -111,7 +113,7 @@ def _caller(
         if tally is not None:
             tally.answered += 1
             tally.wait_sum += wait
-            if wait <= threshold_s:
+            if servicelevel.answered_within(wait, threshold_s):
                 tally.within += 1
         yield env.timeout(rng.choice(handle_times))
 
