@@ -58,8 +58,9 @@ def run_report_cli(
         short_abandon_s: Short-abandon limit.
         holds: The virtual holds of the period's calls: a call answered by
             callback counts as answered (see :mod:`pbxbridge.journal.virtual_holds`),
-            and ``table`` and ``json`` show the virtual holds apart when any
-            tenant offers them or there are any.
+            ``csv`` and ``invoice`` have ``virtual_hold_*`` columns (each
+            bucket's holds), and ``table`` and ``json`` show the virtual holds
+            apart when any tenant offers them or there are any.
 
     Returns:
         The text to print or write; CSV formats start with a byte-order mark,
@@ -107,6 +108,7 @@ def run_report_cli(
         threshold_s=threshold_s,
         short_abandon_s=short_abandon_s,
         tenants=rules.tenants,
+        holds=by_call.values(),
     )
     if fmt == "csv":
         return format_csv(report, bom=True)

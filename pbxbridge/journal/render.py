@@ -193,8 +193,22 @@ INVOICE_COLUMNS: tuple[str, ...] = (
     "Rückrufe überfällig",
     "Rückrufe fristgerecht (%)",
     "Abgewiesen",
+    "Rückruf statt Warten angeboten",
+    "Rückruf statt Warten angenommen",
+    "Rückruf statt Warten verbunden",
+    "Rückruf statt Warten nicht erreicht (Rückrufauftrag)",
+    "Rückruf statt Warten offen",
+    "Mittlere Zeit bis Rückruf (s)",
+    "90%-Zeit bis Rückruf (s)",
 )
-"""Columns of :func:`monthly_invoice_csv`, in order (stable: append only)."""
+"""Columns of :func:`monthly_invoice_csv`, in order (stable: append only).
+
+The virtual-hold columns are a service done for the tenant (each connected
+callback is an outbound call the service centre placed): offered, accepted,
+connected, not reached (became a callback ticket, also on the agents'
+callback list and so in the callback columns by its deadline), still open,
+and the time from the request to the connection.
+"""
 
 INVOICE_TOTAL = "Summe"
 """``Zeitraum`` of the invoice CSV's totals row."""
@@ -252,6 +266,13 @@ def monthly_invoice_csv(report: Report, tenant: str, *, bom: bool = False) -> st
                 v["callbacks_overdue"],
                 v["callback_on_time_pct"],
                 v["rejected"],
+                v["virtual_hold_offered"],
+                v["virtual_hold_accepted"],
+                v["virtual_hold_connected"],
+                v["virtual_hold_failed"],
+                v["virtual_hold_pending"],
+                v["virtual_hold_mean_to_connect_s"],
+                v["virtual_hold_p90_to_connect_s"],
             ]
         )
     return csv_text(INVOICE_COLUMNS, lines, bom=bom)

@@ -67,6 +67,18 @@ time, except the callback deadlines, which go by their due time):
     Of callbacks whose deadline falls in the bucket: done by the deadline, or
     done after it; the percentage is ``on_time / (on_time + late + overdue)``,
     i.e. over callbacks whose fate is known at ``now``.
+``virtual_hold_offered`` / ``_accepted`` / ``_connected`` / ``_failed`` / ``_pending``
+    Virtual holds (callback instead of waiting) of the calls that arrived in
+    the bucket, counted from the holds given to :func:`build_report`: offered
+    (one per call, however often offered), accepted (the caller gave a
+    number), connected (called back and answered), failed (became a callback
+    ticket: tries used up or the tenant closed first), pending (accepted and
+    still owed). A call answered by callback is also counted in ``answered``
+    when its rows pass through
+    :func:`pbxbridge.journal.virtual_holds.answered_by_callback`.
+``virtual_hold_mean_to_connect_s`` / ``virtual_hold_p90_to_connect_s``
+    Seconds from the acceptance (the request) to the connection, of connected
+    holds; the 90th percentile by nearest rank.
 
 Percentages are ``None`` when their denominator is zero, and are *truncated*
 (not rounded) to two decimals when rendered, so a report never shows a missed
@@ -89,6 +101,7 @@ from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from pbxbridge.core import servicelevel
+from pbxbridge.core.virtual_hold import PENDING, VHoldState, VirtualHold
 from pbxbridge.journal.entry import Outcome
 from pbxbridge.journal.store import CallRow
 
@@ -141,9 +154,16 @@ class Figures:
     callbacks_overdue: int = 0
     callbacks_on_time: int = 0
     callbacks_late: int = 0
+    virtual_hold_offered: int = 0
+    virtual_hold_accepted: int = 0
+    virtual_hold_connected: int = 0
+    virtual_hold_failed: int = 0
+    virtual_hold_pending: int = 0
     mean_wait_s: float | None = None
     p90_wait_s: float | None = None
     mean_talk_s: float | None = None
+    virtual_hold_mean_to_connect_s: float | None = None
+    virtual_hold_p90_to_connect_s: float | None = None
 
     @property
     def sl_answered_pct(self) -> float | None:
@@ -226,6 +246,13 @@ FIGURES: tuple[str, ...] = (
     "callbacks_on_time",
     "callbacks_late",
     "callback_on_time_pct",
+    "virtual_hold_offered",
+    "virtual_hold_accepted",
+    "virtual_hold_connected",
+    "virtual_hold_failed",
+    "virtual_hold_pending",
+    "virtual_hold_mean_to_connect_s",
+    "virtual_hold_p90_to_connect_s",
 )
 """Every figure of :class:`Figures` (fields and percentages), in rendering order.
 
@@ -344,11 +371,17 @@ class _Acc:
     callbacks_overdue: int = 0
     callbacks_on_time: int = 0
     callbacks_late: int = 0
+    virtual_hold_offered: int = 0
+    virtual_hold_accepted: int = 0
+    virtual_hold_connected: int = 0
+    virtual_hold_failed: int = 0
+    virtual_hold_pending: int = 0
     talk_sum: float = 0.0
     talk_n: int = 0
     # Kept whole (not a running sum) for the nearest-rank percentile; a month of
     # 42,000 calls is a few hundred kilobytes.
     waits: list[float] = field(default_factory=list)
+    to_connect: list[float] = field(default_factory=list)
 
     def merge(self, other: _Acc) -> None:
         for name in COUNTERS:
@@ -356,15 +389,20 @@ class _Acc:
         self.talk_sum += other.talk_sum
         self.talk_n += other.talk_n
         self.waits.extend(other.waits)
+        self.to_connect.extend(other.to_connect)
 
     def figures(self) -> Figures:
         counts = {name: getattr(self, name) for name in COUNTERS}
-        waits = self.waits
+        waits, to_connect = self.waits, self.to_connect
         return Figures(
             **counts,
             mean_wait_s=sum(waits) / len(waits) if waits else None,
             p90_wait_s=percentile_nearest_rank(waits, 90),
             mean_talk_s=self.talk_sum / self.talk_n if self.talk_n else None,
+            virtual_hold_mean_to_connect_s=(
+                sum(to_connect) / len(to_connect) if to_connect else None
+            ),
+            virtual_hold_p90_to_connect_s=percentile_nearest_rank(to_connect, 90),
         )
 
 
@@ -552,6 +590,7 @@ def build_report(
     threshold_s: float = servicelevel.THRESHOLD_S,
     short_abandon_s: float = servicelevel.SHORT_ABANDON_S,
     tenants: Iterable[str] = (),
+    holds: Iterable[VirtualHold] = (),
 ) -> Report:
     """Aggregate journal rows into a service-level report.
 
@@ -571,6 +610,11 @@ def build_report(
         short_abandon_s: Abandons after less than this are short abandons.
         tenants: Tenants to list even without calls (e.g. every tenant in the
             rules); ignored when ``tenant`` is given, which is always listed.
+        holds: Virtual holds, counted in the ``virtual_hold_*`` figures of the
+            bucket their call arrived in (those arriving outside the period
+            are ignored). They do not change the call figures: pass the rows
+            through :func:`~pbxbridge.journal.virtual_holds.answered_by_callback`
+            for that.
 
     Returns:
         The report.
@@ -609,6 +653,11 @@ def build_report(
             due = row.callback_due_at
             if first <= due < after:
                 _count_deadline(acc_for(who, buckets.key(due)), row, due, now)
+    for hold in holds:
+        who = hold.tenant
+        if (tenant is not None and who != tenant) or not first <= hold.arrived_at < after:
+            continue
+        _count_hold(acc_for(who, buckets.key(hold.arrived_at)), hold)
 
     parts: list[TenantReport] = []
     overall = _Acc()
@@ -677,6 +726,36 @@ def _count_arrival(acc: _Acc, row: CallRow, threshold_s: float, short_abandon_s:
             acc.short_abandoned += 1
     else:
         acc.other_offered += 1
+
+
+def count_holds(holds: Iterable[VirtualHold]) -> Figures:
+    """The ``virtual_hold_*`` figures of some holds, whatever their tenant or time.
+
+    Args:
+        holds: The holds.
+
+    Returns:
+        Figures with only the virtual-hold counts and times set.
+    """
+    acc = _Acc()
+    for hold in holds:
+        _count_hold(acc, hold)
+    return acc.figures()
+
+
+def _count_hold(acc: _Acc, hold: VirtualHold) -> None:
+    acc.virtual_hold_offered += 1
+    if hold.accepted_at is None:
+        return
+    acc.virtual_hold_accepted += 1
+    if hold.state is VHoldState.CONNECTED and hold.connected_at is not None:
+        acc.virtual_hold_connected += 1
+        acc.to_connect.append((hold.connected_at - hold.accepted_at).total_seconds())
+    elif hold.state is VHoldState.TICKET:
+        acc.virtual_hold_failed += 1
+    elif hold.state in PENDING:
+        acc.virtual_hold_pending += 1
+    # Accepted, then cancelled: counted as accepted only.
 
 
 def _count_deadline(acc: _Acc, row: CallRow, due: datetime, now: datetime) -> None:

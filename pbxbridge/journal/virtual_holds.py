@@ -45,7 +45,7 @@ from typing import Final
 
 from pbxbridge.core.virtual_hold import PENDING, VHoldState, VirtualHold
 from pbxbridge.journal.entry import Outcome
-from pbxbridge.journal.report import percentile_nearest_rank
+from pbxbridge.journal.report import Figures, count_holds
 from pbxbridge.journal.store import CallRow, JournalStore
 
 TICKET_BY: Final = "virtual-hold"
@@ -106,6 +106,19 @@ class VirtualHoldFigures:
         """JSON-ready."""
         return asdict(self)
 
+    @classmethod
+    def of(cls, fig: Figures) -> VirtualHoldFigures:
+        """The ``virtual_hold_*`` figures of a report's :class:`Figures`."""
+        return cls(
+            fig.virtual_hold_offered,
+            fig.virtual_hold_accepted,
+            fig.virtual_hold_connected,
+            fig.virtual_hold_failed,
+            fig.virtual_hold_pending,
+            mean_to_connect_s=fig.virtual_hold_mean_to_connect_s,
+            p90_to_connect_s=fig.virtual_hold_p90_to_connect_s,
+        )
+
 
 def virtual_hold_figures(
     holds: Iterable[VirtualHold], tenants: Iterable[str] = ()
@@ -119,39 +132,14 @@ def virtual_hold_figures(
     Returns:
         ``(per tenant, total)``, tenants sorted.
     """
-    counts: dict[str, list[int]] = {t: [0, 0, 0, 0, 0] for t in tenants}
-    times: dict[str, list[float]] = {t: [] for t in counts}
+    # Counted by the report's own rules (journal/report.py), so that this
+    # block and the report's virtual_hold_* columns cannot disagree.
+    groups: dict[str, list[VirtualHold]] = {t: [] for t in tenants}
     for hold in holds:
-        c = counts.setdefault(hold.tenant, [0, 0, 0, 0, 0])
-        t = times.setdefault(hold.tenant, [])
-        c[0] += 1
-        if hold.accepted_at is None:
-            continue
-        c[1] += 1
-        if hold.state is VHoldState.CONNECTED and hold.connected_at is not None:
-            c[2] += 1
-            t.append((hold.connected_at - hold.accepted_at).total_seconds())
-        elif hold.state is VHoldState.TICKET:
-            c[3] += 1
-        elif hold.state in PENDING:
-            c[4] += 1
-
-    def figures(c: list[int], t: list[float]) -> VirtualHoldFigures:
-        offered, accepted, connected, failed, pending = c
-        return VirtualHoldFigures(
-            offered,
-            accepted,
-            connected,
-            failed,
-            pending,
-            mean_to_connect_s=sum(t) / len(t) if t else None,
-            p90_to_connect_s=percentile_nearest_rank(t, 90),
-        )
-
-    per = {who: figures(counts[who], times[who]) for who in sorted(counts)}
-    total_c = [sum(c[i] for c in counts.values()) for i in range(5)]
-    total_t = [x for t in times.values() for x in t]
-    return per, figures(total_c, total_t)
+        groups.setdefault(hold.tenant, []).append(hold)
+    per = {who: VirtualHoldFigures.of(count_holds(groups[who])) for who in sorted(groups)}
+    everyone = (hold for group in groups.values() for hold in group)
+    return per, VirtualHoldFigures.of(count_holds(everyone))
 
 
 _HEAD: Final = ("tenant", "offered", "accepted", "connected", "failed", "pending", "⌀ s", "p90 s")

@@ -16,6 +16,7 @@ import pytest
 
 from pbxbridge.cli import run_report_cli
 from pbxbridge.config import load_rules
+from pbxbridge.core.virtual_hold import VHoldState, VirtualHold, offered
 from pbxbridge.journal.render import (
     CSV_COLUMNS,
     INVOICE_COLUMNS,
@@ -624,7 +625,9 @@ class TestCsv:
             "via_115", "sl_answered_pct", "sl_offered_pct", "mean_wait_s", "p90_wait_s",
             "mean_talk_s", "via_115_pct", "resolved", "callbacks_requested", "fcr_pct",
             "callbacks_due", "callbacks_overdue", "callbacks_on_time", "callbacks_late",
-            "callback_on_time_pct",
+            "callback_on_time_pct", "virtual_hold_offered", "virtual_hold_accepted",
+            "virtual_hold_connected", "virtual_hold_failed", "virtual_hold_pending",
+            "virtual_hold_mean_to_connect_s", "virtual_hold_p90_to_connect_s",
         ]  # fmt: skip
 
     def test_every_figure_is_a_column(self) -> None:
@@ -731,6 +734,128 @@ class TestInvoice:
     def test_unknown_tenant(self) -> None:
         with pytest.raises(KeyError):
             monthly_invoice_csv(report(MIXED), "nowhere")
+
+
+def vhold(
+    call_id: str,
+    arrived: datetime,
+    state: VHoldState,
+    *,
+    accepted_s: float | None = 60,
+    connected_s: float | None = None,
+    tenant: str = T,
+) -> VirtualHold:
+    """A hold as the store gives it back: only what the report reads is set by hand."""
+    h = offered(
+        node="n1", call_id=call_id, tenant=tenant, queue="sc", priority=0,
+        caller="+4915112345678", arrived_at=arrived, at=arrived + timedelta(seconds=30),
+    )  # fmt: skip
+    return replace(
+        h,
+        state=state,
+        accepted_at=None if accepted_s is None else arrived + timedelta(seconds=accepted_s),
+        connected_at=None if connected_s is None else arrived + timedelta(seconds=connected_s),
+    )
+
+
+class TestVirtualHoldColumns:
+    """The virtual-hold figures of CSV and invoice (by the call's arrival)."""
+
+    ELEVEN = utc(2026, 3, 11, 10, 0)
+    HOLDS = (
+        # Tuesday 10 March: accepted after 60 s, connected 300 s and 100.4 s later.
+        vhold("a", NINE, VHoldState.CONNECTED, connected_s=360),
+        vhold("b", NINE, VHoldState.CONNECTED, connected_s=160.4),
+        vhold("c", NINE, VHoldState.TICKET),
+        vhold("d", NINE, VHoldState.OFFERED, accepted_s=None),
+        # Wednesday 11 March: accepted, still waiting for the callback.
+        vhold("e", ELEVEN, VHoldState.WAITING),
+        # Another tenant: accepted, then cancelled (only counted as accepted).
+        vhold("f", NINE, VHoldState.CANCELLED, tenant="ganderkesee"),
+        # 1 April 00:30 in Berlin (still 31 March in UTC): outside the period.
+        vhold("g", utc(2026, 4, 1, 0, 30), VHoldState.CONNECTED, connected_s=100),
+    )
+    VH = (
+        "virtual_hold_offered", "virtual_hold_accepted", "virtual_hold_connected",
+        "virtual_hold_failed", "virtual_hold_pending", "virtual_hold_mean_to_connect_s",
+        "virtual_hold_p90_to_connect_s",
+    )  # fmt: skip
+
+    def rows(self, **kw: Any) -> list[dict[str, str]]:
+        text = format_csv(report(MIXED, by="day", holds=self.HOLDS, **kw))
+        return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=";"))
+
+    def cells(self, rows: list[dict[str, str]], tenant: str, bucket: str) -> list[str]:
+        row = next(x for x in rows if x["tenant"] == tenant and x["bucket"] == bucket)
+        return [row[c] for c in self.VH]
+
+    def test_csv_by_day_with_decimal_comma(self) -> None:
+        rows = self.rows()
+        # mean (300 + 100.4) / 2 = 200.2; p90 of two by nearest rank: the larger
+        assert self.cells(rows, T, "2026-03-10") == ["4", "3", "2", "1", "0", "200,2", "300,0"]
+        assert self.cells(rows, T, "2026-03-11") == ["1", "1", "0", "0", "1", "", ""]
+        assert self.cells(rows, T, "2026-03-12") == ["0", "0", "0", "0", "0", "", ""]
+        assert self.cells(rows, T, "total") == ["5", "4", "2", "1", "1", "200,2", "300,0"]
+        assert self.cells(rows, "ganderkesee", "total") == ["1", "1", "0", "0", "0", "", ""]
+        assert self.cells(rows, "*", "total") == ["6", "5", "2", "1", "1", "200,2", "300,0"]
+
+    def test_holds_do_not_change_the_call_figures(self) -> None:
+        # Counting a call answered by callback is answered_by_callback's job.
+        kw: dict[str, Any] = {"by": "day", "tenants": ["ganderkesee"]}
+        without = format_csv(report(MIXED, **kw)).splitlines()
+        with_holds = format_csv(report(MIXED, holds=self.HOLDS, **kw)).splitlines()
+        assert len(with_holds) == len(without)
+        n = len(CSV_COLUMNS) - len(self.VH)
+        assert [x.split(";")[:n] for x in with_holds] == [x.split(";")[:n] for x in without]
+
+    def test_one_tenant(self) -> None:
+        rows = self.rows(tenant=T)
+        assert {x["tenant"] for x in rows} == {T, "*"}
+        assert self.cells(rows, "*", "total")[:5] == ["5", "4", "2", "1", "1"]
+
+    def test_json_carries_them_in_every_bucket(self) -> None:
+        doc = json.loads(format_json(report(MIXED, by="day", tenant=T, holds=self.HOLDS)))
+        tuesday = doc["tenants"][0]["buckets"][9]
+        assert (tuesday["virtual_hold_connected"], tuesday["virtual_hold_failed"]) == (2, 1)
+        assert tuesday["virtual_hold_mean_to_connect_s"] == 200.2
+
+    def test_invoice_header_is_stable(self) -> None:
+        assert INVOICE_COLUMNS == (
+            "Mandant", "Zeitraum", "Anrufe gesamt", "Angeboten (Warteschlange)", "Angenommen",
+            "Angenommen innerhalb Schwelle", "Schwelle (s)", "Servicelevel angenommen (%)",
+            "Servicelevel angeboten (%)", "Aufgelegt", "davon Kurzaufleger",
+            "Außerhalb Öffnungszeiten", "Über 115 (%)", "Mittlere Wartezeit (s)",
+            "90%-Wartezeit (s)", "Mittlere Gesprächsdauer (s)", "Beim Erstkontakt erledigt",
+            "Rückruf vereinbart", "Erstlösungsquote (%)", "Rückrufe offen fällig",
+            "Rückrufe überfällig", "Rückrufe fristgerecht (%)", "Abgewiesen",
+            "Rückruf statt Warten angeboten", "Rückruf statt Warten angenommen",
+            "Rückruf statt Warten verbunden",
+            "Rückruf statt Warten nicht erreicht (Rückrufauftrag)", "Rückruf statt Warten offen",
+            "Mittlere Zeit bis Rückruf (s)", "90%-Zeit bis Rückruf (s)",
+        )  # fmt: skip
+
+    def test_invoice(self) -> None:
+        text = monthly_invoice_csv(report(MIXED, by="day", holds=self.HOLDS), T, bom=True)
+        decoded = text.encode("utf-8").decode("utf-8-sig")
+        rows = list(csv.reader(io.StringIO(decoded, newline=""), delimiter=";"))
+        tuesday, summe = rows[10], rows[-1]
+        assert tuesday[1] == "10.03.2026" and summe[1] == "Summe"
+        assert tuesday[-7:] == ["4", "3", "2", "1", "0", "200,2", "300,0"]
+        assert summe[-7:] == ["5", "4", "2", "1", "1", "200,2", "300,0"]
+        assert summe[2] == "7"  # the call columns stay where they were
+
+    def test_report_command_passes_the_holds_to_csv_and_invoice(self) -> None:
+        rules, _ = load_rules(EXAMPLE)
+        args: dict[str, Any] = {"start": date(2026, 3, 1), "end": date(2026, 3, 31), "now": NOW}
+        journal = FakeJournal(list(MIXED))
+        text = run_report_cli(journal, rules, fmt="csv", holds=self.HOLDS, **args)
+        rows = list(csv.DictReader(io.StringIO(text.lstrip("\ufeff")), delimiter=";"))
+        assert self.cells(rows, T, "total")[:5] == ["5", "4", "2", "1", "1"]
+        text = run_report_cli(
+            journal, rules, fmt="invoice", tenant=T, by="day", holds=self.HOLDS, **args
+        )
+        summe = list(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=";"))[-1]
+        assert summe[-7:-2] == ["5", "4", "2", "1", "1"]
 
 
 class TestRendering:
