@@ -53,6 +53,7 @@ from pbxbridge.adapters.ami.client import AmiClient, AmiConfig
 from pbxbridge.adapters.ami.errors import AmiActionFailed
 from pbxbridge.adapters.ami.events import AmiEvent
 from pbxbridge.adapters.ami.queue import QueueSnapshot
+from pbxbridge.adapters.ami.subscribers import AmiSubscribers
 from pbxbridge.adapters.ari.client import AriClient, AriConfig
 from pbxbridge.adapters.ari.router import StasisRouter
 from pbxbridge.adapters.ari.sounds import SoundCheck
@@ -433,7 +434,7 @@ class Daemon:
                     port=settings.ami_port,
                     username=settings.ami_user,
                     password=settings.ami_password,
-                    events=_ami_events(hub),
+                    events=_ami_subscribers(tracker, hub).names,
                     backoff_max=2.0,
                 )
             )
@@ -565,10 +566,19 @@ def _on_decision(
     return routed
 
 
-def _ami_events(supervisor: SupervisorHub | None) -> tuple[str, ...]:
-    """The AMI events the session asks for: the tracker's, and the agent board's if it is on."""
-    events = FOLLOWED_EVENTS + (BOARD_EVENTS if supervisor is not None else ())
-    return tuple(dict.fromkeys(events))
+def _ami_subscribers(tracker: CallTracker, supervisor: SupervisorHub | None) -> AmiSubscribers:
+    """Who reads which AMI events: the tracker, and the agent board if it is on.
+
+    The session asks Asterisk for the union of their events and nothing else;
+    a new consumer of AMI events is added here.
+    """
+    subscribers = AmiSubscribers()
+    # Late-bound (looked up per event), as the handler this replaces was: the
+    # faces are also put on stand-in parts.
+    subscribers.add(FOLLOWED_EVENTS, lambda event: tracker.ami_event(event))
+    if supervisor is not None:
+        subscribers.add(BOARD_EVENTS, lambda event: supervisor.ami_event(event))  # never raises
+    return subscribers
 
 
 def _ami_handlers(
@@ -576,15 +586,10 @@ def _ami_handlers(
 ) -> tuple[Callable[[AmiEvent], Awaitable[None]], Callable[[], Awaitable[None]]]:
     """The AMI session's event handler (tracker, agent board) and what it does after each login."""
 
-    async def on_event(event: AmiEvent) -> None:
-        tracker.ami_event(event)
-        if supervisor is not None:
-            supervisor.ami_event(event)  # never raises
-
     async def on_connected() -> None:
         await ami_resync(ami, tracker, supervisor)
 
-    return on_event, on_connected
+    return _ami_subscribers(tracker, supervisor).handle, on_connected
 
 
 def queue_members(snapshot: QueueSnapshot) -> list[MemberStatus]:
