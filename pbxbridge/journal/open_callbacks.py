@@ -5,35 +5,30 @@ pending virtual hold (the virtual-hold store) that calls again gets a note in
 the screen pop ("offener Rückruf vom Di 09:14") and, if the tenant's rules say
 so, a higher queue priority (:func:`~pbxbridge.core.virtual_hold.repeat_priority`).
 
-Like :class:`~pbxbridge.journal.repeat.RepeatCallers`, the lookup starts when
-the call is routed and runs in a worker thread; whatever is known when the pop
-goes out (or the priority is set) is used, and a slow or dead database only
-means no note. Open callbacks are few (tens per tenant), so one query per
+Like :class:`~pbxbridge.journal.repeat.RepeatCallers`, the lookup is a
+:class:`~pbxbridge.journal.lookup.CallerLookup`: it starts when the call is
+routed and runs in a worker thread; whatever is known when the pop goes out
+(or the priority is set) is used, and a slow or dead database only means no
+note. Open callbacks are few (tens per tenant), so one query per
 lookup lists them all and the number is matched here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
 from zoneinfo import ZoneInfo
 
-import structlog
-
 from pbxbridge.core.virtual_hold import open_callback_note
+from pbxbridge.journal.lookup import CallerLookup
 from pbxbridge.journal.store import JournalStore
 from pbxbridge.journal.virtual_holds import open_callback_since
 from pbxbridge.storage.virtual_holds import VirtualHoldStore
 
-log = structlog.get_logger(__name__)
-
 _TTL_S: Final = 60.0
 """A known answer is reused this long (a callback done meanwhile shows up after it)."""
-_MAX_ENTRIES: Final = 10_000
 
 
 class OpenCallbacks:
@@ -59,8 +54,12 @@ class OpenCallbacks:
         self._clock = clock
         self._journal: JournalStore | None = None
         self._holds: VirtualHoldStore | None = None
-        self._known: dict[str, tuple[float, datetime | None]] = {}
-        self._pending: dict[str, asyncio.Task[None]] = {}
+        self._lookup: CallerLookup[datetime | None] = CallerLookup(
+            self._query,
+            ttl_s=_TTL_S,
+            failed_event="journal.open_callback_lookup_failed",
+            on_failure=self._close_stores,  # reopen next time (connection lost)
+        )
 
     def prefetch(self, caller: str | None) -> None:
         """Start looking a caller up (non-blocking; call when the call is routed).
@@ -68,19 +67,11 @@ class OpenCallbacks:
         Args:
             caller: E.164 number, or ``None`` for withheld callers.
         """
-        if not caller or caller in self._pending:
-            return
-        known = self._known.get(caller)
-        if known is not None and time.monotonic() - known[0] < _TTL_S:
-            return
-        task = asyncio.get_running_loop().create_task(self._lookup(caller))
-        self._pending[caller] = task
+        self._lookup.prefetch(caller)
 
     async def wait(self, caller: str) -> None:
         """Wait for a running lookup of ``caller`` (tests; the daemon never waits)."""
-        task = self._pending.get(caller)
-        if task is not None:
-            await asyncio.shield(task)
+        await self._lookup.wait(caller)
 
     def since(self, caller: str | None) -> datetime | None:
         """When the caller's oldest open callback was asked for, if known.
@@ -91,10 +82,7 @@ class OpenCallbacks:
         Returns:
             The instant, ``None`` when none is open or it is not known (yet).
         """
-        if not caller:
-            return None
-        known = self._known.get(caller)
-        return known[1] if known is not None else None
+        return self._lookup.get(caller)
 
     def note(self, caller: str | None) -> str | None:
         """The pop's note ("offener Rückruf vom Di 09:14"), ``None`` without an open callback."""
@@ -103,21 +91,6 @@ class OpenCallbacks:
             return None
         now = self._clock().astimezone(self.tz)
         return open_callback_note(since.astimezone(self.tz), now=now)
-
-    async def _lookup(self, caller: str) -> None:
-        try:
-            since = await asyncio.to_thread(self._query, caller)
-        except Exception as exc:
-            # The number stays out of the log (personal data); the error's
-            # text is the store's, already without row data.
-            log.warning("journal.open_callback_lookup_failed", error=str(exc))
-            self._close_stores()  # reopen next time (connection lost)
-            return
-        finally:
-            self._pending.pop(caller, None)
-        if len(self._known) >= _MAX_ENTRIES:
-            self._known.clear()
-        self._known[caller] = (time.monotonic(), since)
 
     def _query(self, caller: str) -> datetime | None:
         if self._journal is None:
@@ -140,6 +113,5 @@ class OpenCallbacks:
 
     def close(self) -> None:
         """Cancel lookups and close the stores."""
-        for task in list(self._pending.values()):
-            task.cancel()
+        self._lookup.cancel()
         self._close_stores()

@@ -1,0 +1,75 @@
+"""The per-caller lookup cache behind the repeat-caller count and the open-callback note."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pbxbridge.journal.lookup import CallerLookup
+
+
+class TestCallerLookup:
+    async def test_answer_known_after_the_query_and_reused_within_ttl(self) -> None:
+        asked: list[str] = []
+
+        def query(caller: str) -> int:
+            asked.append(caller)
+            return 3
+
+        lookup = CallerLookup(query, ttl_s=600, failed_event="x", on_failure=lambda: None)
+        assert lookup.get("+4930123") is None
+        lookup.prefetch("+4930123")
+        await lookup.wait("+4930123")
+        assert lookup.get("+4930123") == 3
+        lookup.prefetch("+4930123")  # known and fresh: no second query
+        await lookup.wait("+4930123")
+        assert asked == ["+4930123"]
+
+    async def test_expired_answer_is_asked_again(self) -> None:
+        answers = iter([1, 2])
+        lookup = CallerLookup(
+            lambda _c: next(answers), ttl_s=0, failed_event="x", on_failure=lambda: None
+        )
+        for expected in (1, 2):
+            lookup.prefetch("+4930123")
+            await lookup.wait("+4930123")
+            assert lookup.get("+4930123") == expected
+
+    async def test_withheld_callers_are_not_looked_up(self) -> None:
+        def query(caller: str) -> int:
+            raise AssertionError("no query for a withheld number")
+
+        lookup = CallerLookup(query, ttl_s=60, failed_event="x", on_failure=lambda: None)
+        lookup.prefetch(None)
+        lookup.prefetch("")
+        assert lookup.get(None) is None
+
+    async def test_failed_query_reports_and_leaves_the_answer_unknown(self) -> None:
+        failures: list[bool] = []
+
+        def query(caller: str) -> int:
+            raise OSError("connection lost")
+
+        lookup = CallerLookup(
+            query, ttl_s=60, failed_event="x", on_failure=lambda: failures.append(True)
+        )
+        lookup.prefetch("+4930123")
+        await lookup.wait("+4930123")
+        assert lookup.get("+4930123") is None
+        assert failures == [True]
+
+    async def test_cancel_stops_a_running_lookup(self) -> None:
+        release = threading.Event()
+
+        def query(caller: str) -> int:
+            release.wait(5)
+            return 1
+
+        lookup = CallerLookup(query, ttl_s=60, failed_event="x", on_failure=lambda: None)
+        lookup.prefetch("+4930123")
+        lookup.cancel()
+        release.set()
+        with pytest.raises(BaseException):  # noqa: B017 - CancelledError, whatever its base
+            await lookup.wait("+4930123")
+        assert lookup.get("+4930123") is None
