@@ -134,11 +134,12 @@ class VirtualHoldStore(ABC):
         """
         return self._save(_values(hold))
 
-    @abstractmethod
     def get(self, node: str, call_id: str) -> VirtualHold | None:
         """One hold by the original call's key, ``None`` if unknown."""
+        m = self._mark
+        rows = self._rows(f"node = {m} AND call_id = {m}", (node, call_id))
+        return rows[0] if rows else None
 
-    @abstractmethod
     def pending(self, node: str | None = None) -> list[VirtualHold]:
         """Holds the daemon still owes a callback (re-adopted after a restart).
 
@@ -149,8 +150,13 @@ class VirtualHoldStore(ABC):
             Holds in a :data:`~pbxbridge.core.virtual_hold.PENDING` state, by
             acceptance (the order their places were taken).
         """
+        where = f"state IN ({_PENDING_SQL})"
+        if node is not None:
+            return self._rows(
+                f"{where} AND node = {self._mark} ORDER BY accepted_at, call_id", (node,)
+            )
+        return self._rows(f"{where} ORDER BY accepted_at, node, call_id", ())
 
-    @abstractmethod
     def for_number(self, e164: str) -> list[VirtualHold]:
         """Pending holds whose callback number or caller is ``e164`` (repeat callers).
 
@@ -160,8 +166,14 @@ class VirtualHoldStore(ABC):
         Returns:
             Oldest acceptance first; ``[]`` for ``""``.
         """
+        if not e164:
+            return []
+        m = self._mark
+        return self._rows(
+            f"state IN ({_PENDING_SQL}) AND (number = {m} OR caller = {m}) ORDER BY accepted_at",
+            (e164, e164),
+        )
 
-    @abstractmethod
     def between(
         self, start: datetime, end: datetime, tenant: str | None = None
     ) -> list[VirtualHold]:
@@ -175,6 +187,13 @@ class VirtualHoldStore(ABC):
         Returns:
             By arrival.
         """
+        m = self._mark
+        where = f"arrived_at >= {m} AND arrived_at < {m}"
+        params: list[Any] = [self._time(_aware(start)), self._time(_aware(end))]
+        if tenant is not None:
+            where += f" AND tenant = {m}"
+            params.append(tenant)
+        return self._rows(where + " ORDER BY arrived_at, node, call_id", params)
 
     @abstractmethod
     def purge(self, before: datetime, at: datetime) -> int:
@@ -199,6 +218,19 @@ class VirtualHoldStore(ABC):
     @abstractmethod
     def _save(self, values: dict[str, Any]) -> bool:
         """Upsert one row unless the stored one is newer; whether it was written."""
+
+    # What differs between the backends for the reads above: the parameter
+    # mark, how a time is passed, and how rows come back.
+    _mark: ClassVar[str]
+
+    @staticmethod
+    @abstractmethod
+    def _time(value: datetime) -> Any:
+        """An aware UTC time as this backend's parameter."""
+
+    @abstractmethod
+    def _rows(self, where: str, params: Sequence[Any]) -> list[VirtualHold]:
+        """The holds a ``WHERE`` clause (with this backend's marks) selects."""
 
     def __enter__(self) -> Self:
         return self
@@ -341,6 +373,7 @@ class SqliteVirtualHoldStore(VirtualHoldStore):
     """
 
     backend = SQLITE
+    _mark = "?"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -360,6 +393,10 @@ class SqliteVirtualHoldStore(VirtualHoldStore):
         with self._tx() as db:
             return db.execute(_upsert_sql("?"), row).rowcount > 0
 
+    @staticmethod
+    def _time(value: datetime) -> float:
+        return value.timestamp()  # REAL Unix seconds, as the journal file
+
     def _rows(self, where: str, params: Sequence[Any]) -> list[VirtualHold]:
         cur = self._db.execute(f"{_SELECT} WHERE {where}", params)
         names = [d[0] for d in cur.description]
@@ -370,34 +407,6 @@ class SqliteVirtualHoldStore(VirtualHoldStore):
                 row[c] = _dt(row[c])
             out.append(_hold(row))
         return out
-
-    def get(self, node: str, call_id: str) -> VirtualHold | None:  # noqa: D102 - see base
-        rows = self._rows("node = ? AND call_id = ?", (node, call_id))
-        return rows[0] if rows else None
-
-    def pending(self, node: str | None = None) -> list[VirtualHold]:  # noqa: D102 - see base
-        where = f"state IN ({_PENDING_SQL})"
-        if node is not None:
-            return self._rows(f"{where} AND node = ? ORDER BY accepted_at, call_id", (node,))
-        return self._rows(f"{where} ORDER BY accepted_at, node, call_id", ())
-
-    def for_number(self, e164: str) -> list[VirtualHold]:  # noqa: D102 - see base
-        if not e164:
-            return []
-        return self._rows(
-            f"state IN ({_PENDING_SQL}) AND (number = ? OR caller = ?) ORDER BY accepted_at",
-            (e164, e164),
-        )
-
-    def between(  # noqa: D102 - see base
-        self, start: datetime, end: datetime, tenant: str | None = None
-    ) -> list[VirtualHold]:
-        where = "arrived_at >= ? AND arrived_at < ?"
-        params: list[Any] = [_ts(_aware(start)), _ts(_aware(end))]
-        if tenant is not None:
-            where += " AND tenant = ?"
-            params.append(tenant)
-        return self._rows(where + " ORDER BY arrived_at, node, call_id", params)
 
     def purge(self, before: datetime, at: datetime) -> int:  # noqa: D102 - see base
         with self._tx() as db:
@@ -440,6 +449,7 @@ class PostgresVirtualHoldStore(VirtualHoldStore):
     """
 
     backend = POSTGRESQL
+    _mark = "%s"
 
     def __init__(
         self, url: str, *, connect_timeout: float = 5.0, statement_timeout: float = 10.0
@@ -464,6 +474,10 @@ class PostgresVirtualHoldStore(VirtualHoldStore):
             cur = conn.execute(_upsert_sql("%s").encode(), [values[c] for c in COLUMNS])
             return cur.rowcount > 0
 
+    @staticmethod
+    def _time(value: datetime) -> datetime:
+        return value
+
     def _rows(self, where: str, params: Sequence[Any]) -> list[VirtualHold]:
         with self._use() as conn:
             cur = conn.execute(f"{_SELECT} WHERE {where}".encode(), params)
@@ -477,34 +491,6 @@ class PostgresVirtualHoldStore(VirtualHoldStore):
                     row[c] = row[c].astimezone(UTC)
             out.append(_hold(row))
         return out
-
-    def get(self, node: str, call_id: str) -> VirtualHold | None:  # noqa: D102 - see base
-        rows = self._rows("node = %s AND call_id = %s", (node, call_id))
-        return rows[0] if rows else None
-
-    def pending(self, node: str | None = None) -> list[VirtualHold]:  # noqa: D102 - see base
-        where = f"state IN ({_PENDING_SQL})"
-        if node is not None:
-            return self._rows(f"{where} AND node = %s ORDER BY accepted_at, call_id", (node,))
-        return self._rows(f"{where} ORDER BY accepted_at, node, call_id", ())
-
-    def for_number(self, e164: str) -> list[VirtualHold]:  # noqa: D102 - see base
-        if not e164:
-            return []
-        return self._rows(
-            f"state IN ({_PENDING_SQL}) AND (number = %s OR caller = %s) ORDER BY accepted_at",
-            (e164, e164),
-        )
-
-    def between(  # noqa: D102 - see base
-        self, start: datetime, end: datetime, tenant: str | None = None
-    ) -> list[VirtualHold]:
-        where = "arrived_at >= %s AND arrived_at < %s"
-        params: list[Any] = [_aware(start), _aware(end)]
-        if tenant is not None:
-            where += " AND tenant = %s"
-            params.append(tenant)
-        return self._rows(where + " ORDER BY arrived_at, node, call_id", params)
 
     def purge(self, before: datetime, at: datetime) -> int:  # noqa: D102 - see base
         with self._use(transaction=True) as conn:
