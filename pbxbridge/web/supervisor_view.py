@@ -332,6 +332,20 @@ def _frame(
     )
 
 
+def _bar(k: int, step: float, h: float, title: str, **attrs: object) -> Markup:
+    """The ``k``-th bar of a chart, ``h`` high, standing on the plot's bottom line."""
+    plot_h = CHART_H - PAD_T - PAD_B
+    return tag(
+        "rect",
+        tag("title", title),
+        x=f"{PAD_L + k * step + 1:.1f}",
+        y=f"{PAD_T + plot_h - h:.1f}",
+        width=f"{max(1.0, step - 2):.1f}",
+        height=f"{h:.1f}",
+        **attrs,
+    )
+
+
 def sl_chart(snap: Snapshot, lang: str) -> Markup:
     """Today's service level (over offered calls) per half hour against the target."""
     cfg = snap.config
@@ -347,15 +361,12 @@ def sl_chart(snap: Snapshot, lang: str) -> Markup:
         if ratio is None:
             continue
         level = grade(fraction, cfg)
-        h = max(1.0, plot_h * ratio)
         parts.append(
-            tag(
-                "rect",
-                tag("title", f"{_slot_label(slot)} {percent_text(fraction, lang)}"),
-                x=f"{PAD_L + k * step + 1:.1f}",
-                y=f"{PAD_T + plot_h - h:.1f}",
-                width=f"{max(1.0, step - 2):.1f}",
-                height=f"{h:.1f}",
+            _bar(
+                k,
+                step,
+                max(1.0, plot_h * ratio),
+                f"{_slot_label(slot)} {percent_text(fraction, lang)}",
                 fill=COLOURS[level],
                 data_slot=slot,
                 data_grade=level,
@@ -394,15 +405,12 @@ def arrivals_chart(snap: Snapshot, lang: str) -> Markup:
     for k, (slot, count) in enumerate(zip(slots, offered, strict=True)):
         if not count:
             continue
-        h = plot_h * count / top
         parts.append(
-            tag(
-                "rect",
-                tag("title", f"{_slot_label(slot)}: {count}"),
-                x=f"{PAD_L + k * step + 1:.1f}",
-                y=f"{PAD_T + plot_h - h:.1f}",
-                width=f"{max(1.0, step - 2):.1f}",
-                height=f"{h:.1f}",
+            _bar(
+                k,
+                step,
+                plot_h * count / top,
+                f"{_slot_label(slot)}: {count}",
                 fill=COLOURS["offered"],
                 data_slot=slot,
                 data_offered=count,
