@@ -51,6 +51,16 @@ def load(config: str) -> tuple[Rules, RulesFile]:
         sys.exit(1)
 
 
+def check_tenant(rules: Rules, tenant: str | None) -> None:
+    """Refuse a ``--tenant`` the rules do not know, naming the ones they do.
+
+    Raises:
+        ValueError: ``unknown tenant 'x' (known: a, b)``.
+    """
+    if tenant is not None and tenant not in rules.tenants:
+        raise ValueError(f"unknown tenant {tenant!r} (known: {', '.join(sorted(rules.tenants))})")
+
+
 def database_url() -> str:
     """The shared PostgreSQL URL the daemon would use, or ``""`` (SQLite)."""
     try:

@@ -83,8 +83,7 @@ def run_forecast_cli(
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
-    if tenant is not None and tenant not in rules.tenants:
-        raise ValueError(f"unknown tenant {tenant!r} (known: {', '.join(sorted(rules.tenants))})")
+    base.check_tenant(rules, tenant)
     tz = rules.timezone
     today = now.astimezone(tz).date()
     first, last = history_period(year, week, weeks, today)

@@ -184,6 +184,8 @@ def _scope(tenant: str | None, all_tenants: bool, rules: Rules) -> str:
     if all_tenants:
         return ALL_TENANTS
     assert tenant is not None
-    if tenant not in rules.tenants:
-        base.fail(f"unknown tenant {tenant!r} (known: {', '.join(sorted(rules.tenants))})")
+    try:
+        base.check_tenant(rules, tenant)
+    except ValueError as exc:
+        base.fail(str(exc))
     return tenant

@@ -85,8 +85,10 @@ def virtual_holds(config: str, days: int | None, tenant: str | None, as_json: bo
     from pbxbridge.storage.virtual_holds import open_virtual_hold_store
 
     rules, model = base.load(config)
-    if tenant is not None and tenant not in rules.tenants:
-        base.fail(f"unknown tenant {tenant!r} (known: {', '.join(sorted(rules.tenants))})")
+    try:
+        base.check_tenant(rules, tenant)
+    except ValueError as exc:
+        base.fail(str(exc))
     if days is not None and days < 1:
         base.fail("--days must be at least 1")
     url = base.database_url()
