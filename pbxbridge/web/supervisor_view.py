@@ -283,16 +283,7 @@ def _frame(
     for i in range(5):
         value = top * i / 4
         y = PAD_T + plot_h - plot_h * i / 4
-        grid.append(
-            tag(
-                "line",
-                x1=PAD_L,
-                x2=CHART_W - 4,
-                y1=f"{y:.1f}",
-                y2=f"{y:.1f}",
-                stroke=COLOURS["grid"],
-            )
-        )
+        grid.append(_rule(y, stroke=COLOURS["grid"]))
         grid.append(
             tag(
                 "text",
@@ -330,6 +321,11 @@ def _frame(
         data_chart=name,
         preserveAspectRatio="xMidYMid meet",
     )
+
+
+def _rule(y: float, **attrs: object) -> Markup:
+    """A horizontal line across the plot at height ``y`` (grid lines, the target)."""
+    return tag("line", x1=PAD_L, x2=CHART_W - 4, y1=f"{y:.1f}", y2=f"{y:.1f}", **attrs)
 
 
 def _bar(k: int, step: float, h: float, title: str, **attrs: object) -> Markup:
@@ -374,12 +370,8 @@ def sl_chart(snap: Snapshot, lang: str) -> Markup:
         )
     y = PAD_T + plot_h - plot_h * cfg.target_percent / 100
     parts.append(
-        tag(
-            "line",
-            x1=PAD_L,
-            x2=CHART_W - 4,
-            y1=f"{y:.1f}",
-            y2=f"{y:.1f}",
+        _rule(
+            y,
             stroke=COLOURS["target"],
             stroke_width="2",
             stroke_dasharray="6 4",
