@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable
 from typing import Final
 
@@ -16,6 +17,19 @@ removed agent, new password, role taken away: the stream ends within about a sec
 
 Item = tuple[str, str] | None
 """``(event name, data)``; ``None`` ends the stream."""
+
+
+def event(name: str, data: object) -> tuple[str, str]:
+    """A queue item: ``data`` as compact JSON on one line (JSON never holds a raw newline).
+
+    Args:
+        name: The event name the page listens for.
+        data: JSON-serialisable data (non-ASCII kept as is).
+
+    Returns:
+        ``(name, json)`` for :func:`serve`'s queue.
+    """
+    return name, json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 async def serve(

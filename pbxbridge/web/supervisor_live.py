@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -34,6 +33,7 @@ from pbxbridge.journal.store import CallRow
 from pbxbridge.runtime.settings import read_secret
 from pbxbridge.tracking.agents_board import AgentBoard, AgentView, MemberStatus
 from pbxbridge.tracking.call_board import ALL, CallBoard, Tally, Waiting, waiting
+from pbxbridge.web import sse
 from pbxbridge.web.desk import CallbackCounts, JournalLink
 
 log = structlog.get_logger(__name__)
@@ -460,8 +460,7 @@ class SupervisorHub:
 
     @staticmethod
     def _event(snap: Snapshot, html: str) -> tuple[str, str]:
-        data = {"html": html, "now": round(snap.unix * 1000)}
-        return "board", json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        return sse.event("board", {"html": html, "now": round(snap.unix * 1000)})
 
     # -- updates -----------------------------------------------------------------------
 
