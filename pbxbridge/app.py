@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,13 +51,16 @@ from prometheus_client import CollectorRegistry
 from pbxbridge import __version__, components
 from pbxbridge.adapters.agi import AgiRouter, AgiServer
 from pbxbridge.adapters.ami.client import AmiClient, AmiConfig
-from pbxbridge.adapters.ami.errors import AmiActionFailed
+from pbxbridge.adapters.ami.errors import AmiActionFailed, AmiUnavailable
 from pbxbridge.adapters.ami.events import AmiEvent
 from pbxbridge.adapters.ami.queue import QueueSnapshot
 from pbxbridge.adapters.ami.subscribers import AmiSubscribers
 from pbxbridge.adapters.ari.client import AriClient, AriConfig
 from pbxbridge.adapters.ari.router import StasisRouter
 from pbxbridge.adapters.ari.sounds import SoundCheck
+from pbxbridge.adapters.ari.virtual_hold import APP as VHOLD_APP
+from pbxbridge.adapters.ari.virtual_hold import EVENTS as VHOLD_EVENTS
+from pbxbridge.adapters.ari.virtual_hold import VirtualHoldService
 from pbxbridge.adapters.http.server import HttpServer
 from pbxbridge.adapters.mqtt.publisher import MqttPublisher
 from pbxbridge.adapters.mqtt.settings import MqttSettings
@@ -66,15 +70,18 @@ from pbxbridge.config.compile import state_path
 from pbxbridge.config.sounds import sounds_named
 from pbxbridge.core.lifecycle import CallEvent, CallRecord
 from pbxbridge.core.models import Decision
+from pbxbridge.core.virtual_hold import VirtualHold
 from pbxbridge.journal.backend import journal_opener, spool_dir
 from pbxbridge.journal.repeat import RepeatCallers
 from pbxbridge.journal.replay import ReloadImpact
 from pbxbridge.journal.store import JournalStore
+from pbxbridge.journal.virtual_holds import record_ticket
 from pbxbridge.journal.writer import JournalWriter
 from pbxbridge.runtime.live import LiveOverrides, LiveRules
 from pbxbridge.runtime.sdnotify import SystemdNotifier
 from pbxbridge.runtime.settings import Settings
 from pbxbridge.storage.overrides import open_override_store
+from pbxbridge.storage.virtual_holds import open_virtual_hold_store
 from pbxbridge.tracking.agents_board import BOARD_EVENTS, AgentBoard, MemberStatus
 from pbxbridge.tracking.call_board import CallBoard
 from pbxbridge.tracking.call_tracker import (
@@ -84,6 +91,7 @@ from pbxbridge.tracking.call_tracker import (
     agent_id,
 )
 from pbxbridge.tracking.metrics import CallMetrics, LiveServiceLevel, ScrapeCollector, render
+from pbxbridge.tracking.virtual_holds import VirtualHoldBoard
 from pbxbridge.web import AgentDesk, AgentPage, JournalLink, WebConfig, setup_web
 from pbxbridge.web.supervisor import SupervisorPage, setup_supervisor
 from pbxbridge.web.supervisor_forecast import ForecastProvider
@@ -125,6 +133,9 @@ class Parts:
     forecast: ForecastProvider | None = None
     sounds: SoundCheck | None = None
     impact: ReloadImpact | None = None
+    vhold_ari: AriClient | None = None
+    vhold: VirtualHoldService | None = None
+    vhold_board: VirtualHoldBoard | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +157,8 @@ class Components:
     agi: components.Agi
     ari: components.Ari
     calls: components.Calls
+    virtual_hold: components.VirtualHoldCalls
+    virtual_holds: components.VirtualHolds
 
     @property
     def order(self) -> tuple[tuple[Component, ...], ...]:
@@ -171,6 +184,9 @@ class Components:
             (self.ami,),
             # Before ARI, whose connects start its checks: stopped after it.
             (self.sounds,),
+            # Needs AMI (placeholders, AstDB); stops after the entry points, so
+            # callers they send to the number entry still get an answer.
+            (self.virtual_hold, self.virtual_holds),
             (self.agi, self.ari, self.calls),
         )
 
@@ -191,6 +207,8 @@ class Components:
             self.web,
             self.supervisor,
             self.calls,
+            self.virtual_hold,
+            self.virtual_holds,
         )
 
     def health(self) -> tuple[bool, dict[str, object]]:
@@ -225,7 +243,7 @@ def faces(
     hub = parts.supervisor.hub if parts.supervisor is not None else None
     on_event = on_connected = None
     if ami is not None and tracker is not None:
-        on_event, on_connected = _ami_handlers(ami, tracker, hub)
+        on_event, on_connected = _ami_handlers(ami, tracker, hub, parts.vhold)
     live = parts.rules
     sounds = components.Sounds(parts.sounds, lambda: sounds_named(live.model))
     return Components(
@@ -270,6 +288,8 @@ def faces(
             connected=lambda: sounds.recheck("ARI connected"),
         ),
         calls=components.Calls(parts.router),
+        virtual_hold=components.VirtualHoldCalls(parts.vhold_ari, parts.vhold),
+        virtual_holds=components.VirtualHolds(parts.vhold_board),
     )
 
 
@@ -434,7 +454,7 @@ class Daemon:
                     port=settings.ami_port,
                     username=settings.ami_user,
                     password=settings.ami_password,
-                    events=_ami_subscribers(tracker, hub).names,
+                    events=_ami_subscribers(tracker, hub, vhold_on=True).names,
                     backoff_max=2.0,
                 )
             )
@@ -476,6 +496,34 @@ class Daemon:
                         )
                         hub.forecast = forecast.arrivals
                         hub.agents_needed = forecast.needed
+        # Virtual hold (Asterisk side): its own Stasis application for the
+        # offer and the number, AMI for placeholders and AstDB, the durable
+        # store beside the overrides (or PostgreSQL), tickets into the journal.
+        vhold_ari: AriClient | None = None
+        vhold: VirtualHoldService | None = None
+        vhold_board: VirtualHoldBoard | None = None
+        if ami is not None:
+            vhold_ari = AriClient(
+                AriConfig(
+                    base_url=settings.ari_url,
+                    username=settings.ari_user,
+                    password=settings.ari_password,
+                    app=VHOLD_APP,
+                    backoff_max=settings.ari_backoff_max_s,
+                ),
+                session=session,
+            )
+            vhold_board = VirtualHoldBoard(rules.rules.timezone, tenants=rules.rules.tenants)
+            vhold = VirtualHoldService(
+                vhold_ari,
+                ami,
+                lambda: rules.rules,
+                lambda: overrides.items,
+                lambda: open_virtual_hold_store(settings.database_url, state_file),
+                node=settings.node,
+                record_ticket=_ticket_recorder(open_journal),
+                on_change=vhold_board.observe,
+            )
         parts = Parts(
             rules=rules,
             overrides=overrides,
@@ -505,6 +553,9 @@ class Daemon:
                 if journal is not None
                 else None
             ),
+            vhold_ari=vhold_ari,
+            vhold=vhold,
+            vhold_board=vhold_board,
         )
         built = faces(parts, settings, notifier=self.notifier, open_journal=open_journal)
         self.registry.register(ScrapeCollector(built.gauges, components.GAUGE_HELP))
@@ -566,8 +617,17 @@ def _on_decision(
     return routed
 
 
-def _ami_subscribers(tracker: CallTracker, supervisor: SupervisorHub | None) -> AmiSubscribers:
-    """Who reads which AMI events: the tracker, and the agent board if it is on.
+def _ami_subscribers(
+    tracker: CallTracker,
+    supervisor: SupervisorHub | None,
+    vhold: VirtualHoldService | None = None,
+    *,
+    vhold_on: bool = False,
+) -> AmiSubscribers:
+    """Who reads which AMI events: the tracker, the agent board if it is on, virtual hold.
+
+    ``vhold_on`` declares virtual hold's events before its service exists
+    (the service is built after the AMI client it uses).
 
     The session asks Asterisk for the union of their events and nothing else;
     a new consumer of AMI events is added here.
@@ -578,18 +638,45 @@ def _ami_subscribers(tracker: CallTracker, supervisor: SupervisorHub | None) -> 
     subscribers.add(FOLLOWED_EVENTS, lambda event: tracker.ami_event(event))
     if supervisor is not None:
         subscribers.add(BOARD_EVENTS, lambda event: supervisor.ami_event(event))  # never raises
+    if vhold is not None:
+        subscribers.add(VHOLD_EVENTS, vhold.ami_event)  # never raises
+    elif vhold_on:
+        subscribers.add(VHOLD_EVENTS, lambda event: None)
     return subscribers
 
 
+def _ticket_recorder(open_journal: Callable[[], JournalStore]) -> Callable[[VirtualHold], bool]:
+    """Puts a virtual hold that became a ticket on the callbacks list (worker thread)."""
+    opened: list[JournalStore] = []
+    lock = threading.Lock()
+
+    def record(hold: VirtualHold) -> bool:
+        with lock:
+            if not opened:
+                opened.append(open_journal())
+            return record_ticket(opened[0], hold, at=hold.updated_at)
+
+    return record
+
+
 def _ami_handlers(
-    ami: AmiClient, tracker: CallTracker, supervisor: SupervisorHub | None = None
+    ami: AmiClient,
+    tracker: CallTracker,
+    supervisor: SupervisorHub | None = None,
+    vhold: VirtualHoldService | None = None,
 ) -> tuple[Callable[[AmiEvent], Awaitable[None]], Callable[[], Awaitable[None]]]:
-    """The AMI session's event handler (tracker, agent board) and what it does after each login."""
+    """The AMI session's event handler (tracker, agent board, virtual hold) and its login step."""
 
     async def on_connected() -> None:
         await ami_resync(ami, tracker, supervisor)
+        if vhold is not None:
+            try:
+                await vhold.on_ami_connected()
+            except (AmiActionFailed, AmiUnavailable) as exc:
+                # The next login tries again; calls keep flowing meanwhile.
+                log.warning("vhold.publish_failed", error=str(exc))
 
-    return _ami_subscribers(tracker, supervisor).handle, on_connected
+    return _ami_subscribers(tracker, supervisor, vhold).handle, on_connected
 
 
 def queue_members(snapshot: QueueSnapshot) -> list[MemberStatus]:

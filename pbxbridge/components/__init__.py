@@ -32,6 +32,7 @@ from pbxbridge.components.entry import Agi, Ari, Calls, Http, Overrides, Rules
 from pbxbridge.components.feeds import Ami, Journal, Mqtt, ServiceLevel, Tracker, Web
 from pbxbridge.components.sounds import Sounds
 from pbxbridge.components.supervisor import Supervisor
+from pbxbridge.components.virtual_hold_calls import VirtualHoldCalls
 from pbxbridge.components.virtual_holds import VirtualHolds
 from pbxbridge.core import servicelevel
 from pbxbridge.tracking import virtual_holds as _virtual_holds
@@ -56,6 +57,7 @@ __all__ = [
     "Sounds",
     "Supervisor",
     "Tracker",
+    "VirtualHoldCalls",
     "VirtualHolds",
     "Web",
     "gauges",
@@ -102,7 +104,9 @@ GAUGE_HELP = {
 }
 """Help text of every gauge family :func:`gauges` yields."""
 
-PROBLEM_ORDER = ("ari", "rules", "sounds", "agi", "overrides", "web", "ami", "mqtt", "journal")
+PROBLEM_ORDER = (
+    "ari", "rules", "sounds", "agi", "overrides", "web", "ami", "mqtt", "journal", "virtual_hold",
+)  # fmt: skip
 """The order of ``problems`` on ``/healthz``: routing first, then what it loses."""
 
 

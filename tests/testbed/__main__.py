@@ -9,6 +9,7 @@ Usage::
     python -m tests.testbed down                    # stop Asterisk, unmount
     python -m tests.testbed agents                  # agent phones 1-4 answer (until Ctrl-C)
     python -m tests.testbed call --did 044077300 --caller 04407123456 [--display NAME]
+    python -m tests.testbed vhold-demo              # a caller takes the callback (virtual hold)
 
 The chroot location comes from ``PBXBRIDGE_TESTBED_ROOT`` (default
 ``/var/cache/pbxbridge/testbed-sid``).
@@ -56,10 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("--display", default="Jörg Müller")
     call.add_argument("--dtmf", default="")
     call.add_argument("--hold-ms", type=int, default=3000)
+    sub.add_parser(
+        "vhold-demo",
+        help="restart Asterisk with a daemon; a caller takes the callback (docs/virtual-hold.md)",
+    )
     args = parser.parse_args(argv)
 
     tb = Testbed()
-    if args.command in {"up", "down"}:
+    if args.command in {"up", "down", "vhold-demo"}:
         # pytest sessions and benchmarks hold this lock while they use Asterisk;
         # restarting it under them would fail their calls.
         lock = lock_path().open("w")  # held (open) until the process ends
@@ -98,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 for agent in phones:
                     agent.stop()
+        elif args.command == "vhold-demo":
+            from tests.testbed import vhold_demo
+
+            return vhold_demo.run(tb)
         elif args.command == "call":
             result = place_calls(
                 args.did,

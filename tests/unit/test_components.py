@@ -126,8 +126,9 @@ def test_nothing_built(tmp_path: Path) -> None:
     assert list(body) == [
         "status", "problems", "version", "ari", "ami", "mqtt", "screen_pops",
         "journal", "rules", "sounds", "overrides", "agi", "web", "supervisor", "calls",
+        "virtual_hold",
     ]  # fmt: skip
-    for off in ("ami", "mqtt", "journal", "sounds", "agi", "web", "supervisor"):
+    for off in ("ami", "mqtt", "journal", "sounds", "agi", "web", "supervisor", "virtual_hold"):
         assert body[off] == {"state": "disabled"}
     assert body["overrides"] is None
     assert body["screen_pops"] == {"following": 0}

@@ -1,0 +1,347 @@
+"""Virtual hold ("Rückruf statt Warten") against the real Asterisk, with the real daemon.
+
+sipp plays the carrier (callers), the agents and the citizens called back
+(endpoint ``citizen``, reached through the test bed's ``testbed-citizens``
+outbound context). Agents are "busy" by being paused in the ``vhold`` queue
+(whose ``context`` option lets a caller leave with ``1``) and "free up" by
+being unpaused; the order in which callers are served is read from
+Asterisk's own ``queue_log`` (``ENTERQUEUE`` carries the calling number,
+``CONNECT`` the agent), the citizens' phones from the ``TestbedCitizen``
+UserEvent the outbound context sends, and the holds' journal from the
+daemon's durable store.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from pbxbridge.core.virtual_hold import VHoldState, VirtualHold
+from pbxbridge.storage.virtual_holds import open_virtual_hold_store
+from tests.integration.daemon import DaemonProcess, running_daemon
+from tests.testbed.sipp import CallResult, SippAgent, place_calls
+from tests.testbed.testbed import Testbed
+
+pytestmark = pytest.mark.asterisk
+
+DID = "+4944089200"
+QUEUE = "vhold"
+RULES = """\
+timezone: Europe/Berlin
+calendars:
+  always: {hours: {daily: ["00:00-24:00"]}}
+queues:
+  vhold: {queue: vhold}
+tenants:
+  rueckruf:
+    name: Gemeinde Rückruf
+    greeting: "Gemeinde Rückruf, guten Tag"
+    dids: ["+49 4408 92-0"]
+    calendar: always
+    open: {queue: vhold, priority: 5, whisper: custom/pbxbridge-test, callerid_prefix: "RR"}
+    closed: {then: hangup}
+    virtual_hold:
+      enabled: true
+      offer_after_waiting: 0
+      retry_after: %(retry)d
+      max_tries: %(tries)d
+      answer_timeout: 5
+      outbound_context: testbed-citizens
+unknown_did: {tenant: rueckruf}
+state: {path: state.sqlite}
+"""
+
+
+def rules(*, retry: int = 5, tries: int = 2) -> str:
+    return RULES % {"retry": retry, "tries": tries}
+
+
+def national(n: int) -> str:
+    """Caller ``n``'s number as the carrier sends it (Wardenburg area code)."""
+    return f"0440712345{n}"
+
+
+def e164(n: int) -> str:
+    return f"+49440712345{n}"
+
+
+def vhold_ready(h: dict[str, object]) -> bool:
+    hold = h.get("virtual_hold")
+    return isinstance(hold, dict) and hold.get("ari") == "connected"
+
+
+@pytest.fixture
+def answer_on_join(tb: Testbed) -> Iterator[None]:
+    """sipp sends DTMF as SIP INFO, which needs an answered call (see pbxbridge.conf)."""
+    tb.cli("dialplan set global PBXBRIDGE_VHOLD_ANSWER 1")
+    yield
+    tb.cli("dialplan set global PBXBRIDGE_VHOLD_ANSWER 0")
+
+
+@pytest.fixture
+def daemon(tb: Testbed, tmp_path: Path, answer_on_join: None) -> Iterator[DaemonProcess]:
+    with running_daemon(tb, tmp_path, rules=rules()) as d:
+        d.wait_health(vhold_ready, 15)
+        yield d
+
+
+def pause(tb: Testbed, *agents: int, paused: bool = True) -> None:
+    with tb.ami(events=False) as ami:
+        for n in agents:
+            ami.action(
+                "QueuePause",
+                Queue=QUEUE,
+                Interface=f"PJSIP/agent{n}",
+                Paused="true" if paused else "false",
+            )
+
+
+class Callers:
+    """Callers placed in the background (each call is one sipp run in a thread)."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, CallResult] = {}
+        self._threads: list[threading.Thread] = []
+
+    def call(
+        self, name: str, caller: str, *, dtmf: str = "", delay_ms: int = 1500, hold_ms: int = 90_000
+    ) -> None:
+        def run() -> None:
+            self.results[name] = place_calls(
+                DID,
+                caller=caller,
+                dtmf=dtmf,
+                dtmf_delay_ms=delay_ms,
+                hold_ms=hold_ms,
+                timeout_s=120,
+            )
+
+        thread = threading.Thread(target=run, name=f"caller-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def join(self, timeout: float = 130) -> None:
+        for thread in self._threads:
+            thread.join(timeout)
+
+
+def entered(lines: list[list[str]]) -> dict[str, str]:
+    """Call id -> the calling number it entered the queue with (placeholder: the number to call)."""
+    return {line[1]: line[6] for line in lines if len(line) > 6 and line[4] == "ENTERQUEUE"}
+
+
+def served(tb: Testbed, mark: int) -> list[str]:
+    """Calling numbers in the order an agent connected them, since ``mark`` lines of queue_log."""
+    lines = tb.queue_log()
+    numbers = entered(lines)
+    return [numbers.get(line[1], line[1]) for line in lines[mark:] if line[4] == "CONNECT"]
+
+
+def wait_for(what: str, predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def waiting(tb: Testbed) -> int:
+    with tb.ami(events=False) as ami:
+        return sum(
+            1 for e in ami.list_action("QueueStatus", Queue=QUEUE) if e.get("Event") == "QueueEntry"
+        )
+
+
+def holds(workdir: Path) -> list[VirtualHold]:
+    with open_virtual_hold_store("", workdir / "state.sqlite") as store:
+        return store.between(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+
+
+class TestVirtualHold:
+    def test_b_takes_the_callback_and_is_served_between_a_and_c(
+        self, tb: Testbed, daemon: DaemonProcess
+    ) -> None:
+        pause(tb, 1, 2, 3, 4)
+        mark = len(tb.queue_log())
+        callers = Callers()
+        with tb.ami() as ami:
+            callers.call("A", national(1), hold_ms=90_000)
+            time.sleep(0.5)
+            # B presses 1 in the queue, then 1 to confirm the number read back
+            callers.call("B", national(2), dtmf="11", delay_ms=2500)
+            time.sleep(0.5)
+            callers.call("C", national(3), hold_ms=90_000)
+            # B's placeholder joined; B's own call has ended (B hung up on "we call back")
+            wait_for(
+                "B's placeholder in the queue",
+                lambda: any(h.state is VHoldState.WAITING for h in holds(daemon.workdir)),
+                20,
+            )
+            wait_for("B's call ended", lambda: "B" in callers.results, 20)
+            assert waiting(tb) == 3  # A, B's placeholder, C
+            with SippAgent.for_agent(1, "talk", ring_delay_ms=100), SippAgent.for_citizen():
+                pause(tb, 1, paused=False)
+                wait_for("three served", lambda: len(served(tb, mark)) >= 3, 60)
+                wait_for(
+                    "B connected",
+                    lambda: holds(daemon.workdir)[0].state is VHoldState.CONNECTED,
+                    20,
+                )
+            citizens = [
+                e.get("Number")
+                for e in ami.events_named("UserEvent")
+                if e.get("UserEvent") == "TestbedCitizen"
+            ]
+        callers.join()
+        assert served(tb, mark) == [e164(1), national(2), e164(3)]
+        assert citizens == [national(2)]
+        (hold,) = holds(daemon.workdir)
+        assert hold.number == e164(2)
+        assert [e[1] for e in hold.events] == [
+            "offered",
+            "accepted",
+            "placeholder_queued",
+            "agent_reached",
+            "calling",
+            "citizen_answered",
+        ]
+        assert callers.results["B"].ok
+
+    def test_daemon_killed_while_three_placeholders_wait(
+        self, tb: Testbed, tmp_path: Path, answer_on_join: None
+    ) -> None:
+        with running_daemon(tb, tmp_path, rules=rules()) as daemon:
+            daemon.wait_health(vhold_ready, 15)
+            pause(tb, 1, 2, 3, 4)
+            callers = Callers()
+            for n in (1, 2, 3):
+                callers.call(f"caller{n}", national(n), dtmf="11", delay_ms=2500)
+                time.sleep(0.4)
+            wait_for(
+                "three placeholders",
+                lambda: sum(h.state is VHoldState.WAITING for h in holds(tmp_path)) == 3,
+                30,
+            )
+            daemon.kill9()
+            assert waiting(tb) == 3
+            mark = len(tb.queue_log())
+            # Asterisk alone: agents free up, all three citizens are called back
+            with SippAgent.for_agent(1, "talk", ring_delay_ms=100), SippAgent.for_citizen():
+                pause(tb, 1, paused=False)
+                wait_for(
+                    "three callbacks connected",
+                    lambda: len(served(tb, mark)) >= 3,
+                    60,
+                )
+                wait_for("queue empty", lambda: waiting(tb) == 0, 20)
+            assert sorted(served(tb, mark)) == [national(n) for n in (1, 2, 3)]
+            # the daemon, restarted, reads what happened while it was away
+            daemon.start()
+            daemon.wait_health(vhold_ready, 15)
+            wait_for(
+                "journal shows all connected",
+                lambda: sorted(h.state for h in holds(tmp_path)) == [VHoldState.CONNECTED] * 3,
+                20,
+            )
+            callers.join()
+        for hold in holds(tmp_path):
+            assert [e[1] for e in hold.events][-3:] == [
+                "agent_reached",
+                "calling",
+                "citizen_answered",
+            ]
+            assert hold.connected_at is not None and hold.wait_s is not None
+
+    def test_citizen_busy_then_no_answer_becomes_a_ticket_due_next_working_day(
+        self, tb: Testbed, daemon: DaemonProcess
+    ) -> None:
+        pause(tb, 1, 2, 3, 4)
+        callers = Callers()
+        callers.call("B", national(2), dtmf="11", delay_ms=2500)
+        wait_for(
+            "placeholder",
+            lambda: any(h.state is VHoldState.WAITING for h in holds(daemon.workdir)),
+            30,
+        )
+        mark = len(tb.queue_log())
+        with SippAgent.for_agent(1, "answer", ring_delay_ms=100):
+            with SippAgent.for_citizen("reject"):
+                pause(tb, 1, paused=False)
+                wait_for(
+                    "first try failed",
+                    lambda: holds(daemon.workdir)[0].state is VHoldState.RETRY_WAIT,
+                    30,
+                )
+            with SippAgent.for_citizen("noanswer"):
+                wait_for("ticket", lambda: holds(daemon.workdir)[0].state is VHoldState.TICKET, 60)
+        callers.join()
+        (hold,) = holds(daemon.workdir)
+        assert [a.outcome for a in hold.attempts] == ["busy", "noanswer"]
+        # the retry went to the head of the queue, an agent took it each time
+        assert served(tb, mark) == [national(2), national(2)]
+        # end of the next working day: the always-open calendar closes tomorrow
+        # at 24:00, i.e. midnight at the start of the day after, Berlin time
+        assert hold.ticket_due_at is not None
+        berlin = ZoneInfo("Europe/Berlin")
+        failed = hold.updated_at.astimezone(berlin)
+        midnight = datetime.combine(failed.date() + timedelta(days=2), dt_time(0), berlin)
+        assert hold.ticket_due_at == midnight
+        # on the agent page's callbacks list: the call's disposition in the journal
+        wait_for("ticket in the journal", lambda: callback_rows(daemon.workdir), 20)
+
+    def test_ten_callbacks_one_free_agent_never_two_citizens_at_once(
+        self, tb: Testbed, daemon: DaemonProcess
+    ) -> None:
+        pause(tb, 1, 2, 3, 4)
+        callers = Callers()
+        for n in range(10):
+            callers.call(f"c{n}", f"0440712340{n}", dtmf="11", delay_ms=2500)
+            time.sleep(0.3)
+        wait_for(
+            "ten placeholders",
+            lambda: sum(h.state is VHoldState.WAITING for h in holds(daemon.workdir)) == 10,
+            60,
+        )
+        callers.join()
+        with tb.ami() as ami:
+            with SippAgent.for_agent(1, "talk", ring_delay_ms=100), SippAgent.for_citizen():
+                pause(tb, 1, paused=False)
+                wait_for(
+                    "all connected",
+                    lambda: (
+                        sum(h.state is VHoldState.CONNECTED for h in holds(daemon.workdir)) == 10
+                    ),
+                    150,
+                )
+            events = list(ami.events)
+        # Citizens being called at the same time: +1 at the TestbedCitizen UserEvent
+        # (the outbound leg starts), -1 when that leg hangs up.
+        legs: set[str] = set()
+        peak = 0
+        for e in events:
+            if e.get("Event") == "UserEvent" and e.get("UserEvent") == "TestbedCitizen":
+                legs.add(e.get("Uniqueid", ""))
+                peak = max(peak, len(legs))
+            elif e.get("Event") == "Hangup" and e.get("Uniqueid") in legs:
+                legs.discard(e.get("Uniqueid", ""))
+        assert peak == 1
+        assert sum(1 for e in events if e.get("UserEvent") == "TestbedCitizen") == 10
+
+
+def callback_rows(workdir: Path) -> bool:
+    """Whether the tenant's callbacks list (the agent page's) has an open entry."""
+    from pbxbridge.journal.backend import journal_opener
+
+    store = journal_opener("", workdir / "state.sqlite")()
+    try:
+        return bool(store.open_callbacks("rueckruf"))
+    finally:
+        store.close()
