@@ -87,8 +87,7 @@ def run_report_cli(
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
-    if tenant is not None and tenant not in rules.tenants:
-        raise ValueError(f"unknown tenant {tenant!r} (known: {', '.join(sorted(rules.tenants))})")
+    base.check_tenant(rules, tenant)
     if fmt == "invoice" and tenant is None:
         raise ValueError("the invoice format is per tenant: give a tenant")
     if threshold_s < 0 or short_abandon_s < 0:
