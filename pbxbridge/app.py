@@ -81,7 +81,7 @@ from pbxbridge.runtime.live import LiveOverrides, LiveRules
 from pbxbridge.runtime.sdnotify import SystemdNotifier
 from pbxbridge.runtime.settings import Settings
 from pbxbridge.storage.overrides import open_override_store
-from pbxbridge.storage.virtual_holds import open_virtual_hold_store
+from pbxbridge.storage.virtual_holds import VirtualHoldStore, open_virtual_hold_store
 from pbxbridge.tracking.agents_board import BOARD_EVENTS, AgentBoard, MemberStatus
 from pbxbridge.tracking.call_board import CallBoard
 from pbxbridge.tracking.call_tracker import (
@@ -136,6 +136,7 @@ class Parts:
     vhold_ari: AriClient | None = None
     vhold: VirtualHoldService | None = None
     vhold_board: VirtualHoldBoard | None = None
+    vhold_open_store: Callable[[], VirtualHoldStore] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +274,7 @@ def faces(
             repeat=parts.repeat,
             open_store=open_journal,
             retention_days=settings.retention_days,
+            open_holds=parts.vhold_open_store,
         ),
         mqtt=components.Mqtt(parts.mqtt),
         tracker=components.Tracker(tracker, parts.rules),
@@ -502,6 +504,10 @@ class Daemon:
         vhold_ari: AriClient | None = None
         vhold: VirtualHoldService | None = None
         vhold_board: VirtualHoldBoard | None = None
+
+        def open_holds() -> VirtualHoldStore:
+            return open_virtual_hold_store(settings.database_url, state_file)
+
         if ami is not None:
             vhold_ari = AriClient(
                 AriConfig(
@@ -519,7 +525,7 @@ class Daemon:
                 ami,
                 lambda: rules.rules,
                 lambda: overrides.items,
-                lambda: open_virtual_hold_store(settings.database_url, state_file),
+                open_holds,
                 node=settings.node,
                 record_ticket=_ticket_recorder(open_journal),
                 on_change=vhold_board.observe,
@@ -556,6 +562,7 @@ class Daemon:
             vhold_ari=vhold_ari,
             vhold=vhold,
             vhold_board=vhold_board,
+            vhold_open_store=open_holds if vhold is not None else None,
         )
         built = faces(parts, settings, notifier=self.notifier, open_journal=open_journal)
         self.registry.register(ScrapeCollector(built.gauges, components.GAUGE_HELP))

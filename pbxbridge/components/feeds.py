@@ -17,6 +17,7 @@ from pbxbridge.journal.retention import retention_loop
 from pbxbridge.journal.store import JournalStore
 from pbxbridge.journal.writer import JournalWriter
 from pbxbridge.runtime.live import LiveRules
+from pbxbridge.storage.virtual_holds import VirtualHoldStore
 from pbxbridge.tracking.call_tracker import CallTracker
 from pbxbridge.tracking.metrics import CallMetrics
 from pbxbridge.web import AgentDesk, AgentPage
@@ -193,6 +194,8 @@ class Journal(Part):
         open_store: Opens a store of the journal for the retention job
             (``None``: no retention job).
         retention_days: Caller numbers are removed from the journal after this.
+        open_holds: Opens the virtual-hold store, purged with the journal
+            (``None``: no virtual holds to purge).
     """
 
     def __init__(
@@ -202,12 +205,14 @@ class Journal(Part):
         repeat: RepeatCallers | None = None,
         open_store: Callable[[], JournalStore] | None = None,
         retention_days: int = 90,
+        open_holds: Callable[[], VirtualHoldStore] | None = None,
     ) -> None:
         super().__init__()
         self._writer = writer
         self._repeat = repeat
         self._open_store = open_store
         self._retention_days = retention_days
+        self._open_holds = open_holds
 
     async def start(self) -> None:
         """Spawn the writer and the retention job."""
@@ -216,7 +221,10 @@ class Journal(Part):
         self._spawn(self._writer.run(), "journal")
         if self._open_store is not None:
             retention = retention_loop(
-                self._open_store, days=self._retention_days, spool_dir=self._writer.spool_dir
+                self._open_store,
+                days=self._retention_days,
+                spool_dir=self._writer.spool_dir,
+                holds_factory=self._open_holds,
             )
             self._spawn(retention, "retention")
 
