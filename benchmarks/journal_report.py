@@ -2,7 +2,7 @@
 
 Generates 1,000,000 journal rows (two years at ~42,000 calls a month, 5 tenants)
 into an SQLite file in a temporary folder, with the journal's own schema
-(``SQLITE_MIGRATIONS[0]``, ``user_version`` set so the store accepts the file)
+(``SQLITE_MIGRATIONS[0]``, then the later migrations as an upgrade runs them)
 and times as REAL Unix seconds, inserted with one ``executemany`` in one
 transaction. The mix: ~88 % of calls in opening hours (Mon-Fri 07-18 local),
 the rest closed-hours; 0.5 % rejected numbers, 1 % 115-menu hang-ups; of the
@@ -59,6 +59,7 @@ from pbxbridge.journal.report import (
 from pbxbridge.journal.store import CallRow
 from pbxbridge.storage.schema import JOURNAL_SQLITE_MIGRATIONS as SQLITE_MIGRATIONS
 from pbxbridge.storage.schema import JOURNAL_SQLITE_VERSION as SCHEMA_VERSION
+from pbxbridge.storage.sqlite import migrate_sqlite, user_version
 
 TZ = ZoneInfo("Europe/Berlin")
 TENANTS = (
@@ -126,9 +127,14 @@ def generate(path: Path, n: int, rng: random.Random) -> int:
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
         db.executescript(SQLITE_MIGRATIONS[0])
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("PRAGMA user_version = 1")
         with db:
             db.executemany(f"INSERT INTO calls VALUES ({','.join('?' * COLUMNS)})", rows)
+        # The rows have migration 1's columns; the later migrations add theirs
+        # (with defaults) as they would on a node's upgraded file.
+        db.isolation_level = None
+        migrate_sqlite(db, SQLITE_MIGRATIONS)
+        assert user_version(db) == SCHEMA_VERSION
         db.execute("ANALYZE")
         count = int(db.execute("SELECT count(*) FROM calls").fetchone()[0])
     finally:
