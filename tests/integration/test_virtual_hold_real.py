@@ -31,7 +31,8 @@ from tests.testbed.testbed import Testbed
 
 pytestmark = pytest.mark.asterisk
 
-DID = "+4944089200"
+DID = "+494408920"
+PRIORITY_DID = "+494408930"
 QUEUE = "vhold"
 RULES = """\
 timezone: Europe/Berlin
@@ -54,6 +55,12 @@ tenants:
       max_tries: %(tries)d
       answer_timeout: 5
       outbound_context: testbed-citizens
+  vorrang:
+    name: Gemeinde Vorrang
+    dids: ["+49 4408 93-0"]
+    calendar: always
+    open: {queue: vhold, priority: 9, callerid_prefix: "VR"}
+    closed: {then: hangup}
 unknown_did: {tenant: rueckruf}
 state: {path: state.sqlite}
 """
@@ -111,11 +118,18 @@ class Callers:
         self._threads: list[threading.Thread] = []
 
     def call(
-        self, name: str, caller: str, *, dtmf: str = "", delay_ms: int = 1500, hold_ms: int = 90_000
+        self,
+        name: str,
+        caller: str,
+        *,
+        dtmf: str = "",
+        delay_ms: int = 1500,
+        hold_ms: int = 90_000,
+        did: str = DID,
     ) -> None:
         def run() -> None:
             self.results[name] = place_calls(
-                DID,
+                did,
                 caller=caller,
                 dtmf=dtmf,
                 dtmf_delay_ms=delay_ms,
@@ -334,6 +348,101 @@ class TestVirtualHold:
                 legs.discard(e.get("Uniqueid", ""))
         assert peak == 1
         assert sum(1 for e in events if e.get("UserEvent") == "TestbedCitizen") == 10
+
+    def test_a_higher_priority_caller_still_goes_first(
+        self, tb: Testbed, daemon: DaemonProcess
+    ) -> None:
+        pause(tb, 1, 2, 3, 4)
+        mark = len(tb.queue_log())
+        callers = Callers()
+        callers.call("A", national(1))
+        time.sleep(0.5)
+        callers.call("B", national(2), dtmf="11", delay_ms=2500)
+        wait_for(
+            "B's placeholder",
+            lambda: any(h.state is VHoldState.WAITING for h in holds(daemon.workdir)),
+            30,
+        )
+        # H calls the tenant with priority 9 after B's placeholder joined
+        callers.call("H", national(8), did=PRIORITY_DID)
+        wait_for("A, placeholder, H waiting", lambda: waiting(tb) == 3, 20)
+        with SippAgent.for_agent(1, "talk", ring_delay_ms=100), SippAgent.for_citizen():
+            pause(tb, 1, paused=False)
+            wait_for("three served", lambda: len(served(tb, mark)) >= 3, 60)
+        callers.join()
+        assert served(tb, mark) == [e164(8), e164(1), national(2)]
+
+    @pytest.mark.parametrize(
+        ("entry", "problem"),
+        [
+            ("09001234567#" * 2, "premium"),
+            ("110#" * 2, "emergency"),
+            ("0441#" * 2, "too few digits"),
+            ("04A1234567#" * 2, "letters (SIP INFO Signal=A)"),
+            ("", "no input at all"),
+        ],
+    )
+    def test_bad_entry_twice_back_to_the_place_and_served(
+        self, tb: Testbed, daemon: DaemonProcess, entry: str, problem: str
+    ) -> None:
+        pause(tb, 1, 2, 3, 4)
+        mark = len(tb.queue_log())
+        callers = Callers()
+        callers.call("A", national(1))
+        time.sleep(0.5)
+        callers.call("B", national(2), dtmf="1" + entry, delay_ms=1200)
+        time.sleep(0.5)
+        callers.call("C", national(3))
+        wait_for(
+            f"B back after {problem}",
+            lambda: any("entry_failed" in [e[1] for e in h.events] for h in holds(daemon.workdir)),
+            60,
+        )
+        wait_for("B queued again", lambda: waiting(tb) == 3, 10)
+        with SippAgent.for_agent(1, "talk", ring_delay_ms=100):
+            pause(tb, 1, paused=False)
+            wait_for("three served", lambda: len(served(tb, mark)) >= 3, 60)
+        callers.join()
+        # B went back to the same place: between A and C, and nobody was called back
+        assert served(tb, mark) == [e164(1), e164(2), e164(3)]
+        (hold,) = holds(daemon.workdir)
+        assert hold.state is VHoldState.OFFERED and hold.number is None
+        assert [e[1] for e in hold.events] == ["offered", "entry_failed"]
+
+    def test_hang_up_in_the_middle_of_the_number(self, tb: Testbed, daemon: DaemonProcess) -> None:
+        pause(tb, 1, 2, 3, 4)
+        callers = Callers()
+        callers.call("B", national(2), dtmf="10440", delay_ms=1200, hold_ms=500)
+        callers.join(60)
+        assert callers.results["B"].ok
+        wait_for("no channel left", lambda: tb.active_channels() == 0, 15)
+        (hold,) = holds(daemon.workdir)
+        assert hold.state is VHoldState.OFFERED and hold.number is None
+        assert daemon.health()["virtual_hold"]["errors"] == 0
+
+    def test_asterisk_restarted_while_a_placeholder_waits(
+        self, tb: Testbed, daemon: DaemonProcess
+    ) -> None:
+        pause(tb, 1, 2, 3, 4)
+        callers = Callers()
+        callers.call("B", national(2), dtmf="11", delay_ms=2500)
+        wait_for(
+            "placeholder",
+            lambda: any(h.state is VHoldState.WAITING for h in holds(daemon.workdir)),
+            30,
+        )
+        callers.join(60)
+        with SippAgent.for_agent(1, "talk", ring_delay_ms=100), SippAgent.for_citizen():
+            tb.cli("core restart now")  # the placeholder goes with it; agents come back unpaused
+            wait_for(
+                "re-queued and connected",
+                lambda: holds(daemon.workdir)[0].state is VHoldState.CONNECTED,
+                60,
+            )
+        (hold,) = holds(daemon.workdir)
+        events = [e[1] for e in hold.events]
+        assert "lost" in events and events[-1] == "citizen_answered"
+        assert events.count("retry_queued") == 1
 
 
 def callback_rows(workdir: Path) -> bool:

@@ -26,7 +26,7 @@ from pathlib import Path
 from tests.testbed.sipp import CallResult, SippAgent, place_calls
 from tests.testbed.testbed import Testbed
 
-DID = "+4944089200"
+DID = "+494408920"
 CALLER = "04407123452"
 RULES = """\
 timezone: Europe/Berlin
