@@ -12,6 +12,7 @@ import pytest
 from pbxbridge.adapters.ami.queue import QueueEntry, QueueMember, QueueSnapshot
 from pbxbridge.adapters.ari.virtual_hold import AstdbRecord, VirtualHoldService, read_back
 from pbxbridge.config.loader import parse_rules
+from pbxbridge.core.models import Override, OverrideState
 from pbxbridge.core.rules import Rules
 from pbxbridge.core.virtual_hold import VHoldState
 from pbxbridge.storage.virtual_holds import open_virtual_hold_store
@@ -112,13 +113,20 @@ def rules() -> Rules:
 
 
 @pytest.fixture
-def setup(rules: Rules, tmp_path: Path) -> tuple[VirtualHoldService, FakeAri, FakeAmi, Clock]:
+def overrides() -> list[Override]:
+    return []
+
+
+@pytest.fixture
+def setup(
+    rules: Rules, tmp_path: Path, overrides: list[Override]
+) -> tuple[VirtualHoldService, FakeAri, FakeAmi, Clock]:
     ari, ami, clock = FakeAri(), FakeAmi(), Clock()
     service = VirtualHoldService(
         ari,  # type: ignore[arg-type]
         ami,  # type: ignore[arg-type]
         lambda: rules,
-        lambda: [],
+        lambda: overrides,
         lambda: open_virtual_hold_store("", tmp_path / "state.sqlite"),
         node="n1",
         clock=clock,
@@ -229,3 +237,28 @@ class TestVirtualHoldService:
         asyncio.run(service.reconcile())  # no channel, no AstDB record: lost
         assert len(ami.originated) == 2
         assert "PBXBRIDGE_VH_POS=1" in ami.originated[-1]["Variable"]
+
+    def test_closing_time_withdraws_the_waiting_placeholder_as_a_ticket(
+        self,
+        setup: tuple[VirtualHoldService, FakeAri, FakeAmi, Clock],
+        overrides: list[Override],
+    ) -> None:
+        service, _, ami, clock = setup
+        asyncio.run(service.handle(_start("1.2", "offer", "2", "rueckruf", "vhold", "5")))
+        asyncio.run(service.handle(_start("1.2", "number", "1", "1")))
+        ami.astdb["1.2"] = f"waiting:{int(NOW.timestamp())}"
+        ami.channels = [
+            "Local/1.2@pbxbridge-vhold-place-00000003;1",
+            "Local/1.2@pbxbridge-vhold-place-00000003;2",
+            "Local/9.9@pbxbridge-vhold-place-00000004;2",
+        ]
+        asyncio.run(service.reconcile())  # open: nothing happens
+        assert not [a for a in ami.actions if a["Action"] == "Hangup"]
+        clock.now = NOW + timedelta(minutes=5)
+        overrides.append(Override("rueckruf", OverrideState.CLOSED, "Sturm", set_at=clock.now))
+        asyncio.run(service.reconcile())
+        hangups = [a["Channel"] for a in ami.actions if a["Action"] == "Hangup"]
+        assert hangups == ["Local/1.2@pbxbridge-vhold-place-00000003;2"]
+        hold = asyncio.run(service._db()).get("n1", "1.2")
+        assert hold is not None and hold.state is VHoldState.TICKET
+        assert [e[1] for e in hold.events][-1] == "closed"
