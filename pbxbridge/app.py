@@ -514,7 +514,10 @@ class Daemon:
                     base_url=settings.ari_url,
                     username=settings.ari_user,
                     password=settings.ari_password,
-                    app=VHOLD_APP,
+                    # "pbxbridge-vhold" by default (the name the dialplan's
+                    # Stasis() uses); a second node on the same Asterisk with
+                    # its own application name gets its own, never takes ours.
+                    app=f"{settings.ari_app}{VHOLD_APP.removeprefix('pbxbridge')}",
                     backoff_max=settings.ari_backoff_max_s,
                 ),
                 session=session,
