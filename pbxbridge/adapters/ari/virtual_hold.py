@@ -211,6 +211,7 @@ class VirtualHoldService:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._tickets_unrecorded: dict[str, VirtualHold] = {}
+        self._published: str | None = None  # digest of the rules last published to AstDB
         self.stats = VirtualHoldStats()
 
     # ------------------------------------------------------------ store access
@@ -490,7 +491,8 @@ class VirtualHoldService:
 
     async def publish_tenants(self) -> None:
         """Write the tenants with virtual hold into AstDB (the dialplan answers their callers)."""
-        wanted = {t.id for t in self._rules().tenants.values() if t.virtual_hold.enabled}
+        rules = self._rules()
+        wanted = {t.id for t in rules.tenants.values() if t.virtual_hold.enabled}
         present = set((await self._astdb_tree(TENANT_FAMILY)).keys())
         for tenant_id in sorted(present - wanted):
             await self._ami.action({"Action": "DBDel", "Family": TENANT_FAMILY, "Key": tenant_id})
@@ -498,6 +500,7 @@ class VirtualHoldService:
             await self._ami.action(
                 {"Action": "DBPut", "Family": TENANT_FAMILY, "Key": tenant_id, "Val": "1"}
             )
+        self._published = rules.digest
 
     async def _astdb_tree(self, family: str) -> dict[str, str]:
         try:
@@ -530,6 +533,8 @@ class VirtualHoldService:
             if not self._ami.connected:
                 continue
             try:
+                if self._rules().digest != self._published:
+                    await self.publish_tenants()  # a reload switched a tenant on or off
                 await self.reconcile()
             except (AmiUnavailable, AmiActionFailed) as exc:
                 log.info("vhold.reconcile_deferred", error=str(exc))
