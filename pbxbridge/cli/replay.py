@@ -7,8 +7,6 @@ deployment can be gated on it.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from datetime import date, datetime, timedelta, tzinfo
@@ -27,6 +25,7 @@ from pbxbridge.core.numbers import printable
 from pbxbridge.core.replay import ChangedCall, ReplayReport, Routed
 from pbxbridge.core.rules import Rules
 from pbxbridge.journal.backend import JOURNAL_FILE
+from pbxbridge.journal.render import csv_text, spreadsheet_cell
 from pbxbridge.journal.replay import override_timeline, replay_journal
 from pbxbridge.runtime.settings import SettingsError, database_url_from_env
 from pbxbridge.storage.overrides import open_override_store
@@ -228,22 +227,11 @@ def _routed(prefix: str, routed: Routed) -> dict[str, object]:
     return {f"{prefix}_{k}": v for k, v in routed.as_dict().items()}
 
 
-def _cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    # A spreadsheet runs a cell starting with = @ + - as a formula; numbers
-    # (+49…) are data: only text that is not a number is defused.
-    if text[:1] in ("=", "@", "\t", "\r") or (text[:1] in ("+", "-") and not text[1:2].isdigit()):
-        return "'" + text
-    return text
-
-
 def report_csv(report: ReplayReport) -> str:
     """One row per changed call (:data:`CSV_COLUMNS`), ``;``-separated for German Excel."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, delimiter=";")
-    writer.writerow(CSV_COLUMNS)
-    for c in report.changed:
-        row: dict[str, object] = {
+
+    def row(c: ChangedCall) -> list[str]:
+        cells: dict[str, object] = {
             "arrived_at": c.arrived_at.isoformat(),
             "node": c.node,
             "call_id": c.call_id,
@@ -255,8 +243,9 @@ def report_csv(report: ReplayReport) -> str:
             **_routed("before", c.before),
             **_routed("after", c.after),
         }
-        writer.writerow([_cell(row[name]) for name in CSV_COLUMNS])
-    return buf.getvalue()
+        return [spreadsheet_cell(cells[name]) for name in CSV_COLUMNS]
+
+    return csv_text(CSV_COLUMNS, (row(c) for c in report.changed))
 
 
 def report_json(report: ReplayReport, start: datetime, end: datetime) -> dict[str, object]:

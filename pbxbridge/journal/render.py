@@ -118,6 +118,19 @@ def csv_text(
     return buf.getvalue()
 
 
+def spreadsheet_cell(value: object) -> str:
+    """A cell's text, defused where a spreadsheet would run it as a formula.
+
+    Text from calls (a DID, a caller's name, a reason) can start with ``=``,
+    ``@`` or ``+``/``-``; Excel and LibreOffice then evaluate it. Such text gets
+    a leading apostrophe; numbers (``+49…``, ``-3``) stay data.
+    """
+    text = "" if value is None else str(value)
+    if text[:1] in ("=", "@", "\t", "\r") or (text[:1] in ("+", "-") and not text[1:2].isdigit()):
+        return "'" + text
+    return text
+
+
 def _rows_of(report: Report) -> Iterable[tuple[str, str, datetime, datetime, Figures]]:
     """Every (tenant, bucket label, start, end, figures), totals included, in order."""
     first, after = period_range(report.start, report.end, report.tz)

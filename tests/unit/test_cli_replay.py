@@ -210,7 +210,7 @@ class TestReplayCommand:
         assert "new.yaml:" in result.output and "rules not loaded" in result.output
 
     def test_defuses_formulas_in_csv(self) -> None:
-        from pbxbridge.cli.replay import _cell
+        from pbxbridge.journal.render import spreadsheet_cell as _cell
 
         assert _cell("=cmd|' /C calc'!A0") == "'=cmd|' /C calc'!A0"
         assert _cell("+4944…67") == "+4944…67"
