@@ -126,10 +126,12 @@ class Callers:
         delay_ms: int = 1500,
         hold_ms: int = 90_000,
         did: str = DID,
+        source_ip: str = "127.0.0.2",
     ) -> None:
         def run() -> None:
             self.results[name] = place_calls(
                 did,
+                source_ip=source_ip,
                 caller=caller,
                 dtmf=dtmf,
                 dtmf_delay_ms=delay_ms,
@@ -443,6 +445,31 @@ class TestVirtualHold:
         events = [e[1] for e in hold.events]
         assert "lost" in events and events[-1] == "citizen_answered"
         assert events.count("retry_queued") == 1
+
+    def test_the_fastagi_entry_point_offers_it_too(
+        self, tb: Testbed, daemon: DaemonProcess
+    ) -> None:
+        pause(tb, 1, 2, 3, 4)
+        mark = len(tb.queue_log())
+        callers = Callers()
+        # 127.0.0.5: the carrier into [pbxbridge-agi] (FreePBX's path, FastAGI routing)
+        callers.call("B", national(2), dtmf="11", delay_ms=2500, source_ip="127.0.0.5")
+        wait_for(
+            "placeholder",
+            lambda: any(h.state is VHoldState.WAITING for h in holds(daemon.workdir)),
+            30,
+        )
+        with SippAgent.for_agent(1, "talk", ring_delay_ms=100), SippAgent.for_citizen():
+            pause(tb, 1, paused=False)
+            wait_for(
+                "connected",
+                lambda: holds(daemon.workdir)[0].state is VHoldState.CONNECTED,
+                30,
+            )
+        callers.join()
+        assert served(tb, mark) == [national(2)]
+        (routed,) = [e for e in daemon.logs() if e.get("event") == "call.routed"]
+        assert routed["entry"] == "agi" and routed["tenant"] == "rueckruf"
 
 
 def callback_rows(workdir: Path) -> bool:
