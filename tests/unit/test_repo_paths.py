@@ -141,6 +141,18 @@ def test_every_mentioned_repository_path_exists(texts: dict[str, str]) -> None:
     assert not dangling, "paths that do not exist:\n" + "\n".join(dangling)
 
 
+def _prose_lines(text: str) -> list[tuple[int, str]]:
+    """Numbered lines outside fenced code blocks (``[400](+)`` in an ini block is no link)."""
+    lines: list[tuple[int, str]] = []
+    fenced = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            lines.append((number, line))
+    return lines
+
+
 def test_markdown_links_resolve(texts: dict[str, str]) -> None:
     # Relative links (``[journal](journal.md)``, ``../README.md``) resolve
     # against the linking file's directory, not the repository root.
@@ -148,7 +160,7 @@ def test_markdown_links_resolve(texts: dict[str, str]) -> None:
         f"{name}:{number}: {target}"
         for name, text in texts.items()
         if name.endswith(".md")
-        for number, line in enumerate(text.splitlines(), 1)
+        for number, line in _prose_lines(text)
         for target in MARKDOWN_LINK.findall(line)
         if not re.match(r"[a-z]+:", target) and not (ROOT / name).parent.joinpath(target).exists()
     ]
