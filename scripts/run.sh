@@ -13,7 +13,15 @@
 # Then, in another shell, place a call to Wardenburg's number:
 #   .venv/bin/python -m tests.testbed call --did 044077300 --caller 04407123456
 # and watch it pop on agent1's page, the daemon's log line "call.routed" and
-# `curl -s 127.0.0.1:8090/healthz`.
+# `curl -s 127.0.0.1:8090/healthz`. The supervisor page is at
+# http://127.0.0.1:8090/supervisor/ (sign in with the demo supervisor login
+# printed below).
+#
+# Virtual hold ("Rückruf statt Warten", docs/virtual-hold.md): stop this daemon
+# (Ctrl-C), then
+#   .venv/bin/python -m tests.testbed vhold-demo
+# places a call that presses 1 in the queue, confirms its number, and is called
+# back when an agent frees up (it runs its own daemon; about 30 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
