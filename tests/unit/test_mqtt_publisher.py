@@ -49,7 +49,13 @@ class FakeConnection:
     broker: FakeBroker
     lost: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def publish(
+    def send(
+        self, topic: str, payload: bytes, qos: int, expiry_interval: int | None
+    ) -> asyncio.Future[None]:
+        # Tasks start in creation order, so the "wire" order is the call order.
+        return asyncio.ensure_future(self._publish(topic, payload, qos, expiry_interval))
+
+    async def _publish(
         self, topic: str, payload: bytes, qos: int, expiry_interval: int | None
     ) -> None:
         if self.lost.is_set():

@@ -246,7 +246,7 @@ class MqttPublisher:
         self._buffer: deque[_Message] = deque()
         # Insertion order is send order: on a connection loss the unacknowledged
         # messages go back to the buffer in exactly this order.
-        self._inflight: dict[asyncio.Task[None], _Message] = {}
+        self._inflight: dict[asyncio.Future[None], _Message] = {}
         # Set on anything the pump must react to (new message, ack, loss, close).
         self._wakeup = asyncio.Event()
         self._phase = _Phase.OPEN
@@ -491,29 +491,25 @@ class MqttPublisher:
                 lost.exception()  # retrieved: no "exception never retrieved" noise
 
     def _send(self, connection: MqttConnection, message: _Message) -> None:
-        # One task per message: up to max_inflight await their PUBACKs at once.
-        # Tasks start in creation order and each hands its message to paho before
-        # its first await, so the wire order is the buffer order.
+        # Handed to the client at once (wire order is buffer order); up to
+        # max_inflight futures await their PUBACKs, each waking the pump when done.
         expiry_interval = None
         if message.expires_at is not None:
             # Whole seconds, rounded up: _take() has just checked it is positive.
             expiry_interval = max(1, math.ceil(message.expires_at - self._clock()))
-        task = asyncio.create_task(
-            connection.publish(message.topic, message.payload, self.settings.qos, expiry_interval),
-            name="mqtt-publish",
-        )
-        task.add_done_callback(self._wake)
-        self._inflight[task] = message
+        sent = connection.send(message.topic, message.payload, self.settings.qos, expiry_interval)
+        sent.add_done_callback(self._wake)
+        self._inflight[sent] = message
 
     def _settle(self) -> None:
         """Account for finished publishes; raise the first connection error."""
         failure: BaseException | None = None
-        for task, message in list(self._inflight.items()):
-            if not task.done():
+        for sent, message in list(self._inflight.items()):
+            if not sent.done():
                 continue
-            error = task.exception()
+            error = sent.exception()
             if error is None:
-                del self._inflight[task]
+                del self._inflight[sent]
                 self._published += 1
             elif isinstance(error, aiomqtt.MqttError | OSError):
                 # Left in flight on purpose: the teardown requeues it, in order.
@@ -521,7 +517,7 @@ class MqttPublisher:
             else:
                 # Not a transport problem: the client refused this very message and
                 # would refuse it again after every reconnect. Drop it.
-                del self._inflight[task]
+                del self._inflight[sent]
                 self._dropped_error += 1
                 log.error(
                     "mqtt.publish_refused",
@@ -535,11 +531,11 @@ class MqttPublisher:
     def _requeue_inflight(self) -> None:
         """Put unacknowledged messages back at the buffer's front, in send order."""
         back: list[_Message] = []
-        for task, message in self._inflight.items():
-            if task.done() and not task.cancelled() and task.exception() is None:
+        for sent, message in self._inflight.items():
+            if sent.done() and not sent.cancelled() and sent.exception() is None:
                 self._published += 1  # acknowledged just before the loss
                 continue
-            task.cancel()
+            sent.cancel()
             message.sends += 1
             if message.sends >= _MAX_SENDS:
                 self._dropped_error += 1

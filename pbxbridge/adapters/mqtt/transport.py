@@ -16,8 +16,9 @@ from contextlib import AbstractAsyncContextManager
 from typing import Final, Protocol
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 import structlog
-from aiomqtt.exceptions import MqttConnectError
+from aiomqtt.exceptions import MqttCodeError, MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -44,6 +45,8 @@ log = structlog.get_logger(__name__)
 # CONNACK codes meaning "your credentials or rights are wrong" (MQTT 3.1.1: 4, 5;
 # MQTT 5 / paho reason codes: 134, 135): the error message says so explicitly.
 _AUTH_CODES: Final = frozenset({4, 5, 134, 135})
+# Distinct expiry intervals whose PUBLISH properties one connection keeps.
+_MAX_CACHED_PROPERTIES: Final = 256
 
 
 class MqttConnection(Protocol):
@@ -52,10 +55,14 @@ class MqttConnection(Protocol):
     The default implementation wraps :class:`aiomqtt.Client`; tests substitute fakes.
     """
 
-    async def publish(
+    def send(
         self, topic: str, payload: bytes, qos: int, expiry_interval: int | None
-    ) -> None:
-        """Send one message; return once the broker has acknowledged it (QoS 1).
+    ) -> asyncio.Future[None]:
+        """Hand one message to the client now; the future completes at its PUBACK.
+
+        Messages are on the wire in the order of the calls. Any failure, also one
+        of handing the message over, is delivered through the future, never
+        raised here: the publisher accounts for every message in one place.
 
         Args:
             topic: Full topic.
@@ -64,8 +71,11 @@ class MqttConnection(Protocol):
             expiry_interval: Seconds the broker may keep the message for
                 subscribers (MQTT 5 Message Expiry Interval); ``None``: unlimited.
 
-        Raises:
-            aiomqtt.MqttError: The connection failed or the acknowledgement timed out.
+        Returns:
+            A future with result ``None`` once the broker has acknowledged the
+            message (QoS 1), or with ``aiomqtt.MqttError`` when the connection
+            failed or the acknowledgement timed out, or with any other exception
+            when the client refused this very message.
         """
 
     async def wait_closed(self) -> None:
@@ -158,6 +168,29 @@ async def _client(settings: MqttSettings, *, identifier: str) -> aiomqtt.Client:
     return client
 
 
+class _Ack:
+    """Completes a publish's future when aiomqtt's PUBACK callback fires.
+
+    aiomqtt's ``on_publish`` callback calls ``.set()`` on whatever is registered
+    under the message id in ``_pending_publishes`` (an ``asyncio.Event`` for its
+    own ``publish()``). Registering this instead gives one future per message,
+    with no task, ``wait_for`` task and event per message as ``publish()`` costs;
+    the PUBACK timeout is one timer handle.
+    """
+
+    __slots__ = ("future", "timer")
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+        self.timer: asyncio.TimerHandle | None = None
+
+    def set(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if not self.future.done():
+            self.future.set_result(None)
+
+
 class _AiomqttConnection:
     """:class:`MqttConnection` over a connected :class:`aiomqtt.Client`."""
 
@@ -165,22 +198,55 @@ class _AiomqttConnection:
         self._client = client
         self._publish_timeout = settings.publish_timeout
         self._v5 = settings.mqtt_version == "5"
+        self._loop = asyncio.get_running_loop()
+        # PUBLISH properties by expiry interval: building paho's Properties costs
+        # more than packing them, and the intervals repeat (whole seconds of a few
+        # ring timeouts). paho only reads them (pack()), so sharing is safe.
+        self._properties: dict[int, Properties] = {}
 
-    async def publish(
+    def send(
         self, topic: str, payload: bytes, qos: int, expiry_interval: int | None
-    ) -> None:
+    ) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self._loop.create_future()
         properties = None
         if self._v5 and expiry_interval is not None:
+            properties = self._expiry_properties(expiry_interval)
+        try:
+            # What aiomqtt's publish() does, without its per-message task: hand the
+            # message to paho (queued for the socket, in call order) and register
+            # for its PUBACK under the message id.
+            info = self._client._client.publish(topic, payload, qos, False, properties)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise MqttCodeError(info.rc, "Could not publish message")
+        except Exception as exc:  # delivered through the future, see MqttConnection
+            future.set_exception(exc)
+            return future
+        if info.is_published():
+            future.set_result(None)
+            return future
+        ack = _Ack(future)
+        pending = self._client._pending_publishes
+        pending[info.mid] = ack  # type: ignore[assignment]  # duck-typed: .set()
+        ack.timer = self._loop.call_later(self._publish_timeout, self._expire, info.mid, ack)
+        return future
+
+    def _expiry_properties(self, expiry_interval: int) -> Properties:
+        properties = self._properties.get(expiry_interval)
+        if properties is None:
+            if len(self._properties) >= _MAX_CACHED_PROPERTIES:
+                self._properties.clear()
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.MessageExpiryInterval = expiry_interval
-        await self._client.publish(
-            topic,
-            payload,
-            qos=qos,
-            retain=False,
-            properties=properties,
-            timeout=self._publish_timeout,
-        )
+            self._properties[expiry_interval] = properties
+        return properties
+
+    def _expire(self, mid: int, ack: _Ack) -> None:
+        pending = self._client._pending_publishes
+        if pending.get(mid) is ack:  # type: ignore[comparison-overlap]
+            del pending[mid]
+        if not ack.future.done():
+            # aiomqtt's own text for a publish whose acknowledgement timed out.
+            ack.future.set_exception(aiomqtt.MqttError("Operation timed out"))
 
     async def wait_closed(self) -> None:
         # The publisher subscribes to nothing, so the message iterator never yields;

@@ -1,0 +1,136 @@
+"""Unit tests of the aiomqtt connection's send(): futures, PUBACKs and timeouts.
+
+A stand-in for the aiomqtt client records what reaches paho and lets the test
+fire the PUBACK callback the way aiomqtt does (``_pending_publishes.pop(mid).set()``).
+The real broker path is covered by tests/integration/test_mqtt_broker.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiomqtt
+import paho.mqtt.client as mqtt
+import pytest
+
+from pbxbridge.adapters.mqtt import MqttSettings
+from pbxbridge.adapters.mqtt.transport import _AiomqttConnection
+
+
+@dataclass
+class FakeInfo:
+    mid: int
+    rc: int = mqtt.MQTT_ERR_SUCCESS
+    published: bool = False
+
+    def is_published(self) -> bool:
+        return self.published
+
+
+@dataclass
+class FakePaho:
+    sent: list[tuple[str, bytes, int, bool, Any]] = field(default_factory=list)
+    rc: int = mqtt.MQTT_ERR_SUCCESS
+    refuse: Exception | None = None
+    published_at_once: bool = False
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool, properties: Any
+    ) -> FakeInfo:
+        if self.refuse is not None:
+            raise self.refuse
+        self.sent.append((topic, payload, qos, retain, properties))
+        return FakeInfo(len(self.sent), self.rc, self.published_at_once)
+
+
+class FakeAiomqttClient:
+    def __init__(self) -> None:
+        self._client = FakePaho()
+        self._pending_publishes: dict[int, Any] = {}
+
+    def puback(self, mid: int) -> None:
+        """What aiomqtt's on_publish callback does."""
+        self._pending_publishes.pop(mid).set()
+
+
+def connection(
+    *, publish_timeout: float = 10.0, mqtt_version: Literal["3.1.1", "5"] = "5"
+) -> tuple[_AiomqttConnection, FakeAiomqttClient]:
+    client = FakeAiomqttClient()
+    settings = MqttSettings(
+        client_id="test", publish_timeout=publish_timeout, mqtt_version=mqtt_version
+    )
+    return _AiomqttConnection(client, settings), client  # type: ignore[arg-type]
+
+
+class TestAiomqttConnection:
+    async def test_future_completes_at_the_puback_in_send_order(self) -> None:
+        conn, client = connection()
+        first = conn.send("p/a", b"1", 1, None)
+        second = conn.send("p/a", b"2", 1, 30)
+        assert [s[:4] for s in client._client.sent] == [
+            ("p/a", b"1", 1, False),
+            ("p/a", b"2", 1, False),
+        ]
+        assert not first.done() and not second.done()
+        client.puback(2)
+        assert second.done() and second.result() is None
+        assert not first.done()
+        client.puback(1)
+        assert first.result() is None
+        assert client._pending_publishes == {}
+
+    async def test_expiry_interval_travels_as_mqtt5_property(self) -> None:
+        conn, client = connection()
+        conn.send("p/a", b"1", 1, 30)
+        conn.send("p/a", b"2", 1, 30)
+        conn.send("p/a", b"3", 1, 7)
+        conn.send("p/a", b"4", 1, None)
+        props = [s[4] for s in client._client.sent]
+        assert props[0].MessageExpiryInterval == 30
+        assert props[1].MessageExpiryInterval == 30
+        assert props[2].MessageExpiryInterval == 7
+        assert props[3] is None
+
+    async def test_mqtt311_sends_no_properties(self) -> None:
+        conn, client = connection(mqtt_version="3.1.1")
+        conn.send("p/a", b"1", 1, 30)
+        assert client._client.sent[0][4] is None
+
+    async def test_missing_puback_fails_the_future_after_the_timeout(self) -> None:
+        conn, client = connection(publish_timeout=0.05)
+        sent = conn.send("p/a", b"1", 1, None)
+        with pytest.raises(aiomqtt.MqttError, match="timed out"):
+            await asyncio.wait_for(sent, 1.0)
+        assert client._pending_publishes == {}
+
+    async def test_puback_in_time_cancels_the_timeout(self) -> None:
+        conn, client = connection(publish_timeout=0.05)
+        sent = conn.send("p/a", b"1", 1, None)
+        client.puback(1)
+        await asyncio.sleep(0.1)
+        assert sent.result() is None
+
+    async def test_client_error_code_fails_the_future_not_the_call(self) -> None:
+        conn, client = connection()
+        client._client.rc = mqtt.MQTT_ERR_NO_CONN
+        sent = conn.send("p/a", b"1", 1, None)
+        with pytest.raises(aiomqtt.MqttError):
+            sent.result()
+        assert client._pending_publishes == {}
+
+    async def test_refused_message_fails_the_future_with_the_clients_error(self) -> None:
+        conn, client = connection()
+        client._client.refuse = ValueError("payload too large")
+        sent = conn.send("p/a", b"1", 1, None)
+        with pytest.raises(ValueError, match="payload too large"):
+            sent.result()
+
+    async def test_published_at_once_needs_no_puback(self) -> None:
+        conn, client = connection()
+        client._client.published_at_once = True
+        sent = conn.send("p/a", b"1", 0, None)
+        assert sent.result() is None
+        assert client._pending_publishes == {}
