@@ -12,6 +12,10 @@ that module's defaults, over the same answered and abandoned calls as
 ``/metrics``' live gauge (an abandon or answer counts in the half hour, day or
 15-minute window in which it happened). Calls waiting now are read from the
 tracker's records when asked, so there is no second bookkeeping to drift.
+
+:class:`Outcomes` is the one windowing of answers and abandons: the board's
+last 15 minutes and :class:`~pbxbridge.tracking.metrics.LiveServiceLevel`'s
+gauges both count through it.
 """
 
 from __future__ import annotations
@@ -83,12 +87,95 @@ class Waiting:
 
 
 @dataclass(frozen=True, slots=True)
-class _Outcome:
+class Outcome:
+    """An answer or an abandon, classified once by the service-level rules.
+
+    Attributes:
+        at: When it was answered or abandoned.
+        tenant: Tenant id.
+        answered: True for answered, False for abandoned.
+        within: Answered within the threshold.
+        short: A short abandon (left out of "offered").
+    """
+
     at: datetime
     tenant: str
     answered: bool
     within: bool
     short: bool
+
+
+class Outcomes:
+    """Answers and abandons in arrival order, counted per tenant over a window when asked.
+
+    Forgetting is from the oldest arrival only, so a window's owner forgets
+    before the earliest instant any of its windows can still need.
+
+    Args:
+        threshold_s: Service-level threshold.
+        short_abandon_s: Short-abandon limit.
+    """
+
+    def __init__(self, *, threshold_s: float, short_abandon_s: float) -> None:
+        self.threshold_s = threshold_s
+        self.short_abandon_s = short_abandon_s
+        self._items: deque[Outcome] = deque()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, tenant: str, at: datetime, *, answered: bool, wait_s: float | None) -> Outcome:
+        """Classify and keep an answer or an abandon.
+
+        Args:
+            tenant: Tenant id.
+            at: When it was answered or abandoned.
+            answered: True for answered, False for abandoned.
+            wait_s: Seconds waited (``None``: unknown).
+
+        Returns:
+            The outcome as kept.
+        """
+        if wait_s is None:
+            # Unknown waits count against the service level, as in the report.
+            within = False
+            short = False
+        else:
+            within = answered and servicelevel.answered_within(wait_s, self.threshold_s)
+            short = not answered and servicelevel.short_abandon(wait_s, self.short_abandon_s)
+        outcome = Outcome(at, tenant, answered, within, short)
+        self._items.append(outcome)
+        return outcome
+
+    def forget_before(self, instant: datetime) -> None:
+        """Drop the oldest arrivals while they happened before ``instant``."""
+        while self._items and self._items[0].at < instant:
+            self._items.popleft()
+
+    def tally(self, since: datetime, until: datetime | None = None) -> dict[str, Tally]:
+        """Count the outcomes from ``since`` (inclusive) to ``until`` (inclusive; ``None``: no end).
+
+        Args:
+            since: The window's start.
+            until: The window's end.
+
+        Returns:
+            Tenant to tally, and :data:`ALL` for every tenant, only for keys
+            with an outcome in the window (``offered`` stays 0: only outcomes
+            are windowed).
+        """
+        out: dict[str, Tally] = {}
+        for o in self._items:
+            # Arrival order is not time order (journal seeds, AMI timestamps).
+            if o.at < since or (until is not None and o.at > until):
+                continue
+            for key in (o.tenant, ALL):
+                tally = out.setdefault(key, Tally())
+                tally.answered += o.answered
+                tally.within += o.within
+                tally.abandoned += not o.answered
+                tally.short += o.short
+        return out
 
 
 @dataclass(slots=True)
@@ -118,7 +205,7 @@ class CallBoard:
         self.threshold_s = threshold_s
         self.short_abandon_s = short_abandon_s
         self._day: _Day | None = None
-        self._recent: deque[_Outcome] = deque()
+        self._recent = Outcomes(threshold_s=threshold_s, short_abandon_s=short_abandon_s)
         self.generation = 0
         """Counts changes (a page re-renders when it moves)."""
 
@@ -174,28 +261,17 @@ class CallBoard:
             answered: True for answered, False for abandoned.
             wait_s: Seconds waited (``None``: unknown; an unknown answer is late).
         """
-        if wait_s is None:
-            # Unknown waits count against the service level, as in the report.
-            within = False
-            short = False
-        else:
-            within = answered and servicelevel.answered_within(wait_s, self.threshold_s)
-            short = not answered and servicelevel.short_abandon(wait_s, self.short_abandon_s)
-        self._add(tenant, at, answered, within, short)
-
-    def _add(self, tenant: str, at: datetime, answered: bool, within: bool, short: bool) -> None:
         # Bounded without readers too (no page open for weeks): older than the
         # window behind the newest outcome is never needed again.
-        while self._recent and self._recent[0].at < at - RECENT:
-            self._recent.popleft()
-        self._recent.append(_Outcome(at, tenant, answered, within, short))
+        self._recent.forget_before(at - RECENT)
+        outcome = self._recent.add(tenant, at, answered=answered, wait_s=wait_s)
         slots = self._slots(at, tenant)
         if slots is not None:
             tally = slots[self.slot_of(at.astimezone(self.tz))]
-            tally.answered += answered
-            tally.within += within
-            tally.abandoned += not answered
-            tally.short += short
+            tally.answered += outcome.answered
+            tally.within += outcome.within
+            tally.abandoned += not outcome.answered
+            tally.short += outcome.short
         self.generation += 1
 
     def half_hours(self, now: datetime) -> dict[str, list[Tally]]:
@@ -243,18 +319,11 @@ class CallBoard:
             Tenant to tally (``offered`` stays 0: only outcomes are windowed).
         """
         since = now - RECENT
-        while self._recent and self._recent[0].at < since:
-            self._recent.popleft()
+        self._recent.forget_before(since)
+        # The page shows the shared queue first, even when it is quiet.
         out: dict[str, Tally] = {ALL: Tally()}
-        for o in self._recent:
-            if o.at > now or o.at < since:  # journal seeds may arrive out of order
-                continue
-            for key in (o.tenant, ALL):
-                tally = out.setdefault(key, Tally())
-                tally.answered += o.answered
-                tally.within += o.within
-                tally.abandoned += not o.answered
-                tally.short += o.short
+        # Not after now: an outcome stamped ahead of this clock waits its turn.
+        out.update(self._recent.tally(since, now))
         return out
 
 
@@ -280,4 +349,15 @@ def waiting(records: Iterable[CallRecord], now: datetime) -> dict[str, Waiting]:
     return {k: Waiting(int(v[0]), v[1]) for k, v in counts.items()}
 
 
-__all__ = ["ALL", "SLOTS_PER_DAY", "SLOT_MINUTES", "CallBoard", "Tally", "Waiting", "waiting"]
+__all__ = [
+    "ALL",
+    "RECENT",
+    "SLOTS_PER_DAY",
+    "SLOT_MINUTES",
+    "CallBoard",
+    "Outcome",
+    "Outcomes",
+    "Tally",
+    "Waiting",
+    "waiting",
+]

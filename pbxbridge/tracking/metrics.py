@@ -8,9 +8,7 @@ objects that own that state, so there is no second bookkeeping to drift.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -20,18 +18,20 @@ from prometheus_client.registry import Collector
 
 from pbxbridge.core import servicelevel
 from pbxbridge.core.lifecycle import CallEvent, CallRecord, EventKind, State
+from pbxbridge.tracking.call_board import RECENT, Outcomes
 
 WAIT_BUCKETS = (5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 """Seconds; 20 s is the service-level threshold the centre promises
 (:data:`~pbxbridge.core.servicelevel.THRESHOLD_S`) and 5 s the short-abandon limit."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    at: datetime
-    tenant: str
-    answered: bool
-    wait_s: float
+KEPT_WITHOUT_SCRAPES = timedelta(days=2)
+"""How far behind the newest outcome :class:`LiveServiceLevel` forgets when nobody scrapes.
+
+Two days: the windows of any scrape reach back at most a local day (25 h on
+the day the clocks go back) and 15 minutes, so forgetting this far behind
+changes no figure unless an outcome is stamped almost a day ahead of the
+daemon's clock."""
 
 
 class LiveServiceLevel:
@@ -39,6 +39,10 @@ class LiveServiceLevel:
 
     The definitions are :mod:`pbxbridge.core.servicelevel`'s, the same as the
     report's; "offered" here is every call answered or abandoned in the window.
+    The windowing is the supervisor board's
+    (:class:`~pbxbridge.tracking.call_board.Outcomes`); unlike the board's
+    last 15 minutes, both windows here also count outcomes stamped after the
+    scrape's clock (an AMI ``Timestamp`` from a PBX clock slightly ahead).
 
     Args:
         tz: The time zone that defines "the day".
@@ -54,9 +58,17 @@ class LiveServiceLevel:
         short_abandon_s: float = servicelevel.SHORT_ABANDON_S,
     ) -> None:
         self.tz = tz
-        self.threshold_s = threshold_s
-        self.short_abandon_s = short_abandon_s
-        self._outcomes: deque[_Outcome] = deque()
+        self._outcomes = Outcomes(threshold_s=threshold_s, short_abandon_s=short_abandon_s)
+
+    @property
+    def threshold_s(self) -> float:
+        """Answered within this many seconds counts as in service level."""
+        return self._outcomes.threshold_s
+
+    @property
+    def short_abandon_s(self) -> float:
+        """Abandons shorter than this are left out of "offered"."""
+        return self._outcomes.short_abandon_s
 
     def add(self, at: datetime, tenant: str, answered: bool, wait_s: float) -> None:
         """Record an answered or abandoned call.
@@ -67,7 +79,9 @@ class LiveServiceLevel:
             answered: True for answered, False for abandoned.
             wait_s: Seconds waited.
         """
-        self._outcomes.append(_Outcome(at, tenant, answered, wait_s))
+        # Bounded without scrapes too (no /metrics port): a scrape forgets more.
+        self._outcomes.forget_before(at - KEPT_WITHOUT_SCRAPES)
+        self._outcomes.add(tenant, at, answered=answered, wait_s=wait_s)
 
     def figures(self, now: datetime) -> dict[tuple[str, str], tuple[float | None, float | None]]:
         """Service level per ``(tenant, window)``.
@@ -81,31 +95,12 @@ class LiveServiceLevel:
         """
         day_start = datetime.combine(now.astimezone(self.tz).date(), datetime.min.time(), self.tz)
         # Forget what no window needs any more (the deque stays one day long).
-        while self._outcomes and self._outcomes[0].at < min(day_start, now - timedelta(minutes=15)):
-            self._outcomes.popleft()
-        windows = {"15m": now - timedelta(minutes=15), "day": day_start}
+        self._outcomes.forget_before(min(day_start, now - RECENT))
+        windows = {"15m": now - RECENT, "day": day_start}
         out: dict[tuple[str, str], tuple[float | None, float | None]] = {}
         for window, since in windows.items():
-            tally: dict[str, list[int]] = {}
-            for o in self._outcomes:
-                if o.at < since:
-                    continue
-                within = o.answered and servicelevel.answered_within(o.wait_s, self.threshold_s)
-                short = not o.answered and servicelevel.short_abandon(
-                    o.wait_s, self.short_abandon_s
-                )
-                for key in (o.tenant, ""):
-                    # answered_within, answered, offered, short_abandoned
-                    t = tally.setdefault(key, [0, 0, 0, 0])
-                    t[0] += within
-                    t[1] += o.answered
-                    t[2] += 1
-                    t[3] += short
-            for key, (in_sl, answered, offered, short_abandoned) in tally.items():
-                out[(key, window)] = (
-                    servicelevel.over_answered(in_sl, answered).ratio(),
-                    servicelevel.over_offered(in_sl, offered, short_abandoned).ratio(),
-                )
+            for key, tally in self._outcomes.tally(since).items():
+                out[(key, window)] = (tally.sl_answered().ratio(), tally.sl_offered().ratio())
         return out
 
 

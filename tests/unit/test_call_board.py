@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from pbxbridge.core.lifecycle import CallEvent, CallRecord, EventKind, advance, start
 from pbxbridge.core.models import Action, Decision
 from pbxbridge.core.servicelevel import Fraction
-from pbxbridge.tracking.call_board import ALL, CallBoard, waiting
+from pbxbridge.tracking.call_board import ALL, CallBoard, Outcomes, waiting
 from pbxbridge.tracking.metrics import LiveServiceLevel
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -99,6 +99,68 @@ class TestCallBoard:
         # 200 minutes of calls, one a minute: only the last 15 minutes are kept.
         assert len(board._recent) <= 16
         assert board.today(T0 + timedelta(minutes=200))[ALL].answered == 200
+
+    def test_recent_includes_its_start_but_not_outcomes_stamped_after_now(self) -> None:
+        board = CallBoard(BERLIN)
+        board.outcome("t", T0 - timedelta(minutes=15), answered=True, wait_s=1.0)
+        assert board.recent(T0)["t"].answered == 1
+        board.outcome("t", T0 + timedelta(seconds=3), answered=False, wait_s=40.0)
+        # Not yet the one stamped ahead (a PBX clock a little fast), and the
+        # first is forgotten: the board keeps 15 minutes behind its newest outcome.
+        assert "t" not in board.recent(T0)
+        # The gauge counts both.
+        live = LiveServiceLevel(BERLIN)
+        live.add(T0 - timedelta(minutes=15), "t", True, 1.0)
+        live.add(T0 + timedelta(seconds=3), "t", False, 40.0)
+        assert live.figures(T0)[("t", "15m")] == (1.0, 0.5)
+        assert board.recent(T0 + timedelta(seconds=3))["t"].sl_offered() == Fraction(0, 1)
+
+
+class TestOutcomes:
+    def test_classifies_by_the_service_level_rules(self) -> None:
+        outcomes = Outcomes(threshold_s=20.0, short_abandon_s=5.0)
+        kept = [
+            outcomes.add("a", T0, answered=True, wait_s=20.0),
+            outcomes.add("a", T0, answered=True, wait_s=20.01),
+            outcomes.add("a", T0, answered=False, wait_s=4.99),
+            outcomes.add("a", T0, answered=False, wait_s=5.0),
+            outcomes.add("a", T0, answered=True, wait_s=None),  # unknown: late
+            outcomes.add("a", T0, answered=False, wait_s=None),  # unknown: not short
+        ]
+        assert [(o.within, o.short) for o in kept] == [
+            (True, False),
+            (False, False),
+            (False, True),
+            (False, False),
+            (False, False),
+            (False, False),
+        ]
+
+    def test_tally_counts_between_inclusive_ends_per_tenant_and_all(self) -> None:
+        outcomes = Outcomes(threshold_s=20.0, short_abandon_s=5.0)
+        outcomes.add("a", T0 + timedelta(minutes=1), answered=True, wait_s=3.0)
+        outcomes.add("a", T0 - timedelta(seconds=1), answered=True, wait_s=3.0)  # before
+        outcomes.add("b", T0, answered=False, wait_s=2.0)  # at the start
+        outcomes.add("b", T0 + timedelta(minutes=2), answered=False, wait_s=30.0)  # at the end
+        outcomes.add("c", T0 + timedelta(minutes=3), answered=True, wait_s=1.0)  # after
+        window = outcomes.tally(T0, T0 + timedelta(minutes=2))
+        assert window.keys() == {"a", "b", ALL}
+        assert (window["a"].answered, window["a"].within) == (1, 1)
+        assert (window["b"].abandoned, window["b"].short) == (2, 1)
+        assert (window[ALL].answered, window[ALL].abandoned, window[ALL].offered) == (1, 2, 0)
+        assert window[ALL].sl_offered() == Fraction(1, 2)
+        assert outcomes.tally(T0 + timedelta(minutes=2)).keys() == {"b", "c", ALL}
+        assert outcomes.tally(T0 + timedelta(hours=1)) == {}
+
+    def test_forgets_the_oldest_arrivals_only(self) -> None:
+        outcomes = Outcomes(threshold_s=20.0, short_abandon_s=5.0)
+        outcomes.add("a", T0, answered=True, wait_s=1.0)
+        outcomes.add("a", T0 + timedelta(minutes=10), answered=True, wait_s=1.0)
+        outcomes.add("a", T0 - timedelta(minutes=10), answered=True, wait_s=1.0)  # late arrival
+        outcomes.forget_before(T0 + timedelta(minutes=5))
+        # The late arrival waits behind a newer one; windows skip it by time.
+        assert len(outcomes) == 2
+        assert outcomes.tally(T0 + timedelta(minutes=5))[ALL].answered == 1
 
 
 class TestWaiting:

@@ -48,6 +48,39 @@ class TestLiveServiceLevel:
     def test_no_calls_no_figure(self) -> None:
         assert LiveServiceLevel(BERLIN).figures(T0) == {}
 
+    def test_fifteen_minutes_include_their_start_and_outcomes_stamped_ahead(self) -> None:
+        live = LiveServiceLevel(BERLIN)
+        live.add(T0 - timedelta(minutes=15), "a", True, 1)  # exactly at the start: in
+        live.add(T0 - timedelta(minutes=15, microseconds=1), "b", True, 1)  # just before: out
+        live.add(T0 + timedelta(seconds=3), "a", False, 40)  # PBX clock ahead: counted now
+        figures = live.figures(T0)
+        assert figures[("a", "15m")] == (1.0, 0.5)
+        assert ("b", "15m") not in figures
+        assert figures[("b", "day")] == (1.0, 1.0)
+
+    def test_only_short_abandons_give_no_ratio(self) -> None:
+        live = LiveServiceLevel(BERLIN)
+        live.add(T0, "a", False, 4.99)
+        assert live.figures(T0) == {
+            ("a", "15m"): (None, None),
+            ("", "15m"): (None, None),
+            ("a", "day"): (None, None),
+            ("", "day"): (None, None),
+        }
+
+    def test_stays_bounded_when_never_scraped(self) -> None:
+        live = LiveServiceLevel(BERLIN)
+        start = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
+        for hour in range(24 * 5):
+            live.add(start + timedelta(hours=hour), "a", True, 1)
+        # Five days of calls, one an hour: two days and the newest are kept.
+        assert len(live._outcomes) == 49
+        now = start + timedelta(hours=24 * 5 - 1)  # 00:00 Berlin on the 25th
+        live.add(now, "a", False, 40)
+        assert live.figures(now)[("a", "day")] == (1.0, 0.5)
+        # A scrape forgets what neither window needs: the two outcomes of the last 15 min.
+        assert len(live._outcomes) == 2
+
 
 class TestCallMetrics:
     def test_counters_follow_the_lifecycle(self) -> None:
