@@ -49,6 +49,7 @@ class FakeAiomqttClient:
     def __init__(self) -> None:
         self._client = FakePaho()
         self._pending_publishes: dict[int, Any] = {}
+        self._disconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def puback(self, mid: int) -> None:
         """What aiomqtt's on_publish callback does."""
@@ -120,6 +121,15 @@ class TestAiomqttConnection:
         with pytest.raises(aiomqtt.MqttError):
             sent.result()
         assert client._pending_publishes == {}
+
+    async def test_client_error_code_after_a_loss_names_the_loss(self) -> None:
+        conn, client = connection()
+        client._client.rc = mqtt.MQTT_ERR_NO_CONN
+        client._disconnected.set_exception(aiomqtt.MqttError("broker went away"))
+        sent = conn.send("p/a", b"1", 1, None)
+        error = sent.exception()
+        assert isinstance(error, aiomqtt.MqttError)
+        assert str(error.__cause__) == "broker went away"
 
     async def test_refused_message_fails_the_future_with_the_clients_error(self) -> None:
         conn, client = connection()

@@ -217,7 +217,10 @@ class _AiomqttConnection:
             # for its PUBACK under the message id.
             info = self._client._client.publish(topic, payload, qos, False, properties)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                raise MqttCodeError(info.rc, "Could not publish message")
+                # Like aiomqtt's publish(): the reason the connection died, if known.
+                lost = self._client._disconnected
+                cause = lost.exception() if lost.done() and not lost.cancelled() else None
+                raise MqttCodeError(info.rc, "Could not publish message") from cause
         except Exception as exc:  # delivered through the future, see MqttConnection
             future.set_exception(exc)
             return future
