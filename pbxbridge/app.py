@@ -65,6 +65,7 @@ from pbxbridge.adapters.http.server import HttpServer
 from pbxbridge.adapters.mqtt.publisher import MqttPublisher
 from pbxbridge.adapters.mqtt.settings import MqttSettings
 from pbxbridge.components import Component
+from pbxbridge.components.open_callbacks import OpenCallbackNotes
 from pbxbridge.config import ConfigError
 from pbxbridge.config.compile import state_path
 from pbxbridge.config.sounds import sounds_named
@@ -72,6 +73,7 @@ from pbxbridge.core.lifecycle import CallEvent, CallRecord
 from pbxbridge.core.models import Decision
 from pbxbridge.core.virtual_hold import VirtualHold
 from pbxbridge.journal.backend import journal_opener, spool_dir
+from pbxbridge.journal.open_callbacks import OpenCallbacks
 from pbxbridge.journal.repeat import RepeatCallers
 from pbxbridge.journal.replay import ReloadImpact
 from pbxbridge.journal.store import JournalStore
@@ -125,6 +127,7 @@ class Parts:
     ami: AmiClient | None = None
     journal: JournalWriter | None = None
     repeat: RepeatCallers | None = None
+    open_callbacks: OpenCallbacks | None = None
     agi: AgiServer | None = None
     agi_router: AgiRouter | None = None
     http: HttpServer | None = None
@@ -151,6 +154,7 @@ class Components:
     web: components.Web
     supervisor: components.Supervisor
     journal: components.Journal
+    open_callbacks: OpenCallbackNotes
     mqtt: components.Mqtt
     tracker: components.Tracker
     service_level: components.ServiceLevel
@@ -179,6 +183,7 @@ class Components:
             # up to its start, every later call live.
             (self.supervisor,),
             (self.journal,),
+            (self.open_callbacks,),
             (self.mqtt,),
             (self.tracker,),
             (self.service_level,),
@@ -276,6 +281,7 @@ def faces(
             retention_days=settings.retention_days,
             open_holds=parts.vhold_open_store,
         ),
+        open_callbacks=OpenCallbackNotes(parts.open_callbacks),
         mqtt=components.Mqtt(parts.mqtt),
         tracker=components.Tracker(tracker, parts.rules),
         service_level=components.ServiceLevel(parts.call_metrics),
@@ -392,10 +398,18 @@ class Daemon:
         open_journal = journal_opener(settings.database_url, state_file)
         journal: JournalWriter | None = None
         repeat: RepeatCallers | None = None
+        open_callbacks: OpenCallbacks | None = None
         journal_link: JournalLink | None = None
         if settings.ami_enabled:
             journal = JournalWriter(open_journal, spool_dir(state_file))
             repeat = RepeatCallers(open_journal)
+            # "offener Rückruf vom Di 09:14" in the pop of a caller with an
+            # open callback ticket (journal) or a pending virtual hold (its store).
+            open_callbacks = OpenCallbacks(
+                open_journal,
+                lambda: open_virtual_hold_store(settings.database_url, state_file),
+                rules.rules.timezone,
+            )
             journal_link = JournalLink(open=open_journal, node=settings.node)
         call_metrics = CallMetrics(self.registry, LiveServiceLevel(rules.rules.timezone))
         # Agent page: fed by the call tracker's local sink.
@@ -421,10 +435,11 @@ class Daemon:
             ring_timeout_s=settings.ring_timeout_s,
             on_record=on_record,
             repeat_calls=repeat.count if repeat is not None else None,
+            open_callback=open_callbacks.note if open_callbacks is not None else None,
             local=desk.deliver if web_on else None,
             wallboard_every_s=WALLBOARD_EVERY_S,
         )
-        routed = _on_decision(tracker, repeat)
+        routed = _on_decision(tracker, repeat, open_callbacks)
         router = StasisRouter(
             ari,
             lambda: rules.rules,
@@ -532,6 +547,9 @@ class Daemon:
                 node=settings.node,
                 record_ticket=_ticket_recorder(open_journal),
                 on_change=vhold_board.observe,
+                # The placeholder reaching an agent pops the callback leg
+                # (agent page and MQTT) without becoming a call of its own.
+                on_leg=tracker.callback_leg,
             )
         parts = Parts(
             rules=rules,
@@ -545,6 +563,7 @@ class Daemon:
             ami=ami,
             journal=journal,
             repeat=repeat,
+            open_callbacks=open_callbacks,
             agi=agi,
             agi_router=agi_router,
             http=http,
@@ -615,13 +634,17 @@ def _observers(
 
 
 def _on_decision(
-    tracker: CallTracker, repeat: RepeatCallers | None
+    tracker: CallTracker,
+    repeat: RepeatCallers | None,
+    open_callbacks: OpenCallbacks | None = None,
 ) -> Callable[[str, Decision], None]:
     """What a decided call (any entry point) sets off: following it, looking its caller up."""
 
     def routed(call_id: str, decision: Decision) -> None:
         if repeat is not None:
             repeat.prefetch(decision.caller)
+        if open_callbacks is not None:
+            open_callbacks.prefetch(decision.caller)
         tracker.routed(call_id, decision)
 
     return routed

@@ -21,7 +21,8 @@ import hashlib
 import string
 from datetime import datetime
 
-from pbxbridge.core.lifecycle import CallRecord, Pop, State
+from pbxbridge.core.lifecycle import CallRecord, Pop, PopKind, State
+from pbxbridge.core.virtual_hold import VirtualHold
 
 SCHEMA_VERSION = 1
 _TOPIC_KEEP = frozenset(string.ascii_letters + string.digits + "_.-")
@@ -157,6 +158,70 @@ def agent_message(
         "open_callback": open_callback,
         "kb_url": d.screen_pop_url or None,
         "times": _times(record),
+    }
+
+
+def callback_message(
+    hold: VirtualHold,
+    pop: Pop,
+    *,
+    tenant_name: str,
+    greeting: str,
+    open_callback: str | None = None,
+) -> dict[str, object]:
+    """The screen pop of a virtual hold's callback leg (the placeholder reached an agent).
+
+    Same fields and meaning as :func:`agent_message`, so a consumer that knows
+    only those still shows a sensible card; ``virtual_hold`` marks the leg:
+    ``caller.number`` is the number to be called back, ``waited_s`` how long
+    ago the caller asked for the callback (acceptance to ``pop.at``), and
+    ``call_id`` the original call's id (its journal row: a wrap-up of the
+    callback is that call's outcome, one row per citizen's call).
+
+    Args:
+        hold: The hold whose placeholder rings or reached the agent.
+        pop: The pop to send.
+        tenant_name: The tenant's display name (``Gemeinde Wardenburg``).
+        greeting: What the agent says when picking up.
+        open_callback: As for :func:`agent_message`.
+
+    Returns:
+        A JSON-ready dict (see ``pbxbridge/schemas/screenpop.schema.json``).
+    """
+    requested = hold.accepted_at or hold.offered_at
+    waited = max(0.0, (pop.at - requested).total_seconds())
+    return {
+        "v": SCHEMA_VERSION,
+        "event": pop.kind.value,
+        "call_id": hold.call_id,
+        "agent": pop.agent,
+        "at": pop.at.isoformat(),
+        "tenant": {"id": hold.tenant, "name": tenant_name, "greeting": greeting},
+        "did": "",
+        "caller": {
+            "number": hold.number,
+            "withheld": hold.number is None,
+            "invalid": False,
+            "name": "",
+        },
+        "via_115": False,
+        "queue": hold.queue,
+        "waited_s": round(waited, 1),
+        "repeat_calls_7d": None,
+        "open_callback": open_callback,
+        "kb_url": None,
+        "virtual_hold": {
+            "number": hold.number,
+            "requested_at": requested.isoformat(),
+            "waited_s": round(waited, 1),
+            "try": hold.tries_failed + 1,
+        },
+        "times": {
+            "routed": None,
+            "queued": _iso(requested),
+            "answered": _iso(pop.at) if pop.kind is not PopKind.RINGING else None,
+            "ended": _iso(pop.at) if pop.kind is PopKind.ENDED else None,
+        },
     }
 
 

@@ -37,7 +37,14 @@ from pbxbridge.core.lifecycle import (
     start,
 )
 from pbxbridge.core.models import Decision
-from pbxbridge.core.screenpop import agent_message, agent_topic, tenant_topic, wallboard_message
+from pbxbridge.core.screenpop import (
+    agent_message,
+    agent_topic,
+    callback_message,
+    tenant_topic,
+    wallboard_message,
+)
+from pbxbridge.core.virtual_hold import VirtualHold
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +69,14 @@ record (:func:`pbxbridge.core.lifecycle.advance` keeps the record as it is),
 and at one event per call it would cost a parse, a dispatch and a journal
 write for nothing. A consumer that needs it declares it itself.
 """
+
+_LEG_POPS: Mapping[EventKind, PopKind] = {
+    EventKind.RING: PopKind.RINGING,
+    EventKind.CONNECT: PopKind.ANSWERED,
+    EventKind.NO_ANSWER: PopKind.ENDED,
+    EventKind.COMPLETE: PopKind.ENDED,
+}
+"""A virtual hold's callback leg: the pop each member event of its placeholder makes."""
 
 WALLBOARD_EVERY_S = 1.0
 """The daemon's wallboard window: at most one message per call per second (docs/mqtt.md)."""
@@ -152,6 +167,7 @@ class TrackerStats:
 
     followed: int = 0
     pops: int = 0
+    callback_pops: int = 0
     ignored_events: int = 0
     unknown_calls: int = 0
     pruned: int = 0
@@ -167,6 +183,9 @@ class CallTracker:
         ring_timeout_s: A ``ringing`` pop older than this is dropped, not shown late.
         clock: "now" (tests inject one).
         repeat_calls: Optional lookup: E.164 number → calls in the last 7 days.
+        open_callback: Optional lookup: E.164 number → the note of its open
+            callback ticket or pending virtual hold ("offener Rückruf vom Di 09:14"),
+            ``None`` when none (or not known yet).
         on_record: Optional observer of every record change (the journal).
         local: Optional in-process sink for agent pops ``(agent, message)``,
             e.g. the agent web page; called with the same messages as MQTT.
@@ -188,6 +207,7 @@ class CallTracker:
         ring_timeout_s: float = 20.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         repeat_calls: Callable[[str], int | None] | None = None,
+        open_callback: Callable[[str], str | None] | None = None,
         on_record: Callable[[CallRecord, CallEvent | None], None] | None = None,
         local: Callable[[str, dict[str, object]], None] | None = None,
         wallboard_every_s: float = 0.0,
@@ -196,6 +216,7 @@ class CallTracker:
         self._ring_timeout_s = ring_timeout_s
         self._clock = clock
         self._repeat_calls = repeat_calls
+        self._open_callback = open_callback
         self._on_record = on_record
         self._local = local
         self._wallboard_every_s = wallboard_every_s
@@ -299,13 +320,70 @@ class CallTracker:
                 self.ami_event({"Event": "QueueCallerJoin", "Uniqueid": call_id, "Queue": queue})
         log.info("calls.resync", waiting=len(waiting), following=len(self.records))
 
+    def callback_leg(
+        self, event: Mapping[str, str], hold: VirtualHold, *, tenant_name: str, greeting: str
+    ) -> bool:
+        """Pop a virtual hold's callback leg to the agent its placeholder rings or reached.
+
+        The placeholder is a caller to app_queue but no call of its own: it is
+        not followed (no record, so no journal row and no count in the
+        metrics); its member events only make pops, marked as the callback leg
+        (:func:`pbxbridge.core.screenpop.callback_message`), with the original
+        call's id, whose journal row a wrap-up then completes.
+
+        Args:
+            event: ``AgentCalled``, ``AgentConnect``, ``AgentRingNoAnswer`` or
+                ``AgentComplete`` of the placeholder's queue half.
+            hold: The hold the placeholder stands for.
+            tenant_name: The tenant's display name.
+            greeting: The tenant's greeting.
+
+        Returns:
+            Whether a pop went out.
+        """
+        if self._publisher is None and self._local is None:
+            return False
+        mapped = to_call_event(event, self._clock())
+        kind = _LEG_POPS.get(mapped[1].kind) if mapped is not None else None
+        if mapped is None or kind is None or not mapped[1].agent:
+            return False
+        pop = Pop(kind, mapped[1].agent, mapped[1].at)
+        message = callback_message(hold, pop, tenant_name=tenant_name, greeting=greeting)
+        self.send_pop(pop.agent, kind, message)
+        self.stats.callback_pops += 1
+        # The number stays out of the log: the call id finds it in the hold.
+        log.info("calls.callback_pop", call_id=hold.call_id, agent=pop.agent, kind=kind.value)
+        return True
+
     def _pop(self, record: CallRecord, kind: PopKind, agent: str, step_pop_at: datetime) -> None:
         if (self._publisher is None and self._local is None) or not agent:
             return
         repeat = None
         if self._repeat_calls is not None and record.decision.caller:
             repeat = self._repeat_calls(record.decision.caller)
-        message = agent_message(record, Pop(kind, agent, step_pop_at), repeat_calls_7d=repeat)
+        note = None
+        if self._open_callback is not None and record.decision.caller:
+            note = self._open_callback(record.decision.caller)
+        message = agent_message(
+            record, Pop(kind, agent, step_pop_at), repeat_calls_7d=repeat, open_callback=note
+        )
+        self.send_pop(agent, kind, message)
+
+    def send_pop(self, agent: str, kind: PopKind, message: dict[str, object]) -> None:
+        """Send one agent pop to the agent page and MQTT, as the tracker's own pops go.
+
+        Also the way in for pops of legs the tracker does not follow as calls:
+        a virtual hold's callback leg (:func:`pbxbridge.core.screenpop.callback_message`)
+        reaches the agent like a call but must not become a record (no second
+        journal row, no second count in the metrics).
+
+        Args:
+            agent: The agent it is for.
+            kind: ringing, answered or ended (a ringing pop expires).
+            message: The JSON-ready pop.
+        """
+        if not agent:
+            return
         if self._local is not None:
             try:
                 self._local(agent, message)

@@ -26,10 +26,11 @@ import pytest
 from pbxbridge.core.virtual_hold import VHoldState, VirtualHold
 from pbxbridge.storage.virtual_holds import open_virtual_hold_store
 from tests.integration.daemon import DaemonProcess, running_daemon
+from tests.integration.test_screenpops_real import Subscriber
 from tests.testbed.sipp import CallResult, SippAgent, place_calls
 from tests.testbed.testbed import Testbed
 
-pytestmark = pytest.mark.asterisk
+pytestmark = [pytest.mark.asterisk, pytest.mark.mosquitto]
 
 DID = "+494408920"
 PRIORITY_DID = "+494408930"
@@ -188,6 +189,7 @@ class TestVirtualHold:
         pause(tb, 1, 2, 3, 4)
         mark = len(tb.queue_log())
         callers = Callers()
+        pops = Subscriber(daemon.mqtt_port, daemon.topic_prefix)
         with tb.ami() as ami:
             callers.call("A", national(1), hold_ms=90_000)
             time.sleep(0.5)
@@ -216,11 +218,31 @@ class TestVirtualHold:
                 for e in ami.events_named("UserEvent")
                 if e.get("UserEvent") == "TestbedCitizen"
             ]
+            # The agent's screen pops: A's call, B's callback leg (marked, with
+            # the number to call), C's call; one journal row each, none for the leg.
+            pops.wait(
+                lambda: len([m for m in pops.agent("agent1") if m["event"] == "answered"]) >= 3, 20
+            )
         callers.join()
+        pops.close()
         assert served(tb, mark) == [e164(1), national(2), e164(3)]
         assert citizens == [national(2)]
         (hold,) = holds(daemon.workdir)
         assert hold.number == e164(2)
+        pops.validate_all()
+        answered = [m for m in pops.agent("agent1") if m["event"] == "answered"]
+        assert [m["caller"]["number"] for m in answered] == [e164(1), e164(2), e164(3)]
+        assert ["virtual_hold" in m for m in answered] == [False, True, False]
+        leg = answered[1]
+        assert leg["call_id"] == hold.call_id
+        assert leg["tenant"]["name"] == "Gemeinde Rückruf"
+        assert leg["virtual_hold"]["number"] == e164(2)
+        assert leg["virtual_hold"]["try"] == 1
+        assert hold.accepted_at is not None
+        assert leg["virtual_hold"]["requested_at"] == hold.accepted_at.isoformat()
+        assert 0 <= leg["virtual_hold"]["waited_s"] < 60
+        ringing = [m for m in pops.agent("agent1") if m["event"] == "ringing"]
+        assert [("virtual_hold" in m) for m in ringing] == [False, True, False]
         assert [e[1] for e in hold.events] == [
             "offered",
             "accepted",

@@ -24,8 +24,9 @@ from pbxbridge.runtime.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 
 START = [
-    "rules", "overrides", "http", "web", "supervisor", "journal", "mqtt", "tracker",
-    "service_level", "ami", "sounds", "virtual_hold", "virtual_holds", "agi", "ari", "calls",
+    "rules", "overrides", "http", "web", "supervisor", "journal", "open_callbacks", "mqtt",
+    "tracker", "service_level", "ami", "sounds", "virtual_hold", "virtual_holds", "agi", "ari",
+    "calls",
 ]  # fmt: skip
 
 
@@ -81,7 +82,7 @@ async def test_start_in_order_stop_in_reverse(tmp_path: Path) -> None:
     stopped = [name for what, name in events[3:] if what == "stopped"]
     assert sorted(stopped[3:5]) == ["virtual_hold", "virtual_holds"]
     assert stopped[5:] == [
-        "sounds", "ami", "service_level", "tracker", "mqtt", "journal", "supervisor", "web", "http",
-        "overrides", "rules",
+        "sounds", "ami", "service_level", "tracker", "mqtt", "open_callbacks", "journal",
+        "supervisor", "web", "http", "overrides", "rules",
     ]  # fmt: skip
     assert sorted(stopped[:3]) == ["agi", "ari", "calls"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,16 @@ from typing import Any
 import pytest
 
 from pbxbridge.adapters.ami.queue import QueueEntry, QueueMember, QueueSnapshot
-from pbxbridge.adapters.ari.virtual_hold import AstdbRecord, VirtualHoldService, read_back
+from pbxbridge.adapters.ari.virtual_hold import (
+    AstdbRecord,
+    VirtualHoldService,
+    placeholder_call_id,
+    read_back,
+)
 from pbxbridge.config.loader import parse_rules
 from pbxbridge.core.models import Override, OverrideState
 from pbxbridge.core.rules import Rules
-from pbxbridge.core.virtual_hold import VHoldState
+from pbxbridge.core.virtual_hold import VHoldState, VirtualHold
 from pbxbridge.storage.virtual_holds import open_virtual_hold_store
 
 RULES = """\
@@ -262,3 +268,41 @@ class TestVirtualHoldService:
         hold = asyncio.run(service._db()).get("n1", "1.2")
         assert hold is not None and hold.state is VHoldState.TICKET
         assert [e[1] for e in hold.events][-1] == "closed"
+
+    def test_member_events_of_the_placeholder_go_to_the_leg_sink_with_hold_and_tenant(
+        self, rules: Rules, tmp_path: Path
+    ) -> None:
+        legs: list[tuple[str, str, str, str]] = []
+
+        def leg(
+            event: Mapping[str, str], hold: VirtualHold, *, tenant_name: str, greeting: str
+        ) -> None:
+            legs.append((event["Event"], hold.call_id, tenant_name, hold.number or ""))
+
+        ari, ami = FakeAri(), FakeAmi()
+        service = VirtualHoldService(
+            ari,  # type: ignore[arg-type]
+            ami,  # type: ignore[arg-type]
+            lambda: rules,
+            lambda: [],
+            lambda: open_virtual_hold_store("", tmp_path / "state.sqlite"),
+            node="n1",
+            clock=Clock(),
+            on_leg=leg,
+        )
+        asyncio.run(service.handle(_start("1.2", "offer", "1", "rueckruf", "vhold", "5")))
+        asyncio.run(service.handle(_start("1.2", "number", "1", "1")))
+        placeholder = "Local/1.2@pbxbridge-vhold-place-00000003;2"
+        service.ami_event({"Event": "AgentCalled", "Channel": placeholder, "MemberName": "a1"})
+        service.ami_event({"Event": "AgentConnect", "Channel": placeholder, "MemberName": "a1"})
+        # a real caller's member event, and a placeholder of no pending hold: not ours
+        service.ami_event({"Event": "AgentCalled", "Channel": "PJSIP/carrier-1", "Uniqueid": "1.2"})
+        service.ami_event(
+            {"Event": "AgentCalled", "Channel": "Local/9.9@pbxbridge-vhold-place-1;2"}
+        )
+        assert legs == [
+            ("AgentCalled", "1.2", "Gemeinde Rückruf", "+494407123452"),
+            ("AgentConnect", "1.2", "Gemeinde Rückruf", "+494407123452"),
+        ]
+        assert placeholder_call_id(placeholder) == "1.2"
+        assert placeholder_call_id("Local/x;y@pbxbridge-vhold-place-1;2") is None

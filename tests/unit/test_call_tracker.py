@@ -14,6 +14,7 @@ import pytest
 from pbxbridge.config import load_rules
 from pbxbridge.core import Call, route
 from pbxbridge.core.rules import Rules
+from pbxbridge.core.virtual_hold import VHoldState, VirtualHold
 from pbxbridge.tracking.call_tracker import CallTracker, agent_id, to_call_event
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "routing.yaml"
@@ -253,3 +254,99 @@ class TestMapping:
         )
         assert mapped is not None
         assert mapped[1].at == datetime.fromtimestamp(1795634208.5, UTC)
+
+
+class TestCallbackLeg:
+    """A virtual hold's placeholder reaching an agent: pops, but no call of its own."""
+
+    HOLD = VirtualHold(
+        node="n1",
+        call_id="1.1",
+        tenant="wardenburg",
+        queue="servicecenter",
+        priority=5,
+        arrived_at=T0 - timedelta(minutes=6),
+        offered_at=T0 - timedelta(minutes=5),
+        accepted_at=T0 - timedelta(minutes=5),
+        updated_at=T0 - timedelta(minutes=5),
+        state=VHoldState.WAITING,
+        number="+494411234567",
+        dial="04411234567",
+    )
+    PLACEHOLDER = "Local/1.1@pbxbridge-vhold-place-00000003;2"
+
+    def test_pops_to_page_and_topic_without_a_record_or_observer_call(self) -> None:
+        pub, clock = FakePublisher(), Clock()
+        page: list[tuple[str, dict[str, object]]] = []
+        observed: list[object] = []
+        tracker = CallTracker(
+            pub,
+            clock=clock,
+            local=lambda agent, message: page.append((agent, message)),
+            on_record=lambda record, event: observed.append(record),
+        )
+        for name in ("AgentCalled", "AgentConnect", "AgentComplete"):
+            sent = tracker.callback_leg(
+                ev(name, uid="1.9", Channel=self.PLACEHOLDER, MemberName="agent1"),
+                self.HOLD,
+                tenant_name="Gemeinde Wardenburg",
+                greeting="Guten Tag",
+            )
+            assert sent
+        messages = pub.agent("agent1")
+        assert [m["event"] for m in messages] == ["ringing", "answered", "ended"]
+        for m in messages:
+            jsonschema.validate(m, AGENT_SCHEMA, format_checker=CHECKER)
+            assert m["call_id"] == "1.1"
+            assert m["virtual_hold"]["number"] == "+494411234567"
+            assert m["virtual_hold"]["waited_s"] == 300.0
+        assert [m for _, m in page] == messages
+        assert pub.sent[0][2] is not None  # the ringing pop expires like a call's
+        assert tracker.records == {} and observed == []  # no journal row, no metrics
+        assert tracker.stats.followed == 0 and tracker.stats.callback_pops == 3
+
+    def test_an_event_without_an_agent_or_of_another_kind_pops_nothing(self) -> None:
+        pub = FakePublisher()
+        tracker = CallTracker(pub, clock=Clock())
+        assert not tracker.callback_leg(
+            ev("AgentCalled", Channel=self.PLACEHOLDER),
+            self.HOLD,
+            tenant_name="x",
+            greeting="",
+        )
+        assert not tracker.callback_leg(
+            ev("QueueCallerJoin", Channel=self.PLACEHOLDER, MemberName="agent1"),
+            self.HOLD,
+            tenant_name="x",
+            greeting="",
+        )
+        assert pub.sent == []
+
+
+class TestOpenCallbackNote:
+    def test_the_callers_open_callback_goes_into_the_pop(self, rules: Rules) -> None:
+        pub = FakePublisher()
+        asked: list[str] = []
+
+        def note(number: str) -> str | None:
+            asked.append(number)
+            return "offener Rückruf vom Di 09:14"
+
+        tracker = CallTracker(pub, clock=Clock(), open_callback=note)
+        decision = route(Call(did="04407730", caller="0441 1234567"), rules, T0)
+        tracker.routed("1.1", decision)
+        tracker.ami_event(ev("QueueCallerJoin", Queue="servicecenter"))
+        tracker.ami_event(ev("AgentCalled", Queue="servicecenter", MemberName="agent1"))
+        (pop,) = pub.agent("agent1")
+        assert pop["open_callback"] == "offener Rückruf vom Di 09:14"
+        jsonschema.validate(pop, AGENT_SCHEMA, format_checker=CHECKER)
+        assert asked == ["+494411234567"]
+
+    def test_withheld_callers_are_not_looked_up(self, rules: Rules) -> None:
+        pub = FakePublisher()
+        tracker = CallTracker(pub, clock=Clock(), open_callback=lambda n: "x")
+        decision = route(Call(did="04407730", caller="", restricted=True), rules, T0)
+        tracker.routed("1.1", decision)
+        tracker.ami_event(ev("QueueCallerJoin", Queue="servicecenter"))
+        tracker.ami_event(ev("AgentCalled", Queue="servicecenter", MemberName="agent1"))
+        assert pub.agent("agent1")[0]["open_callback"] is None

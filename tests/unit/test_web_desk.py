@@ -22,6 +22,7 @@ import pytest
 from pbxbridge.config import load_rules
 from pbxbridge.core import Call, route
 from pbxbridge.core.rules import Rules
+from pbxbridge.core.virtual_hold import VHoldState, VirtualHold
 from pbxbridge.journal.entry import entry_from_record
 from pbxbridge.journal.sqlite import SqliteJournal
 from pbxbridge.journal.store import CallRow
@@ -311,6 +312,49 @@ class TestDispose:
         assert row.callback_due_at == local(2026, 5, 11, 18)
         assert row.disposition_note == "Bauantrag"
         assert cards(bench.desk, "agent1") == []
+        await bench.desk.close()
+
+    async def test_callback_leg_wraps_up_the_original_calls_row(self, bench: Bench) -> None:
+        # The caller took a virtual hold and hung up: one journal row.
+        decision = route(Call(did="04407730", caller="0441 1234567"), bench.rules, bench.clock())
+        bench.pops.routed("3.9", decision)
+        bench.ev("QueueCallerJoin", "3.9", Position="1")
+        bench.clock.tick(40)
+        bench.ev("Hangup", "3.9")
+        hold = VirtualHold(
+            node=NODE,
+            call_id="3.9",
+            tenant="wardenburg",
+            queue="servicecenter",
+            priority=5,
+            arrived_at=bench.clock(),
+            offered_at=bench.clock(),
+            accepted_at=bench.clock(),
+            updated_at=bench.clock(),
+            state=VHoldState.WAITING,
+            number="+4944155512",
+            dial="044155512",
+        )
+        bench.clock.tick(300)
+        placeholder = "Local/3.9@pbxbridge-vhold-place-00000001;2"
+        for name in ("AgentCalled", "AgentConnect", "AgentComplete"):
+            bench.clock.tick(1)
+            bench.pops.callback_leg(
+                {"Event": name, "Uniqueid": "9.1", "Channel": placeholder, "MemberName": "agent1"},
+                hold,
+                tenant_name="Gemeinde Wardenburg",
+                greeting="",
+            )
+        (card,) = cards(bench.desk, "agent1")
+        assert card["state"] == "wrapup"
+        assert card["pop"]["virtual_hold"]["number"] == "+4944155512"
+        saved = await bench.desk.dispose("agent1", "3.9", "resolved", "zurückgerufen", "")
+        assert saved.call_id == "3.9"
+        assert bench.row("3.9").disposition == "resolved"
+        rows = bench.store.calls_between(
+            datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+        )
+        assert [r.call_id for r in rows] == ["3.9"]  # the leg made no row of its own
         await bench.desk.close()
 
     async def test_local_date_not_utc_date(self, bench: Bench) -> None:

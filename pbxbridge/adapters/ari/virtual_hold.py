@@ -52,6 +52,7 @@ from pbxbridge.core.routing import tenant_open
 from pbxbridge.core.rules import Rules, Tenant
 from pbxbridge.core.virtual_hold import (
     OFF,
+    PENDING,
     InvalidTransition,
     NumberCheck,
     VHoldEvent,
@@ -84,8 +85,11 @@ ORIGINATE_TIMEOUT_MS: Final = 12 * 3600 * 1000
 """How long a placeholder may wait for an agent (the originate's answer timeout)."""
 SETTLE_S: Final = 5.0
 """A placeholder younger than this is not declared lost (its channel may still be coming up)."""
-EVENTS: Final = ("UserEvent",)
-"""AMI events this adapter reads (``PbxbridgeVirtualHold`` wakes the reconciliation)."""
+LEG_EVENTS: Final = ("AgentCalled", "AgentConnect", "AgentRingNoAnswer", "AgentComplete")
+"""app_queue's member events that, about a placeholder, are news of the callback leg."""
+EVENTS: Final = ("UserEvent", *LEG_EVENTS)
+"""AMI events this adapter reads (``PbxbridgeVirtualHold`` wakes the reconciliation;
+the member events of a placeholder become the callback leg's screen pops)."""
 
 _CALL_ID = re.compile(r"^[0-9]+\.[0-9]+$")
 _DIAL_OUTCOME: Final = {
@@ -106,6 +110,15 @@ class HoldStore(Protocol):
     def get(self, node: str, call_id: str) -> VirtualHold | None: ...  # noqa: D102
     def pending(self, node: str | None = None) -> list[VirtualHold]: ...  # noqa: D102
     def close(self) -> None: ...  # noqa: D102
+
+
+class CallbackLegSink(Protocol):
+    """Who turns a placeholder's member event into the agent's screen pop."""
+
+    def __call__(
+        self, event: Mapping[str, str], hold: VirtualHold, *, tenant_name: str, greeting: str
+    ) -> object:
+        """Handle one ``AgentCalled``/``AgentConnect``/... about the hold's placeholder."""
 
 
 def _now() -> datetime:
@@ -178,6 +191,10 @@ class VirtualHoldService:
             in the journal yet, asked again on the next round). ``None``: no
             list; the hold still becomes ``ticket``.
         on_change: Called with every saved hold (metrics board).
+        on_leg: Told of app_queue's member events about a placeholder, with
+            its hold and tenant (the call tracker's
+            :meth:`~pbxbridge.tracking.call_tracker.CallTracker.callback_leg`
+            makes them the agent's screen pops); ``None``: no pops.
         clock: Now (aware); tests pass their own.
         poll_s: Seconds between reconciliations.
     """
@@ -193,6 +210,7 @@ class VirtualHoldService:
         node: str,
         record_ticket: Callable[[VirtualHold], bool] | None = None,
         on_change: Callable[[VirtualHold], None] | None = None,
+        on_leg: CallbackLegSink | None = None,
         clock: Callable[[], datetime] = _now,
         poll_s: float = 2.0,
     ) -> None:
@@ -205,6 +223,10 @@ class VirtualHoldService:
         self._store: HoldStore | None = None
         self._node = node
         self._on_change = on_change
+        self._on_leg = on_leg
+        # Pending holds by call id, as last saved or read: the placeholder's
+        # AMI events need theirs at once (no store round trip on the event path).
+        self._pending: dict[str, VirtualHold] = {}
         self._clock = clock
         self._poll_s = poll_s
         self._offers: dict[str, _Offer] = {}
@@ -230,8 +252,15 @@ class VirtualHoldService:
         if not await asyncio.to_thread(store.save, hold):
             log.warning("vhold.stale_save", call_id=hold.call_id, state=hold.state)
             return
+        self._remember(hold)
         if self._on_change is not None:
             self._on_change(hold)
+
+    def _remember(self, hold: VirtualHold) -> None:
+        if hold.state in PENDING:
+            self._pending[hold.call_id] = hold
+        else:
+            self._pending.pop(hold.call_id, None)
 
     def close(self) -> None:
         """Close the store (after the tasks stopped)."""
@@ -480,9 +509,36 @@ class VirtualHoldService:
     # ------------------------------------------------------------------- AMI
 
     def ami_event(self, event: Mapping[str, str]) -> None:
-        """An AMI event from the daemon's session: a placeholder's news wakes the reconciliation."""
-        if event.get("Event") == "UserEvent" and event.get("UserEvent") == "PbxbridgeVirtualHold":
-            self._wake.set()
+        """An AMI event from the daemon's session (never raises).
+
+        A placeholder's news (``PbxbridgeVirtualHold``) wakes the
+        reconciliation; app_queue's member events about a placeholder (the
+        queue half ``Local/<call id>@pbxbridge-vhold-place-...;2`` ringing or
+        reaching an agent) become the callback leg's screen pop. The call
+        tracker does not follow the placeholder: it is no call of its own
+        (no journal row, no count in the metrics).
+        """
+        name = event.get("Event", "")
+        if name == "UserEvent":
+            if event.get("UserEvent") == "PbxbridgeVirtualHold":
+                self._wake.set()
+            return
+        if name not in LEG_EVENTS or self._on_leg is None:
+            return
+        call_id = placeholder_call_id(event.get("Channel", ""))
+        hold = self._pending.get(call_id) if call_id is not None else None
+        if hold is None:
+            return  # a real caller's event (the tracker's), or a hold already finished
+        try:
+            tenant, _ = self._tenant(hold.tenant)
+            self._on_leg(
+                event,
+                hold,
+                tenant_name=tenant.name if tenant is not None else hold.tenant,
+                greeting=tenant.greeting if tenant is not None else "",
+            )
+        except Exception:  # a pop must never break the AMI session's dispatch
+            log.exception("vhold.leg_failed", call_id=call_id)
 
     async def on_ami_connected(self) -> None:
         """After each AMI login: publish the tenants that offer virtual hold, then reconcile."""
@@ -549,6 +605,7 @@ class VirtualHoldService:
             store = await self._db()
             holds = await asyncio.to_thread(store.pending, self._node)
             self.stats.pending = len(holds)
+            self._pending = {hold.call_id: hold for hold in holds}
             await self._record_tickets()
             if not holds:
                 return
@@ -685,6 +742,18 @@ class VirtualHoldService:
         for call_id, hold in list(self._tickets_unrecorded.items()):
             if await asyncio.to_thread(record, hold):
                 del self._tickets_unrecorded[call_id]
+
+
+def placeholder_call_id(channel: str) -> str | None:
+    """The original call's id in a placeholder's channel name, ``None`` for any other channel.
+
+    ``Local/1764769000.12@pbxbridge-vhold-place-00000003;2`` → ``1764769000.12``.
+    """
+    marker = f"@{PLACE_CONTEXT}-"
+    if not channel.startswith("Local/") or marker not in channel:
+        return None
+    call_id = channel[len("Local/") : channel.index(marker)]
+    return call_id if _CALL_ID.match(call_id) else None
 
 
 def _created(channel: Mapping[str, Any]) -> datetime | None:

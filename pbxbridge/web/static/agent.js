@@ -75,6 +75,14 @@
     return { wrap: wrap, dd: dd };
   }
 
+  /* Put values into a label's {name} places; the result is only ever set as
+   * textContent (a hostile value stays text). */
+  function fill(text, values) {
+    return text.replace(/\{(\w+)\}/g, function (m, name) {
+      return Object.prototype.hasOwnProperty.call(values, name) ? values[name] : m;
+    });
+  }
+
   /* Build the card for a call once; later pops update its parts in place so
    * that a note being typed survives the state change. */
   function buildCard(pop) {
@@ -91,9 +99,24 @@
       badge.title = L.via115_title;
       head.appendChild(badge);
     }
-    root.appendChild(head);
-
     var tenant = pop.tenant || {};
+    var vh = pop.virtual_hold;
+    if (vh) {
+      // A virtual hold's callback leg: the agent calls the citizen back.
+      head.appendChild(el("span", "badge bcallback", L.callback_leg));
+    }
+    root.appendChild(head);
+    if (vh) {
+      root.appendChild(el("p", "callback-leg-text", fill(L.callback_leg_title, {
+        tenant: tenant.name || tenant.id || "",
+        number: vh.number || L.withheld,
+        minutes: String(Math.max(0, Math.floor((vh.waited_s || 0) / 60)))
+      })));
+    }
+    if (pop.open_callback) {
+      root.appendChild(el("p", "open-callback", L.open_callback + ": " + pop.open_callback));
+    }
+
     root.appendChild(el("h2", "tenant-name", tenant.name || tenant.id || ""));
     var greeting = el("p", "greeting");
     greeting.appendChild(el("span", "label", L.greeting));
@@ -168,7 +191,7 @@
 
   function setState(card, state) {
     card.state = state;
-    card.root.className = "call " + state;
+    card.root.className = "call " + state + (card.pop.virtual_hold ? " callback-leg" : "");
     card.root.setAttribute("data-state", state);
     card.stateEl.textContent = state === "ringing" ? L.ringing : state === "answered" ? L.answered : L.wrapup;
     if (state !== "ringing") { addWrapup(card); }
