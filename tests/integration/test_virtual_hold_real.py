@@ -13,6 +13,7 @@ daemon's durable store.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,10 +26,13 @@ import pytest
 
 from pbxbridge.core.virtual_hold import VHoldState, VirtualHold
 from pbxbridge.storage.virtual_holds import open_virtual_hold_store
+from tests.browser import CHROMIUM, Chromium, chromium_available
 from tests.integration.daemon import DaemonProcess, running_daemon
 from tests.integration.test_screenpops_real import Subscriber
+from tests.integration.test_web_real import sign_in
 from tests.testbed.sipp import CallResult, SippAgent, place_calls
 from tests.testbed.testbed import Testbed
+from tests.unit.test_web_server import write_agents
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.mosquitto]
 
@@ -302,7 +306,9 @@ class TestVirtualHold:
         self, tb: Testbed, daemon: DaemonProcess
     ) -> None:
         pause(tb, 1, 2, 3, 4)
+        pops = Subscriber(daemon.mqtt_port, daemon.topic_prefix)
         callers = Callers()
+        first_call = time.monotonic()
         callers.call("B", national(2), dtmf="11", delay_ms=2500)
         wait_for(
             "placeholder",
@@ -334,6 +340,33 @@ class TestVirtualHold:
         assert hold.ticket_due_at == midnight
         # on the agent page's callbacks list: the call's disposition in the journal
         wait_for("ticket in the journal", lambda: callback_rows(daemon.workdir), 20)
+        # The agent saw both tries as callback legs.
+        legs = [m for m in pops.agent("agent1") if m["event"] == "ringing"]
+        assert [m["virtual_hold"]["try"] for m in legs] == [1, 2]
+        assert {m["caller"]["number"] for m in legs} == {e164(2)}
+        # B calls again: the agent's pop says a callback is open. (The look-up
+        # made for B's first call is reused for 60 s: call after that.)
+        time.sleep(max(0.0, first_call + 62 - time.monotonic()))
+        again = Callers()
+
+        def plain_ringing() -> list[dict[str, object]]:
+            return [
+                m
+                for m in pops.agent("agent1")
+                if "virtual_hold" not in m and m["event"] == "ringing"
+            ]
+
+        with SippAgent.for_agent(1, "answer", ring_delay_ms=100):
+            again.call("B again", national(2), hold_ms=3000)
+            pops.wait(lambda: bool(plain_ringing()), 30)
+            again.join()
+        pops.close()
+        pops.validate_all()
+        (call,) = plain_ringing()
+        caller = call["caller"]
+        assert isinstance(caller, dict) and caller["number"] == e164(2)
+        note = call["open_callback"]
+        assert isinstance(note, str) and note.startswith("offener Rückruf vom ")
 
     def test_ten_callbacks_one_free_agent_never_two_citizens_at_once(
         self, tb: Testbed, daemon: DaemonProcess
@@ -503,3 +536,58 @@ def callback_rows(workdir: Path) -> bool:
         return bool(store.open_callbacks("rueckruf"))
     finally:
         store.close()
+
+
+class TestCallbackLegOnTheAgentPage:
+    async def test_the_agent_sees_the_callback_leg_marked_and_wraps_it_up(
+        self, tb: Testbed, tmp_path: Path, answer_on_join: None
+    ) -> None:
+        if not chromium_available():
+            pytest.fail(f"{CHROMIUM} missing: run scripts/setup.sh as root")
+        agents_file = write_agents(tmp_path / "agents.yaml")
+        env = {"PBXBRIDGE_AGENTS_FILE": str(agents_file)}
+        with running_daemon(tb, tmp_path, rules=rules(), extra_env=env) as d:
+            await asyncio.to_thread(d.wait_health, vhold_ready, 15)
+            base = f"http://127.0.0.1:{d.port}/agent/"
+            async with Chromium() as browser:
+                page = await browser.new_page()
+                await sign_in(page, base, "agent1")
+                await asyncio.to_thread(pause, tb, 1, 2, 3, 4)
+                callers = Callers()
+                callers.call("B", national(2), dtmf="11", delay_ms=2500)
+                await asyncio.to_thread(
+                    wait_for,
+                    "B's placeholder",
+                    lambda: any(h.state is VHoldState.WAITING for h in holds(d.workdir)),
+                    30,
+                )
+                with SippAgent.for_agent(1, "talk", ring_delay_ms=100), SippAgent.for_citizen():
+                    await asyncio.to_thread(pause, tb, 1, paused=False)
+                    await page.wait_for(
+                        "!!document.querySelector('article.call.callback-leg')", timeout=30
+                    )
+                    text = await page.text(".callback-leg-text")
+                    badge = await page.text("article.call .badge.bcallback")
+                    await page.wait_for(
+                        "!!document.querySelector('article.call.callback-leg.wrapup')",
+                        timeout=60,
+                    )
+                callers.join()
+                (hold,) = holds(d.workdir)
+                assert text == f"Rückruf für Gemeinde Rückruf: {e164(2)}, angefordert vor 0 min"
+                assert badge == "Rückruf"
+                await page.click("article.call.callback-leg button.resolved")
+                await page.wait_for("!document.querySelector('article.call')", timeout=10)
+        from pbxbridge.journal.backend import journal_opener
+
+        store = journal_opener("", d.workdir / "state.sqlite")()
+        try:
+            rows = list(
+                store.calls_between(
+                    datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+                )
+            )
+        finally:
+            store.close()
+        # One row: B's call, wrapped up by the agent; the leg made none of its own.
+        assert [(r.call_id, r.disposition) for r in rows] == [(hold.call_id, "resolved")]

@@ -306,3 +306,37 @@ class TestVirtualHoldService:
         ]
         assert placeholder_call_id(placeholder) == "1.2"
         assert placeholder_call_id("Local/x;y@pbxbridge-vhold-place-1;2") is None
+
+    def test_the_agent_done_event_still_reaches_the_sink_after_the_hold_connected(
+        self, rules: Rules, tmp_path: Path
+    ) -> None:
+        legs: list[str] = []
+
+        def leg(
+            event: Mapping[str, str], hold: VirtualHold, *, tenant_name: str, greeting: str
+        ) -> None:
+            legs.append(event["Event"])
+
+        ari, ami = FakeAri(), FakeAmi()
+        service = VirtualHoldService(
+            ari,  # type: ignore[arg-type]
+            ami,  # type: ignore[arg-type]
+            lambda: rules,
+            lambda: [],
+            lambda: open_virtual_hold_store("", tmp_path / "state.sqlite"),
+            node="n1",
+            clock=Clock(),
+            on_leg=leg,
+        )
+        asyncio.run(service.handle(_start("1.2", "offer", "1", "rueckruf", "vhold", "5")))
+        asyncio.run(service.handle(_start("1.2", "number", "1", "1")))
+        placeholder = "Local/1.2@pbxbridge-vhold-place-00000003;2"
+        service.ami_event({"Event": "AgentConnect", "Channel": placeholder, "MemberName": "a1"})
+        ami.astdb["1.2"] = f"connected:{int(NOW.timestamp())}"
+        ami.channels = ["Local/1.2@pbxbridge-vhold-place-00000003;1"]
+        asyncio.run(service.reconcile())
+        hold = asyncio.run(service._db()).get("n1", "1.2")
+        assert hold is not None and hold.state is VHoldState.CONNECTED
+        service.ami_event({"Event": "AgentComplete", "Channel": placeholder, "MemberName": "a1"})
+        service.ami_event({"Event": "AgentComplete", "Channel": placeholder, "MemberName": "a1"})
+        assert legs == ["AgentConnect", "AgentComplete"]  # forgotten after the agent is done

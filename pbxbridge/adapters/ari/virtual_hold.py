@@ -87,6 +87,8 @@ SETTLE_S: Final = 5.0
 """A placeholder younger than this is not declared lost (its channel may still be coming up)."""
 LEG_EVENTS: Final = ("AgentCalled", "AgentConnect", "AgentRingNoAnswer", "AgentComplete")
 """app_queue's member events that, about a placeholder, are news of the callback leg."""
+MAX_WITH_AGENT: Final = 1000
+"""At most this many placeholders remembered as being with an agent (far above any team)."""
 EVENTS: Final = ("UserEvent", *LEG_EVENTS)
 """AMI events this adapter reads (``PbxbridgeVirtualHold`` wakes the reconciliation;
 the member events of a placeholder become the callback leg's screen pops)."""
@@ -227,6 +229,10 @@ class VirtualHoldService:
         # Pending holds by call id, as last saved or read: the placeholder's
         # AMI events need theirs at once (no store round trip on the event path).
         self._pending: dict[str, VirtualHold] = {}
+        # Holds whose placeholder is with an agent, until app_queue says the
+        # agent is done (AgentComplete): the hold may be connected or a ticket
+        # by then, and the agent's card must still end.
+        self._with_agent: dict[str, VirtualHold] = {}
         self._clock = clock
         self._poll_s = poll_s
         self._offers: dict[str, _Offer] = {}
@@ -526,9 +532,17 @@ class VirtualHoldService:
         if name not in LEG_EVENTS or self._on_leg is None:
             return
         call_id = placeholder_call_id(event.get("Channel", ""))
-        hold = self._pending.get(call_id) if call_id is not None else None
+        if call_id is None:
+            return  # a real caller's event (the tracker's)
+        hold = self._pending.get(call_id) or self._with_agent.get(call_id)
         if hold is None:
-            return  # a real caller's event (the tracker's), or a hold already finished
+            return  # a hold already finished
+        if name == "AgentComplete":
+            self._with_agent.pop(call_id, None)
+        elif name == "AgentConnect":
+            self._with_agent[call_id] = hold
+            while len(self._with_agent) > MAX_WITH_AGENT:  # AgentComplete lost with AMI
+                del self._with_agent[next(iter(self._with_agent))]
         try:
             tenant, _ = self._tenant(hold.tenant)
             self._on_leg(
