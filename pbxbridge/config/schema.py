@@ -257,8 +257,9 @@ class VirtualHoldConfig(_Strict):
         ge=0,
         le=100,
         description=(
-            "Added to the queue priority of a call whose number has an open callback "
-            "or a pending virtual hold."
+            "Meant to be added to the queue priority of a call whose number has an open "
+            "callback or a pending virtual hold; accepted but not applied yet (see "
+            "docs/virtual-hold.md, Limits): such calls get the 'offener Rückruf' note only."
         ),
     )
     outbound_context: str = Field(
