@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -40,6 +39,7 @@ from pbxbridge.journal.store import (
     Disposition,
     JournalStore,
 )
+from pbxbridge.web import sse
 
 log = structlog.get_logger(__name__)
 
@@ -203,10 +203,6 @@ def callback_due(rules: Rules, tenant: str, local_day: date) -> datetime:
     return spec.calendar.end_of_working_day(local_day, spec.callback_working_days, rules.timezone)
 
 
-def _event(name: str, data: Mapping[str, object]) -> tuple[str, str]:
-    return name, json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-
-
 class AgentDesk:
     """Pops, wrap-up and callbacks for every agent.
 
@@ -290,7 +286,7 @@ class AgentDesk:
         self._bound(state, now)
         self.delivered += 1
         for stream in list(state.streams):
-            self._push(stream, _event("pop", message))
+            self._push(stream, sse.event("pop", message))
 
     def _bound(self, state: _AgentState, now: float) -> None:
         for call_id, card in list(state.cards.items()):
@@ -314,7 +310,7 @@ class AgentDesk:
             while not stream.queue.empty():
                 stream.queue.get_nowait()
             stream.resyncs += 1
-            stream.queue.put_nowait(_event("snapshot", self.snapshot(stream.agent)))
+            stream.queue.put_nowait(sse.event("snapshot", self.snapshot(stream.agent)))
 
     def snapshot(self, agent: str) -> dict[str, object]:
         """Everything on an agent's desk now.
@@ -353,7 +349,7 @@ class AgentDesk:
                 self._prune_agents()
             state = self._agents[agent] = _AgentState()
         stream = Stream(agent, session)
-        stream.queue.put_nowait(_event("snapshot", self.snapshot(agent)))
+        stream.queue.put_nowait(sse.event("snapshot", self.snapshot(agent)))
         state.streams.append(stream)
         while len(state.streams) > MAX_STREAMS_PER_AGENT:
             self._end(state.streams.pop(0))
@@ -546,7 +542,7 @@ class AgentDesk:
         if state is not None:
             state.cards.pop(call_id, None)
             for stream in list(state.streams):
-                self._push(stream, _event("done", {"call_id": call_id}))
+                self._push(stream, sse.event("done", {"call_id": call_id}))
         self._refresh_soon()
         return Saved(call_id, disposition, due_local)
 
