@@ -899,7 +899,10 @@ class TestBackoff:
             gaps = [b - a for a, b in itertools.pairwise(attempts)]
             assert min(gaps) >= 0.02
             assert not ari.connected
-            assert ari.status.consecutive_failures == len(attempts)
+            # Every refused attempt is counted; on a loaded machine the last one
+            # may still be in flight (started, not yet refused) when we look.
+            assert len(attempts) - 1 <= ari.status.consecutive_failures <= len(attempts)
+            assert ari.status.consecutive_failures >= 3
             assert ari.status.last_error is not None
 
             server = FakeAri(port=port)
