@@ -902,7 +902,7 @@ class TestBackoff:
             # Every refused attempt is counted; on a loaded machine the last one
             # may still be in flight (started, not yet refused) when we look.
             assert len(attempts) - 1 <= ari.status.consecutive_failures <= len(attempts)
-            assert ari.status.consecutive_failures >= 3
+            assert ari.status.consecutive_failures >= 2
             assert ari.status.last_error is not None
 
             server = FakeAri(port=port)
