@@ -54,6 +54,8 @@ from pbxbridge.adapters.ami.client import AmiClient, AmiConfig
 from pbxbridge.adapters.ami.errors import AmiActionFailed, AmiUnavailable
 from pbxbridge.adapters.ami.events import AmiEvent
 from pbxbridge.adapters.ami.queue import QueueSnapshot
+from pbxbridge.adapters.ami.repeat_priority import EVENTS as REPEAT_EVENTS
+from pbxbridge.adapters.ami.repeat_priority import RepeatCallerPriority
 from pbxbridge.adapters.ami.subscribers import AmiSubscribers
 from pbxbridge.adapters.ari.client import AriClient, AriConfig
 from pbxbridge.adapters.ari.router import StasisRouter
@@ -128,6 +130,7 @@ class Parts:
     journal: JournalWriter | None = None
     repeat: RepeatCallers | None = None
     open_callbacks: OpenCallbacks | None = None
+    repeat_priority: RepeatCallerPriority | None = None
     agi: AgiServer | None = None
     agi_router: AgiRouter | None = None
     http: HttpServer | None = None
@@ -249,7 +252,9 @@ def faces(
     hub = parts.supervisor.hub if parts.supervisor is not None else None
     on_event = on_connected = None
     if ami is not None and tracker is not None:
-        on_event, on_connected = _ami_handlers(ami, tracker, hub, parts.vhold)
+        on_event, on_connected = _ami_handlers(
+            ami, tracker, hub, parts.vhold, parts.repeat_priority
+        )
     live = parts.rules
     sounds = components.Sounds(parts.sounds, lambda: sounds_named(live.model))
     return Components(
@@ -439,7 +444,24 @@ class Daemon:
             local=desk.deliver if web_on else None,
             wallboard_every_s=WALLBOARD_EVERY_S,
         )
-        routed = _on_decision(tracker, repeat, open_callbacks)
+        ami: AmiClient | None = None
+        if settings.ami_enabled:
+            ami = AmiClient(
+                AmiConfig(
+                    host=settings.ami_host,
+                    port=settings.ami_port,
+                    username=settings.ami_user,
+                    password=settings.ami_password,
+                    events=_ami_subscribers(tracker, hub, vhold_on=True).names,
+                    backoff_max=2.0,
+                )
+            )
+        # Repeat callers with an open callback: a higher queue priority,
+        # set over AMI once they wait in the queue (routing never waits for it).
+        bump: RepeatCallerPriority | None = None
+        if ami is not None and open_callbacks is not None:
+            bump = RepeatCallerPriority(ami, lambda: rules.rules, open_callbacks)
+        routed = _on_decision(tracker, repeat, open_callbacks, bump)
         router = StasisRouter(
             ari,
             lambda: rules.rules,
@@ -462,18 +484,6 @@ class Daemon:
                 settings.agi_port,
                 {"route": agi_router.route},
                 secret=settings.agi_secret,
-            )
-        ami: AmiClient | None = None
-        if settings.ami_enabled:
-            ami = AmiClient(
-                AmiConfig(
-                    host=settings.ami_host,
-                    port=settings.ami_port,
-                    username=settings.ami_user,
-                    password=settings.ami_password,
-                    events=_ami_subscribers(tracker, hub, vhold_on=True).names,
-                    backoff_max=2.0,
-                )
             )
         http: HttpServer | None = None
         web: AgentPage | None = None
@@ -564,6 +574,7 @@ class Daemon:
             journal=journal,
             repeat=repeat,
             open_callbacks=open_callbacks,
+            repeat_priority=bump,
             agi=agi,
             agi_router=agi_router,
             http=http,
@@ -637,14 +648,21 @@ def _on_decision(
     tracker: CallTracker,
     repeat: RepeatCallers | None,
     open_callbacks: OpenCallbacks | None = None,
+    bump: RepeatCallerPriority | None = None,
 ) -> Callable[[str, Decision], None]:
-    """What a decided call (any entry point) sets off: following it, looking its caller up."""
+    """What a decided call (any entry point) sets off: following it, looking its caller up.
+
+    ``bump`` raises the call's queue priority later if its caller has an open
+    callback (it waits for the look-up started here, in the background).
+    """
 
     def routed(call_id: str, decision: Decision) -> None:
         if repeat is not None:
             repeat.prefetch(decision.caller)
         if open_callbacks is not None:
             open_callbacks.prefetch(decision.caller)
+        if bump is not None:
+            bump.routed(call_id, decision)
         tracker.routed(call_id, decision)
 
     return routed
@@ -654,10 +672,11 @@ def _ami_subscribers(
     tracker: CallTracker,
     supervisor: SupervisorHub | None,
     vhold: VirtualHoldService | None = None,
+    repeat_priority: RepeatCallerPriority | None = None,
     *,
     vhold_on: bool = False,
 ) -> AmiSubscribers:
-    """Who reads which AMI events: the tracker, the agent board if it is on, virtual hold.
+    """Who reads which AMI events: the tracker, the agent board, virtual hold, repeat callers.
 
     ``vhold_on`` declares virtual hold's events before its service exists
     (the service is built after the AMI client it uses).
@@ -675,6 +694,8 @@ def _ami_subscribers(
         subscribers.add(VHOLD_EVENTS, vhold.ami_event)  # never raises
     elif vhold_on:
         subscribers.add(VHOLD_EVENTS, lambda event: None)
+    if repeat_priority is not None:
+        subscribers.add(REPEAT_EVENTS, repeat_priority.ami_event)  # never raises
     return subscribers
 
 
@@ -697,8 +718,9 @@ def _ami_handlers(
     tracker: CallTracker,
     supervisor: SupervisorHub | None = None,
     vhold: VirtualHoldService | None = None,
+    repeat_priority: RepeatCallerPriority | None = None,
 ) -> tuple[Callable[[AmiEvent], Awaitable[None]], Callable[[], Awaitable[None]]]:
-    """The AMI session's event handler (tracker, agent board, virtual hold) and its login step."""
+    """The AMI session's event handler (see :func:`_ami_subscribers`) and its login step."""
 
     async def on_connected() -> None:
         await ami_resync(ami, tracker, supervisor)
@@ -709,7 +731,7 @@ def _ami_handlers(
                 # The next login tries again; calls keep flowing meanwhile.
                 log.warning("vhold.publish_failed", error=str(exc))
 
-    return _ami_subscribers(tracker, supervisor, vhold).handle, on_connected
+    return _ami_subscribers(tracker, supervisor, vhold, repeat_priority).handle, on_connected
 
 
 def queue_members(snapshot: QueueSnapshot) -> list[MemberStatus]:

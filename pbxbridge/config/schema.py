@@ -257,9 +257,10 @@ class VirtualHoldConfig(_Strict):
         ge=0,
         le=100,
         description=(
-            "Meant to be added to the queue priority of a call whose number has an open "
-            "callback or a pending virtual hold; accepted but not applied yet (see "
-            "docs/virtual-hold.md, Limits): such calls get the 'offener Rückruf' note only."
+            "Added to the queue priority of a call whose number has an open callback "
+            "ticket or a pending virtual hold, after the caller joined the queue, via "
+            "QueueChangePriorityCaller (the caller moves ahead of lower priorities at "
+            "once); 0: such calls only get the 'offener Rückruf' note."
         ),
     )
     outbound_context: str = Field(

@@ -27,7 +27,7 @@ async def test_build_starts_nothing(tmp_path: Path) -> None:
         try:
             made: list[object] = [p.overrides, p.ari, p.router, p.tracker, p.desk]
             made += [p.call_metrics, p.ami, p.mqtt, p.journal, p.repeat, p.agi, p.agi_router]
-            made += [p.http]
+            made += [p.http, p.open_callbacks, p.repeat_priority]
             assert all(part is not None for part in made)
             assert asyncio.all_tasks() == tasks_before
             assert p.agi is not None and not p.agi.listening
