@@ -71,7 +71,7 @@ class CallerLookup(Generic[T]):
         self._pending[caller] = task
 
     async def wait(self, caller: str) -> None:
-        """Wait for a running lookup of ``caller`` (tests; the daemon never waits)."""
+        """Await a pending lookup of ``caller`` (off the call's path: repeat-caller bump, tests)."""
         task = self._pending.get(caller)
         if task is not None:
             await asyncio.shield(task)

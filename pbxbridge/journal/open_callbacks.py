@@ -70,7 +70,7 @@ class OpenCallbacks:
         self._lookup.prefetch(caller)
 
     async def wait(self, caller: str) -> None:
-        """Wait for a running lookup of ``caller`` (tests; the daemon never waits)."""
+        """Await a pending lookup of ``caller`` (off the call's path: repeat-caller bump, tests)."""
         await self._lookup.wait(caller)
 
     def since(self, caller: str | None) -> datetime | None:
