@@ -241,3 +241,55 @@ def test_the_installed_command_gates_on_its_exit_status(setup: Path) -> None:
     done = subprocess.run(env_cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
     assert done.returncode == 1, done.stderr
     assert json.loads(done.stdout)["summary"]["changed"] == 2
+
+
+def closure_ics(day: str, title: str) -> str:
+    """A one-event iCalendar file closing the whole of ``day`` (YYYYMMDD)."""
+    return (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//replay//EN\r\n"
+        f"BEGIN:VEVENT\r\nUID:{day}@test\r\nDTSTAMP:20261101T000000Z\r\n"
+        f"DTSTART;VALUE=DATE:{day}\r\nSUMMARY:{title}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+
+
+def test_ics_paths_resolve_against_each_rules_files_folder(
+    setup: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ics:`` paths are relative to the rules file, whatever the current directory.
+
+    --against CUR closes 23 November by its .ics, --rules NEW closes 24 November by
+    another one, both named relative to rules/; run from an unrelated folder (an
+    `ics:` read from the current directory would not be found, exit 2).
+    """
+    rules = setup / "rules"
+    (rules / "closures").mkdir(parents=True)
+    (rules / "closures" / "cur.ics").write_text(closure_ics("20261123", "A"), encoding="utf-8")
+    (rules / "closures" / "new.ics").write_text(closure_ics("20261124", "B"), encoding="utf-8")
+    base = (setup / "current.yaml").read_text(encoding="utf-8")
+    marker = '    hours: {mon-fri: ["07:00-18:00"]}\n'
+    assert base.count(marker) == 1  # only calendar sc has these hours
+    for name, ics in (("cur.yaml", "cur.ics"), ("new.yaml", "new.ics")):
+        text = base.replace(marker, f"{marker}    ics: closures/{ics}\n")
+        (rules / name).write_text(text, encoding="utf-8")
+    elsewhere = setup / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "replay",
+            *("-c", "../current.yaml"),
+            *("--against", "../rules/cur.yaml"),
+            *("--rules", "../rules/new.yaml"),
+            *("--from", "2026-11-01", "--to", "2026-11-30", "--format", "json"),
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    changed = {c["call_id"]: c for c in json.loads(result.output)["changed"]}
+    # The 23rd opens again, the 24th closes; the 23rd's 11:30 call stays closed by the
+    # storm override of that hour, and the evening call by the hours.
+    assert set(changed) == {"open1", "open2"}
+    assert changed["open1"]["before"]["action"] == "closed"
+    assert changed["open1"]["after"]["action"] == "queue"
+    assert changed["open2"]["before"]["action"] == "queue"
+    assert changed["open2"]["after"]["action"] == "closed"
