@@ -7,15 +7,23 @@ minutes at 180 s handle time: 13 agents for 80/20).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from pbxbridge.core.calendar import Calendar, Interval
+from pbxbridge.core.erlang import Model
 from pbxbridge.journal.forecast import fold_half_hours
 from pbxbridge.journal.store import CallRow
-from pbxbridge.planning.forecast import SHARED, build_forecast, history_period, slot_of
+from pbxbridge.planning.forecast import (
+    SHARED,
+    Forecast,
+    build_forecast,
+    history_period,
+    slot_of,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NINE = 18  # the half hour 09:00-09:30
@@ -60,6 +68,32 @@ def calls_at(day: date, n: int, tenant: str = "a", minute: int = 0, **kw: object
     return [row(start + timedelta(seconds=i * 1700 / max(n, 1)), tenant, **kw) for i in range(n)]  # type: ignore[arg-type]
 
 
+def forecast(
+    rows: list[CallRow],
+    *,
+    week: int = 11,
+    weeks: int = 1,
+    calendars: Mapping[str, Calendar] | None = None,
+    model: Model = "erlang-c",
+) -> Forecast:
+    """Forecast 2026-W``week`` for 80/20 in Berlin from ``rows`` (any order).
+
+    Tenant ``a`` alone on :func:`calendar` unless ``calendars`` says otherwise.
+    The rows are put in arrival order first, as the journal hands them over.
+    """
+    return build_forecast(
+        fold_half_hours(sorted(rows, key=lambda r: r.arrived_at)),
+        year=2026,
+        week=week,
+        weeks=weeks,
+        tz=BERLIN,
+        calendars=calendars if calendars is not None else {"a": calendar()},
+        target_level=0.8,
+        threshold_s=20,
+        model=model,
+    )
+
+
 class TestForecast:
     def test_textbook_half_hour_and_shared_queue(self) -> None:
         # Four Mondays before 2026-W11 (9 March), 91 calls each at 09:00 for
@@ -68,18 +102,8 @@ class TestForecast:
         for week in range(4):
             monday = date(2026, 2, 9) + timedelta(weeks=week)
             rows += calls_at(monday, 91, "a") + calls_at(monday, 91, "b")
-        rows.sort(key=lambda r: r.arrived_at)
         cal = calendar()
-        fc = build_forecast(
-            fold_half_hours(rows),
-            year=2026,
-            week=11,
-            weeks=4,
-            tz=BERLIN,
-            calendars={"a": cal, "b": cal},
-            target_level=0.8,
-            threshold_s=20,
-        )
+        fc = forecast(rows, weeks=4, calendars={"a": cal, "b": cal})
         monday = date(2026, 3, 9)
         a = fc.slot("a", monday, NINE)
         assert a.calls == 91 and a.aht_s == pytest.approx(180.0) and a.agents == 13
@@ -104,19 +128,7 @@ class TestForecast:
             date(2026, 5, 15): 12,  # after Ascension
             date(2026, 5, 22): 8,  # regular Friday
         }  # fmt: skip
-        rows = sorted(
-            (r for d, n in days.items() for r in calls_at(d, n)), key=lambda r: r.arrived_at
-        )
-        fc = build_forecast(
-            fold_half_hours(rows),
-            year=2026,
-            week=22,
-            weeks=2,
-            tz=BERLIN,
-            calendars={"a": calendar()},
-            target_level=0.8,
-            threshold_s=20,
-        )
+        fc = forecast([r for d, n in days.items() for r in calls_at(d, n)], week=22, weeks=2)
         assert fc.after_closure["a"] == pytest.approx(12 / 8)
         assert fc.slot("a", date(2026, 5, 25), NINE).calls == 0  # Whit Monday: closed
         assert fc.slot("a", date(2026, 5, 26), NINE).calls == pytest.approx(15.0)  # 10 x 1.5
@@ -133,18 +145,7 @@ class TestForecast:
             *calls_at(monday, 1, wait=20.0, abandon=True, minute=2),
             *calls_at(monday, 1, wait=30.0, abandon=True, minute=3),
         ]
-        rows.sort(key=lambda r: r.arrived_at)
-        fc = build_forecast(
-            fold_half_hours(rows),
-            year=2026,
-            week=11,
-            weeks=1,
-            tz=BERLIN,
-            calendars={"a": calendar()},
-            target_level=0.8,
-            threshold_s=20,
-            model="erlang-a",
-        )
+        fc = forecast(rows, model="erlang-a")
         # 7 x 5 s + 10 + 20 + 30 = 95 s waited, 3 abandons.
         assert fc.patience_s["a"] == pytest.approx(95 / 3)
         slot = fc.slot("a", date(2026, 3, 9), NINE)
@@ -157,33 +158,13 @@ class TestForecast:
         monday = date(2026, 3, 2)
         rows = calls_at(monday, 4) + calls_at(monday, 3, action="closed", minute=5)
         rows += calls_at(monday, 2, action="reject", minute=6)
-        rows.sort(key=lambda r: r.arrived_at)
-        fc = build_forecast(
-            fold_half_hours(rows),
-            year=2026,
-            week=11,
-            weeks=1,
-            tz=BERLIN,
-            calendars={"a": calendar()},
-            target_level=0.8,
-            threshold_s=20,
-        )
+        fc = forecast(rows)
         assert fc.slot("a", date(2026, 3, 9), NINE).calls == 4
 
     def test_days_before_the_journal_and_after_today_do_not_count(self) -> None:
         # The journal starts on Monday 2 March; the history asked for is four
         # weeks, but only the week with data counts (not averaged with zeros).
-        rows = calls_at(date(2026, 3, 2), 20)
-        fc = build_forecast(
-            fold_half_hours(rows),
-            year=2026,
-            week=11,
-            weeks=4,
-            tz=BERLIN,
-            calendars={"a": calendar()},
-            target_level=0.8,
-            threshold_s=20,
-        )
+        fc = forecast(calls_at(date(2026, 3, 2), 20), weeks=4)
         assert fc.history == (date(2026, 3, 2), date(2026, 3, 8))
         assert fc.slot("a", date(2026, 3, 9), NINE).calls == 20
         # Forecasting W12 on Wednesday 11 March: the history ends on the 10th.
@@ -197,17 +178,7 @@ class TestForecast:
         rows = calls_at(monday, 40, talk=270.0, wrap=None) + calls_at(
             tuesday, 5, talk=30.0, wrap=None
         )
-        rows.sort(key=lambda r: r.arrived_at)
-        fc = build_forecast(
-            fold_half_hours(rows),
-            year=2026,
-            week=11,
-            weeks=1,
-            tz=BERLIN,
-            calendars={"a": calendar()},
-            target_level=0.8,
-            threshold_s=20,
-        )
+        fc = forecast(rows)
         assert fc.slot("a", date(2026, 3, 9), NINE).aht_s == pytest.approx(270.0)
         # Five Tuesday calls are too few: the tenant's mean (40x270 + 5x30) / 45.
         assert fc.slot("a", date(2026, 3, 10), NINE).aht_s == pytest.approx(

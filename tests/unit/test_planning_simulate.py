@@ -16,33 +16,26 @@ from __future__ import annotations
 
 import random
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from pbxbridge.core.calendar import Calendar, Interval
-from pbxbridge.journal.forecast import fold_half_hours, handle_times
+from pbxbridge.journal.forecast import handle_times
 from pbxbridge.journal.store import CallRow
-from pbxbridge.planning.forecast import SHARED, build_forecast
+from pbxbridge.planning.forecast import SHARED
 from pbxbridge.planning.simulate import simulate
+from tests.unit.test_planning_forecast import BERLIN, NINE, forecast
+from tests.unit.test_planning_forecast import row as call_row
 
-BERLIN = ZoneInfo("Europe/Berlin")
-NINE = 18
 TOLERANCE = 0.02
 
 
 def row(at: datetime, tenant: str, wait: float, talk: float | None) -> CallRow:
-    abandon = talk is None
-    ended = at + timedelta(seconds=wait + (talk or 0.0))
-    return CallRow(
-        node="n1", call_id="c", tenant=tenant, did="", caller=None, via_115=False,
-        action="queue", reasons=(), arrived_at=at, queued_at=at,
-        answered_at=None if abandon else at + timedelta(seconds=wait), ended_at=ended,
-        outcome="abandoned" if abandon else "answered", agent="", queue="", wait_s=wait,
-        talk_s=talk, rings=(), disposition=None, disposition_at=None, disposition_by=None,
-        disposition_note=None, callback_number=None, callback_due_at=None,
-        callback_done_at=None, purged_at=None,
-    )  # fmt: skip
+    """Answered after ``wait`` s and talked ``talk`` s, or abandoned after ``wait`` s if None.
+
+    No wrap-up: the handle time is the talk alone.
+    """
+    return call_row(at, tenant, wait=wait, talk=talk, wrap=None, abandon=talk is None)
 
 
 def journal() -> list[CallRow]:
@@ -67,17 +60,7 @@ def forecast_slot() -> tuple[float, int, tuple[float, ...], float | None]:
     day = (Interval(8 * 3600, 16 * 3600, "mon-fri"),)
     cal = Calendar(name="c", weekly=(day,) * 5 + ((), ()))
     rows = journal()
-    fc = build_forecast(
-        fold_half_hours(rows),
-        year=2026,
-        week=50,
-        weeks=4,
-        tz=BERLIN,
-        calendars={"a": cal, "b": cal},
-        target_level=0.8,
-        threshold_s=20,
-        model="erlang-a",
-    )
+    fc = forecast(rows, week=50, weeks=4, calendars={"a": cal, "b": cal}, model="erlang-a")
     slot = fc.slot(SHARED, date(2026, 12, 7), NINE)
     # 32 abandons over 4 x (83 x 3 s + 8 x 60 s) of waiting: 91.1 s patience.
     assert fc.patience_s[SHARED] == pytest.approx(4 * (83 * 3 + 8 * 60) / 32)
