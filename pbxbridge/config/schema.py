@@ -204,6 +204,13 @@ class VirtualHoldSoundsConfig(_Strict):
         default=None,
         description="Played with the offer: if we close first, we call back the next working day.",
     )
+    agent_whisper: Sound | None = Field(
+        default=None,
+        description=(
+            "Played to the agent who takes a callback, before the tenant's whisper "
+            "(default pbxbridge/vhold-callback-for: Rückruf für)."
+        ),
+    )
 
 
 class VirtualHoldConfig(_Strict):

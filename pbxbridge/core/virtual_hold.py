@@ -65,6 +65,8 @@ class VirtualHoldSounds:
         confirmed: "Thank you, we will call you back. You may hang up."
         may_call_tomorrow: "If we close before your turn, we call you back on the
             next working day." Played with the offer.
+        agent_whisper: "Callback for" (Rückruf für), played to the agent who takes
+            a placeholder, before the tenant's own whisper.
     """
 
     offer: str = "pbxbridge/vhold-offer"
@@ -76,6 +78,7 @@ class VirtualHoldSounds:
     international_number: str = "pbxbridge/vhold-international-number"
     confirmed: str = "pbxbridge/vhold-confirmed"
     may_call_tomorrow: str = "pbxbridge/vhold-may-call-tomorrow"
+    agent_whisper: str = "pbxbridge/vhold-callback-for"
 
     def prompt_for(self, problem: NumberProblem) -> str:
         """The prompt that tells the caller why their number was refused.

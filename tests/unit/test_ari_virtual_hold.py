@@ -187,6 +187,31 @@ class TestVirtualHoldService:
         assert variables["QUEUE_PRIO"] == "5"
         assert placeholder["Account"] == "rueckruf"
         assert placeholder["CallerID"] == '"RR: Rückruf" <04407123452>'
+        # "Rückruf für", then the tenant's own whisper
+        assert variables["PBXBRIDGE_VH_WHISPER"] == "pbxbridge/vhold-callback-for&custom/t"
+
+    @pytest.mark.parametrize(
+        "rules",
+        [
+            parse_rules(
+                RULES.replace(
+                    "      max_tries: 2\n",
+                    "      max_tries: 2\n      sounds: {agent_whisper: custom/rr-fuer}\n",
+                ),
+                "rules.yaml",
+            )[0]
+        ],
+    )
+    def test_the_tenants_agent_whisper_is_played_to_the_agent(
+        self, setup: tuple[VirtualHoldService, FakeAri, FakeAmi, Clock]
+    ) -> None:
+        service, _, ami, _ = setup
+        ami.entries = [_entry("1.2", 1)]
+        asyncio.run(service.handle(_start("1.2", "offer", "1", "rueckruf", "vhold", "5")))
+        asyncio.run(service.handle(_start("1.2", "number", "1", "1")))
+        (placeholder,) = ami.originated
+        variables = dict(v.split("=", 1) for v in placeholder["Variable"].split(","))
+        assert variables["PBXBRIDGE_VH_WHISPER"] == "custom/rr-fuer&custom/t"
 
     def test_wrong_number_asked_again_once_then_back_to_the_place(
         self, setup: tuple[VirtualHoldService, FakeAri, FakeAmi, Clock]

@@ -66,12 +66,38 @@ class TestSoundsNamed:
             "pbxbridge/vhold-international-number",
             "pbxbridge/vhold-confirmed",
             "pbxbridge/vhold-may-call-tomorrow",
+            "pbxbridge/vhold-callback-for",  # the agent's whisper of a callback leg
         ]
         assert line(hold[0].loc) == line_of("sounds: {offer: custom/offer}")
         assert line(hold[1].loc) == line_of("virtual_hold:")
         assert [(u.sound, u.what, line(u.loc)) for u in uses[-2:]] == [
             ("custom/115-choose", "115 menu prompt", line_of("prompt: custom/115-choose")),
             ("custom/nope", "reject announcement", line_of("announce: custom/nope")),
+        ]
+
+    def test_the_agent_whisper_of_a_callback_is_checked(self, tmp_path: Path) -> None:
+        path = tmp_path / "rules.yaml"
+        path.write_text(WITH_SOUNDS, encoding="utf-8")
+        uses = sounds_named(load_rules(path)[1])
+        (default,) = [u for u in uses if u.sound == "pbxbridge/vhold-callback-for"]
+        assert (default.path, default.what) == (
+            "tenants.wardenburg.virtual_hold",
+            "virtual hold agent whisper",
+        )
+        # Asterisk has every other sound: the whisper alone is reported missing.
+        index = {u.sound: frozenset({"de"}) for u in uses if u is not default}
+        assert missing_sounds(uses, index) == [
+            MissingSound("pbxbridge/vhold-callback-for", "de", (default,))
+        ]
+        # configured per tenant: that sound, at its own key
+        path.write_text(
+            WITH_SOUNDS.replace("{offer: custom/offer}", "{agent_whisper: custom/rr-fuer}"),
+            encoding="utf-8",
+        )
+        hold = [u for u in sounds_named(load_rules(path)[1]) if "whisper" in u.what]
+        assert [(u.sound, u.path) for u in hold] == [
+            ("custom/oldenburg", "tenants.oldenburg.open.whisper"),
+            ("custom/rr-fuer", "tenants.wardenburg.virtual_hold.sounds.agent_whisper"),
         ]
 
     def test_a_disabled_virtual_hold_plays_nothing(self, tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ class TestVirtualHoldConfig:
             "      offer_when: all\n"
             "      repeat_every: 0\n"
             '      digit: "5"\n'
-            "      sounds: {offer: custom/rueckruf, may_call_tomorrow: custom/morgen}\n"
+            "      sounds: {offer: custom/rueckruf, may_call_tomorrow: custom/morgen,"
+            " agent_whisper: custom/rr-fuer}\n"
             "      retry_after: 120\n"
             "      max_tries: 4\n"
             "      answer_timeout: 25\n"
@@ -48,12 +49,18 @@ class TestVirtualHoldConfig:
         assert policy.offer_when == "all" and policy.repeat_s == 0 and policy.digit == "5"
         assert policy.sounds.offer == "custom/rueckruf"
         assert policy.sounds.may_call_tomorrow == "custom/morgen"
+        assert policy.sounds.agent_whisper == "custom/rr-fuer"
         assert policy.sounds.confirmed == "pbxbridge/vhold-confirmed"  # default kept
         assert (policy.retry_delay_s, policy.max_tries, policy.answer_timeout_s) == (120, 4, 25)
         assert policy.entry_attempts == 3 and policy.allow_international
         assert policy.repeat_caller_priority == 7 and policy.outbound_context == "trunk-out"
         # Other tenants keep theirs off.
         assert not parse_rules(with_block(block), NAME)[0].tenants["oldenburg"].virtual_hold.enabled
+
+    def test_the_agent_whisper_defaults_to_rueckruf_fuer(self) -> None:
+        block = "    virtual_hold: {enabled: true}\n"
+        policy = parse_rules(with_block(block), NAME)[0].tenants["wardenburg"].virtual_hold
+        assert policy.sounds.agent_whisper == "pbxbridge/vhold-callback-for"
 
     def test_waiting_threshold_alone_has_no_estimate(self) -> None:
         block = "    virtual_hold: {enabled: true, offer_after_waiting: 60}\n"

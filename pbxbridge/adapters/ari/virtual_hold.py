@@ -79,8 +79,6 @@ TENANT_FAMILY: Final = "pbxbridge-vhold-tenant"
 """AstDB family listing the tenants that offer virtual hold (the dialplan answers their calls)."""
 PLACE_CONTEXT: Final = "pbxbridge-vhold-place"
 CALL_CONTEXT: Final = "pbxbridge-vhold-call"
-WHISPER: Final = "pbxbridge/vhold-callback-for"
-"""Played to the agent before the tenant's own whisper: "Rückruf für" + "Gemeinde ..."."""
 ORIGINATE_TIMEOUT_MS: Final = 12 * 3600 * 1000
 """How long a placeholder may wait for an agent (the originate's answer timeout)."""
 SETTLE_S: Final = 5.0
@@ -468,7 +466,8 @@ class VirtualHoldService:
         """Originate the placeholder into the hold's queue and record it."""
         prefix = tenant.open.callerid_prefix
         name = dialplan_safe(f"{prefix}: Rückruf" if prefix else "Rückruf")
-        whisper = "&".join(w for w in (WHISPER, tenant.open.whisper) if w)
+        # "Rückruf für" + the tenant's "Gemeinde ...": the agent knows it is a callback.
+        whisper = "&".join(w for w in (policy.sounds.agent_whisper, tenant.open.whisper) if w)
         accepted = hold.accepted_at or hold.updated_at
         variables = {
             "PBXBRIDGE_VH_ID": hold.call_id,
