@@ -94,6 +94,20 @@ class TestOfferDue:
         assert not offer_due(once, waited_s=1000, estimated_wait_s=500, last_offer_waited_s=0).due
 
 
+def _offered() -> VirtualHold:
+    """A hold just offered at T0 to an anonymous caller (no number to call back)."""
+    return offered(
+        node="n",
+        call_id="c",
+        tenant="t",
+        queue="q",
+        priority=0,
+        caller=None,
+        arrived_at=T0,
+        at=T0,
+    )
+
+
 def _accepted() -> VirtualHold:
     hold = offered(
         node="n1",
@@ -146,31 +160,13 @@ class TestStateMachine:
         assert hold.attempts[-1].outcome == "answered" and hold.attempts[-1].agent == "anna"
 
     def test_accept_needs_an_accepted_number(self) -> None:
-        hold = offered(
-            node="n",
-            call_id="c",
-            tenant="t",
-            queue="q",
-            priority=0,
-            caller=None,
-            arrived_at=T0,
-            at=T0,
-        )
+        hold = _offered()
         bad = check_callback_number("110")
         with pytest.raises(InvalidTransition):
             step(hold, VHoldEvent.ACCEPTED, at=T0, policy=ON, number=bad)
 
     def test_repeated_offer_counts(self) -> None:
-        hold = offered(
-            node="n",
-            call_id="c",
-            tenant="t",
-            queue="q",
-            priority=0,
-            caller=None,
-            arrived_at=T0,
-            at=T0,
-        )
+        hold = _offered()
         hold = step(hold, VHoldEvent.OFFERED, at=T0, policy=ON, waited_s=180)
         assert hold.offers == 2 and hold.last_offer_waited_s == 180
 
@@ -221,16 +217,7 @@ class TestStateMachine:
                 step(hold, event, at=T0, policy=ON, ticket_due_at=T0)
 
     def test_call_that_went_on_declines(self) -> None:
-        hold = offered(
-            node="n",
-            call_id="c",
-            tenant="t",
-            queue="q",
-            priority=0,
-            caller=None,
-            arrived_at=T0,
-            at=T0,
-        )
+        hold = _offered()
         hold = step(hold, VHoldEvent.ENTRY_FAILED, at=T0, policy=ON)
         assert hold.state is VHoldState.OFFERED
         hold = step(hold, VHoldEvent.CALL_ENDED, at=T0, policy=ON)
