@@ -13,6 +13,7 @@ import pytest
 from pbxbridge.adapters.ami.queue import QueueEntry, QueueMember, QueueSnapshot
 from pbxbridge.adapters.ari.virtual_hold import (
     AstdbRecord,
+    CallbackLegSink,
     VirtualHoldService,
     placeholder_call_id,
     read_back,
@@ -123,11 +124,15 @@ def overrides() -> list[Override]:
     return []
 
 
-@pytest.fixture
-def setup(
-    rules: Rules, tmp_path: Path, overrides: list[Override]
-) -> tuple[VirtualHoldService, FakeAri, FakeAmi, Clock]:
-    ari, ami, clock = FakeAri(), FakeAmi(), Clock()
+def _service(
+    rules: Rules,
+    tmp_path: Path,
+    overrides: list[Override],
+    clock: Clock,
+    on_leg: CallbackLegSink | None = None,
+) -> tuple[VirtualHoldService, FakeAri, FakeAmi]:
+    """The service on node n1 over fakes, its holds in ``tmp_path``'s state database."""
+    ari, ami = FakeAri(), FakeAmi()
     service = VirtualHoldService(
         ari,  # type: ignore[arg-type]
         ami,  # type: ignore[arg-type]
@@ -136,8 +141,17 @@ def setup(
         lambda: open_virtual_hold_store("", tmp_path / "state.sqlite"),
         node="n1",
         clock=clock,
+        on_leg=on_leg,
     )
-    return service, ari, ami, clock
+    return service, ari, ami
+
+
+@pytest.fixture
+def setup(
+    rules: Rules, tmp_path: Path, overrides: list[Override]
+) -> tuple[VirtualHoldService, FakeAri, FakeAmi, Clock]:
+    clock = Clock()
+    return (*_service(rules, tmp_path, overrides, clock), clock)
 
 
 def _start(call_id: str, *args: str, caller: str = "+494407123452") -> dict[str, Any]:
@@ -151,6 +165,12 @@ def _start(call_id: str, *args: str, caller: str = "+494407123452") -> dict[str,
             "dialplan": {"context": "pbxbridge-vhold-offer", "exten": "1", "priority": 5},
         },
     }
+
+
+def _accept_own_number(service: VirtualHoldService, position: str = "1") -> None:
+    """Call 1.2, offered at ``position``, takes the callback on its own number (key 1)."""
+    asyncio.run(service.handle(_start("1.2", "offer", position, "rueckruf", "vhold", "5")))
+    asyncio.run(service.handle(_start("1.2", "number", "1", "1")))
 
 
 class TestVirtualHoldService:
@@ -207,8 +227,7 @@ class TestVirtualHoldService:
     ) -> None:
         service, _, ami, _ = setup
         ami.entries = [_entry("1.2", 1)]
-        asyncio.run(service.handle(_start("1.2", "offer", "1", "rueckruf", "vhold", "5")))
-        asyncio.run(service.handle(_start("1.2", "number", "1", "1")))
+        _accept_own_number(service)
         (placeholder,) = ami.originated
         variables = dict(v.split("=", 1) for v in placeholder["Variable"].split(","))
         assert variables["PBXBRIDGE_VH_WHISPER"] == "custom/rr-fuer&custom/t"
@@ -236,8 +255,7 @@ class TestVirtualHoldService:
         self, setup: tuple[VirtualHoldService, FakeAri, FakeAmi, Clock]
     ) -> None:
         service, _, ami, clock = setup
-        asyncio.run(service.handle(_start("1.2", "offer", "1", "rueckruf", "vhold", "5")))
-        asyncio.run(service.handle(_start("1.2", "number", "1", "1")))
+        _accept_own_number(service)
         epoch = int(NOW.timestamp())
         ami.astdb["1.2"] = f"failed:{epoch}:BUSY"
         asyncio.run(service.reconcile())
@@ -262,8 +280,7 @@ class TestVirtualHoldService:
         self, setup: tuple[VirtualHoldService, FakeAri, FakeAmi, Clock]
     ) -> None:
         service, _, ami, clock = setup
-        asyncio.run(service.handle(_start("1.2", "offer", "4", "rueckruf", "vhold", "5")))
-        asyncio.run(service.handle(_start("1.2", "number", "1", "1")))
+        _accept_own_number(service, "4")
         clock.now = NOW + timedelta(seconds=30)
         asyncio.run(service.reconcile())  # no channel, no AstDB record: lost
         assert len(ami.originated) == 2
@@ -275,8 +292,7 @@ class TestVirtualHoldService:
         overrides: list[Override],
     ) -> None:
         service, _, ami, clock = setup
-        asyncio.run(service.handle(_start("1.2", "offer", "2", "rueckruf", "vhold", "5")))
-        asyncio.run(service.handle(_start("1.2", "number", "1", "1")))
+        _accept_own_number(service, "2")
         ami.astdb["1.2"] = f"waiting:{int(NOW.timestamp())}"
         ami.channels = [
             "Local/1.2@pbxbridge-vhold-place-00000003;1",
@@ -304,19 +320,8 @@ class TestVirtualHoldService:
         ) -> None:
             legs.append((event["Event"], hold.call_id, tenant_name, hold.number or ""))
 
-        ari, ami = FakeAri(), FakeAmi()
-        service = VirtualHoldService(
-            ari,  # type: ignore[arg-type]
-            ami,  # type: ignore[arg-type]
-            lambda: rules,
-            lambda: [],
-            lambda: open_virtual_hold_store("", tmp_path / "state.sqlite"),
-            node="n1",
-            clock=Clock(),
-            on_leg=leg,
-        )
-        asyncio.run(service.handle(_start("1.2", "offer", "1", "rueckruf", "vhold", "5")))
-        asyncio.run(service.handle(_start("1.2", "number", "1", "1")))
+        service, _, _ = _service(rules, tmp_path, [], Clock(), on_leg=leg)
+        _accept_own_number(service)
         placeholder = "Local/1.2@pbxbridge-vhold-place-00000003;2"
         service.ami_event({"Event": "AgentCalled", "Channel": placeholder, "MemberName": "a1"})
         service.ami_event({"Event": "AgentConnect", "Channel": placeholder, "MemberName": "a1"})
@@ -342,19 +347,8 @@ class TestVirtualHoldService:
         ) -> None:
             legs.append(event["Event"])
 
-        ari, ami = FakeAri(), FakeAmi()
-        service = VirtualHoldService(
-            ari,  # type: ignore[arg-type]
-            ami,  # type: ignore[arg-type]
-            lambda: rules,
-            lambda: [],
-            lambda: open_virtual_hold_store("", tmp_path / "state.sqlite"),
-            node="n1",
-            clock=Clock(),
-            on_leg=leg,
-        )
-        asyncio.run(service.handle(_start("1.2", "offer", "1", "rueckruf", "vhold", "5")))
-        asyncio.run(service.handle(_start("1.2", "number", "1", "1")))
+        service, _, ami = _service(rules, tmp_path, [], Clock(), on_leg=leg)
+        _accept_own_number(service)
         placeholder = "Local/1.2@pbxbridge-vhold-place-00000003;2"
         service.ami_event({"Event": "AgentConnect", "Channel": placeholder, "MemberName": "a1"})
         ami.astdb["1.2"] = f"connected:{int(NOW.timestamp())}"
