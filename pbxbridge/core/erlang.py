@@ -101,31 +101,50 @@ DEFAULT_TARGET: Final = f"{servicelevel.TARGET_PERCENT:g}/{servicelevel.THRESHOL
 """The centre's promise as :func:`parse_target` reads it (``80/20``): the
 service-level module's defaults, so that staffing plans for what is measured."""
 
-_TARGET_RE = re.compile(r"^\s*(\d+(?:[.,]\d+)?)\s*%?\s*/\s*(\d+(?:[.,]\d+)?)\s*s?\s*$")
+_NUMBER = r"(\d+(?:[.,]\d+)?)"
+_TARGET_RE = re.compile(rf"^\s*{_NUMBER}\s*%?\s*(?:/\s*{_NUMBER}\s*s?\s*)?$", re.IGNORECASE)
 
 
 def parse_target(text: str) -> tuple[float, float]:
-    """A service-level target as call centres write it.
+    """A service-level target as call centres write it: the one reader of it.
+
+    ``pbxbridge staffing``/``forecast --target`` and the supervisor page's
+    ``PBXBRIDGE_SL_TARGET`` both read it here, so a promise means the same to
+    the plan and to the page that measures it.
+
+    Accepted forms: ``PERCENT/SECONDS`` (``"80/20"``: 80 % answered within
+    20 s), with an optional ``%`` after the percentage and ``s`` after the
+    seconds (``"80%/20s"``), spaces anywhere around the parts
+    (``" 80 / 20 "``), decimals with a point or a comma (``"82.5/15"``,
+    ``"82,5/15"``); ``PERCENT`` alone (``"80"``) means within the default
+    :data:`~pbxbridge.core.servicelevel.THRESHOLD_S` (20 s).
 
     Args:
-        text: ``"80/20"`` (80 % within 20 s); ``"80%/20s"`` and decimals
-            (``"82.5/15"``) are accepted.
+        text: The target.
 
     Returns:
         ``(level, threshold_s)``, the level as a fraction (0.8).
 
     Raises:
-        ValueError: If the text is not ``PERCENT/SECONDS`` or the percentage
-            is not in (0, 100).
+        ValueError: If the text has none of these forms, the percentage is not
+            above 0 and below 100, or the seconds are not above 0; the message
+            names the text and what is expected.
     """
     match = _TARGET_RE.match(text)
     if match is None:
-        raise ValueError(f"target {text!r}: expected PERCENT/SECONDS, e.g. 80/20")
+        raise ValueError(
+            f"target {text!r}: expected PERCENT/SECONDS, e.g. 80/20 (80 % answered within 20 s)"
+        )
     percent = float(match.group(1).replace(",", "."))
-    threshold = float(match.group(2).replace(",", "."))
+    seconds = match.group(2)
+    threshold = float(seconds.replace(",", ".")) if seconds else servicelevel.THRESHOLD_S
     if not 0 < percent < 100:
         # 100 % is reached by no finite number of agents (calls arrive at random).
         raise ValueError(f"target {text!r}: the percentage must be above 0 and below 100")
+    if threshold <= 0:
+        # 0 s would count only calls answered with no wait at all (a call rings
+        # first): no promise a centre makes, most likely a typo.
+        raise ValueError(f"target {text!r}: the seconds must be above 0")
     return percent / 100, threshold
 
 

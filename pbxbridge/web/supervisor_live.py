@@ -25,7 +25,7 @@ from typing import Final
 
 import structlog
 
-from pbxbridge.core import servicelevel
+from pbxbridge.core import erlang, servicelevel
 from pbxbridge.core.lifecycle import CallEvent, CallRecord
 from pbxbridge.core.rules import Rules
 from pbxbridge.journal.entry import Outcome
@@ -77,6 +77,8 @@ class SupervisorConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> SupervisorConfig:
         """Read ``PBXBRIDGE_SL_TARGET`` (``80/20``) and the wallboard token.
 
+        The target is read by :func:`pbxbridge.core.erlang.parse_target` (the
+        staffing commands' reader, so that plan and page share one promise).
         The token is the credential ``wallboard-password`` (systemd
         ``LoadCredential=``), or ``PBXBRIDGE_WALLBOARD_PASSWORD(_FILE)``; never
         the routing YAML (the rules are readable by more people than the TV).
@@ -85,22 +87,27 @@ class SupervisorConfig:
             env: The environment (default ``os.environ``).
 
         Returns:
-            The settings; a malformed target falls back to the default (logged).
+            The settings. A malformed target is logged
+            (``supervisor.target_invalid`` with the reason) and the default
+            ``80/20`` is used: the page still shows every figure, coloured by
+            the default promise, rather than not starting.
         """
         env = os.environ if env is None else env
         target, threshold = servicelevel.TARGET_PERCENT, servicelevel.THRESHOLD_S
-        raw = env.get("PBXBRIDGE_SL_TARGET", "").strip()
-        if raw:
+        raw = env.get("PBXBRIDGE_SL_TARGET", "")
+        if raw.strip():
             try:
-                pct, _, secs = raw.partition("/")
-                target, threshold = float(pct), float(secs or threshold)
-                if not (0 < target <= 100 and threshold > 0):
-                    raise ValueError(raw)
-            except ValueError:
+                level, threshold = erlang.parse_target(raw)
+            except ValueError as exc:
                 log.error(
-                    "supervisor.target_invalid", value=raw, hint="PERCENT/SECONDS, e.g. 80/20"
+                    "supervisor.target_invalid",
+                    value=raw,
+                    error=str(exc),
+                    using=erlang.DEFAULT_TARGET,
                 )
-                target, threshold = servicelevel.TARGET_PERCENT, servicelevel.THRESHOLD_S
+            else:
+                # The fraction back to percent without 0.07 * 100 = 7.000000000000001.
+                target = round(level * 100, 9)
         token = read_secret("wallboard", env)
         if token and len(token) < MIN_WALLBOARD_TOKEN_CHARS:
             log.error(

@@ -139,7 +139,7 @@ class TestForecastCommand:
             (("--week", "2026-50"), "ISO week"),
             (("--week", "2025-W53"), "2025 has no week 53"),
             (("--week", "2026-W50", "--tenant", "nowhere"), "unknown tenant"),
-            (("--week", "2026-W50", "--target", "80"), "PERCENT/SECONDS"),
+            (("--week", "2026-W50", "--target", "80 in 20"), "PERCENT/SECONDS"),
         ],
     )
     def test_refuses(self, config: Path, args: tuple[str, ...], message: str) -> None:

@@ -51,7 +51,7 @@ class TestStaffingCommand:
         [
             (("--model", "erlang-a"), "patience"),
             (("--patience", "60"), "--patience is for --model erlang-a"),
-            (("--target", "80"), "PERCENT/SECONDS"),
+            (("--target", "80 in 20"), "PERCENT/SECONDS"),
             (("--interval", "0m"), "interval"),
         ],
     )

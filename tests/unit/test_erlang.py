@@ -218,15 +218,50 @@ class TestErlang:
 
     @pytest.mark.parametrize(
         ("text", "expected"),
-        [("80/20", (0.8, 20.0)), ("82,5 % / 15 s", (0.825, 15.0)), ("90/0", (0.9, 0.0))],
+        [
+            ("80/20", (0.8, 20.0)),
+            ("80%/20s", (0.8, 20.0)),
+            (" 80 / 20 ", (0.8, 20.0)),
+            ("82,5 % / 15 s", (0.825, 15.0)),
+            ("82.5/15.5", (0.825, 15.5)),
+            ("80/20S", (0.8, 20.0)),
+            ("99.9/1", (0.999, 1.0)),
+            # The percentage alone: within the default 20 s (the page always took it).
+            ("80", (0.8, 20.0)),
+            (" 75 % ", (0.75, 20.0)),
+        ],
     )
     def test_parse_target(self, text: str, expected: tuple[float, float]) -> None:
-        assert erlang.parse_target(text) == expected
+        assert erlang.parse_target(text) == pytest.approx(expected, abs=1e-12)
 
-    @pytest.mark.parametrize("text", ["80", "0/20", "100/20", "120/20", "80/-1", "a/b"])
-    def test_parse_target_refuses(self, text: str) -> None:
-        with pytest.raises(ValueError, match="target"):
+    @pytest.mark.parametrize(
+        ("text", "reason"),
+        [
+            ("abc", "expected PERCENT/SECONDS, e.g. 80/20"),
+            ("", "expected PERCENT/SECONDS"),
+            ("a/b", "expected PERCENT/SECONDS"),
+            ("80/", "expected PERCENT/SECONDS"),
+            ("/20", "expected PERCENT/SECONDS"),
+            ("80/20/5", "expected PERCENT/SECONDS"),
+            ("80/-1", "expected PERCENT/SECONDS"),
+            ("80s/20%", "expected PERCENT/SECONDS"),
+            ("inf/20", "expected PERCENT/SECONDS"),
+            ("nan/20", "expected PERCENT/SECONDS"),
+            ("1e2/20", "expected PERCENT/SECONDS"),
+            ("0/20", "percentage must be above 0 and below 100"),
+            ("100/20", "percentage must be above 0 and below 100"),
+            ("101/20", "percentage must be above 0 and below 100"),
+            ("120", "percentage must be above 0 and below 100"),
+            ("80/0", "seconds must be above 0"),
+            ("90/0,0", "seconds must be above 0"),
+        ],
+    )
+    def test_parse_target_refuses(self, text: str, reason: str) -> None:
+        with pytest.raises(ValueError, match=r"^target ") as raised:
             erlang.parse_target(text)
+        # The message names the value as given, so the operator finds it.
+        assert repr(text) in str(raised.value)
+        assert reason in str(raised.value)
 
     def test_refuses_bad_input(self) -> None:
         with pytest.raises(ValueError, match="patience"):
