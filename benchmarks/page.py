@@ -154,22 +154,6 @@ async def sign_in(page: Page, base: str) -> None:
     await page.wait_for("!!document.querySelector('#status.live')")
 
 
-async def first_render(page: Page, base: str, loads: int) -> list[float]:
-    """First-contentful-paint of the desk page, cache disabled, ``loads`` times."""
-    await page.send("Network.enable")
-    await page.send("Network.setCacheDisabled", {"cacheDisabled": True})
-    samples: list[float] = []
-    for _ in range(loads):
-        await page.goto(base)
-        fcp = await page.wait_for(
-            "(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime",
-            timeout=10,
-        )
-        samples.append(float(fcp))
-    await page.send("Network.setCacheDisabled", {"cacheDisabled": False})
-    return samples
-
-
 async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     tb = Testbed()
     daemon: DaemonProcess | None = None
@@ -206,7 +190,7 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             page = await browser.new_page()
             await sign_in(page, base)
             say(f"first render: {args.loads} loads of {base}, cache disabled")
-            renders = await first_render(page, base, args.loads)
+            renders = await page.first_contentful_paints(base, args.loads)
             await page.wait_for("!!document.querySelector('#status.live')")
             await page.eval(WATCH_SCRIPT)
             if args.warmup:

@@ -201,21 +201,6 @@ async def sign_in(page: Page, base: str) -> None:
     await page.wait_for_load(loads)
 
 
-async def first_render(page: Page, url: str, loads: int) -> list[float]:
-    await page.send("Network.enable")
-    await page.send("Network.setCacheDisabled", {"cacheDisabled": True})
-    samples: list[float] = []
-    for _ in range(loads):
-        await page.goto(url)
-        fcp = await page.wait_for(
-            "(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime",
-            timeout=10,
-        )
-        samples.append(float(fcp))
-    await page.send("Network.setCacheDisabled", {"cacheDisabled": False})
-    return samples
-
-
 async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     site = Site(workdir)
     site.members()
@@ -236,7 +221,7 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             page = await browser.new_page(1600, 1000)
             await sign_in(page, base)
             say(f"first render: {args.loads} loads of /supervisor/, cache disabled")
-            renders = await first_render(page, base + "supervisor/", args.loads)
+            renders = await page.first_contentful_paints(base + "supervisor/", args.loads)
             await page.wait_for("!!document.querySelector('#sv-status.live')")
             await page.eval(WATCH_SCRIPT)
             say(f"updates: {args.rate} calls/s for {args.seconds} s")

@@ -418,6 +418,36 @@ class Page:
                 raise BrowserError(f"timed out after {timeout}s waiting for {expression}")
             await asyncio.sleep(interval)
 
+    async def first_contentful_paints(self, url: str, loads: int) -> list[float]:
+        """Load ``url`` ``loads`` times with the browser cache disabled.
+
+        HTML, CSS, script and icon are fetched every time, as on a first visit.
+        The cache is enabled again afterwards.
+
+        Args:
+            url: The page to load.
+            loads: How many times.
+
+        Returns:
+            Each load's ``first-contentful-paint`` as the browser reports it:
+            milliseconds from the start of the navigation.
+
+        Raises:
+            BrowserError: If a load or its paint entry takes longer than 10 s.
+        """
+        await self.send("Network.enable")
+        await self.send("Network.setCacheDisabled", {"cacheDisabled": True})
+        samples: list[float] = []
+        for _ in range(loads):
+            await self.goto(url)
+            fcp = await self.wait_for(
+                "(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime",
+                timeout=10,
+            )
+            samples.append(float(fcp))
+        await self.send("Network.setCacheDisabled", {"cacheDisabled": False})
+        return samples
+
     async def text(self, selector: str) -> str:
         """The text content of the first element matching ``selector`` (``""``: none)."""
         return str(
