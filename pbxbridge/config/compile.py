@@ -310,15 +310,19 @@ def _calendar(
         special[dated] = ordered
 
     # Closures from the ics: file count as dated closed entries; the YAML's own
-    # closed entries keep their reason, its special openings still win.
+    # closed entries keep their reason, its special openings still win. Their
+    # reasons name the file (as the YAML names it) and the date, never the
+    # event's title: reasons go to the journal and the log, and an imported
+    # calendar's titles are free text ("Urlaub Frau M."), unlike the YAML's.
     closed_hours: dict[date, list[Interval]] = {}
     hour_reasons: dict[date, str] = {}
     for c in ics:
+        where = f"from {cfg.ics} on {c.day.isoformat()}"
         if c.all_day:
-            closed.setdefault(c.day, f"closed: {c.summary} (ics)")
+            closed.setdefault(c.day, f"closure {where}")
         else:
-            closed_hours.setdefault(c.day, []).append(Interval(c.start, c.end, c.summary))
-            hour_reasons.setdefault(c.day, f"closed: {c.summary} (ics)")
+            closed_hours.setdefault(c.day, []).append(Interval(c.start, c.end, where))
+            hour_reasons.setdefault(c.day, f"closure {where}")
 
     country = subdivision = ""
     if cfg.holidays is not None:

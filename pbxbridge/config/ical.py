@@ -56,7 +56,8 @@ class Closure:
         day: The local date.
         start: Seconds after local midnight, inclusive.
         end: Seconds after local midnight, exclusive (86400 for the day's end).
-        summary: The event's SUMMARY (its title), for traces and comments.
+        summary: The event's SUMMARY (its title), for the import's YAML
+            comments only: free text, so never in routing reasons or the feed.
     """
 
     day: date

@@ -1277,7 +1277,11 @@ class TestIcsReference:
         cal = rules.calendars["main"]
         assert cal.state_on(date(2026, 12, 28))[1] == "mon"
         # Sunday 27 December: the weekend is closed anyway; in 2027 a Monday
-        assert cal.state_on(date(2027, 12, 27)) == ((), "closed: Inventur (ics)", "")
+        assert cal.state_on(date(2027, 12, 27)) == (
+            (),
+            "closure from outlook-schliesstage.ics on 2027-12-27",
+            "",
+        )
         # a dated special opening in the YAML wins over the file's closure
         assert cal.state_on(date(2026, 6, 12))[1] == "special opening 2026-06-12"
         intervals, _, _ = cal.state_on(date(2026, 11, 25))
