@@ -10,6 +10,8 @@ then (:meth:`CallerLookup.get`). A slow or dead database only means no answer.
 Answers are kept for a while (``ttl_s``) so that a caller who rings again is
 not looked up again at once; the cache is bounded by clearing it when full
 (numbers are many, a full cache is rare, and an empty one only costs queries).
+Whoever changes what a caller's answer would be (a callback accepted or
+written) says so with :meth:`CallerLookup.forget`, and the next call asks again.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class CallerLookup(Generic[T]):
         self._on_failure = on_failure
         self._known: dict[str, tuple[float, T]] = {}
         self._pending: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # the forgotten ones too (cancel)
 
     def prefetch(self, caller: str | None) -> None:
         """Start looking a caller up (non-blocking; call when the call is routed).
@@ -69,12 +72,28 @@ class CallerLookup(Generic[T]):
             return
         task = asyncio.get_running_loop().create_task(self._lookup(caller))
         self._pending[caller] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def wait(self, caller: str) -> None:
         """Await a pending lookup of ``caller`` (off the call's path: repeat-caller bump, tests)."""
         task = self._pending.get(caller)
         if task is not None:
             await asyncio.shield(task)
+
+    def forget(self, caller: str | None) -> None:
+        """Drop what is known of ``caller``: its answer changed (the next prefetch asks again).
+
+        A lookup of it still running may have read the store before the change:
+        its answer is not kept (the pending entry goes, so a prefetch starts a new one).
+
+        Args:
+            caller: E.164 number; ``None`` or ``""`` do nothing.
+        """
+        if not caller:
+            return
+        self._known.pop(caller, None)
+        self._pending.pop(caller, None)
 
     def get(self, caller: str | None) -> T | None:
         """The caller's answer, or ``None`` when not (yet) known."""
@@ -84,6 +103,8 @@ class CallerLookup(Generic[T]):
         return known[1] if known is not None else None
 
     async def _lookup(self, caller: str) -> None:
+        me = asyncio.current_task()
+        current = False
         try:
             answer = await asyncio.to_thread(self._query, caller)
         except Exception as exc:
@@ -91,12 +112,18 @@ class CallerLookup(Generic[T]):
             self._on_failure()
             return
         finally:
-            self._pending.pop(caller, None)
+            # Not the caller's pending lookup any more: forgotten meanwhile (its
+            # answer may predate the change), and a newer one may be running.
+            current = self._pending.get(caller) is me
+            if current:
+                del self._pending[caller]
+        if not current:
+            return
         if len(self._known) >= MAX_ENTRIES:
             self._known.clear()
         self._known[caller] = (time.monotonic(), answer)
 
     def cancel(self) -> None:
         """Cancel the running lookups (on close)."""
-        for task in list(self._pending.values()):
+        for task in list(self._tasks):
             task.cancel()

@@ -11,6 +11,13 @@ routed and runs in a worker thread; whatever is known when the pop goes out
 (or the priority is set) is used, and a slow or dead database only means no
 note. Open callbacks are few (tens per tenant), so one query per
 lookup lists them all and the number is matched here.
+
+Answers are kept a minute, but a callback taken meanwhile must show at once
+(the citizen who accepted a callback, or was promised one by an agent, and
+rings again 20 s later): the places that record one tell
+:meth:`OpenCallbacks.hold_changed` (every saved virtual hold) and
+:meth:`OpenCallbacks.forget` (an agent's callback ticket), which drop what is
+known of those numbers.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from pbxbridge.core.virtual_hold import open_callback_note
+from pbxbridge.core.virtual_hold import VirtualHold, open_callback_note
 from pbxbridge.journal.lookup import CallerLookup
 from pbxbridge.journal.store import JournalStore
 from pbxbridge.journal.virtual_holds import open_callback_since
@@ -72,6 +79,29 @@ class OpenCallbacks:
     async def wait(self, caller: str) -> None:
         """Await a pending lookup of ``caller`` (off the call's path: repeat-caller bump, tests)."""
         await self._lookup.wait(caller)
+
+    def forget(self, *numbers: str | None) -> None:
+        """A callback of these numbers was just recorded: look them up afresh next time.
+
+        Args:
+            numbers: E.164 numbers (the caller's, the number to call back);
+                ``None`` and ``""`` are skipped.
+        """
+        for number in numbers:
+            self._lookup.forget(number)
+
+    def hold_changed(self, hold: VirtualHold) -> None:
+        """Observer of every saved virtual hold (the virtual-hold service's ``on_change``).
+
+        From its acceptance on, each step may open or close the caller's
+        callback (accepted: open; connected: closed; ticket: open on the
+        callbacks list); an offer not taken changes nothing.
+
+        Args:
+            hold: The hold as saved.
+        """
+        if hold.accepted_at is not None:
+            self.forget(hold.caller, hold.number)
 
     def since(self, caller: str | None) -> datetime | None:
         """When the caller's oldest open callback was asked for, if known.

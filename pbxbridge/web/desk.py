@@ -214,6 +214,9 @@ class AgentDesk:
             call's date for callback deadlines and what is due or overdue).
         not_journalled_wait_s: How long a wrap-up waits for the journal writer
             to store a just-ended call before telling the agent to retry.
+        on_callback: Told the caller's number and the number to call back
+            (E.164 or ``None``) of each callback ticket written (the open-callback
+            look-up forgets what it knew of them).
     """
 
     def __init__(
@@ -223,11 +226,13 @@ class AgentDesk:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         not_journalled_wait_s: float = 3.0,
+        on_callback: Callable[[str | None, str | None], None] | None = None,
     ) -> None:
         self._rules = rules
         self._journal = journal
         self.clock = clock
         self._wait_s = not_journalled_wait_s
+        self._on_callback = on_callback
         self._agents: dict[str, _AgentState] = {}
         self._store: JournalStore | None = None
         self._store_link: JournalLink | None = None
@@ -538,6 +543,11 @@ class AgentDesk:
             disposition=disposition,
             due=due_local.isoformat() if due_local else None,
         )
+        if callback_number is not None and self._on_callback is not None:
+            try:
+                self._on_callback(_caller_of(card.message), callback_number)
+            except Exception:  # the ticket is written; a hook's fault must not undo that
+                log.exception("web.on_callback_failed", call_id=call_id)
         state = self._agents.get(agent)
         if state is not None:
             state.cards.pop(call_id, None)
@@ -680,6 +690,15 @@ class AgentDesk:
             "journal": "configured" if self.journal_available else "none",
             "figures_error": self.figures_error,
         }
+
+
+def _caller_of(message: Mapping[str, object]) -> str | None:
+    caller = message.get("caller")
+    if isinstance(caller, Mapping):
+        value = caller.get("number")
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _tenant_of(message: Mapping[str, object]) -> str:

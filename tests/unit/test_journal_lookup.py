@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -73,3 +74,48 @@ class TestCallerLookup:
         with pytest.raises(BaseException):  # noqa: B017 - CancelledError, whatever its base
             await lookup.wait("+4930123")
         assert lookup.get("+4930123") is None
+
+    async def test_forget_asks_again_at_once(self) -> None:
+        answers = iter([None, 7])
+        lookup: CallerLookup[int | None] = CallerLookup(
+            lambda _c: next(answers), ttl_s=600, failed_event="x", on_failure=lambda: None
+        )
+        lookup.prefetch("+4930123")
+        await lookup.wait("+4930123")
+        lookup.prefetch("+4930123")  # "none" known and fresh: kept
+        await lookup.wait("+4930123")
+        assert lookup.get("+4930123") is None
+        lookup.forget("+4930123")
+        lookup.forget(None)  # withheld: nothing to forget
+        lookup.prefetch("+4930123")
+        await lookup.wait("+4930123")
+        assert lookup.get("+4930123") == 7
+
+    async def test_a_lookup_running_while_forgotten_is_not_kept(self) -> None:
+        # It read the store before the change it is forgotten for, and ends last.
+        started, release = threading.Event(), threading.Event()
+        changed: list[bool] = []
+
+        def query(caller: str) -> int | None:
+            answer = 7 if changed else None  # what the store says now
+            if not changed:
+                started.set()
+                release.wait(5)
+            return answer
+
+        lookup: CallerLookup[int | None] = CallerLookup(
+            query, ttl_s=600, failed_event="x", on_failure=lambda: None
+        )
+        lookup.prefetch("+4930123")
+        stale = lookup._pending["+4930123"]
+        assert await asyncio.to_thread(started.wait, 5)  # it has read "none"
+        changed.append(True)
+        lookup.forget("+4930123")
+        lookup.prefetch("+4930123")  # a fresh look-up, not waiting for the stale one
+        assert lookup._pending["+4930123"] is not stale
+        await lookup.wait("+4930123")
+        assert lookup.get("+4930123") == 7
+        release.set()
+        await stale
+        assert lookup.get("+4930123") == 7  # the stale "none" did not overwrite it
+        assert lookup._pending == {}

@@ -63,6 +63,68 @@ class TestOpenCallbacks:
         finally:
             lookup.close()
 
+    async def test_a_hold_accepted_within_the_minute_shows_on_the_next_call(
+        self, tmp_path: Path
+    ) -> None:
+        journal_path, state = tmp_path / "j.sqlite", tmp_path / "state.sqlite"
+        SqliteJournal(journal_path).close()
+        lookup = OpenCallbacks(
+            lambda: SqliteJournal(journal_path),
+            lambda: SqliteVirtualHoldStore(state),
+            BERLIN,
+            clock=lambda: NOW,
+        )
+        caller = "+494407123452"
+        try:
+            # First call: nothing open, and that is kept for a minute.
+            lookup.prefetch(caller)
+            await lookup.wait(caller)
+            assert lookup.note(caller) is None
+            h = offered(
+                node="n1", call_id="v2", tenant="wardenburg", queue="q", priority=0,
+                caller=caller, arrived_at=NOW, at=NOW,
+            )  # fmt: skip
+            lookup.hold_changed(h)  # only offered: nothing changes for the note
+            with SqliteVirtualHoldStore(state) as store:
+                h = step(
+                    h, VHoldEvent.ACCEPTED, at=NOW, policy=VirtualHoldPolicy(),
+                    number=check_callback_number(caller),
+                )  # fmt: skip
+                store.save(h)
+            lookup.prefetch(caller)  # calls again: the cached "none" still stands
+            await lookup.wait(caller)
+            assert lookup.note(caller) is None
+            lookup.hold_changed(h)  # the virtual-hold service saved the acceptance
+            lookup.prefetch(caller)
+            await lookup.wait(caller)
+            assert lookup.note(caller) == "offener Rückruf vom Do 10:00"
+        finally:
+            lookup.close()
+
+    async def test_an_agents_ticket_within_the_minute_shows_on_the_next_call(
+        self, tmp_path: Path
+    ) -> None:
+        journal_path = tmp_path / "j.sqlite"
+        with SqliteJournal(journal_path) as journal:
+            journal.upsert([entry("t2", arrived_at=NOW.astimezone(UTC), caller=TICKET_CALLER)])
+        lookup = OpenCallbacks(lambda: SqliteJournal(journal_path), None, BERLIN, clock=lambda: NOW)
+        try:
+            lookup.prefetch(TICKET_CALLER)
+            await lookup.wait(TICKET_CALLER)
+            assert lookup.note(TICKET_CALLER) is None
+            with SqliteJournal(journal_path) as journal:
+                journal.set_disposition(
+                    "n1", "t2", "callback", "anna", "", HOLD_NUMBER, NOW + timedelta(days=1),
+                    NOW.astimezone(UTC),
+                )  # fmt: skip
+            lookup.forget(TICKET_CALLER, HOLD_NUMBER)  # the desk wrote the ticket
+            for number in (TICKET_CALLER, HOLD_NUMBER):
+                lookup.prefetch(number)
+                await lookup.wait(number)
+                assert lookup.note(number) == "offener Rückruf vom Do 10:00"
+        finally:
+            lookup.close()
+
     async def test_a_broken_store_means_no_note(self) -> None:
         def broken() -> SqliteJournal:
             raise OSError("database gone")

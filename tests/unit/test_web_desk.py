@@ -89,8 +89,14 @@ class Bench:
         self.db = tmp_path / "journal.sqlite"
         self.store = SqliteJournal(self.db)
         self.link = JournalLink(lambda: SqliteJournal(self.db), NODE) if journal else None
+        # The numbers of each callback ticket, as the open-callback look-up is told them.
+        self.told: list[tuple[str | None, str | None]] = []
         self.desk = AgentDesk(
-            lambda: rules, lambda: self.link, clock=clock, not_journalled_wait_s=0.3
+            lambda: rules,
+            lambda: self.link,
+            clock=clock,
+            not_journalled_wait_s=0.3,
+            on_callback=lambda caller, number: self.told.append((caller, number)),
         )
         self.journal_writes = True
         self.pops = CallTracker(
@@ -312,6 +318,8 @@ class TestDispose:
         assert row.callback_due_at == local(2026, 5, 11, 18)
         assert row.disposition_note == "Bauantrag"
         assert cards(bench.desk, "agent1") == []
+        # the caller's and the callback number: their cached "no open callback" goes
+        assert bench.told == [("+494411234567", "+4944155512")]
         await bench.desk.close()
 
     async def test_callback_leg_wraps_up_the_original_calls_row(self, bench: Bench) -> None:
@@ -365,6 +373,18 @@ class TestDispose:
         assert saved.due_local == local(2026, 5, 11, 18)
         await bench.desk.close()
 
+    async def test_a_failing_callback_hook_keeps_the_ticket(self, bench: Bench) -> None:
+        def broken(caller: str | None, number: str | None) -> None:
+            raise RuntimeError("look-up gone")
+
+        bench.desk._on_callback = broken
+        bench.answered_call("3.5")
+        saved = await bench.desk.dispose("agent1", "3.5", "callback", "", "0441 555-12")
+        assert saved.disposition == "callback"
+        assert bench.row("3.5").callback_number == "+4944155512"
+        assert cards(bench.desk, "agent1") == []
+        await bench.desk.close()
+
     async def test_resolved(self, bench: Bench) -> None:
         bench.answered_call("3.3")
         saved = await bench.desk.dispose("agent1", "3.3", "resolved", "Auskunft erteilt", "")
@@ -372,6 +392,7 @@ class TestDispose:
         row = bench.row("3.3")
         assert row.disposition == "resolved" and row.callback_due_at is None
         assert row.callback_number is None
+        assert bench.told == []  # no ticket, nothing to forget
         await bench.desk.close()
 
     async def test_wrapup_while_still_talking(self, bench: Bench) -> None:
