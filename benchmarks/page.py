@@ -59,7 +59,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.browser import Chromium, Page
+from tests.browser import Chromium
 from tests.integration.daemon import DaemonProcess, install_test_sound
 from tests.testbed.bench import exit_on_sigterm, progress, stop_own_sipp_children
 from tests.testbed.lock import testbed_lock
@@ -144,16 +144,6 @@ class RingingCollector:
         self._client.disconnect()
 
 
-async def sign_in(page: Page, base: str) -> None:
-    await page.goto(base + "login")
-    await page.type("#agent", "agent1")
-    await page.type("#password", PASSWORDS["agent1"])
-    loads = page.loads
-    await page.click("#sign-in")
-    await page.wait_for_load(loads)
-    await page.wait_for("!!document.querySelector('#status.live')")
-
-
 async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     tb = Testbed()
     daemon: DaemonProcess | None = None
@@ -188,7 +178,8 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         async with Chromium() as browser:
             say(f"{browser.version}; daemon on port {daemon.port}")
             page = await browser.new_page()
-            await sign_in(page, base)
+            await page.sign_in(base + "login", "agent1", PASSWORDS["agent1"])
+            await page.wait_for("!!document.querySelector('#status.live')")
             say(f"first render: {args.loads} loads of {base}, cache disabled")
             renders = await page.first_contentful_paints(base, args.loads)
             await page.wait_for("!!document.querySelector('#status.live')")

@@ -61,7 +61,7 @@ from pbxbridge.web import AgentDesk, WebConfig, setup_web
 from pbxbridge.web.supervisor import setup_supervisor
 from pbxbridge.web.supervisor_live import SupervisorConfig, SupervisorHub
 from pbxbridge.web.supervisor_view import render_board
-from tests.browser import Chromium, Page
+from tests.browser import Chromium
 from tests.testbed.bench import progress
 from tests.unit.test_web_desk import example_rules
 from tests.unit.test_web_server import PASSWORDS, write_agents
@@ -192,15 +192,6 @@ class Site:
         self.hub.wrapped_up(agent)
 
 
-async def sign_in(page: Page, base: str) -> None:
-    await page.goto(base + "agent/login")
-    await page.type("#agent", "chefin")
-    await page.type("#password", PASSWORDS["chefin"])
-    loads = page.loads
-    await page.click("#sign-in")
-    await page.wait_for_load(loads)
-
-
 async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     site = Site(workdir)
     site.members()
@@ -219,7 +210,7 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             server_ms.append((time.perf_counter() - t0) * 1000)
         async with Chromium() as browser:
             page = await browser.new_page(1600, 1000)
-            await sign_in(page, base)
+            await page.sign_in(base + "agent/login", "chefin", PASSWORDS["chefin"])
             say(f"first render: {args.loads} loads of /supervisor/, cache disabled")
             renders = await page.first_contentful_paints(base + "supervisor/", args.loads)
             await page.wait_for("!!document.querySelector('#sv-status.live')")

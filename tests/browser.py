@@ -418,6 +418,19 @@ class Page:
                 raise BrowserError(f"timed out after {timeout}s waiting for {expression}")
             await asyncio.sleep(interval)
 
+    async def sign_in(self, login_url: str, agent: str, password: str) -> None:
+        """Fill in and send pbxbridge's sign-in form (``#agent``, ``#password``, ``#sign-in``).
+
+        Waits for the page the form leads to: whether that is the signed-in
+        page or the form again with an error is for the caller to check.
+        """
+        await self.goto(login_url)
+        await self.type("#agent", agent)
+        await self.type("#password", password)
+        loads = self._loads
+        await self.click("#sign-in")
+        await self.wait_for_load(loads)
+
     async def first_contentful_paints(self, url: str, loads: int) -> list[float]:
         """Load ``url`` ``loads`` times with the browser cache disabled.
 
