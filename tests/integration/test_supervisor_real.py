@@ -24,18 +24,18 @@ wallboard.png).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser import CHROMIUM, Chromium, Page, chromium_available
+from tests.browser import Chromium, Page
 from tests.integration.daemon import DaemonProcess
 from tests.testbed.sipp import SippAgent, place_calls
 from tests.testbed.testbed import Testbed
-from tests.unit.test_web_server import PASSWORDS, write_agents
+from tests.unit.test_web_server import PASSWORDS
 
 pytestmark = [pytest.mark.asterisk]
 
@@ -74,21 +74,8 @@ def tile_grade(name: str) -> str:
     return f"(document.querySelector('[data-tile=\"{name}\"]') || {{}}).dataset?.grade"
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Chromium]:
-    if not chromium_available():
-        pytest.fail(f"{CHROMIUM} missing: run scripts/setup.sh as root (installs Debian chromium)")
-    async with Chromium() as chromium:
-        yield chromium
-
-
 async def sign_in(page: Page, base: str, agent: str) -> None:
-    await page.goto(base + "agent/login")
-    await page.type("#agent", agent)
-    await page.type("#password", PASSWORDS[agent])
-    loads = page.loads
-    await page.click("#sign-in")
-    await page.wait_for_load(loads)
+    await page.sign_in(base + "agent/login", agent, PASSWORDS[agent])
 
 
 def queues_of(tb: Testbed, member: str) -> list[str]:
@@ -115,18 +102,14 @@ async def call(tb: Testbed, ring_delay_ms: int) -> Any:
 
 class TestSupervisorPage:
     async def test_live_board_agents_service_level_wallboard_and_refusal(
-        self, tb: Testbed, tmp_path: Path, browser: Chromium
+        self,
+        tb: Testbed,
+        browser: Chromium,
+        web_daemon: Callable[[dict[str, str]], Awaitable[DaemonProcess]],
     ) -> None:
-        agents_file = write_agents(tmp_path / "agents.yaml")
-        daemon = DaemonProcess(
-            tb, tmp_path, extra_env={**ENV, "PBXBRIDGE_AGENTS_FILE": str(agents_file)}
-        )
+        daemon = await web_daemon(ENV)
         paused = False
-        await asyncio.to_thread(daemon.start)
         try:
-            await asyncio.to_thread(
-                daemon.wait_health, lambda h: h["ami"]["state"] == "connected", 15
-            )
             base = f"http://127.0.0.1:{daemon.port}/"
             page = await browser.new_page(1400, 1000)
             await sign_in(page, base, "chefin")
@@ -236,7 +219,7 @@ class TestSupervisorPage:
             await page.wait_for(f"{agent3}.dataset.state === 'paused'", 5)
             assert await page.text('li[data-agent="agent3"] .reason') == "Telefonat"
         finally:
+            # The test bed's members as they were, before web_daemon stops the daemon.
             if paused:
                 await asyncio.to_thread(tb.cli, "queue unpause member PJSIP/agent3")
                 await asyncio.to_thread(tb.cli, "queue unpause member PJSIP/agent2")
-            await asyncio.to_thread(daemon.stop)

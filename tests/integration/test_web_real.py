@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import re
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from pbxbridge.app import Daemon
 from pbxbridge.journal.sqlite import SqliteJournal
 from pbxbridge.journal.store import CallRow
 from pbxbridge.runtime.settings import Settings
-from tests.browser import CHROMIUM, Chromium, Page, chromium_available
+from tests.browser import Chromium, Page
 from tests.integration.daemon import TEST_RULES, DaemonProcess
 from tests.testbed.fixtures import AgentFactory
 from tests.testbed.sipp import CallResult, place_calls
@@ -59,21 +59,8 @@ def card(state: str) -> str:
     return f"!!document.querySelector('article.call[data-state=\"{state}\"]')"
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Chromium]:
-    if not chromium_available():
-        pytest.fail(f"{CHROMIUM} missing: run scripts/setup.sh as root (installs Debian chromium)")
-    async with Chromium() as chromium:
-        yield chromium
-
-
 async def sign_in(page: Page, base: str, agent: str) -> None:
-    await page.goto(base + "login")
-    await page.type("#agent", agent)
-    await page.type("#password", PASSWORDS[agent])
-    loads = page.loads
-    await page.click("#sign-in")
-    await page.wait_for_load(loads)
+    await page.sign_in(base + "login", agent, PASSWORDS[agent])
     assert await page.url() == base
     await page.wait_for(LIVE)
 
@@ -100,93 +87,86 @@ def call_in_background(**kw: Any) -> asyncio.Future[CallResult]:
 
 class TestDaemonProcess:
     async def test_pop_on_the_ringing_agents_page_only(
-        self, tb: Testbed, tmp_path: Path, agents: AgentFactory, browser: Chromium
+        self,
+        tmp_path: Path,
+        agents: AgentFactory,
+        browser: Chromium,
+        web_daemon: Callable[[dict[str, str]], Awaitable[DaemonProcess]],
     ) -> None:
-        agents_file = write_agents(tmp_path / "agents.yaml")
-        daemon = DaemonProcess(
-            tb, tmp_path, extra_env={**BASE_ENV, "PBXBRIDGE_AGENTS_FILE": str(agents_file)}
+        daemon = await web_daemon(BASE_ENV)
+        base = f"http://127.0.0.1:{daemon.port}/agent/"
+        one, two = await browser.new_page(), await browser.new_page()
+
+        # A wrong password is refused on the page itself.
+        await two.goto(base + "login")
+        await two.screenshot(SCREENSHOTS / "agent-login.png")
+        await two.type("#agent", "agent2")
+        await two.type("#password", "falsch")
+        loads = two.loads
+        await two.click("#sign-in")
+        await two.wait_for_load(loads)
+        assert "Agenten-ID oder Kennwort ist falsch" in await two.text(".msg.error")
+        assert any("status of 401" in e for e in two.errors)  # the refusal, as logged
+        two.errors.clear()
+
+        await sign_in(one, base, "agent1")
+        await sign_in(two, base, "agent2")
+        await watch_for_cards(two)
+
+        agents(1, "answer", ring_delay_ms=3000)
+        call = call_in_background()
+        await one.wait_for(card("ringing"), timeout=10)
+        # Shown while agent1's phone rings (it rings 3 s before the answer).
+        assert not call.done()
+        assert await one.text("article.call .tenant-name") == "Gemeinde Wardenburg"
+        assert await one.text("article.call .greeting-text") == (
+            "„Gemeinde Wardenburg, ServiceCenter, guten Tag“"
         )
-        await asyncio.to_thread(daemon.start)
-        try:
-            await asyncio.to_thread(
-                daemon.wait_health, lambda h: h["ami"]["state"] == "connected", 15
-            )
-            base = f"http://127.0.0.1:{daemon.port}/agent/"
-            one, two = await browser.new_page(), await browser.new_page()
+        assert await one.text("article.call .caller-number") == "+494407123456"
+        assert await one.text("article.call .caller-name") == "Jörg Müller"
+        assert await one.text("article.call .call-state") == "Es klingelt"
+        href = await one.eval("document.querySelector('article.call a.kb').href")
+        assert href.endswith("tenant=wardenburg&caller=%2B494407123456")
+        assert await one.eval("document.querySelector('article.call a.kb').rel") == (
+            "noopener noreferrer"
+        )
+        await asyncio.sleep(1.3)  # let the waited-time counter move for the picture
+        await one.screenshot(SCREENSHOTS / "agent-ringing.png")
 
-            # A wrong password is refused on the page itself.
-            await two.goto(base + "login")
-            await two.screenshot(SCREENSHOTS / "agent-login.png")
-            await two.type("#agent", "agent2")
-            await two.type("#password", "falsch")
-            loads = two.loads
-            await two.click("#sign-in")
-            await two.wait_for_load(loads)
-            assert "Agenten-ID oder Kennwort ist falsch" in await two.text(".msg.error")
-            assert any("status of 401" in e for e in two.errors)  # the refusal, as logged
-            two.errors.clear()
+        await one.wait_for(card("answered"), timeout=10)
+        assert await one.text("article.call .call-state") == "Im Gespräch"
+        result = await call
+        assert result.ok, result.describe()
+        await one.wait_for(card("wrapup"), timeout=10)
+        assert await one.text("article.call .call-state") == (
+            "Gespräch beendet – bitte abschließen"
+        )
+        call_id = await one.eval(
+            "document.querySelector('article.call').getAttribute('data-call-id')"
+        )
+        await one.type("article.call textarea.note", "Öffnungszeiten Bürgerbüro erfragt")
+        await one.click("article.call button.resolved")
+        flash = await one.wait_for(
+            "document.querySelector('#flash.ok') && document.querySelector('#flash').textContent",
+            timeout=10,
+        )
+        assert flash == "Gespeichert: erledigt im Erstkontakt."
+        assert await one.count("article.call") == 0
+        row = journal_row(tmp_path / "journal.sqlite", call_id)
+        assert (row.disposition, row.disposition_by) == ("resolved", "agent1")
+        assert row.disposition_note == "Öffnungszeiten Bürgerbüro erfragt"
+        assert row.callback_due_at is None and row.outcome == "answered"
 
-            await sign_in(one, base, "agent1")
-            await sign_in(two, base, "agent2")
-            await watch_for_cards(two)
+        assert await two.eval("window.__cardsSeen") == 0
+        assert await two.count("article.call") == 0
+        state = await two.eval("fetch('state').then(r => r.json())")
+        assert state["agent"] == "agent2" and state["cards"] == []
+        assert one.errors == [] and two.errors == []  # no CSP refusals, no script errors
 
-            agents(1, "answer", ring_delay_ms=3000)
-            call = call_in_background()
-            await one.wait_for(card("ringing"), timeout=10)
-            # Shown while agent1's phone rings (it rings 3 s before the answer).
-            assert not call.done()
-            assert await one.text("article.call .tenant-name") == "Gemeinde Wardenburg"
-            assert await one.text("article.call .greeting-text") == (
-                "„Gemeinde Wardenburg, ServiceCenter, guten Tag“"
-            )
-            assert await one.text("article.call .caller-number") == "+494407123456"
-            assert await one.text("article.call .caller-name") == "Jörg Müller"
-            assert await one.text("article.call .call-state") == "Es klingelt"
-            href = await one.eval("document.querySelector('article.call a.kb').href")
-            assert href.endswith("tenant=wardenburg&caller=%2B494407123456")
-            assert await one.eval("document.querySelector('article.call a.kb').rel") == (
-                "noopener noreferrer"
-            )
-            await asyncio.sleep(1.3)  # let the waited-time counter move for the picture
-            await one.screenshot(SCREENSHOTS / "agent-ringing.png")
-
-            await one.wait_for(card("answered"), timeout=10)
-            assert await one.text("article.call .call-state") == "Im Gespräch"
-            result = await call
-            assert result.ok, result.describe()
-            await one.wait_for(card("wrapup"), timeout=10)
-            assert await one.text("article.call .call-state") == (
-                "Gespräch beendet – bitte abschließen"
-            )
-            call_id = await one.eval(
-                "document.querySelector('article.call').getAttribute('data-call-id')"
-            )
-            await one.type("article.call textarea.note", "Öffnungszeiten Bürgerbüro erfragt")
-            await one.click("article.call button.resolved")
-            flash = await one.wait_for(
-                "document.querySelector('#flash.ok') && "
-                "document.querySelector('#flash').textContent",
-                timeout=10,
-            )
-            assert flash == "Gespeichert: erledigt im Erstkontakt."
-            assert await one.count("article.call") == 0
-            row = journal_row(tmp_path / "journal.sqlite", call_id)
-            assert (row.disposition, row.disposition_by) == ("resolved", "agent1")
-            assert row.disposition_note == "Öffnungszeiten Bürgerbüro erfragt"
-            assert row.callback_due_at is None and row.outcome == "answered"
-
-            assert await two.eval("window.__cardsSeen") == 0
-            assert await two.count("article.call") == 0
-            state = await two.eval("fetch('state').then(r => r.json())")
-            assert state["agent"] == "agent2" and state["cards"] == []
-            assert one.errors == [] and two.errors == []  # no CSP refusals, no script errors
-
-            web = daemon.health()["web"]
-            assert web["agents"] == 3 and web["journal"] == "configured"
-            assert web["sign_ins"] == 2
-            assert web["failed_sign_ins"] == 1 and web["streams"] == 2
-        finally:
-            await asyncio.to_thread(daemon.stop)
+        web = daemon.health()["web"]
+        assert web["agents"] == 3 and web["journal"] == "configured"
+        assert web["sign_ins"] == 2
+        assert web["failed_sign_ins"] == 1 and web["streams"] == 2
 
     async def test_bad_agents_file_at_start_routing_goes_on(
         self, tb: Testbed, tmp_path: Path, agents: AgentFactory
