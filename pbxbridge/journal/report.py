@@ -101,7 +101,8 @@ from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from pbxbridge.core import servicelevel
-from pbxbridge.core.virtual_hold import PENDING, VHoldState, VirtualHold
+from pbxbridge.core.virtual_hold import VirtualHold
+from pbxbridge.core.virtual_hold_outcome import VHoldOutcome, hold_outcome
 from pbxbridge.journal.entry import Outcome
 from pbxbridge.journal.store import CallRow
 
@@ -745,17 +746,19 @@ def count_holds(holds: Iterable[VirtualHold]) -> Figures:
 
 def _count_hold(acc: _Acc, hold: VirtualHold) -> None:
     acc.virtual_hold_offered += 1
-    if hold.accepted_at is None:
+    result = hold_outcome(hold)  # the live gauges classify with the same function
+    if result.outcome is VHoldOutcome.NOT_ACCEPTED:
         return
     acc.virtual_hold_accepted += 1
-    if hold.state is VHoldState.CONNECTED and hold.connected_at is not None:
+    if result.outcome is VHoldOutcome.CONNECTED:
         acc.virtual_hold_connected += 1
-        acc.to_connect.append((hold.connected_at - hold.accepted_at).total_seconds())
-    elif hold.state is VHoldState.TICKET:
+        if result.to_connect_s is not None:
+            acc.to_connect.append(result.to_connect_s)
+    elif result.outcome is VHoldOutcome.FAILED:
         acc.virtual_hold_failed += 1
-    elif hold.state in PENDING:
+    elif result.outcome is VHoldOutcome.PENDING:
         acc.virtual_hold_pending += 1
-    # Accepted, then cancelled: counted as accepted only.
+    # ACCEPTED_ONLY (accepted, then cancelled): counted as accepted only.
 
 
 def _count_deadline(acc: _Acc, row: CallRow, due: datetime, now: datetime) -> None:

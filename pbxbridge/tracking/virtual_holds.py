@@ -24,7 +24,8 @@ from datetime import UTC, date, datetime
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from pbxbridge.core.virtual_hold import PENDING, VHoldState, VirtualHold
+from pbxbridge.core.virtual_hold import VirtualHold
+from pbxbridge.core.virtual_hold_outcome import VHoldOutcome, hold_outcome
 
 Sample = tuple[str, dict[str, str], float]
 """``(family, labels, value)`` as the components' gauges yield them."""
@@ -43,7 +44,7 @@ HELP: Final = {
 }
 """Help text of every gauge family :meth:`VirtualHoldBoard.gauges` yields."""
 
-_KINDS: Final = ("accepted", "connected", "failed")
+_KINDS: Final = ("accepted", VHoldOutcome.CONNECTED.value, VHoldOutcome.FAILED.value)
 
 
 class VirtualHoldBoard:
@@ -79,16 +80,15 @@ class VirtualHoldBoard:
             hold: The hold as saved.
         """
         key = (hold.node, hold.call_id)
-        if hold.state in PENDING:
+        result = hold_outcome(hold)  # the report classifies with the same function
+        if result.outcome is VHoldOutcome.PENDING:
             self._pending[key] = hold.tenant
         else:
             self._pending.pop(key, None)
-        if hold.accepted_at is not None:
-            self._count("accepted", key, hold.accepted_at, hold.tenant)
-        if hold.state is VHoldState.CONNECTED and hold.connected_at is not None:
-            self._count("connected", key, hold.connected_at, hold.tenant)
-        elif hold.state is VHoldState.TICKET:
-            self._count("failed", key, hold.updated_at, hold.tenant)
+        if result.accepted_at is not None:
+            self._count("accepted", key, result.accepted_at, hold.tenant)
+        if result.settled_at is not None:  # connected or failed, on that day
+            self._count(result.outcome.value, key, result.settled_at, hold.tenant)
 
     def _count(self, kind: str, key: tuple[str, str], at: datetime, tenant: str) -> None:
         self._counted.setdefault((kind, key), (at.astimezone(self.tz).date(), tenant))
