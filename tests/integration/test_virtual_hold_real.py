@@ -32,47 +32,10 @@ from tests.integration.test_screenpops_real import Subscriber
 from tests.integration.test_web_real import sign_in
 from tests.testbed.sipp import CallResult, SippAgent, place_calls
 from tests.testbed.testbed import Testbed
+from tests.testbed.vhold_rules import DID, PRIORITY_DID, QUEUE, vhold_rules
 from tests.unit.test_web_server import write_agents
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.mosquitto]
-
-DID = "+494408920"
-PRIORITY_DID = "+494408930"
-QUEUE = "vhold"
-RULES = """\
-timezone: Europe/Berlin
-calendars:
-  always: {hours: {daily: ["00:00-24:00"]}}
-queues:
-  vhold: {queue: vhold}
-tenants:
-  rueckruf:
-    name: Gemeinde Rückruf
-    greeting: "Gemeinde Rückruf, guten Tag"
-    dids: ["+49 4408 92-0"]
-    calendar: always
-    open: {queue: vhold, priority: 5, whisper: custom/pbxbridge-test, callerid_prefix: "RR"}
-    closed: {then: hangup}
-    virtual_hold:
-      enabled: true
-      offer_after_waiting: 0
-      retry_after: %(retry)d
-      max_tries: %(tries)d
-      answer_timeout: 5
-      outbound_context: testbed-citizens
-  vorrang:
-    name: Gemeinde Vorrang
-    dids: ["+49 4408 93-0"]
-    calendar: always
-    open: {queue: vhold, priority: 9, callerid_prefix: "VR"}
-    closed: {then: hangup}
-unknown_did: {tenant: rueckruf}
-state: {path: state.sqlite}
-"""
-
-
-def rules(*, retry: int = 5, tries: int = 2) -> str:
-    return RULES % {"retry": retry, "tries": tries}
 
 
 def national(n: int) -> str:
@@ -99,7 +62,7 @@ def answer_on_join(tb: Testbed) -> Iterator[None]:
 
 @pytest.fixture
 def daemon(tb: Testbed, tmp_path: Path, answer_on_join: None) -> Iterator[DaemonProcess]:
-    with running_daemon(tb, tmp_path, rules=rules()) as d:
+    with running_daemon(tb, tmp_path, rules=vhold_rules()) as d:
         d.wait_health(vhold_ready, 15)
         yield d
 
@@ -260,7 +223,7 @@ class TestVirtualHold:
     def test_daemon_killed_while_three_placeholders_wait(
         self, tb: Testbed, tmp_path: Path, answer_on_join: None
     ) -> None:
-        with running_daemon(tb, tmp_path, rules=rules()) as daemon:
+        with running_daemon(tb, tmp_path, rules=vhold_rules()) as daemon:
             daemon.wait_health(vhold_ready, 15)
             pause(tb, 1, 2, 3, 4)
             callers = Callers()
@@ -546,7 +509,7 @@ class TestCallbackLegOnTheAgentPage:
             pytest.fail(f"{CHROMIUM} missing: run scripts/setup.sh as root")
         agents_file = write_agents(tmp_path / "agents.yaml")
         env = {"PBXBRIDGE_AGENTS_FILE": str(agents_file)}
-        with running_daemon(tb, tmp_path, rules=rules(), extra_env=env) as d:
+        with running_daemon(tb, tmp_path, rules=vhold_rules(), extra_env=env) as d:
             await asyncio.to_thread(d.wait_health, vhold_ready, 15)
             base = f"http://127.0.0.1:{d.port}/agent/"
             async with Chromium() as browser:

@@ -25,31 +25,12 @@ from pathlib import Path
 
 from tests.testbed.sipp import CallResult, SippAgent, place_calls
 from tests.testbed.testbed import Testbed
+from tests.testbed.vhold_rules import DID, QUEUE, vhold_rules
 
-DID = "+494408920"
 CALLER = "04407123452"
-RULES = """\
-timezone: Europe/Berlin
-calendars:
-  always: {hours: {daily: ["00:00-24:00"]}}
-queues:
-  vhold: {queue: vhold}
-tenants:
-  rueckruf:
-    name: Gemeinde Rückruf
-    greeting: "Gemeinde Rückruf, guten Tag"
-    dids: ["+49 4408 92-0"]
-    calendar: always
-    open: {queue: vhold, priority: 5, callerid_prefix: "RR"}
-    closed: {then: hangup}
-    virtual_hold:
-      enabled: true
-      offer_after_waiting: 0
-      answer_timeout: 20
-      outbound_context: testbed-citizens
-unknown_did: {tenant: rueckruf}
-state: {path: state.sqlite}
-"""
+# The tests' tenant (tests/testbed/vhold_rules.py) with the schema's retry
+# defaults and a citizen's phone that may ring a while: a demo, not a test.
+RULES = vhold_rules(retry_after=300, max_tries=3, answer_timeout=20, whisper="")
 
 
 def _say(text: str) -> None:
@@ -107,7 +88,7 @@ def run(tb: Testbed) -> int:
         _say(f"daemon up (log: {work / 'daemon.log'}); all agents paused (busy)")
         with tb.ami(events=False) as ami:
             for n in range(1, 5):
-                ami.action("QueuePause", Queue="vhold", Interface=f"PJSIP/agent{n}", Paused="true")
+                ami.action("QueuePause", Queue=QUEUE, Interface=f"PJSIP/agent{n}", Paused="true")
         results: dict[str, CallResult] = {}
 
         def caller() -> None:
@@ -120,10 +101,10 @@ def run(tb: Testbed) -> int:
         _say(f"{CALLER} calls {DID}, waits, presses 1, confirms the number read back with 1")
         thread.join(40)
         _say("the caller has hung up; the placeholder keeps the place:")
-        print(tb.cli("queue show vhold"), flush=True)
+        print(tb.cli(f"queue show {QUEUE}"), flush=True)
         with SippAgent.for_agent(1, "talk", ring_delay_ms=200), SippAgent.for_citizen():
             with tb.ami(events=False) as ami:
-                ami.action("QueuePause", Queue="vhold", Interface="PJSIP/agent1", Paused="false")
+                ami.action("QueuePause", Queue=QUEUE, Interface="PJSIP/agent1", Paused="false")
             _say("agent1 is free: it takes the placeholder, the citizen's phone rings ...")
             connected = False
             deadline = time.monotonic() + 30
