@@ -20,11 +20,12 @@ refreshes, and a changed one replaces it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import icalendar
 
+from pbxbridge.config.vtimezone import transitions, vtimezone
 from pbxbridge.core.calendar import WEEKDAYS, Calendar
 from pbxbridge.core.rules import Rules
 
@@ -98,13 +99,10 @@ def build_feed(rules: Rules, name: str, first: date, last: date, *, stamp: datet
     out.add("x-wr-timezone", tz.key)
     out.add("refresh-interval", timedelta(hours=6), parameters={"VALUE": "DURATION"})
     out.add("x-published-ttl", "PT6H")
-    # Whole years: a window without a switch of offset would give a VTIMEZONE
-    # without STANDARD/DAYLIGHT, which RFC 5545 does not allow.
-    out.add_component(
-        icalendar.Timezone.from_tzinfo(
-            tz, first_date=date(first.year, 1, 1), last_date=date(last.year, 12, 31)
-        )
-    )
+    # Our own VTIMEZONE: icalendar's from_tzinfo puts the spring switch at 03:00
+    # instead of 02:00 (see config/vtimezone.py). Whole years, so that every
+    # observance the window touches is there.
+    out.add_component(vtimezone(tz, first, last))
     for event in _events(cal, tz, first, last, stamp):
         out.add_component(event)
     return bytes(out.to_ical())
@@ -147,9 +145,24 @@ def _kind(why: str) -> str:
 
 
 def _at(day: date, seconds: int, tz: ZoneInfo) -> datetime:
+    """The instant a day's wall-clock time is first reached.
+
+    Hours are wall-clock times (the routing core compares the local clock), so
+    a time the spring switch skips (02:30 on the last Sunday of March in
+    Berlin) is reached at the switch itself (03:00 CEST). Written as the
+    skipped time, RFC 5545 would read it with the winter offset (03:30 CEST).
+    """
     if seconds >= 86400:
         return datetime.combine(day + timedelta(days=1), time(0), tz)
-    return datetime.combine(day, time(seconds // 3600, seconds % 3600 // 60), tz)
+    local = datetime.combine(day, time(seconds // 3600, seconds % 3600 // 60), tz)
+    if local.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == local.replace(tzinfo=None):
+        return local
+    # In a gap: fold=1 reads it with the offset after the switch, fold=0 with the
+    # one before; the switch lies between the two instants.
+    early = local.replace(fold=1).astimezone(UTC)
+    late = local.replace(fold=0).astimezone(UTC)
+    switch = transitions(tz, early, late + timedelta(seconds=1))
+    return switch[0].at.astimezone(tz) if switch else local
 
 
 def _event(
