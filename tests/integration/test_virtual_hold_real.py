@@ -31,7 +31,6 @@ from tests.integration.test_screenpops_real import Subscriber
 from tests.integration.test_web_real import sign_in
 from tests.integration.vhold_calls import (
     CONFIRM,
-    ENTRY_PACE_MS,
     Callers,
     agent1,
     citizen,
@@ -67,6 +66,10 @@ def answer_on_join(tb: Testbed) -> Iterator[None]:
     tb.cli("dialplan set global PBXBRIDGE_VHOLD_ANSWER 0")
 
 
+RULES = vhold_rules(retry_after=3)
+"""A retry 3 s after a failed try: time enough for the test to swap the citizen's phone."""
+
+
 def ready(h: dict[str, Any]) -> bool:
     """Both of the daemon's Asterisk connections up (again, after a restart of either)."""
     return vhold_ready(h) and h["ami"]["state"] == "connected" and h["ari"]["state"] == "connected"
@@ -97,7 +100,7 @@ class SharedDaemon:
                 self.stop()
                 d = None
         if d is None:
-            d = DaemonProcess(self._tb, self._workdirs.mktemp("vhold"), rules=vhold_rules())
+            d = DaemonProcess(self._tb, self._workdirs.mktemp("vhold"), rules=RULES)
             self.daemon = d
         if d.proc is None or d.proc.poll() is not None:
             d.start()
@@ -403,7 +406,7 @@ class TestVirtualHold:
         callers = Callers()
         callers.call("A", national(1))
         joined(tb, mark, 1)
-        callers.call("B", national(2), dtmf="1" + entry, delay_ms=ENTRY_PACE_MS)
+        callers.call("B", national(2), dtmf="1" + entry)
         joined(tb, mark, 2)
         callers.call("C", national(3))
         wait_for(
@@ -430,7 +433,7 @@ class TestVirtualHold:
         errors = daemon.health()["virtual_hold"]["errors"]  # the daemon's since it started
         pause(tb, 1, 2, 3, 4)
         callers = Callers()
-        callers.call("B", national(2), dtmf="10440", delay_ms=ENTRY_PACE_MS, hold_ms=500)
+        callers.call("B", national(2), dtmf="10440", hold_ms=500)
         callers.join(60)
         assert callers.results["B"].ok
         wait_for("no channel left", lambda: tb.active_channels() == 0, 15)

@@ -32,10 +32,11 @@ between A and C confirms the way the prompt asks, with 1 alone.
 
 
 ENTRY_PACE_MS = 700
-"""Between the digits of a typed number (sipp sends all digits at one pace).
+"""Between a caller's digits (sipp sends them all at one pace, the first after the answer).
 
-Enough for the offer's Stasis visit before the entry, and for the second
-entry, which ``Read()`` takes after the daemon's verdict and a 0.3 s prompt.
+The slowest step between two digits is the second number entry, which
+``Read()`` takes about 0.3 s after the first entry's ``#`` (the daemon's
+verdict, then a 0.3 s prompt): 0.7 s leaves as much again.
 """
 
 
@@ -189,14 +190,13 @@ class Callers:
         caller: str,
         *,
         dtmf: str = "",
-        delay_ms: int = 1200,
+        delay_ms: int = ENTRY_PACE_MS,
         hold_ms: int = 90_000,
         did: str = DID,
         source_ip: str = "127.0.0.2",
     ) -> None:
-        # delay_ms goes before each digit: the first after the caller joined
-        # the queue, the next after the offer's Stasis visit and its prompt
-        # (0.3 s on the test bed), when Read() listens.
+        # delay_ms goes before each digit, the first one after the answer:
+        # the caller is answered when joining the queue (answer_on_join)
         def run() -> None:
             self.results[name] = place_calls(
                 did,
