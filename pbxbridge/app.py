@@ -38,8 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,48 +50,44 @@ from prometheus_client import CollectorRegistry
 from pbxbridge import __version__, components
 from pbxbridge.adapters.agi import AgiRouter, AgiServer
 from pbxbridge.adapters.ami.client import AmiClient, AmiConfig
-from pbxbridge.adapters.ami.errors import AmiActionFailed, AmiUnavailable
-from pbxbridge.adapters.ami.events import AmiEvent
-from pbxbridge.adapters.ami.queue import QueueSnapshot
-from pbxbridge.adapters.ami.repeat_priority import EVENTS as REPEAT_EVENTS
 from pbxbridge.adapters.ami.repeat_priority import RepeatCallerPriority
-from pbxbridge.adapters.ami.subscribers import AmiSubscribers
 from pbxbridge.adapters.ari.client import AriClient, AriConfig
 from pbxbridge.adapters.ari.router import StasisRouter
 from pbxbridge.adapters.ari.sounds import SoundCheck
 from pbxbridge.adapters.ari.virtual_hold import APP as VHOLD_APP
-from pbxbridge.adapters.ari.virtual_hold import EVENTS as VHOLD_EVENTS
 from pbxbridge.adapters.ari.virtual_hold import VirtualHoldService
 from pbxbridge.adapters.http.server import HttpServer
 from pbxbridge.adapters.mqtt.publisher import MqttPublisher
 from pbxbridge.adapters.mqtt.settings import MqttSettings
 from pbxbridge.components import Component
 from pbxbridge.components.open_callbacks import OpenCallbackNotes
+from pbxbridge.components.wiring import (
+    ami_handlers,
+    ami_subscribers,
+    hold_observers,
+    observers,
+    on_decision,
+    ticket_recorder,
+)
 from pbxbridge.config import ConfigError
 from pbxbridge.config.compile import state_path
 from pbxbridge.config.sounds import sounds_named
-from pbxbridge.core.lifecycle import CallEvent, CallRecord
-from pbxbridge.core.models import Decision
-from pbxbridge.core.virtual_hold import VirtualHold
 from pbxbridge.journal.backend import journal_opener, spool_dir
 from pbxbridge.journal.open_callbacks import OpenCallbacks
 from pbxbridge.journal.repeat import RepeatCallers
 from pbxbridge.journal.replay import ReloadImpact
 from pbxbridge.journal.store import JournalStore
-from pbxbridge.journal.virtual_holds import record_ticket
 from pbxbridge.journal.writer import JournalWriter
 from pbxbridge.runtime.live import LiveOverrides, LiveRules
 from pbxbridge.runtime.sdnotify import SystemdNotifier
 from pbxbridge.runtime.settings import Settings
 from pbxbridge.storage.overrides import open_override_store
 from pbxbridge.storage.virtual_holds import VirtualHoldStore, open_virtual_hold_store
-from pbxbridge.tracking.agents_board import BOARD_EVENTS, AgentBoard, MemberStatus
+from pbxbridge.tracking.agents_board import AgentBoard
 from pbxbridge.tracking.call_board import CallBoard
 from pbxbridge.tracking.call_tracker import (
-    FOLLOWED_EVENTS,
     WALLBOARD_EVERY_S,
     CallTracker,
-    agent_id,
 )
 from pbxbridge.tracking.metrics import CallMetrics, LiveServiceLevel, ScrapeCollector, render
 from pbxbridge.tracking.virtual_holds import VirtualHoldBoard
@@ -106,9 +101,6 @@ log = structlog.get_logger(__name__)
 
 DRAIN_SECONDS = 15.0
 """How long a graceful stop waits for calls being routed (a 115 menu included)."""
-RESYNC_TRIES = 6
-RESYNC_BACKOFF_S = 0.25
-"""AMI resync refused (app_queue still loading): retry after 0.25, 0.5 … 4 s (~7.75 s)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,9 +244,7 @@ def faces(
     hub = parts.supervisor.hub if parts.supervisor is not None else None
     on_event = on_connected = None
     if ami is not None and tracker is not None:
-        on_event, on_connected = _ami_handlers(
-            ami, tracker, hub, parts.vhold, parts.repeat_priority
-        )
+        on_event, on_connected = ami_handlers(ami, tracker, hub, parts.vhold, parts.repeat_priority)
     live = parts.rules
     sounds = components.Sounds(parts.sounds, lambda: sounds_named(live.model))
     return Components(
@@ -418,7 +408,13 @@ class Daemon:
             journal_link = JournalLink(open=open_journal, node=settings.node)
         call_metrics = CallMetrics(self.registry, LiveServiceLevel(rules.rules.timezone))
         # Agent page: fed by the call tracker's local sink.
-        desk = AgentDesk(lambda: rules.rules, lambda: journal_link, clock=self.web_clock)
+        desk = AgentDesk(
+            lambda: rules.rules,
+            lambda: journal_link,
+            clock=self.web_clock,
+            # A callback ticket shows on the caller's next call, not a minute later.
+            on_callback=open_callbacks.forget if open_callbacks is not None else None,
+        )
         web_on = bool(settings.web_agents_file and settings.http_port)
         # Supervisor page (beside the agent page, on its sign-in): fed by the
         # tracker's records, the AMI member events and the desk's wrap-ups.
@@ -434,7 +430,7 @@ class Daemon:
                 render_board,
                 sv_config,
             )
-        on_record = _observers(call_metrics, journal, settings.node, hub)
+        on_record = observers(call_metrics, journal, settings.node, hub)
         tracker = CallTracker(
             mqtt,
             ring_timeout_s=settings.ring_timeout_s,
@@ -452,7 +448,7 @@ class Daemon:
                     port=settings.ami_port,
                     username=settings.ami_user,
                     password=settings.ami_password,
-                    events=_ami_subscribers(tracker, hub, vhold_on=True).names,
+                    events=ami_subscribers(tracker, hub, vhold_on=True).names,
                     backoff_max=2.0,
                 )
             )
@@ -461,7 +457,7 @@ class Daemon:
         bump: RepeatCallerPriority | None = None
         if ami is not None and open_callbacks is not None:
             bump = RepeatCallerPriority(ami, lambda: rules.rules, open_callbacks)
-        routed = _on_decision(tracker, repeat, open_callbacks, bump)
+        routed = on_decision(tracker, repeat, open_callbacks, bump)
         router = StasisRouter(
             ari,
             lambda: rules.rules,
@@ -555,8 +551,8 @@ class Daemon:
                 lambda: overrides.items,
                 open_holds,
                 node=settings.node,
-                record_ticket=_ticket_recorder(open_journal),
-                on_change=vhold_board.observe,
+                record_ticket=ticket_recorder(open_journal),
+                on_change=hold_observers(vhold_board, open_callbacks),
                 # The placeholder reaching an agent pops the callback leg
                 # (agent page and MQTT) without becoming a call of its own.
                 on_leg=tracker.callback_leg,
@@ -621,166 +617,3 @@ class Daemon:
             await asyncio.gather(*(face.stop() for face in stage))
         router = built.parts.router
         log.info("daemon.stopped", routed=router.stats.routed if router else 0)
-
-
-def _observers(
-    call_metrics: CallMetrics,
-    journal: JournalWriter | None,
-    node: str,
-    supervisor: SupervisorHub | None = None,
-) -> Callable[[CallRecord, CallEvent | None], None]:
-    """What every change of a call's life feeds: the metrics, the journal, the supervisor page."""
-    journal_observer = journal.observer(node) if journal is not None else None
-
-    def on_record(record: CallRecord, event: CallEvent | None) -> None:
-        call_metrics.observe(record, event)
-        if journal_observer is not None:
-            # The writer's own observer: a record it cannot take is logged
-            # there and never breaks the tracker or the metrics.
-            journal_observer(record, event)
-        if supervisor is not None:
-            supervisor.observe(record, event)  # never raises
-
-    return on_record
-
-
-def _on_decision(
-    tracker: CallTracker,
-    repeat: RepeatCallers | None,
-    open_callbacks: OpenCallbacks | None = None,
-    bump: RepeatCallerPriority | None = None,
-) -> Callable[[str, Decision], None]:
-    """What a decided call (any entry point) sets off: following it, looking its caller up.
-
-    ``bump`` raises the call's queue priority later if its caller has an open
-    callback (it waits for the look-up started here, in the background).
-    """
-
-    def routed(call_id: str, decision: Decision) -> None:
-        if repeat is not None:
-            repeat.prefetch(decision.caller)
-        if open_callbacks is not None:
-            open_callbacks.prefetch(decision.caller)
-        if bump is not None:
-            bump.routed(call_id, decision)
-        tracker.routed(call_id, decision)
-
-    return routed
-
-
-def _ami_subscribers(
-    tracker: CallTracker,
-    supervisor: SupervisorHub | None,
-    vhold: VirtualHoldService | None = None,
-    repeat_priority: RepeatCallerPriority | None = None,
-    *,
-    vhold_on: bool = False,
-) -> AmiSubscribers:
-    """Who reads which AMI events: the tracker, the agent board, virtual hold, repeat callers.
-
-    ``vhold_on`` declares virtual hold's events before its service exists
-    (the service is built after the AMI client it uses).
-
-    The session asks Asterisk for the union of their events and nothing else;
-    a new consumer of AMI events is added here.
-    """
-    subscribers = AmiSubscribers()
-    # Late-bound (looked up per event), as the handler this replaces was: the
-    # faces are also put on stand-in parts.
-    subscribers.add(FOLLOWED_EVENTS, lambda event: tracker.ami_event(event))
-    if supervisor is not None:
-        subscribers.add(BOARD_EVENTS, lambda event: supervisor.ami_event(event))  # never raises
-    if vhold is not None:
-        subscribers.add(VHOLD_EVENTS, vhold.ami_event)  # never raises
-    elif vhold_on:
-        subscribers.add(VHOLD_EVENTS, lambda event: None)
-    if repeat_priority is not None:
-        subscribers.add(REPEAT_EVENTS, repeat_priority.ami_event)  # never raises
-    return subscribers
-
-
-def _ticket_recorder(open_journal: Callable[[], JournalStore]) -> Callable[[VirtualHold], bool]:
-    """Puts a virtual hold that became a ticket on the callbacks list (worker thread)."""
-    opened: list[JournalStore] = []
-    lock = threading.Lock()
-
-    def record(hold: VirtualHold) -> bool:
-        with lock:
-            if not opened:
-                opened.append(open_journal())
-            return record_ticket(opened[0], hold, at=hold.updated_at)
-
-    return record
-
-
-def _ami_handlers(
-    ami: AmiClient,
-    tracker: CallTracker,
-    supervisor: SupervisorHub | None = None,
-    vhold: VirtualHoldService | None = None,
-    repeat_priority: RepeatCallerPriority | None = None,
-) -> tuple[Callable[[AmiEvent], Awaitable[None]], Callable[[], Awaitable[None]]]:
-    """The AMI session's event handler (see :func:`_ami_subscribers`) and its login step."""
-
-    async def on_connected() -> None:
-        await ami_resync(ami, tracker, supervisor)
-        if vhold is not None:
-            try:
-                await vhold.on_ami_connected()
-            except (AmiActionFailed, AmiUnavailable) as exc:
-                # The next login tries again; calls keep flowing meanwhile.
-                log.warning("vhold.publish_failed", error=str(exc))
-
-    return _ami_subscribers(tracker, supervisor, vhold, repeat_priority).handle, on_connected
-
-
-def queue_members(snapshot: QueueSnapshot) -> list[MemberStatus]:
-    """The agent board's view of a ``QueueStatus`` answer's members."""
-    return [
-        MemberStatus(
-            queue=m.queue,
-            agent=agent_id({"MemberName": m.name, "Interface": m.interface}),
-            device=m.status,
-            paused=m.paused,
-            reason=m.paused_reason,
-            in_call=m.in_call,
-        )
-        for m in snapshot.members
-    ]
-
-
-async def ami_resync(
-    ami: AmiClient, tracker: CallTracker, supervisor: SupervisorHub | None = None
-) -> None:
-    """After every AMI login: ask app_queue which callers wait now, and who is a member.
-
-    AMI does not replay what happened while we were away: the answer puts
-    their records in the queue, not stuck in routing, and rebuilds the
-    supervisor page's agent board.
-
-    Args:
-        ami: The AMI client.
-        tracker: The call tracker to resync.
-        supervisor: The supervisor page's hub, if it is on.
-    """
-    for attempt in range(1, RESYNC_TRIES + 1):
-        try:
-            snapshot = await ami.queue_status()
-        except AmiActionFailed as exc:
-            # Right after an Asterisk restart the manager accepts logins
-            # before app_queue is loaded ("QueueStatus: unknown command"):
-            # wait for it quietly instead of failing the session.
-            log.debug("ami.resync_refused", attempt=attempt, error=exc.message)
-            if attempt == RESYNC_TRIES:
-                # Without app_queue nobody waits in a queue: nothing to
-                # resync. Events flow; the next login resyncs again.
-                log.warning("ami.resync_skipped", tries=attempt, error=exc.message)
-                return
-            await asyncio.sleep(RESYNC_BACKOFF_S * 2 ** (attempt - 1))
-            continue
-        if attempt > 1:
-            log.warning("ami.resync_retried", tries=attempt)
-        tracker.resync({e.uniqueid: e.queue for e in snapshot.entries})
-        if supervisor is not None:
-            supervisor.rebuild(queue_members(snapshot))
-        return

@@ -1,4 +1,4 @@
-"""app.ami_resync waits quietly for app_queue after an Asterisk restart."""
+"""wiring.ami_resync waits quietly for app_queue after an Asterisk restart."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import structlog
 
-from pbxbridge import app
 from pbxbridge.adapters.ami.errors import AmiActionFailed, AmiUnavailable
+from pbxbridge.components import wiring
 
 UNKNOWN = AmiActionFailed(
     "QueueStatus",
@@ -42,12 +42,12 @@ class FakeTracker:
 
 @pytest.fixture
 def tracker(monkeypatch: pytest.MonkeyPatch) -> FakeTracker:
-    monkeypatch.setattr(app, "RESYNC_BACKOFF_S", 0.001)
+    monkeypatch.setattr(wiring, "RESYNC_BACKOFF_S", 0.001)
     return FakeTracker()
 
 
 async def resync(ami: FakeAmi, tracker: FakeTracker) -> None:
-    await app.ami_resync(ami, tracker)  # type: ignore[arg-type]
+    await wiring.ami_resync(ami, tracker)  # type: ignore[arg-type]
 
 
 async def test_unknown_command_is_retried_with_one_warning(tracker: FakeTracker) -> None:
@@ -64,10 +64,10 @@ async def test_unknown_command_is_retried_with_one_warning(tracker: FakeTracker)
 async def test_gives_up_after_the_tries_with_one_warning_and_no_exception(
     tracker: FakeTracker,
 ) -> None:
-    ami = FakeAmi(*[UNKNOWN] * app.RESYNC_TRIES)
+    ami = FakeAmi(*[UNKNOWN] * wiring.RESYNC_TRIES)
     with structlog.testing.capture_logs() as logs:
         await resync(ami, tracker)  # returns: the session goes on delivering events
-    assert ami.calls == app.RESYNC_TRIES
+    assert ami.calls == wiring.RESYNC_TRIES
     assert tracker.resyncs == []
     warnings = [e for e in logs if e["log_level"] in ("warning", "error", "critical")]
     assert [e["event"] for e in warnings] == ["ami.resync_skipped"]

@@ -8,8 +8,8 @@ from typing import Any
 
 import aiohttp
 
-from pbxbridge import app
 from pbxbridge.app import Daemon
+from pbxbridge.components import wiring
 from pbxbridge.runtime.settings import Settings
 from pbxbridge.tracking.agents_board import BOARD_EVENTS, AgentState
 from pbxbridge.tracking.call_tracker import FOLLOWED_EVENTS
@@ -60,7 +60,7 @@ class TestSupervisorWiring:
 
                 hub = p.supervisor.hub
                 assert p.tracker is not None
-                await app.ami_resync(FakeAmi(), p.tracker, hub)  # type: ignore[arg-type]
+                await wiring.ami_resync(FakeAmi(), p.tracker, hub)  # type: ignore[arg-type]
                 views = {v.agent: (v.state, v.reason) for v in hub.agents.agents(0.0)}
                 assert views == {
                     "agent1": (AgentState.TALKING, ""),
