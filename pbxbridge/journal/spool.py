@@ -44,13 +44,29 @@ _SEGMENT = re.compile(r"^journal-(\d{12})\.jsonl$")
 # ------------------------------------------------------------------ spool format
 
 
-def _time_text(value: datetime | None) -> str | None:
-    # UTC, like the stores: an instant, not a wall-clock reading in some zone.
-    return None if value is None else value.astimezone(UTC).isoformat()
+def _in_utc(value: datetime, name: str) -> datetime:
+    """``value`` as a UTC datetime: an instant, not a wall-clock reading in some zone.
+
+    Raises:
+        ValueError: If ``value`` is naive, or no datetime can hold it in UTC:
+            near ``datetime.min``/``max`` a local time may lie outside the
+            range in UTC (``datetime(1, 1, 1, tzinfo=Europe/Berlin)`` is
+            0000-12-31 23:06:32 UTC), where ``astimezone`` raises OverflowError.
+    """
+    if value.utcoffset() is None:
+        raise ValueError(f"{name} {value.isoformat()} has no time zone")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{name} {value.isoformat()} is out of range in UTC") from None
 
 
-def _time_value(value: Any) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(str(value))
+def _time_text(value: datetime | None, name: str) -> str | None:
+    return None if value is None else _in_utc(value, name).isoformat()
+
+
+def _time_value(value: Any, name: str) -> datetime | None:
+    return None if value is None else _in_utc(datetime.fromisoformat(str(value)), name)
 
 
 def entry_to_json(entry: JournalEntry) -> dict[str, Any]:
@@ -61,6 +77,9 @@ def entry_to_json(entry: JournalEntry) -> dict[str, Any]:
 
     Returns:
         A dict with ISO 8601 UTC times and the format version ``v``.
+
+    Raises:
+        ValueError: If a time is naive or out of range in UTC.
     """
     return {
         "v": SPOOL_FORMAT,
@@ -72,10 +91,10 @@ def entry_to_json(entry: JournalEntry) -> dict[str, Any]:
         "via_115": entry.via_115,
         "action": entry.action,
         "reasons": list(entry.reasons),
-        "arrived_at": _time_text(entry.arrived_at),
-        "queued_at": _time_text(entry.queued_at),
-        "answered_at": _time_text(entry.answered_at),
-        "ended_at": _time_text(entry.ended_at),
+        "arrived_at": _time_text(entry.arrived_at, "arrived_at"),
+        "queued_at": _time_text(entry.queued_at, "queued_at"),
+        "answered_at": _time_text(entry.answered_at, "answered_at"),
+        "ended_at": _time_text(entry.ended_at, "ended_at"),
         "outcome": entry.outcome,
         "agent": entry.agent,
         "queue": entry.queue,
@@ -93,15 +112,16 @@ def entry_from_json(data: dict[str, Any]) -> JournalEntry:
         data: One decoded spool line.
 
     Returns:
-        The entry.
+        The entry, its times in UTC.
 
     Raises:
-        ValueError: On an unknown format version or a malformed line.
+        ValueError: On an unknown format version or a malformed line (a time
+            without zone or out of range in UTC included).
         KeyError: On a missing field.
     """
     if data.get("v") != SPOOL_FORMAT:
         raise ValueError(f"unknown spool format {data.get('v')!r}")
-    arrived = _time_value(data["arrived_at"])
+    arrived = _time_value(data["arrived_at"], "arrived_at")
     if arrived is None:
         raise ValueError("arrived_at is missing")
     return JournalEntry(
@@ -114,9 +134,9 @@ def entry_from_json(data: dict[str, Any]) -> JournalEntry:
         action=str(data["action"]),
         reasons=tuple(str(r) for r in data["reasons"]),
         arrived_at=arrived,
-        queued_at=_time_value(data["queued_at"]),
-        answered_at=_time_value(data["answered_at"]),
-        ended_at=_time_value(data["ended_at"]),
+        queued_at=_time_value(data["queued_at"], "queued_at"),
+        answered_at=_time_value(data["answered_at"], "answered_at"),
+        ended_at=_time_value(data["ended_at"], "ended_at"),
         outcome=str(data["outcome"]),
         agent=str(data["agent"]),
         queue=str(data["queue"]),
@@ -136,17 +156,21 @@ def _encode(entries: Iterable[JournalEntry]) -> bytes:
     )
 
 
-def _is_aware(value: datetime | None) -> bool:
-    return value is None or value.utcoffset() is not None
-
-
 def _valid(entry: JournalEntry) -> bool:
-    return (
-        entry.arrived_at.utcoffset() is not None
-        and _is_aware(entry.queued_at)
-        and _is_aware(entry.answered_at)
-        and _is_aware(entry.ended_at)
-    )
+    # What the writer accepts must be writable to the spool, or a database
+    # outage would make the spool refuse it and stop the writer.
+    try:
+        _in_utc(entry.arrived_at, "arrived_at")
+        for name, value in (
+            ("queued_at", entry.queued_at),
+            ("answered_at", entry.answered_at),
+            ("ended_at", entry.ended_at),
+        ):
+            if value is not None:
+                _in_utc(value, name)
+    except ValueError:
+        return False
+    return True
 
 
 def coalesce(entries: Iterable[JournalEntry]) -> list[JournalEntry]:
@@ -213,9 +237,14 @@ class _Spool:
 
         Raises:
             OSError: If the disk refuses (the caller keeps the entries in memory).
+            ValueError: If an entry cannot be written (see :func:`entry_to_json`);
+                nothing is written then.
         """
+        # Encoded before any file or segment is touched: a refused entry must
+        # not leave an empty segment behind that the replay cannot read.
+        lines = [_encode([e]) for e in entries]
         with self._lock:
-            rest = list(entries)
+            rest = lines
             while rest:
                 if self._open is None or self._segments[-1][1] >= self._segment_size:
                     self._open = self.dir / f"journal-{self._next:012d}.jsonl"
@@ -229,7 +258,7 @@ class _Spool:
                 chunk, rest = rest[:room], rest[room:]
                 try:
                     with path.open("ab") as f:
-                        f.write(_encode(chunk))
+                        f.write(b"".join(chunk))
                         f.flush()
                         os.fsync(f.fileno())
                     if created:
@@ -356,7 +385,7 @@ def age_rejected(spool_dir: Path, before: datetime) -> int:
             if not line.strip():
                 continue
             try:
-                arrived = _time_value(json.loads(line)["arrived_at"])
+                arrived = _time_value(json.loads(line)["arrived_at"], "arrived_at")
                 young = arrived is not None and arrived >= before
             except (ValueError, KeyError, TypeError):
                 young = False

@@ -18,11 +18,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pbxbridge.core.lifecycle import CallEvent, EventKind, advance, start
@@ -30,6 +31,7 @@ from pbxbridge.core.models import Action, Decision
 from pbxbridge.journal.entry import JournalEntry
 from pbxbridge.journal.spool import (
     REJECTED_FILE,
+    _Spool,
     entry_from_json,
     entry_to_json,
 )
@@ -50,6 +52,38 @@ from tests.unit.test_journal_store import (
     until,
     versions,
 )
+
+NEW_YORK = ZoneInfo("America/New_York")
+ZONES = [UTC, BERLIN, NEW_YORK, timezone(timedelta(hours=5, minutes=45))]
+"""Zones ahead of and behind UTC, with and without DST, one off the full hour."""
+
+CALL_TIMES = st.datetimes(
+    min_value=datetime(2000, 1, 1),
+    max_value=datetime(2100, 12, 31),
+    timezones=st.sampled_from(ZONES),
+)
+"""Times a call can have. Near datetime.min and .max a local time may have no UTC
+equivalent at all (see BEYOND_UTC); that edge has tests of its own."""
+
+BEYOND_UTC = [
+    # Hypothesis drew this one: Berlin's local mean time (+00:53:28) makes it
+    # 0000-12-31 23:06:32 UTC, before datetime.min.
+    datetime(1, 1, 1, tzinfo=BERLIN),
+    # 10000-01-01 00:00 UTC (EST, -05:00), after datetime.max.
+    datetime(9999, 12, 31, 19, 0, tzinfo=NEW_YORK),
+]
+"""Aware times that no datetime can hold in UTC."""
+
+EDGES_OF_UTC = [
+    (datetime(1, 1, 1, 0, 53, 28, tzinfo=BERLIN), datetime(1, 1, 1, tzinfo=UTC)),
+    (
+        datetime(9999, 12, 31, 18, 59, 59, 999999, tzinfo=NEW_YORK),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ),
+]
+"""The first and last instants UTC holds, as local times: still fine."""
+
+TIME_FIELDS = ["arrived_at", "queued_at", "answered_at", "ended_at"]
 
 
 class Down(ConnectionError):
@@ -314,6 +348,28 @@ class TestWriterNeverHurtsTheCaller:
         assert writer.stats.submitted == 0
         await writer.close()
         assert not writer.submit(entry())
+
+    @pytest.mark.parametrize("field", TIME_FIELDS)
+    async def test_a_time_beyond_utc_is_refused_and_the_journal_goes_on(
+        self, fake: FakeStore, spool: Path, field: str
+    ) -> None:
+        # Accepted, such an entry made the spool raise OverflowError while the
+        # database was down: run() died, the calls pending with it were lost and
+        # every later submit went nowhere.
+        fake.fail = 10**9
+        writer = make_writer(fake, spool)
+        assert not writer.submit(entry("bad", **{field: BEYOND_UTC[0]}))
+        assert not writer.submit(entry("bad", **{field: BEYOND_UTC[1]}))
+        assert writer.stats.refused == 2
+        assert writer.submit(entry("fine"))
+        task = asyncio.create_task(writer.run())
+        await until(lambda: writer.stats.spooled == 1, what="spooled")
+        assert [e.call_id for e in spool_lines(spool)] == ["fine"]
+        fake.fail = 0
+        await until(lambda: ("n1", "fine") in fake.rows and writer.stats.backlog == 0)
+        await writer.close()
+        await task
+        assert [e.call_id for e in fake.written()] == ["fine"]
 
     async def test_submit_from_another_thread(self, fake: FakeStore, spool: Path) -> None:
         writer = make_writer(fake, spool, max_batch=50)
@@ -589,7 +645,7 @@ class TestSpoolFormat:
         caller=st.none() | st.text(max_size=20),
         reasons=st.lists(st.text(max_size=30), max_size=4),
         wait=st.none() | st.floats(allow_nan=False),
-        when=st.datetimes(timezones=st.sampled_from([UTC, BERLIN])),
+        when=CALL_TIMES,
     )
     def test_round_trip(
         self, caller: str | None, reasons: list[str], wait: float | None, when: datetime
@@ -610,6 +666,65 @@ class TestSpoolFormat:
         # Python never equates a DST-fold time with another zone's, PEP 495).
         assert back.arrived_at.tzinfo is UTC
         assert back == replace(e, arrived_at=when.astimezone(UTC), ended_at=when.astimezone(UTC))
+
+    @settings(max_examples=200, deadline=None)
+    @given(when=st.datetimes(timezones=st.sampled_from(ZONES)))
+    # Random draws rarely land within hours of the ends: pin both sides of each.
+    @example(when=BEYOND_UTC[0])
+    @example(when=BEYOND_UTC[1])
+    @example(when=EDGES_OF_UTC[0][0])
+    @example(when=EDGES_OF_UTC[1][0])
+    def test_any_time_round_trips_or_is_refused(self, when: datetime) -> None:
+        # The whole range of datetime, its ends included: a time comes back as
+        # the same instant or is refused with a ValueError, never anything else.
+        try:
+            instant = when.astimezone(UTC)
+        except OverflowError:
+            with pytest.raises(ValueError, match=r"arrived_at .* out of range"):
+                entry_to_json(entry(arrived_at=when))
+            return
+        back = entry_from_json(json.loads(json.dumps(entry_to_json(entry(arrived_at=when)))))
+        assert back.arrived_at == instant
+        assert back.arrived_at.tzinfo is UTC
+
+    @pytest.mark.parametrize("field", TIME_FIELDS)
+    @pytest.mark.parametrize("when", BEYOND_UTC, ids=str)
+    def test_a_time_beyond_utc_is_refused_with_a_clear_error(
+        self, field: str, when: datetime
+    ) -> None:
+        with pytest.raises(ValueError, match=rf"{field} .* out of range in UTC"):
+            entry_to_json(entry("c1", **{field: when}))
+
+    @pytest.mark.parametrize(("when", "utc"), EDGES_OF_UTC, ids=str)
+    def test_the_first_and_last_instants_round_trip(self, when: datetime, utc: datetime) -> None:
+        line = json.dumps(entry_to_json(entry(arrived_at=when, ended_at=when)))
+        back = entry_from_json(json.loads(line))
+        assert (back.arrived_at, back.ended_at) == (utc, utc)
+        assert back.arrived_at.tzinfo is UTC
+
+    def test_a_line_with_a_time_beyond_utc_or_without_zone_is_unreadable(self) -> None:
+        # The writer only writes UTC; other times come from a hand-edited or
+        # foreign line. ValueError is what the replay skips as unreadable.
+        data = entry_to_json(entry())
+        with pytest.raises(ValueError, match=r"arrived_at .* out of range in UTC"):
+            entry_from_json({**data, "arrived_at": "0001-01-01T00:00:00+05:00"})
+        with pytest.raises(ValueError, match=r"ended_at .* no time zone"):
+            entry_from_json({**data, "ended_at": "2026-11-25T10:00:00"})
+        back = entry_from_json({**data, "queued_at": "2026-11-25T10:00:00+01:00"})
+        assert back.queued_at == datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+        assert back.queued_at is not None and back.queued_at.tzinfo is UTC
+
+    def test_an_entry_it_cannot_write_leaves_the_spool_as_it_was(self, tmp_path: Path) -> None:
+        spool = _Spool(tmp_path, 10)
+        spool.recover()
+        with pytest.raises(ValueError, match="out of range"):
+            spool.append([entry("fine"), entry("bad", arrived_at=BEYOND_UTC[0])])
+        assert list(tmp_path.iterdir()) == []
+        assert (spool.entries, spool.segments) == (0, [])
+        spool.append([entry("fine")])  # and it works on
+        written = spool.oldest()
+        assert written is not None
+        assert [e.call_id for e in written[1]] == ["fine"]
 
     def test_unknown_format_is_refused(self) -> None:
         data = entry_to_json(entry())
