@@ -6,16 +6,12 @@ import contextlib
 import json
 import os
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
-from pbxbridge.runtime.settings import SettingsError
-
-if TYPE_CHECKING:
-    pass
 from pbxbridge.cli import base
 from pbxbridge.cli.base import CONFIG_ENV, cli
+from pbxbridge.runtime.settings import SettingsError
 
 
 @cli.command()
@@ -39,9 +35,8 @@ def run(config: str, ari_url: str | None, http_bind: str | None) -> None:
     PBXBRIDGE_LOG_FORMAT); the ARI password from $CREDENTIALS_DIRECTORY/ari-password,
     PBXBRIDGE_ARI_PASSWORD_FILE or PBXBRIDGE_ARI_PASSWORD.
     """
-    import asyncio
-
     from pbxbridge.app import Daemon
+    from pbxbridge.runtime import loop
     from pbxbridge.runtime.logs import configure_logging
     from pbxbridge.runtime.settings import Settings
 
@@ -55,7 +50,7 @@ def run(config: str, ari_url: str | None, http_bind: str | None) -> None:
     except SettingsError as exc:
         base.fail(str(exc))
     configure_logging(settings.log_level, settings.log_format)
-    sys.exit(asyncio.run(Daemon(config, settings).run()))
+    sys.exit(loop.run(Daemon(config, settings).run(), event_loop=settings.event_loop))
 
 
 @cli.command()

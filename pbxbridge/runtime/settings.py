@@ -58,6 +58,8 @@ class Settings:
             ``PBXBRIDGE_DATABASE_URL``); empty: SQLite beside the state file.
         retention_days: Caller numbers are removed from the journal after this.
         agi_enabled: Run the FastAGI server (``AGI(agi://127.0.0.1:4574/route,...)``).
+        event_loop: ``uvloop`` (default) or ``asyncio`` (``PBXBRIDGE_EVENT_LOOP``):
+            which event loop runs the daemon (:mod:`pbxbridge.runtime.loop`).
         agi_host: FastAGI bind address (keep it on loopback).
         agi_port: FastAGI port (0: any free port, for tests). Not 4573:
             FreePBX runs its own FastAGI server there.
@@ -109,6 +111,7 @@ class Settings:
     web_secure_cookies: bool = False
     web_session_secret: str = field(default="", repr=False)
     web_trusted_proxies: tuple[str, ...] = ()
+    event_loop: str = "uvloop"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -134,6 +137,9 @@ class Settings:
         fmt = env.get("PBXBRIDGE_LOG_FORMAT", "json").lower()
         if fmt not in {"json", "console"}:
             raise SettingsError(f"PBXBRIDGE_LOG_FORMAT={fmt!r}: use json or console")
+        event_loop = env.get("PBXBRIDGE_EVENT_LOOP", "uvloop").strip().lower() or "uvloop"
+        if event_loop not in {"uvloop", "asyncio"}:
+            raise SettingsError(f"PBXBRIDGE_EVENT_LOOP={event_loop!r}: use uvloop or asyncio")
         return cls(
             ari_url=env.get("PBXBRIDGE_ARI_URL", cls.ari_url).rstrip("/"),
             ari_user=env.get("PBXBRIDGE_ARI_USER", cls.ari_user),
@@ -163,6 +169,7 @@ class Settings:
             web_secure_cookies=_flag(env, "PBXBRIDGE_WEB_SECURE_COOKIES", default=False),
             web_session_secret=read_secret("web-session", env),
             web_trusted_proxies=_networks(env, "PBXBRIDGE_WEB_TRUSTED_PROXIES"),
+            event_loop=event_loop,
         )
 
 
