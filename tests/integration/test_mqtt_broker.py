@@ -577,3 +577,37 @@ async def test_watch_subscriber_resumes_after_a_broker_restart_and_closes_cleanl
         await watcher
     # Closing the iterator stopped its reconnect loop: no task is left behind.
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "mqtt-subscriber"]
+
+
+async def test_a_burst_goes_out_in_order_without_nagle_and_leaves_no_writer(
+    make_broker: Callable[..., MosquittoBroker],
+    collectors: list[Collector],
+) -> None:
+    """The connection writes paho's packets itself (transport._DirectWrites).
+
+    500 pops handed over in one turn of the loop all reach a subscriber in
+    order and are acknowledged; the socket has Nagle's algorithm off; and once
+    everything is written the socket is not left registered for writing (a
+    registered, always-writable socket would spin the loop).
+    """
+    import socket
+
+    from pbxbridge.adapters.mqtt.transport import connect_aiomqtt
+
+    broker = make_broker()
+    agent = await started(Collector(broker, "pbxbridge/v1/#"), collectors)
+    settings = publisher_settings(broker)
+    async with connect_aiomqtt(settings) as connection:
+        client = connection._client  # type: ignore[attr-defined]
+        sock = client._client.socket()
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        sent = [
+            connection.send(f"pbxbridge/v1/agents/a/{i}", str(i).encode(), 1, None)
+            for i in range(500)
+        ]
+        async with asyncio.timeout(10):
+            await asyncio.gather(*sent)
+        await until(lambda: len(agent.messages) == 500, what="all 500 messages")
+        assert [m.payload for m in agent.messages] == [str(i).encode() for i in range(500)]
+        loop = asyncio.get_running_loop()
+        assert not loop.remove_writer(sock.fileno())  # nothing was left registered
