@@ -22,7 +22,7 @@ target_option = click.option(
     "target_text",
     default=erlang.DEFAULT_TARGET,
     show_default=True,
-    help="PERCENT/SECONDS answered within.",
+    help="PERCENT/SECONDS answered within (80/20, 80%/20s, 82,5/15; 80 alone: within 20 s).",
 )
 """``--target`` of every command that staffs (``staffing``, ``forecast``)."""
 

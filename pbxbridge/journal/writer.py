@@ -73,7 +73,7 @@ class WriterStats:
     Attributes:
         submitted: Entries accepted by :meth:`JournalWriter.submit`.
         coalesced: Accepted entries that replaced a pending one of the same call.
-        refused: Entries not accepted (naive times, not an entry, or after close).
+        refused: Entries not accepted (naive or out-of-range times, not an entry, or after close).
         written: Entries written to the database directly.
         spooled: Entries appended to the spool.
         replayed: Entries written to the database from the spool.
@@ -187,8 +187,9 @@ class JournalWriter:
             entry: A call's current state.
 
         Returns:
-            Whether it was accepted (``False``: naive times, or the writer is
-            closing; both are logged and counted as ``refused``).
+            Whether it was accepted (``False``: naive times or times out of
+            range in UTC, or the writer is closing; logged and counted as
+            ``refused``).
         """
         try:
             if self._closing or not _valid(entry):
@@ -222,7 +223,7 @@ class JournalWriter:
             log.warning(
                 "journal.entry_refused",
                 call_id=getattr(entry, "call_id", None),
-                why="closing" if self._closing else "naive time",
+                why="closing" if self._closing else "naive time or out of range in UTC",
                 refused=count,
             )
 
