@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from pbxbridge.adapters.mqtt import MqttSettings
-from pbxbridge.adapters.mqtt.transport import _AiomqttConnection
+from pbxbridge.adapters.mqtt.transport import _AiomqttConnection, _merge_queued
 
 
 @dataclass
@@ -144,3 +144,60 @@ class TestAiomqttConnection:
         sent = conn.send("p/a", b"1", 0, None)
         assert sent.result() is None
         assert client._pending_publishes == {}
+
+
+class _Queue:
+    """paho's send queue as _merge_queued reads it (``_out_packet``)."""
+
+    def __init__(self, *packets: dict[str, Any]) -> None:
+        import collections
+
+        self._out_packet: collections.deque[dict[str, Any]] = collections.deque(packets)
+
+
+def _packet(
+    command: int, data: bytes, *, qos: int = 1, pos: int = 0, mid: int = 1
+) -> dict[str, Any]:
+    return {
+        "command": command,
+        "mid": mid,
+        "qos": qos,
+        "pos": pos,
+        "to_process": len(data) - pos,
+        "packet": data,
+        "info": None,
+    }
+
+
+class TestMergeQueued:
+    PUBLISH = mqtt.PUBLISH | 0x02  # QoS 1 flags, as paho builds the command byte
+
+    def test_qos1_publishes_become_one_packet_in_order(self) -> None:
+        queue = _Queue(_packet(self.PUBLISH, b"aa", mid=1), _packet(self.PUBLISH, b"bbb", mid=2))
+        _merge_queued(queue)  # type: ignore[arg-type]
+        assert len(queue._out_packet) == 1
+        merged = queue._out_packet[0]
+        assert (merged["packet"], merged["pos"], merged["to_process"]) == (b"aabbb", 0, 5)
+        assert (merged["command"] & 0xF0, merged["qos"]) == (mqtt.PUBLISH, 1)
+
+    def test_a_partly_written_head_adds_only_its_rest(self) -> None:
+        queue = _Queue(_packet(self.PUBLISH, b"xxyy", pos=2), _packet(mqtt.PINGREQ, b"p", qos=0))
+        _merge_queued(queue)  # type: ignore[arg-type]
+        assert [p["packet"] for p in queue._out_packet] == [b"yyp"]
+
+    def test_qos0_publish_and_disconnect_end_the_run(self) -> None:
+        qos0 = _packet(mqtt.PUBLISH, b"q0", qos=0)
+        disconnect = _packet(mqtt.DISCONNECT, b"d", qos=0)
+        queue = _Queue(_packet(self.PUBLISH, b"a"), _packet(self.PUBLISH, b"b"), qos0, disconnect)
+        _merge_queued(queue)  # type: ignore[arg-type]
+        assert [p["packet"] for p in queue._out_packet] == [b"ab", b"q0", b"d"]
+        assert queue._out_packet[1] is qos0 and queue._out_packet[2] is disconnect
+
+    def test_nothing_to_merge_leaves_the_queue_alone(self) -> None:
+        lone = _packet(self.PUBLISH, b"a")
+        first_special = _Queue(_packet(mqtt.DISCONNECT, b"d", qos=0), _packet(self.PUBLISH, b"b"))
+        queue = _Queue(lone)
+        _merge_queued(queue)  # type: ignore[arg-type]
+        _merge_queued(first_special)  # type: ignore[arg-type]
+        assert list(queue._out_packet) == [lone]
+        assert [p["packet"] for p in first_special._out_packet] == [b"d", b"b"]

@@ -20,6 +20,7 @@ import aiomqtt
 import paho.mqtt.client as mqtt
 import structlog
 from aiomqtt.exceptions import MqttCodeError, MqttConnectError
+from paho.mqtt.client import DISCONNECT, PUBLISH
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -48,6 +49,10 @@ log = structlog.get_logger(__name__)
 _AUTH_CODES: Final = frozenset({4, 5, 134, 135})
 # Distinct expiry intervals whose PUBLISH properties one connection keeps.
 _MAX_CACHED_PROPERTIES: Final = 256
+# Shortest time between two writes to the broker under load (see _DirectWrites):
+# far below what a person notices on a screen pop (benchmarks/screenpop_latency.py
+# allows p99 50 ms), long enough for pops of a busy minute to share a segment.
+_MIN_FLUSH_GAP_S: Final = 0.003
 
 
 class MqttConnection(Protocol):
@@ -296,6 +301,13 @@ class _DirectWrites:
     loop are written at its end (``call_soon``), straight away; only a socket
     that cannot take them all (a slow broker) is watched for writability.
 
+    Packets queued together go out in one ``send()``: on loopback most of a
+    message's CPU is that system call (the kernel delivers the segment to the
+    broker in the sender's time). Under load, a flush within
+    :data:`_MIN_FLUSH_GAP_S` of the previous one waits for the rest of that
+    gap, so pops a few milliseconds apart share a segment; a lone pop is
+    written in the same turn of the loop.
+
     Also switches Nagle's algorithm off (TCP): a pop queued while the previous
     one is not yet acknowledged by TCP would otherwise wait for that ACK, which
     a broker with delayed ACKs sends up to 40 ms late.
@@ -307,6 +319,7 @@ class _DirectWrites:
         self._loop = loop
         self._scheduled = False
         self._watched: int | None = None
+        self._last_flush = -_MIN_FLUSH_GAP_S
 
     @classmethod
     def install(cls, client: aiomqtt.Client) -> None:
@@ -330,10 +343,14 @@ class _DirectWrites:
             on_loop = asyncio.get_running_loop() is self._loop
         except RuntimeError:  # another thread: never the case after the connect
             on_loop = False
-        if on_loop:
-            self._loop.call_soon(self._flush)
-        else:
+        if not on_loop:
             self._loop.call_soon_threadsafe(self._flush)
+            return
+        due = self._last_flush + _MIN_FLUSH_GAP_S
+        if due > self._loop.time():
+            self._loop.call_at(due, self._flush)
+        else:
+            self._loop.call_soon(self._flush)
 
     def _unregister(self, _paho: object, _userdata: object, _sock: object) -> None:
         if self._watched is not None:
@@ -342,6 +359,8 @@ class _DirectWrites:
 
     def _flush(self) -> None:
         self._scheduled = False
+        self._last_flush = self._loop.time()
+        _merge_queued(self._paho)
         self._write()
         sock = self._paho.socket()
         if self._paho.want_write() and self._watched is None and sock is not None:
@@ -356,6 +375,46 @@ class _DirectWrites:
             disconnected = self._client._disconnected
             if not disconnected.done():
                 disconnected.set_exception(exc)
+
+
+def _merge_queued(paho: mqtt.Client) -> None:
+    """Join the packets paho has queued into one, so that one ``send()`` writes them.
+
+    paho writes its queue one ``send()`` per packet (``_packet_write``). After
+    writing a packet it acts only on two kinds: a QoS 0 PUBLISH (its
+    ``on_publish``) and a DISCONNECT (closes the socket). Every other packet
+    (QoS 1 PUBLISH, PUBACK, PINGREQ ...) is done once its bytes are out: its
+    acknowledgement is tracked by message id elsewhere. So a run of such
+    packets at the head of the queue is merged into one entry of the first
+    one's kind; the two special kinds, and what follows them, stay as they are.
+    A partly written head packet contributes only its unwritten bytes.
+    """
+    queue = paho._out_packet
+    if len(queue) < 2:
+        return
+    run = []
+    for packet in queue:
+        kind = packet["command"] & 0xF0
+        if kind == DISCONNECT or (kind == PUBLISH and packet["qos"] == 0):
+            break
+        run.append(packet)
+    if len(run) < 2:
+        return
+    data = b"".join(bytes(packet["packet"][packet["pos"] :]) for packet in run)
+    for _ in run:
+        queue.popleft()
+    first = run[0]
+    queue.appendleft(
+        {
+            "command": first["command"],
+            "mid": first["mid"],
+            "qos": first["qos"],
+            "pos": 0,
+            "to_process": len(data),
+            "packet": data,
+            "info": first["info"],
+        }
+    )
 
 
 def _close_socket(client: aiomqtt.Client) -> None:
