@@ -10,12 +10,20 @@
 # every run (hashed with `pbxbridge agent-password`), printed below with the
 # URL to open. PBXBRIDGE_AGENTS_FILE set beforehand is used as it is.
 #
-# Then, in another shell, place a call to Wardenburg's number:
+# Then, in another shell (this script prints what to type: the same PATH and
+# state directory as the daemon, so `pbxbridge override ...` reaches it), place
+# a call to Wardenburg's number:
 #   .venv/bin/python -m tests.testbed call --did 044077300 --caller 04407123456
 # and watch it pop on agent1's page, the daemon's log line "call.routed" and
-# `curl -s 127.0.0.1:8090/healthz`. The supervisor page is at
-# http://127.0.0.1:8090/supervisor/ (sign in with the demo supervisor login
-# printed below).
+# `curl -s 127.0.0.1:8090/healthz`. Wardenburg is open Mon-Fri 07:00-18:00
+# (Europe/Berlin); at other times the call takes its closed handling and pops
+# nowhere: the script says so and prints the override that opens it for an
+# hour. The supervisor page is at http://127.0.0.1:8090/supervisor/ (sign in
+# with the demo supervisor login printed below).
+#
+# The test bed is one per machine: this script holds its lock
+# (/tmp/pbxbridge-testbed.lock) until it ends, waiting first while a test
+# session or benchmark holds it; a test session started meanwhile waits for it.
 #
 # Virtual hold ("Rückruf statt Warten", docs/virtual-hold.md): stop this daemon
 # (Ctrl-C), then
@@ -26,6 +34,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
+
+# -- test bed lock (tests/unit/test_testbed_cli.py runs this block alone) --
+# Held on fd 9 until this script and what it started (daemon, agent phones)
+# end: without it a test session or benchmark restarts Asterisk under the
+# daemon, and the daemon's Stasis app takes their calls. `up` is told which
+# descriptor holds it (opening the file again would collide with it).
+testbed_lock=${PBXBRIDGE_TESTBED_LOCK:-/tmp/pbxbridge-testbed.lock}
+exec 9>>"$testbed_lock"
+if ! flock -n 9; then
+    printf 'run.sh: waiting for the test bed lock %s (a test session or benchmark is using Asterisk)\n' \
+        "$testbed_lock" >&2
+    flock 9
+fi
+export PBXBRIDGE_TESTBED_LOCK_FD=9
+# -- end test bed lock --
 info=$(python -m tests.testbed up)
 export PBXBRIDGE_ARI_URL=$(printf "%s" "$info" | python -c "import json,sys; print(json.load(sys.stdin)['ari_url'].removesuffix('/ari'))")
 export PBXBRIDGE_ARI_USER=$(printf '%s' "$info" | python -c 'import json,sys; print(json.load(sys.stdin)["ari_user"])')
@@ -77,6 +100,26 @@ else
         "$PBXBRIDGE_AGENTS_FILE"
 fi
 # -- end demo logins --
+
+# -- next steps (tests/unit/test_testbed_cli.py runs this block alone) --
+# What to type in another shell. STATE_DIRECTORY must be the daemon's: a plain
+# shell's `pbxbridge override set -c config/routing.yaml` writes beside the
+# rules (config/var/) and the daemon never sees it.
+demo_call="python -m tests.testbed call --did 044077300 --caller 04407123456"
+printf 'In another shell:\n  cd %q && export PATH="$PWD/.venv/bin:$PATH" STATE_DIRECTORY=%q\n' \
+    "$PWD" "$STATE_DIRECTORY"
+printf '  %s\n  pbxbridge watch --count 2\n  curl -s %s/healthz\n' "$demo_call" "$http_bind"
+# The call reaches agent1 only while Wardenburg is open; outside its hours it
+# ends in the closed handling, with no pop, and `call` still says successful=1.
+demo_action=$(pbxbridge explain -c config/routing.yaml --did 044077300 --caller 04407123456 --json |
+    python -c 'import json,sys; print(json.load(sys.stdin)["action"])')
+if [ "$demo_action" != queue ]; then
+    printf '  Wardenburg is not open now (the call would be "%s", no pop); open it for an hour first:\n' \
+        "$demo_action"
+    printf '  pbxbridge override set -c config/routing.yaml --tenant wardenburg --open --reason Demo --for 1h\n'
+fi
+printf '\n'
+# -- end next steps --
 python -m tests.testbed agents &
 agents=$!
 trap 'kill $agents 2>/dev/null || true' EXIT

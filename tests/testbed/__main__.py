@@ -12,7 +12,10 @@ Usage::
     python -m tests.testbed vhold-demo              # a caller takes the callback (virtual hold)
 
 The chroot location comes from ``PBXBRIDGE_TESTBED_ROOT`` (default
-``/var/cache/pbxbridge/testbed-sid``).
+``/var/cache/pbxbridge/testbed-sid``). ``up``, ``down`` and ``vhold-demo`` take
+the test bed's lock (:mod:`tests.testbed.lock`) and refuse while someone else
+holds it; a caller that holds it already (``scripts/run.sh``, for as long as its
+daemon runs) names the inherited descriptor in ``PBXBRIDGE_TESTBED_LOCK_FD``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import os
 import signal
 import sys
 import time
@@ -28,6 +32,46 @@ from tests.testbed.chroot import TestbedError
 from tests.testbed.lock import lock_path
 from tests.testbed.sipp import SippAgent, place_calls
 from tests.testbed.testbed import Testbed
+
+#: Names a descriptor, inherited from the caller, that holds the test bed lock.
+LOCK_FD_ENV = "PBXBRIDGE_TESTBED_LOCK_FD"
+
+
+def take_lock() -> tuple[object, str | None]:
+    """Take the test bed lock without waiting, for as long as this process runs.
+
+    Returns:
+        What keeps the lock (keep a reference until the end) and ``None``, or
+        ``None`` and why the lock cannot be had.
+    """
+    path = lock_path()
+    inherited = os.environ.get(LOCK_FD_ENV, "")
+    if inherited:
+        # A parent that holds the lock (scripts/run.sh) passes its descriptor:
+        # flock on the same open file succeeds, where opening the file again
+        # would collide with the parent's own lock.
+        try:
+            fd = int(inherited)
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except (ValueError, OSError) as exc:
+            return None, f"{LOCK_FD_ENV}={inherited!r} is not an open descriptor of {path}: {exc}"
+        if not same:
+            return None, f"{LOCK_FD_ENV}={inherited!r} is not an open descriptor of {path}"
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None, f"the test bed is in use: {LOCK_FD_ENV}={fd} does not hold {path}"
+        return fd, None
+    lock = path.open("w")  # held (open) until the process ends
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None, (
+            f"the test bed is in use (lock {path}: a test session, a benchmark or "
+            "scripts/run.sh's daemon); try again when it has ended"
+        )
+    return lock, None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,11 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in {"up", "down", "vhold-demo"}:
         # pytest sessions and benchmarks hold this lock while they use Asterisk;
         # restarting it under them would fail their calls.
-        lock = lock_path().open("w")  # held (open) until the process ends
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print("error: the test bed is in use by a test session or benchmark", file=sys.stderr)
+        _lock, refused = take_lock()  # _lock keeps it held until the process ends
+        if refused:
+            print(f"error: {refused}", file=sys.stderr)
             return 1
     try:
         if args.command == "ensure":
