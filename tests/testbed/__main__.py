@@ -148,7 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "vhold-demo":
             from tests.testbed import vhold_demo
 
-            return vhold_demo.run(tb)
+            status = vhold_demo.run(tb)
+            # The demo's daemon has stopped, its Asterisk has not.
+            print(
+                "Asterisk keeps running: `.venv/bin/python -m tests.testbed down` stops it",
+                file=sys.stderr,
+            )
+            return status
         elif args.command == "call":
             result = place_calls(
                 args.did,

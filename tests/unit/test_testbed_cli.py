@@ -226,3 +226,16 @@ def test_run_sh_next_steps_reach_the_daemons_state(tmp_path: Path) -> None:
 def test_printed_shell_has_the_venv_commands(tmp_path: Path) -> None:
     done = in_printed_shell(next_steps(tmp_path / "var"), "command -v pbxbridge python")
     assert done.stdout.splitlines() == [str(VENV_BIN / "pbxbridge"), str(VENV_BIN / "python")]
+
+
+def test_vhold_demo_says_how_to_stop_asterisk(
+    lock_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The demo brings Asterisk up and leaves it running; a newcomer is told
+    # how to stop it. The demo itself is replaced (it needs the real test bed).
+    from tests.testbed import __main__ as cli
+    from tests.testbed import vhold_demo
+
+    monkeypatch.setattr(vhold_demo, "run", lambda tb: 1)
+    assert cli.main(["vhold-demo"]) == 1  # the demo's own status
+    assert "python -m tests.testbed down` stops it" in capsys.readouterr().err
