@@ -59,7 +59,8 @@ The test bed is exclusive per machine: the run holds the pytest sessions' lock
 (SIGTERM included).
 
 Usage: ``python benchmarks/asterisk_load.py [--rate 50] [--seconds 60] [--blocks 1]
-[--agents ring|instant] [--whisper none|missing] [--daemon routing|full] [--keep]``
+[--agents ring|instant] [--whisper none|missing] [--daemon routing|full]
+[--mqtt tcp|unix] [--keep]``
 (root: the test bed needs ``chroot``). The last line of output is JSON with
 ``failed_calls`` (pure + ARI) and ``agi_failed_calls``, p50/p95/p99 INVITE -> 200 OK
 of the three paths, ``p95_ratio`` / ``p95_extra_ms`` (ARI over pure),
@@ -90,6 +91,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.integration.daemon import TEST_RULES, DaemonProcess, install_test_sound
+from tests.mosquitto import MosquittoBroker
 from tests.testbed.bench import (
     asterisk_pid,
     bench_config,
@@ -389,13 +391,16 @@ def _tcp_open(host: str, port: int) -> bool:
         return False
 
 
-def daemon_env_for(mode: str, tb: Testbed) -> tuple[dict[str, str], list[str]]:
+def daemon_env_for(
+    mode: str, tb: Testbed, unix_socket: str | None = None
+) -> tuple[dict[str, str], list[str]]:
     """The daemon's extra environment and the features it runs with.
 
     ``routing``: ARI routing only; AMI (queue following) and MQTT (screen pops)
     off, so the figure does not depend on a broker happening to run here.
     ``full``: also AMI, logged in to the test bed, and MQTT when a broker answers
-    at ``PBXBRIDGE_MQTT_HOST``/``PBXBRIDGE_MQTT_PORT`` (default 127.0.0.1:1883).
+    at ``PBXBRIDGE_MQTT_HOST``/``PBXBRIDGE_MQTT_PORT`` (default 127.0.0.1:1883),
+    or over ``unix_socket`` (``--mqtt unix``: a private mosquitto's socket).
     """
     # The shared secret the test bed's [pbxbridge-agi] passes: the AGI path is
     # measured as deployed, with its session check.
@@ -410,6 +415,9 @@ def daemon_env_for(mode: str, tb: Testbed) -> tuple[dict[str, str], list[str]]:
         PBXBRIDGE_AMI_USER=tb.ami_user,
         PBXBRIDGE_AMI_PASSWORD=tb.ami_password,
     )
+    if unix_socket is not None:
+        env.update(PBXBRIDGE_MQTT_ENABLED="yes", PBXBRIDGE_MQTT_HOST=f"unix:{unix_socket}")
+        return env, ["ari", "ami", "mqtt-unix"]
     host = os.environ.get("PBXBRIDGE_MQTT_HOST") or "127.0.0.1"
     port = int(os.environ.get("PBXBRIDGE_MQTT_PORT") or 1883)
     if _tcp_open(host, port):
@@ -508,12 +516,19 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     agent_dirs: list[Path] = []
     connections: dict[str, str] = {}
     features: list[str] = []
+    broker: MosquittoBroker | None = None
     try:
+        if args.daemon == "full" and args.mqtt == "unix":
+            # A private broker: the machine's own has no Unix socket listener.
+            broker = MosquittoBroker(workdir / "mosquitto", unix_socket=True)
+            broker.start()
         tb.up()
         install_test_sound(tb)  # other tenants of TEST_RULES refer to it
         agents = start_agents(args, tb)
         (workdir / "daemon").mkdir()
-        daemon_env, features = daemon_env_for(args.daemon, tb)
+        daemon_env, features = daemon_env_for(
+            args.daemon, tb, broker.socket_path if broker is not None else None
+        )
         daemon = DaemonProcess(
             tb, workdir / "daemon", rules=bench_rules(args.whisper), extra_env=daemon_env
         )
@@ -544,6 +559,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             daemon.stop()
         stop_own_sipp_children(say)
         tb.down()
+        if broker is not None:
+            broker.stop()
     legs = agent_legs(agent_dirs)
     res = summarise(
         args,
@@ -820,6 +837,13 @@ def main() -> int:
         choices=("routing", "full"),
         default="routing",
         help="routing: ARI and AGI only (default); full: also AMI and MQTT",
+    )
+    parser.add_argument(
+        "--mqtt",
+        choices=("tcp", "unix"),
+        default="tcp",
+        help="with --daemon full: tcp: the broker at PBXBRIDGE_MQTT_HOST/PORT (default "
+        "127.0.0.1:1883); unix: a private mosquitto over its Unix socket",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the work directory (sipp traces, daemon log)"

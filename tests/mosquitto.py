@@ -216,6 +216,7 @@ class MosquittoBroker:
         persistence: Keep sessions, subscriptions and queued QoS 1 messages of
             persistent clients (``clean_session=False``) across a stop/start.
         port: Fixed port (default: a free one, kept across restarts).
+        unix_socket: Also listen on a Unix domain socket (``socket_path``).
     """
 
     def __init__(
@@ -227,6 +228,7 @@ class MosquittoBroker:
         tls: bool = False,
         persistence: bool = False,
         port: int | None = None,
+        unix_socket: bool = False,
     ) -> None:
         if not mosquitto_available():
             raise MosquittoError(f"{MOSQUITTO} is not installed")
@@ -240,6 +242,7 @@ class MosquittoBroker:
         self.config_file = directory / "mosquitto.conf"
         self.tls_files: TlsFiles | None = make_pki(directory / "pki") if tls else None
         self.persistence = persistence
+        self.socket_path = str(directory / "mqtt.sock") if unix_socket else None
         self._process: subprocess.Popen[bytes] | None = None
         self._write_config(users, acl_file)
 
@@ -260,6 +263,8 @@ class MosquittoBroker:
             "per_listener_settings false",
             f"listener {self.port} {self.host}",
         ]
+        if self.socket_path is not None:
+            lines.append(f"listener 0 {self.socket_path}")
         if users:
             password_file = self.directory / "passwd"
             make_password_file(password_file, users)

@@ -624,3 +624,24 @@ async def test_a_burst_goes_out_in_order_without_nagle_and_leaves_no_writer(
         assert 1 <= len(writes) <= 100, writes
         loop = asyncio.get_running_loop()
         assert not loop.remove_writer(sock.fileno())  # nothing was left registered
+
+
+async def test_publisher_over_the_brokers_unix_socket(
+    make_broker: Callable[..., MosquittoBroker],
+    make_publisher: Callable[[MqttSettings], MqttPublisher],
+    collectors: list[Collector],
+) -> None:
+    """``host: unix:/path``: the pops go over the Unix socket, subscribers see them over TCP."""
+    broker = make_broker(unix_socket=True)
+    assert broker.socket_path is not None
+    agent = await started(Collector(broker, "pbxbridge/v1/#"), collectors)
+    settings = publisher_settings(broker, host=f"unix:{broker.socket_path}", port=None)
+    publisher = make_publisher(settings)
+
+    for i in range(3):
+        publisher.publish("agents/agent1/pop", f"pop {i}".encode(), kind="ringing")
+
+    await until(lambda: len(agent.messages) == 3, what="three pops")
+    await until(lambda: publisher.status().published == 3, what="their PUBACKs")
+    assert [m.payload for m in agent.messages] == [b"pop 0", b"pop 1", b"pop 2"]
+    assert publisher.status().connected

@@ -522,6 +522,9 @@ def test_password_is_never_shown() -> None:
         {"port": 70000},
         {"backoff_initial": 5.0, "backoff_max": 1.0},
         {"connect_timeout": 0.0},
+        {"host": "unix:run/mqtt.sock"},  # relative socket path
+        {"host": "unix:/run/mqtt.sock", "tls": True},
+        {"host": "unix:/run/mqtt.sock", "port": 1883},
     ],
 )
 def test_invalid_settings_are_refused(overrides: dict[str, object]) -> None:
@@ -533,6 +536,15 @@ def test_default_port_follows_tls() -> None:
     assert make_settings().effective_port == 1883
     assert make_settings(tls=True).effective_port == 8883
     assert make_settings(tls=True, port=18883).effective_port == 18883
+
+
+def test_unix_socket_host_names_its_path() -> None:
+    assert make_settings(host="unix:/run/mosquitto/mqtt.sock").unix_path == (
+        "/run/mosquitto/mqtt.sock"
+    )
+    assert make_settings(host="broker.local").unix_path is None
+    env = {"PBXBRIDGE_MQTT_HOST": "unix:/run/mosquitto/mqtt.sock"}
+    assert MqttSettings.from_env(env).unix_path == "/run/mosquitto/mqtt.sock"
 
 
 def test_default_client_ids_differ_per_process_and_host() -> None:

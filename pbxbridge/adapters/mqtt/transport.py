@@ -143,9 +143,11 @@ async def _client(settings: MqttSettings, *, identifier: str) -> aiomqtt.Client:
         # so renewed certificates are picked up at the next reconnect.
         tls_context = await asyncio.to_thread(build_tls_context, settings)
     v5 = settings.mqtt_version == "5"
+    unix_path = settings.unix_path
     client = aiomqtt.Client(
-        settings.host,
-        settings.effective_port,
+        unix_path or settings.host,
+        settings.effective_port,  # paho checks it even for a socket path
+        transport="unix" if unix_path else "tcp",
         username=settings.username,
         password=settings.password,
         identifier=identifier,
