@@ -23,6 +23,7 @@ relative, so the page also works behind a reverse proxy under a path prefix.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import secrets
@@ -30,6 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote
 
 import structlog
 from aiohttp import web
@@ -39,6 +41,7 @@ from pbxbridge.web import sse, views
 from pbxbridge.web.agents import AgentsFile
 from pbxbridge.web.config import MIN_SESSION_SECRET_CHARS, WebConfig, client_address, networks
 from pbxbridge.web.desk import AgentDesk, DeskError
+from pbxbridge.web.destination import after_sign_in, checked, sign_in_location
 from pbxbridge.web.i18n import format_local, label, language, script_labels
 from pbxbridge.web.passwords import ScryptHash, dummy_hash, verify_password
 from pbxbridge.web.render import EMPTY, Markup, join, render, script_json, tag
@@ -358,9 +361,14 @@ class AgentPage:
         status: int = 200,
         agent: str = "",
         retry_after: int | None = None,
+        next_page: str | None = None,
     ) -> web.Response:
         lang = self._lang(request)
         nonce = self.sessions.new_login_nonce()
+        other = "en" if lang == "de" else "de"
+        # The page asked for before signing in (already checked) survives a
+        # failed attempt and the language switch.
+        carry = f"&next={quote(next_page, safe='/')}" if next_page else ""
         main = Markup(
             render(
                 "login.html",
@@ -370,8 +378,12 @@ class AgentPage:
                 password_label=label(lang, "password"),
                 submit=label(lang, "sign_in"),
                 csrf=self.sessions.login_token(nonce),
+                next=tag("input", type="hidden", name="next", value=next_page)
+                if next_page
+                else EMPTY,
                 agent=agent,
-                other_lang="en" if lang == "de" else "de",
+                other_lang=other,
+                other_href=f"?lang={other}{carry}",
                 other_label=label(lang, "lang_other"),
             )
         )
@@ -388,16 +400,21 @@ class AgentPage:
         return response
 
     async def login_page(self, request: web.Request) -> web.StreamResponse:
-        """The sign-in form."""
-        if self._session(request) is not None:
-            return self._redirect(request, "./")
+        """The sign-in form (``?next=`` names the page to return to afterwards)."""
+        next_page = checked(request.query.get("next"))
+        session = self._session(request)
+        if session is not None:
+            return self._redirect(
+                request, after_sign_in(next_page, supervisor=session.agent.supervisor)
+            )
         lang = self._lang(request)
+        form = functools.partial(self._login_form, request, next_page=next_page)
         note = ""
         if request.query.get("bye"):
             note = label(lang, "signed_out")
         elif self.agents.error and not self.agents.loaded:
-            return self._login_form(request, message=label(lang, "login_unavailable"), status=503)
-        return self._login_form(request, message=note, kind="info")
+            return form(message=label(lang, "login_unavailable"), status=503)
+        return form(message=note, kind="info")
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         """Check the sign-in form; set the session cookie."""
@@ -407,15 +424,13 @@ class AgentPage:
             return self._login_form(request, message=label(lang, "err_too_large"), status=413)
         agent_id = _field(form, "agent").strip()[:64]
         password = _field(form, "password")
+        next_page = checked(_field(form, "next"))
+        again = functools.partial(self._login_form, request, agent=agent_id, next_page=next_page)
         if not self.sessions.login_ok(request.cookies.get(LOGIN_COOKIE), _field(form, "csrf")):
             log.warning("web.csrf_refused", path=request.path, address=self._address(request))
-            return self._login_form(
-                request, message=label(lang, "csrf_failed"), status=403, agent=agent_id
-            )
+            return again(message=label(lang, "csrf_failed"), status=403)
         if not agent_id or not password:
-            return self._login_form(
-                request, message=label(lang, "login_missing"), status=400, agent=agent_id
-            )
+            return again(message=label(lang, "login_missing"), status=400)
         address = self._address(request)
         # Counted before any await: concurrent attempts see each other.
         attempt = self.limiter.begin(agent_id, address)
@@ -423,28 +438,20 @@ class AgentPage:
             wait = self.limiter.retry_after(agent_id, address)
             minutes = max(1, int(wait // 60 + (1 if wait % 60 else 0)))
             log.warning("web.sign_in_locked", agent=agent_id, address=address)
-            return self._login_form(
-                request,
+            return again(
                 message=label(lang, "login_locked", minutes=minutes),
                 status=429,
-                agent=agent_id,
                 retry_after=int(wait) + 1,
             )
         if self._verifying >= MAX_PARALLEL_VERIFY + MAX_WAITING_VERIFY:
             self.limiter.cancel(attempt)  # not judged: not a failure
             self.busy_refusals += 1
             log.warning("web.sign_in_busy", agent=agent_id, address=address)
-            return self._login_form(
-                request,
-                message=label(lang, "login_busy"),
-                status=503,
-                agent=agent_id,
-                retry_after=BUSY_RETRY_S,
-            )
-        return await self._verify(request, attempt, password)
+            return again(message=label(lang, "login_busy"), status=503, retry_after=BUSY_RETRY_S)
+        return await self._verify(request, attempt, password, next_page)
 
     async def _verify(
-        self, request: web.Request, attempt: Attempt, password: str
+        self, request: web.Request, attempt: Attempt, password: str, next_page: str | None
     ) -> web.StreamResponse:
         lang = self._lang(request)
         agent_id, address = attempt.agent, attempt.address
@@ -465,13 +472,17 @@ class AgentPage:
             if delay > 0:
                 await asyncio.sleep(delay)
             return self._login_form(
-                request, message=label(lang, "login_failed"), status=401, agent=agent_id
+                request,
+                message=label(lang, "login_failed"),
+                status=401,
+                agent=agent_id,
+                next_page=next_page,
             )
         self.limiter.succeeded(attempt)
         session = self.sessions.issue(agent)
         self.sign_ins += 1
         log.info("web.signed_in", agent=agent.id, address=address)
-        response = self._redirect(request, "./")
+        response = self._redirect(request, after_sign_in(next_page, supervisor=agent.supervisor))
         self._cookie(response, self.cookie_name, session.token)
         response.del_cookie(LOGIN_COOKIE, path="/")
         return response
@@ -572,7 +583,9 @@ class AgentPage:
         """Open callbacks of a tenant (or all): overdue, due today, later."""
         session = self._session(request)
         if session is None:
-            return self._redirect(request, "login")
+            return self._redirect(
+                request, sign_in_location("login", request.path, request.query_string)
+            )
         message = label(self._lang(request), "done_ok") if request.query.get("done") else ""
         return await self._callbacks(request, session, message=message, kind="info")
 

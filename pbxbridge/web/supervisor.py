@@ -10,9 +10,10 @@
 
 Sign-in, sessions, CSRF (the sign-out form), the security headers and the
 static files are the agent page's (:class:`~pbxbridge.web.server.AgentPage`):
-one copy of each. Not signed in: to the agent page's sign-in form. The
-wallboard needs no session: its URL carries a secret token (credential
-``wallboard-password``); a wrong or unconfigured token is a plain 404.
+one copy of each. Not signed in: to the agent page's sign-in form, which
+returns a supervisor to the board afterwards. The wallboard needs no session:
+its URL carries a secret token (credential ``wallboard-password``); a wrong or
+unconfigured token is a plain 404.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import structlog
 from aiohttp import web
 
 from pbxbridge.web import sse
+from pbxbridge.web.destination import sign_in_location
 from pbxbridge.web.i18n import label, script_labels
 from pbxbridge.web.render import Markup, join, render, script_json, tag
 from pbxbridge.web.server import AgentPage, security_headers
@@ -80,7 +82,9 @@ class SupervisorPage:
         """The session if it is a supervisor's, else the answer to give instead."""
         session = self.page._session(request)
         if session is None:
-            return None, self.page._redirect(request, "../agent/login")
+            # The sign-in comes back here (supervisors; agents go to the desk).
+            where = sign_in_location("../agent/login", request.path, request.query_string)
+            return None, self.page._redirect(request, where)
         if not session.agent.supervisor:
             self.refused += 1
             log.warning("supervisor.refused", agent=session.agent.id, path=request.path)

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from pbxbridge.tracking.agents_board import AgentBoard
 from pbxbridge.tracking.call_board import CallBoard
@@ -26,7 +28,14 @@ from pbxbridge.web.supervisor_view import render_board
 from tests.unit.test_call_board import call
 from tests.unit.test_web_desk import Bench, Clock, example_rules, local
 from tests.unit.test_web_hardening import run_sh_demo_logins
-from tests.unit.test_web_server import Site, SseReader, hidden, sign_in, write_agents
+from tests.unit.test_web_server import (
+    PASSWORDS,
+    Site,
+    SseReader,
+    hidden,
+    sign_in,
+    write_agents,
+)
 
 TOKEN = "wand-token-0123456789abcdef"
 
@@ -84,7 +93,8 @@ class TestSupervisorPage:
         site = sv.site
         async with site.browser() as http:
             async with http.get(site.url("/supervisor/"), allow_redirects=False) as resp:
-                assert resp.status == 303 and resp.headers["Location"] == "../agent/login"
+                assert resp.status == 303
+                assert resp.headers["Location"] == "../agent/login?next=/supervisor/"
             await sign_in(http, site, "agent1")
             async with http.get(site.url("/agent/")) as resp:
                 assert "../supervisor/" not in await resp.text()  # no link for agents
@@ -184,6 +194,139 @@ class TestSupervisorPage:
             call(sv.calls, f"fast{i}", "wardenburg", now - timedelta(minutes=2), 2.0, True)
         html = sv.hub.board("de", True)
         assert 'data-tile="sl-day" data-grade="ok"' in html  # 9 of 10 = 90 %
+
+
+HOSTILE_NEXT = [
+    "https://evil.example/",
+    "//evil.example",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "javascript:alert(1)",
+    "../../etc/passwd",
+    "/agent/../../etc/passwd",
+    "/supervisor/..",
+    "/agent/%2e%2e/",
+    "/supervisor//evil.example",
+    "/agent/\\evil.example",
+    "/agent/\r\nSet-Cookie: x=1",
+    "/supervisorx/",
+    "/healthz",
+    "/agent/" + "a/" * 200,
+]
+
+
+async def sign_in_form(http: aiohttp.ClientSession, url: str) -> str:
+    """The sign-in form's HTML at ``url`` (GET, a 200 expected)."""
+    async with http.get(url) as resp:
+        assert resp.status == 200, url
+        return await resp.text()
+
+
+async def post_sign_in(
+    http: aiohttp.ClientSession, site: Site, agent: str, csrf: str, next_page: str | None
+) -> aiohttp.ClientResponse:
+    data = {"agent": agent, "password": PASSWORDS[agent], "csrf": csrf}
+    if next_page is not None:
+        data["next"] = next_page
+    async with http.post(site.url("/agent/login"), data=data, allow_redirects=False) as resp:
+        assert resp.status == 303, await resp.text()
+        return resp
+
+
+def resolved(resp: aiohttp.ClientResponse) -> str:
+    """The path a browser goes to: ``Location`` resolved against the answer's URL."""
+    return resp.url.join(URL(resp.headers["Location"])).path_qs
+
+
+class TestBackToThePageAskedFor:
+    @pytest.mark.parametrize(
+        ("agent", "lands_on", "text"),
+        [("chefin", "/supervisor/", "Alle (gemeinsame Warteschlange)"), ("agent1", "/agent/", "")],
+    )
+    async def test_from_the_board_through_the_sign_in(
+        self, sv: SupervisorSite, agent: str, lands_on: str, text: str
+    ) -> None:
+        site = sv.site
+        async with site.browser() as http:
+            async with http.get(site.url("/supervisor/"), allow_redirects=False) as resp:
+                assert resp.status == 303
+                form_url = site.url(resolved(resp))
+            html = await sign_in_form(http, form_url)
+            assert hidden(html, "next") == "/supervisor/"
+            resp = await post_sign_in(http, site, agent, hidden(html, "csrf"), "/supervisor/")
+            # Relative like every other Location here (a proxy's path prefix is kept).
+            assert resp.headers["Location"] in ("../supervisor/", "./")
+            assert resolved(resp) == lands_on
+            async with http.get(site.url(lands_on)) as page:
+                assert page.status == 200
+                assert text in await page.text()
+            # The session cookie is the usual one; the sign-in nonce is gone.
+            assert {c.key for c in http.cookie_jar} >= {"pbx_session"}
+            assert "pbx_login" not in {c.key for c in http.cookie_jar}
+
+    async def test_a_failed_attempt_and_the_language_switch_keep_the_destination(
+        self, sv: SupervisorSite
+    ) -> None:
+        site = sv.site
+        async with site.browser() as http:
+            html = await sign_in_form(http, site.url("/agent/login?next=/supervisor/"))
+            assert 'href="?lang=en&amp;next=/supervisor/"' in html
+            english = await sign_in_form(http, site.url("/agent/login?lang=en&next=/supervisor/"))
+            assert "Agent desk sign-in" in english and hidden(english, "next") == "/supervisor/"
+            async with http.post(
+                site.url("/agent/login"),
+                data={
+                    "agent": "chefin",
+                    "password": "falsch",
+                    "csrf": hidden(english, "csrf"),
+                    "next": "/supervisor/",
+                },
+            ) as resp:
+                assert resp.status == 401
+                again = await resp.text()
+            assert hidden(again, "next") == "/supervisor/"
+            resp = await post_sign_in(http, site, "chefin", hidden(again, "csrf"), "/supervisor/")
+            assert resolved(resp) == "/supervisor/"
+            # Already signed in: the form itself leads on to the destination.
+            async with http.get(
+                site.url("/agent/login?next=/supervisor/"), allow_redirects=False
+            ) as resp:
+                assert resp.status == 303 and resolved(resp) == "/supervisor/"
+
+    async def test_callbacks_of_a_tenant_after_the_sign_in(self, sv: SupervisorSite) -> None:
+        site = sv.site
+        async with site.browser() as http:
+            async with http.get(
+                site.url("/agent/callbacks?tenant=oldenburg"), allow_redirects=False
+            ) as resp:
+                assert resp.status == 303
+                form_url = site.url(resolved(resp))
+            html = await sign_in_form(http, form_url)
+            assert hidden(html, "next") == "/agent/callbacks?tenant=oldenburg"
+            resp = await post_sign_in(
+                http, site, "agent1", hidden(html, "csrf"), hidden(html, "next")
+            )
+            assert resp.headers["Location"] == "./callbacks?tenant=oldenburg"
+            assert resolved(resp) == "/agent/callbacks?tenant=oldenburg"
+
+    @pytest.mark.parametrize("value", HOSTILE_NEXT)
+    @pytest.mark.parametrize("agent", ["chefin", "agent1"])
+    async def test_anything_else_leads_to_the_desk(
+        self, sv: SupervisorSite, agent: str, value: str
+    ) -> None:
+        site = sv.site
+        async with site.browser() as http:
+            async with http.get(
+                site.url("/agent/login"), params={"next": value}, allow_redirects=False
+            ) as resp:
+                assert resp.status == 200
+                html = await resp.text()
+            # Not carried on: neither in the form nor in the language link.
+            assert 'name="next"' not in html and "next=" not in html
+            # Sent anyway (a hand-made form): checked again, the desk.
+            resp = await post_sign_in(http, site, agent, hidden(html, "csrf"), value)
+            assert resp.headers["Location"] == "./"
+            assert resolved(resp) == "/agent/"
 
 
 class TestSupervisorConfig:
