@@ -416,7 +416,12 @@ def daemon_env_for(
         PBXBRIDGE_AMI_PASSWORD=tb.ami_password,
     )
     if unix_socket is not None:
-        env.update(PBXBRIDGE_MQTT_ENABLED="yes", PBXBRIDGE_MQTT_HOST=f"unix:{unix_socket}")
+        # PORT empty: the daemon's environment names the test broker's TCP port.
+        env.update(
+            PBXBRIDGE_MQTT_ENABLED="yes",
+            PBXBRIDGE_MQTT_HOST=f"unix:{unix_socket}",
+            PBXBRIDGE_MQTT_PORT="",
+        )
         return env, ["ari", "ami", "mqtt-unix"]
     host = os.environ.get("PBXBRIDGE_MQTT_HOST") or "127.0.0.1"
     port = int(os.environ.get("PBXBRIDGE_MQTT_PORT") or 1883)

@@ -11,7 +11,6 @@ import click
 
 from pbxbridge.cli import base
 from pbxbridge.cli.base import CONFIG_ENV, cli
-from pbxbridge.runtime.settings import SettingsError
 
 
 @cli.command()
@@ -35,6 +34,7 @@ def run(config: str, ari_url: str | None, http_bind: str | None) -> None:
     PBXBRIDGE_LOG_FORMAT); the ARI password from $CREDENTIALS_DIRECTORY/ari-password,
     PBXBRIDGE_ARI_PASSWORD_FILE or PBXBRIDGE_ARI_PASSWORD.
     """
+    from pbxbridge.adapters.mqtt import MqttSettings
     from pbxbridge.app import Daemon
     from pbxbridge.runtime import loop
     from pbxbridge.runtime.logs import configure_logging
@@ -47,7 +47,11 @@ def run(config: str, ari_url: str | None, http_bind: str | None) -> None:
         env["PBXBRIDGE_HTTP_BIND"] = http_bind
     try:
         settings = Settings.from_env(env)
-    except SettingsError as exc:
+        if settings.mqtt_enabled:
+            # Checked here too, so a bad PBXBRIDGE_MQTT_* value is one clear line
+            # at start-up, not a traceback out of the daemon's build step.
+            MqttSettings.from_env(env)
+    except ValueError as exc:  # SettingsError is one
         base.fail(str(exc))
     configure_logging(settings.log_level, settings.log_format)
     sys.exit(loop.run(Daemon(config, settings).run(), event_loop=settings.event_loop))

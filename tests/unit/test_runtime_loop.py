@@ -40,3 +40,31 @@ class TestSetting:
     def test_unknown_loop_is_refused_with_the_choices(self) -> None:
         with pytest.raises(SettingsError, match="use uvloop or asyncio"):
             Settings.from_env({"PBXBRIDGE_EVENT_LOOP": "trio"})
+
+
+class TestRunRefusesBadSettingsInOneLine:
+    """``pbxbridge run`` checks the MQTT settings before building anything."""
+
+    @pytest.mark.parametrize(
+        ("env", "message"),
+        [
+            (
+                {"PBXBRIDGE_MQTT_HOST": "unix:/run/mqtt.sock", "PBXBRIDGE_MQTT_PORT": "1883"},
+                "a port has no meaning with a unix socket",
+            ),
+            ({"PBXBRIDGE_MQTT_TLS": "maybe"}, "PBXBRIDGE_MQTT_TLS='maybe': use yes or no"),
+            ({"PBXBRIDGE_EVENT_LOOP": "trio"}, "use uvloop or asyncio"),
+        ],
+    )
+    def test_bad_value_is_an_error_line_not_a_traceback(
+        self, env: dict[str, str], message: str
+    ) -> None:
+        from click.testing import CliRunner
+
+        from pbxbridge.cli import cli
+
+        result = CliRunner().invoke(cli, ["run", "-c", "config/routing.yaml"], env=env)
+        assert result.exit_code != 0
+        assert message in result.output
+        assert "Traceback" not in result.output
+        assert not isinstance(result.exception, ValueError)  # handled, exits cleanly
