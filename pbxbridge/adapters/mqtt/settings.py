@@ -42,9 +42,9 @@ class MqttSettings:
     Attributes:
         host: Broker host name or address, or ``unix:/path/to/socket`` for a
             broker on the same machine listening on a Unix domain socket
-            (mosquitto: ``listener 0 /run/mosquitto/mqtt.sock``). The socket
-            costs the daemon less CPU per message than TCP over loopback (no
-            TCP/IP processing in the kernel); no TLS and no port with it.
+            (mosquitto: ``listener 0 /run/mosquitto/mqtt.sock``): no TCP
+            listener needed, the file's permissions decide who may connect;
+            no TLS and no port with it.
         port: Broker port; ``None`` means 8883 with TLS, otherwise 1883.
         username: User name, or ``None`` for anonymous access.
         password: Password (only with ``username``). Never in ``repr()`` or logs.
