@@ -21,24 +21,16 @@ from pbxbridge.adapters.ami.queue import QueueEntry
 from pbxbridge.journal.backend import journal_opener
 from pbxbridge.journal.entry import Outcome
 from tests.integration.daemon import DaemonProcess, running_daemon
-from tests.integration.test_virtual_hold_real import (
-    QUEUE,
-    Callers,
-    e164,
-    national,
-    pause,
-    rules,
-    served,
-    vhold_ready,
-    wait_for,
-)
+from tests.integration.test_virtual_hold_real import vhold_ready
+from tests.integration.vhold_calls import Callers, e164, national, pause, served, wait_for
 from tests.testbed.sipp import SippAgent
 from tests.testbed.testbed import Testbed
+from tests.testbed.vhold_rules import QUEUE, vhold_rules
 from tests.unit.test_journal_store import entry
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.mosquitto]
 
-REPEAT_RULES = rules().replace(
+REPEAT_RULES = vhold_rules().replace(
     "      outbound_context: testbed-citizens\n",
     "      outbound_context: testbed-citizens\n      repeat_caller_priority: 2\n",
 )
