@@ -104,7 +104,7 @@ fi
 # -- next steps (tests/unit/test_testbed_cli.py runs this block alone) --
 # What to type in another shell. STATE_DIRECTORY must be the daemon's: a plain
 # shell's `pbxbridge override set -c config/routing.yaml` writes beside the
-# rules (config/var/) and the daemon never sees it.
+# rules (a "var" folder beside config/routing.yaml) and the daemon never sees it.
 demo_call="python -m tests.testbed call --did 044077300 --caller 04407123456"
 printf 'In another shell:\n  cd %q && export PATH="$PWD/.venv/bin:$PATH" STATE_DIRECTORY=%q\n' \
     "$PWD" "$STATE_DIRECTORY"

@@ -100,7 +100,7 @@ def build_feed(rules: Rules, name: str, first: date, last: date, *, stamp: datet
     out.add("refresh-interval", timedelta(hours=6), parameters={"VALUE": "DURATION"})
     out.add("x-published-ttl", "PT6H")
     # Our own VTIMEZONE: icalendar's from_tzinfo puts the spring switch at 03:00
-    # instead of 02:00 (see config/vtimezone.py). Whole years, so that every
+    # instead of 02:00 (see pbxbridge/config/vtimezone.py). Whole years, so that every
     # observance the window touches is there.
     out.add_component(vtimezone(tz, first, last))
     for event in _events(cal, tz, first, last, stamp):
