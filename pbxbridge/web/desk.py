@@ -516,7 +516,7 @@ class AgentDesk:
             callback_number = normalize(number, rules.region).e164
             if callback_number is None:
                 raise DeskError(400, "err_number_invalid")
-            tenant = _tenant_of(card.message)
+            tenant = _pop_field(card.message, "tenant", "id")
             day = card.answered_on or self.clock().astimezone(rules.timezone).date()
             due_local = callback_due(rules, tenant, day)
         at = self.clock()
@@ -545,7 +545,8 @@ class AgentDesk:
         )
         if callback_number is not None and self._on_callback is not None:
             try:
-                self._on_callback(_caller_of(card.message), callback_number)
+                caller = _pop_field(card.message, "caller", "number") or None
+                self._on_callback(caller, callback_number)
             except Exception:  # the ticket is written; a hook's fault must not undo that
                 log.exception("web.on_callback_failed", call_id=call_id)
         state = self._agents.get(agent)
@@ -692,19 +693,11 @@ class AgentDesk:
         }
 
 
-def _caller_of(message: Mapping[str, object]) -> str | None:
-    caller = message.get("caller")
-    if isinstance(caller, Mapping):
-        value = caller.get("number")
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
-def _tenant_of(message: Mapping[str, object]) -> str:
-    tenant = message.get("tenant")
-    if isinstance(tenant, Mapping):
-        value = tenant.get("id")
+def _pop_field(message: Mapping[str, object], part: str, name: str) -> str:
+    """A string inside a pop's part (``tenant.id``, ``caller.number``), else ``""``."""
+    inner = message.get(part)
+    if isinstance(inner, Mapping):
+        value = inner.get(name)
         if isinstance(value, str):
             return value
     return ""

@@ -50,6 +50,11 @@ def checked(value: str | None) -> str | None:
     return value
 
 
+def next_query(page: str) -> str:
+    """``next=<page>`` for a URL's query (``page`` already :func:`checked`)."""
+    return f"next={quote(page, safe='/')}"
+
+
 def sign_in_location(login: str, path: str, query: str = "") -> str:
     """The sign-in form's address that returns to ``path?query`` afterwards.
 
@@ -64,7 +69,7 @@ def sign_in_location(login: str, path: str, query: str = "") -> str:
     """
     for wanted in (f"{path}?{query}" if query else path, path):
         if checked(wanted) is not None:
-            return f"{login}?next={quote(wanted, safe='/')}"
+            return f"{login}?{next_query(wanted)}"
     return login
 
 

@@ -31,7 +31,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import quote
 
 import structlog
 from aiohttp import web
@@ -41,7 +40,7 @@ from pbxbridge.web import sse, views
 from pbxbridge.web.agents import AgentsFile
 from pbxbridge.web.config import MIN_SESSION_SECRET_CHARS, WebConfig, client_address, networks
 from pbxbridge.web.desk import AgentDesk, DeskError
-from pbxbridge.web.destination import after_sign_in, checked, sign_in_location
+from pbxbridge.web.destination import after_sign_in, checked, next_query, sign_in_location
 from pbxbridge.web.i18n import format_local, label, language, script_labels
 from pbxbridge.web.passwords import ScryptHash, dummy_hash, verify_password
 from pbxbridge.web.render import EMPTY, Markup, join, render, script_json, tag
@@ -368,7 +367,7 @@ class AgentPage:
         other = "en" if lang == "de" else "de"
         # The page asked for before signing in (already checked) survives a
         # failed attempt and the language switch.
-        carry = f"&next={quote(next_page, safe='/')}" if next_page else ""
+        carry = f"&{next_query(next_page)}" if next_page else ""
         main = Markup(
             render(
                 "login.html",

@@ -402,7 +402,7 @@ def _merge_queued(paho: mqtt.Client) -> None:
         run.append(packet)
     if len(run) < 2:
         return
-    data = b"".join(bytes(packet["packet"][packet["pos"] :]) for packet in run)
+    data = b"".join(packet["packet"][packet["pos"] :] for packet in run)
     for _ in run:
         queue.popleft()
     first = run[0]
